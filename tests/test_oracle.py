@@ -1,0 +1,84 @@
+"""The exact oracle against a hand computation and an independent brute force."""
+
+import itertools
+import math
+
+import pytest
+import torch
+
+import uwm_model as um
+
+
+def test_hand_computed_gradient_of_a_single_unit(mux3):
+    # [3, 1] with W = 0, b = 0: pi = 1/2 everywhere, J = mean_x (2 pi - 1) t(x) = 0, with t = +-1 the
+    # target's sign; dJ/dW_j = mean_x 2 sigma'(0) t(x) x_j = 0.5 E[t x_j] = (0, 0.25, 0.25): the
+    # target equals data bit d0 when the address is -1 and d1 when it is +1; dJ/db = 0.5 E[t] = 0.
+    net = um.Network([torch.zeros(1, 1, 3, dtype=torch.float64)], [torch.zeros(1, 1, dtype=torch.float64)])
+    J, grad = um.exact_gradient(net, mux3)
+    assert J.item() == pytest.approx(0.0, abs=1e-15)
+    assert grad.weights[0][0, 0].tolist() == pytest.approx([0.0, 0.25, 0.25], abs=1e-15)
+    assert grad.biases[0].item() == pytest.approx(0.0, abs=1e-15)
+    # rewards 1/0 halve the reward's range: J = 1/2, gradient halved
+    J, grad = um.exact_gradient(net, um.Multiplexer(1, rewards="10"))
+    assert J.item() == pytest.approx(0.5)
+    assert grad.weights[0][0, 0].tolist() == pytest.approx([0.0, 0.125, 0.125], abs=1e-15)
+
+
+def brute_force_J(weights, biases, task):
+    """Plain Python floats: sum over inputs and every joint configuration of all units."""
+    sizes = [len(weights[0][0])] + [len(w) for w in weights]
+    total = 0.0
+    xs = list(itertools.product([0, 1], repeat=sizes[0]))
+    for bits in xs:
+        x = [(2 * b - 1) if task.inputs == "pm1" else b for b in bits]
+        address = int("".join(str(b) for b in bits[: task.address_bits]), 2)
+        target = bits[task.address_bits + address]
+        for config in itertools.product([0, 1], repeat=sum(sizes[1:])):
+            prob, h, offset = 1.0, x, 0
+            for w, b in zip(weights, biases):
+                n = len(w)
+                out = config[offset: offset + n]
+                offset += n
+                for i in range(n):
+                    p = 1 / (1 + math.exp(-(sum(w[i][j] * h[j] for j in range(len(h))) + b[i])))
+                    prob *= p if out[i] else 1 - p
+                h = out
+            correct = h[0] == target
+            reward = (1.0 if correct else -1.0) if task.rewards == "pm1" else float(correct)
+            total += prob * reward
+    return total / len(xs)
+
+
+@pytest.mark.parametrize("inputs,rewards", [("pm1", "pm1"), ("01", "10")])
+def test_oracle_matches_brute_force_and_finite_differences(inputs, rewards):
+    task = um.Multiplexer(1, inputs=inputs, rewards=rewards)
+    net = um.init_network([3, 2, 2, 1], population=2, seed=3, dtype=torch.float64, device="cpu")
+    for l in range(3):  # move away from the near-zero default biases
+        net.biases[l] = net.biases[l] + torch.linspace(-0.7, 0.9, net.biases[l].numel(), dtype=torch.float64).reshape(net.biases[l].shape)
+    J, grad = um.exact_gradient(net, task)
+    for k in range(2):
+        weights = [w[k].tolist() for w in net.weights]
+        biases = [b[k].tolist() for b in net.biases]
+        assert J[k].item() == pytest.approx(brute_force_J(weights, biases, task), abs=1e-12)
+        eps = 1e-6
+        for l, (i, j) in itertools.product(range(3), [(0, 0), (-1, -1)]):
+            for which, params in (("w", weights), ("b", biases)):
+                def shifted(delta):
+                    ws, bs = [[r[:] for r in w] for w in weights], [b[:] for b in biases]
+                    if which == "w":
+                        ws[l][i][j] += delta
+                    else:
+                        bs[l][i] += delta
+                    return brute_force_J(ws, bs, task)
+                numeric = (shifted(eps) - shifted(-eps)) / (2 * eps)
+                exact = grad.weights[l][k, i, j] if which == "w" else grad.biases[l][k, i]
+                assert exact.item() == pytest.approx(numeric, abs=1e-8)
+
+
+def test_oracle_refuses_networks_too_large_to_enumerate():
+    task = um.Multiplexer(2)
+    net = um.init_network([task.input_size, 30, 1], device="cpu")
+    with pytest.raises(ValueError, match="too large for the exact oracle"):
+        um.exact_gradient(net, task)
+    with pytest.raises(ValueError, match="too many to enumerate"):
+        um.Multiplexer(5).all_inputs()

@@ -1,0 +1,167 @@
+"""Populations of Bernoulli-logistic networks held as batched tensors.
+
+Shapes (population first, then batch):
+    weights[l]: [P, n_{l+1}, n_l]      biases[l]: [P, n_{l+1}]
+    h[l]:       [P, B, n_l]            (h[0] is the input x)
+
+Layer ``l`` of the code is layer ``l + 1`` of the spec (``W^{l+1}``): lists are 0-based.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"``/``None`` picks CUDA when present, else the CPU; anything else is taken as given."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device '{device}' was requested but CUDA is not available here")
+    return device
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        if dtype not in DTYPES.values():
+            raise ValueError(f"dtype {dtype} is not supported; use float32 or float64")
+        return dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype '{dtype}' is not supported; use one of: {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+@dataclass
+class Network:
+    """A population of P independent networks. ``weights``/``biases`` are assignable lists."""
+
+    weights: list[torch.Tensor]
+    biases: list[torch.Tensor]
+
+    @property
+    def sizes(self) -> list[int]:
+        return [self.weights[0].shape[2]] + [w.shape[1] for w in self.weights]
+
+    @property
+    def population(self) -> int:
+        return self.weights[0].shape[0]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.weights[0].dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.weights[0].device
+
+    def clone(self) -> "Network":
+        return Network([w.clone() for w in self.weights], [b.clone() for b in self.biases])
+
+    def to(self, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> "Network":
+        return Network([w.to(device=device, dtype=dtype) for w in self.weights],
+                       [b.to(device=device, dtype=dtype) for b in self.biases])
+
+    def member(self, k: int) -> "Network":
+        """Member k as a population of one."""
+        return Network([w[k:k + 1].clone() for w in self.weights], [b[k:k + 1].clone() for b in self.biases])
+
+
+def _member_values(value, population: int, name: str) -> list:
+    if value is None or isinstance(value, (int, float)):
+        return [value] * population
+    if isinstance(value, torch.Tensor):
+        value = value.tolist()
+    value = list(value)
+    if len(value) != population:
+        raise ValueError(f"{name} has {len(value)} values for a population of {population}")
+    return value
+
+
+def init_member(sizes: Sequence[int], seed: int, outgoing_norm: float | None = None):
+    """One member's parameters in float64 on the CPU, drawn from ``torch.Generator`` seeded ``seed``.
+
+    ``W ~ U(-s, s)``, ``s = sqrt(6 / (n_in + n_out))``; ``b ~ U(-1e-3, 1e-3)``, drawn
+    ``W1, b1, W2, b2, ...`` with ``torch.rand`` (as in Chung's published code). With
+    ``outgoing_norm = c`` every column of every weight matrix but the first is rescaled to
+    Euclidean norm ``c``: the outgoing weight vector of each hidden unit.
+    """
+    gen = torch.Generator().manual_seed(int(seed))
+    weights, biases = [], []
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        scale = math.sqrt(6.0 / (n_in + n_out))
+        weights.append((2 * torch.rand(n_out, n_in, generator=gen, dtype=torch.float64) - 1) * scale)
+        biases.append((2 * torch.rand(n_out, generator=gen, dtype=torch.float64) - 1) * 1e-3)
+    if outgoing_norm is not None:
+        for w in weights[1:]:
+            w *= outgoing_norm / w.norm(dim=0, keepdim=True).clamp_min(1e-300)
+    return weights, biases
+
+
+def init_network(
+    sizes: Sequence[int],
+    population: int = 1,
+    seed: int | Sequence[int] = 0,
+    outgoing_norm: float | Sequence[float | None] | None = None,
+    dtype: torch.dtype | str = torch.float32,
+    device: str | torch.device | None = "auto",
+) -> Network:
+    """A population of ``population`` networks with layer sizes ``sizes = [d0, n1, ..., nL]``.
+
+    Member ``k`` is initialised from its own generator seeded ``seed + k`` (or ``seed[k]`` when a
+    sequence of seeds is given), so member k equals a population of one built with that seed,
+    and adding members never changes the existing ones. ``outgoing_norm`` may be one value or
+    one per member (packed sweeps). Parameters are drawn in float64 on the CPU and then cast,
+    so float32 and float64 networks, and CPU and CUDA ones, start from the same numbers.
+    """
+    sizes = [int(s) for s in sizes]
+    if len(sizes) < 2 or min(sizes) < 1:
+        raise ValueError(f"sizes must list at least an input and an output size, all >= 1; got {sizes}")
+    if population < 1:
+        raise ValueError(f"population must be >= 1; got {population}")
+    seeds = [seed + k for k in range(population)] if isinstance(seed, int) else _member_values(seed, population, "seed")
+    norms = _member_values(outgoing_norm, population, "outgoing_norm")
+    for c in norms:
+        if c is not None and not (c > 0 and math.isfinite(c)):
+            raise ValueError(f"outgoing_norm must be a positive finite number; got {c}")
+    if len(sizes) == 2 and any(c is not None for c in norms):
+        raise ValueError("outgoing_norm needs at least one hidden layer")
+    dtype, device = resolve_dtype(dtype), resolve_device(device)
+    members = [init_member(sizes, s, c) for s, c in zip(seeds, norms)]
+    weights = [torch.stack([m[0][l] for m in members]).to(device=device, dtype=dtype) for l in range(len(sizes) - 1)]
+    biases = [torch.stack([m[1][l] for m in members]).to(device=device, dtype=dtype) for l in range(len(sizes) - 1)]
+    return Network(weights, biases)
+
+
+@dataclass
+class Episode:
+    """One sampled pass: ``h[0] = x`` and ``h[l+1]`` the sample of layer l; ``z[l]``, ``pi[l]`` its logits and probabilities."""
+
+    h: list[torch.Tensor]
+    z: list[torch.Tensor]
+    pi: list[torch.Tensor]
+
+    @property
+    def action(self) -> torch.Tensor:
+        return self.h[-1]
+
+
+def sample_episode(weights, biases, x: torch.Tensor, unit_uniforms: Sequence[torch.Tensor]) -> Episode:
+    """Sample every layer: ``z = W h + b``, ``pi = sigmoid(z)``, ``h' = [u < pi]`` with ``u`` given.
+
+    x: [P, B, d0]; unit_uniforms[l]: [P, B, n_{l+1}].
+    """
+    h, zs, pis = [x], [], []
+    for w, b, u in zip(weights, biases, unit_uniforms):
+        z = torch.baddbmm(b.unsqueeze(1), h[-1], w.transpose(1, 2))
+        pi = torch.sigmoid(z)
+        zs.append(z)
+        pis.append(pi)
+        h.append((u < pi).to(z.dtype))
+    return Episode(h, zs, pis)

@@ -1,0 +1,316 @@
+r"""The five learning rules, each one short function beside its equation.
+
+Notation follows ``shared/docs/learning-rules.md``. Every rule maps a sampled episode to a
+per-sample estimate :math:`\hat g^l_i` of :math:`\partial J/\partial z^l_i` for every layer
+(``[P, B, n_l]``); weight and bias estimates follow as :math:`\hat g^l_i h^{l-1}_j` and
+:math:`\hat g^l_i`. The mean over the batch is the update (ascending J); the spread over the
+batch is the estimator's variance.
+
+Code layers are 0-based: ``weights[l]`` is :math:`W^{l+1}`, ``ep.h[l + 1]`` the sample of layer
+``l`` and ``ep.h[0]`` the input. In a hidden layer ``l`` the primes (next layer) are
+``w = weights[l + 1]`` (``[P, n', n]``), ``h' = ep.h[l + 2]``, ``z' = ep.z[l + 1]``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+
+from .network import Episode, Network, sample_episode
+
+Tensor = torch.Tensor
+
+
+def _per_member(value, like: Tensor) -> Tensor | float:
+    """A number, or a [P] tensor reshaped to broadcast over [P, ...] tensors like ``like``."""
+    if isinstance(value, Tensor):
+        return value.to(like.dtype).reshape((-1,) + (1,) * (like.dim() - 1))
+    return value
+
+
+def output_reinforce(ep: Episode, R: Tensor) -> Tensor:
+    r"""The output layer of wm, hwm and uwm: REINFORCE with the global reward, :math:`\hat g^L = R (a - \pi^L)`."""
+    return R.unsqueeze(-1) * (ep.h[-1] - ep.pi[-1])
+
+
+def signal_recursion(weights, ep: Episode, R: Tensor, hidden_delta: Callable, form: str) -> list[Tensor]:
+    r"""Shared top-down recursion of wm, hwm and uwm (spec section 3.0).
+
+    :math:`S^L = R`; for each hidden layer, top down, ``hidden_delta(l, S_next)`` returns
+    :math:`\hat\Delta^l`, and then
+    :math:`S^l = h^l \hat\Delta^l`, and :math:`\hat g^l = S^l (h^l - \pi^l) = h^l (1 - \pi^l)\hat\Delta^l`
+    (``form="reinforce"``) or :math:`\hat g^l = \sigma'(z^l)\hat\Delta^l` (``form="rb"``).
+    """
+    grads = [None] * len(weights)
+    grads[-1] = output_reinforce(ep, R)
+    signal = R.unsqueeze(-1).expand_as(ep.h[-1])
+    for l in range(len(weights) - 2, -1, -1):
+        h, pi = ep.h[l + 1], ep.pi[l]
+        delta = hidden_delta(l, signal)
+        grads[l] = h * (1 - pi) * delta if form == "reinforce" else pi * (1 - pi) * delta
+        signal = h * delta
+    return grads
+
+
+def reinforce(weights, ep: Episode, R: Tensor, U, baseline=0.0) -> list[Tensor]:
+    r"""REINFORCE: :math:`\hat g^l_i = (R - \beta)(h^l_i - \pi^l_i)` for every layer.
+
+    Unbiased for any baseline :math:`\beta` that does not depend on the current sample (a
+    number or a ``[P]`` tensor; the trainer keeps the EMA). Variance grows with the number of
+    units sharing the one reward.
+    """
+    advantage = (R - _per_member(baseline, R)).unsqueeze(-1)
+    return [advantage * (h - pi) for h, pi in zip(ep.h[1:], ep.pi)]
+
+
+def ste(weights, ep: Episode, R: Tensor, U, surrogate="sigmoid") -> list[Tensor]:
+    r"""Straight-through backprop: :math:`\delta^L = R(a - \pi^L)`,
+    :math:`\delta^l = \sigma'(z^l) \odot (W^{l+1})^\top \delta^{l+1}` (``identity`` drops :math:`\sigma'`).
+
+    Biased: it differentiates through the samples as if they were their probabilities.
+    """
+    grads = [None] * len(weights)
+    grads[-1] = output_reinforce(ep, R)
+    for l in range(len(weights) - 2, -1, -1):
+        back = torch.bmm(grads[l + 1], weights[l + 1])
+        grads[l] = back * ep.pi[l] * (1 - ep.pi[l]) if surrogate == "sigmoid" else back
+    return grads
+
+
+def wm(weights, ep: Episode, R: Tensor, U, p=2.0) -> list[Tensor]:
+    r"""Weight Maximization (Chung 2022): the individual reward is the change of the unit's
+    outgoing-weight :math:`L^p` norm under the next layer's raw update :math:`\Delta W_{ji} = \hat g'_j h_i`:
+
+    .. math:: \hat\Delta_i = \sum_j p |W_{ji}|^{p-1} \mathrm{sign}(W_{ji}) (h'_j - \pi'_j) S'_j
+
+    Biased: a first-order expansion around :math:`h_i = 1`, times :math:`p`. ``p`` is a number
+    or a ``[P]`` tensor (>= 1).
+    """
+    def hidden_delta(l, signal):
+        w = weights[l + 1]
+        p_ = _per_member(p, w)
+        dnorm = p_ * w.abs().pow(p_ - 1) * torch.sign(w)
+        return torch.bmm((ep.h[l + 2] - ep.pi[l + 1]) * signal, dnorm)
+
+    return signal_recursion(weights, ep, R, hidden_delta, "reinforce")
+
+
+@lru_cache(maxsize=None)
+def sigmoid_derivative_polynomial(k: int) -> tuple[int, ...]:
+    r"""Integer coefficients (lowest power first) of :math:`P_k` with :math:`\sigma^{(k)}(z) = P_k(\sigma(z))`:
+    :math:`P_0(s) = s`, :math:`P_{k+1}(s) = P_k'(s)\, s(1-s)`."""
+    if k == 0:
+        return (0, 1)
+    prev = sigmoid_derivative_polynomial(k - 1)
+    derivative = [i * c for i, c in enumerate(prev)][1:]
+    out = [0] * (len(derivative) + 2)
+    for i, c in enumerate(derivative):  # multiply by s - s^2
+        out[i + 1] += c
+        out[i + 2] -= c
+    return tuple(out)
+
+
+def sigmoid_derivative(s: Tensor, k: int) -> Tensor:
+    """:math:`\\sigma^{(k)}(z)` evaluated from ``s = sigmoid(z)`` (Horner)."""
+    result = torch.zeros_like(s)
+    for c in reversed(sigmoid_derivative_polynomial(k)):
+        result = result * s + c
+    return result
+
+
+def hwm(weights, ep: Episode, R: Tensor, U, order=3, form="reinforce") -> list[Tensor]:
+    r"""High-order Weight Maximization: a Taylor series of :math:`r_i(u)` around the sampled point
+    evaluated at the other end, truncated at order :math:`P`:
+
+    .. math::
+        \kappa_m = \sum_j W_{ji}^m c_m(h'_j, z'_j),\quad c_1 = h'_j - \sigma(z'_j),\quad c_m = -\sigma^{(m-1)}(z'_j)\\
+        Y_0 = 1,\quad Y_{n+1} = \sum_{k=0}^{n} \binom{n}{k} Y_{n-k}\kappa_{k+1}\\
+        \hat\Delta_i = R \sum_{n=1}^{P} (-1)^{n+1} Y_n / n!
+
+    (``form="rb"``: the sign of term n is :math:`(1 - 2h_i)^{n+1}`.) The signal is the global
+    reward. Biased for finite P; the sigmoid's Taylor series has radius :math:`\pi`, so with
+    outgoing weights above :math:`\pi` bias and variance grow with P.
+    """
+    def hidden_delta(l, signal):
+        w, h_next, pi_next = weights[l + 1], ep.h[l + 2], ep.pi[l + 1]
+        kappa = []
+        for m in range(1, order + 1):
+            c = h_next - pi_next if m == 1 else -sigmoid_derivative(pi_next, m - 1)
+            kappa.append(torch.bmm(c, w.pow(m)))
+        bell = [torch.ones_like(kappa[0])]
+        for n in range(order):
+            bell.append(sum(math.comb(n, k) * bell[n - k] * kappa[k] for k in range(n + 1)))
+        sign = -1.0 if form == "reinforce" else 1 - 2 * ep.h[l + 1]
+        series = sum(sign ** (n + 1) * bell[n] / math.factorial(n) for n in range(1, order + 1))
+        return R.unsqueeze(-1) * series
+
+    return signal_recursion(weights, ep, R, hidden_delta, form)
+
+
+def uwm_delta(w: Tensor, h: Tensor, h_next: Tensor, z_next: Tensor, target: Tensor, u: Tensor) -> Tensor:
+    r"""Unbiased estimate of :math:`\Delta_i = E_{U}[r_i'(U)]` by importance sampling over the next layer.
+
+    .. math::
+        z^{(i)}_j = z'_j + W_{ji}(U_i - h_i)\\
+        \log\rho_i = \sum_j \log \mathrm{Bern}(h'_j; \sigma(z^{(i)}_j)) - \log \mathrm{Bern}(h'_j; \sigma(z'_j))\\
+        \hat\Delta_i = \rho_i \sum_j W_{ji}(h'_j - \sigma(z^{(i)}_j))\, T_j
+
+    A rank-1 shift of the known logits: ``[P, B, n, n']`` work and memory, O(n n') per
+    sample, never the next layer recomputed once per unit. w: [P, n', n]; h, u: [P, B, n];
+    h_next, z_next, target: [P, B, n'].
+    """
+    w_t = w.transpose(1, 2).unsqueeze(1)                                 # [P, 1, n, n']
+    z_shift = z_next.unsqueeze(2) + w_t * (u - h).unsqueeze(-1)          # [P, B, n, n']
+    spin = (2 * h_next - 1).unsqueeze(2)                                  # log Bern(h; s(z)) = logsigmoid((2h-1) z)
+    log_rho = (F.logsigmoid(spin * z_shift).sum(-1)
+               - F.logsigmoid(spin.squeeze(2) * z_next).sum(-1, keepdim=True))
+    slope = (w_t * (h_next.unsqueeze(2) - torch.sigmoid(z_shift)) * target.unsqueeze(2)).sum(-1)
+    return torch.exp(log_rho) * slope
+
+
+def uwm(weights, ep: Episode, R: Tensor, U, signal="individual", form="reinforce") -> list[Tensor]:
+    r"""Unbiased Weight Maximization: :math:`\Delta_i = r_i(1) - r_i(0) = E_{U \sim U(0,1)}[r_i'(U)]`,
+    estimated by :func:`uwm_delta` with one :math:`U_i` per unit and sample (``U[l]``: [P, B, n]).
+
+    :math:`T_j = S'_j` (``signal="individual"``) or :math:`T_j = R` (``"global"``); both unbiased.
+    """
+    def hidden_delta(l, next_signal):
+        target = next_signal if signal == "individual" else R.unsqueeze(-1).expand_as(ep.h[l + 2])
+        return uwm_delta(weights[l + 1], ep.h[l + 1], ep.h[l + 2], ep.z[l + 1], target, U[l])
+
+    return signal_recursion(weights, ep, R, hidden_delta, form)
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    fn: Callable
+    defaults: dict
+    choices: dict = field(default_factory=dict)    # option -> allowed string values
+    numbers: dict = field(default_factory=dict)    # option -> (type, minimum)
+    needs_uniforms: bool = False
+
+
+RULES: dict[str, Rule] = {
+    "reinforce": Rule("reinforce", reinforce, {"baseline": 0.0}, numbers={"baseline": (float, None)}),
+    "ste": Rule("ste", ste, {"surrogate": "sigmoid"}, choices={"surrogate": ("sigmoid", "identity")}),
+    "wm": Rule("wm", wm, {"p": 2.0}, numbers={"p": (float, 1.0)}),
+    "hwm": Rule("hwm", hwm, {"order": 3, "form": "reinforce"}, choices={"form": ("reinforce", "rb")},
+                numbers={"order": (int, 1)}),
+    "uwm": Rule("uwm", uwm, {"signal": "individual", "form": "reinforce"},
+                choices={"signal": ("individual", "global"), "form": ("reinforce", "rb")}, needs_uniforms=True),
+}
+
+
+def resolve_rule(name: str, options: dict | None = None) -> tuple[Rule, dict]:
+    """The rule and its complete options; an unknown rule, option or value is a ValueError naming it."""
+    if name not in RULES:
+        raise ValueError(f"unknown rule '{name}'; valid rules: {', '.join(RULES)}")
+    rule = RULES[name]
+    options = dict(options or {})
+    for key, value in options.items():
+        if key not in rule.defaults:
+            extra = " (wm has no rb form: its estimate is a first-order term around u = 1)" if (name, key) == ("wm", "form") else ""
+            raise ValueError(f"rule '{name}' has no option '{key}'{extra}; valid options: {', '.join(rule.defaults)}")
+        if key in rule.choices and value not in rule.choices[key]:
+            raise ValueError(f"rule '{name}' option {key}={value!r} is not one of: {', '.join(rule.choices[key])}")
+        if key in rule.numbers:
+            kind, minimum = rule.numbers[key]
+            if isinstance(value, Tensor):
+                if value.dim() != 1:
+                    raise ValueError(f"rule '{name}' option {key} must be a number or a [P] tensor")
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not float(value).is_integer()):
+                raise ValueError(f"rule '{name}' option {key}={value!r} must be {'an integer' if kind is int else 'a number'}")
+            if minimum is not None and value < minimum:
+                raise ValueError(f"rule '{name}' option {key}={value!r} must be >= {minimum}")
+            options[key] = kind(value)
+    return rule, {**rule.defaults, **options}
+
+
+# ----------------------------------------------------------------------------- estimates
+
+
+@dataclass
+class Gradient:
+    """Parameter-shaped tensors: ``weights[l]``: [P, n_{l+1}, n_l], ``biases[l]``: [P, n_{l+1}]."""
+
+    weights: list[Tensor]
+    biases: list[Tensor]
+
+
+@dataclass
+class Estimate:
+    """Per-sample estimates: ``weights[l]``: [P, B, n_{l+1}, n_l], ``biases[l]`` and ``logits[l]``:
+    [P, B, n_{l+1}], ``reward``: [P, B]. ``mean()`` is the update (ascent direction)."""
+
+    weights: list[Tensor]
+    biases: list[Tensor]
+    reward: Tensor
+
+    @property
+    def logits(self) -> list[Tensor]:
+        return self.biases
+
+    def mean(self) -> Gradient:
+        return Gradient([w.mean(1) for w in self.weights], [b.mean(1) for b in self.biases])
+
+
+def per_sample_parameters(logit_grads: Sequence[Tensor], ep: Episode) -> tuple[list[Tensor], list[Tensor]]:
+    """Weight estimates ``g_i h_j`` ([P, B, n', n]) and bias estimates ``g_i`` from logit estimates."""
+    return [g.unsqueeze(-1) * h.unsqueeze(-2) for g, h in zip(logit_grads, ep.h[:-1])], list(logit_grads)
+
+
+def batch_mean_parameters(logit_grads: Sequence[Tensor], ep: Episode) -> Gradient:
+    """The batch mean of the weight and bias estimates, without materialising per-sample weights."""
+    batch = ep.h[0].shape[1]
+    return Gradient([torch.bmm(g.transpose(1, 2), h) / batch for g, h in zip(logit_grads, ep.h[:-1])],
+                    [g.mean(1) for g in logit_grads])
+
+
+def population_inputs(x: Tensor, population: int, dtype, device) -> Tensor:
+    """Inputs as [P, B, k]: a [B, k] batch is shared by all members."""
+    if x.dim() == 2:
+        x = x.unsqueeze(0).expand(population, -1, -1)
+    elif x.dim() != 3 or x.shape[0] != population:
+        raise ValueError(f"inputs must be [B, k] or [P={population}, B, k]; got shape {tuple(x.shape)}")
+    return x.to(device=device, dtype=dtype)
+
+
+def check_network_for_task(net: Network, task) -> None:
+    sizes = net.sizes
+    if sizes[0] != task.input_size or sizes[-1] != task.output_size:
+        raise ValueError(f"network sizes {sizes} do not fit {task!r}: it needs input size {task.input_size} "
+                         f"and output size {task.output_size}")
+
+
+def estimate(rule: str, net: Network, task, x: Tensor, generator: torch.Generator, **options) -> Estimate:
+    """Per-sample estimates of dJ/dtheta by ``rule`` on one sampled episode per input row.
+
+    x: [B, k] (shared by all members) or [P, B, k]. The generator draws, in order, the unit
+    samples of every layer (``torch.rand``, [P, B, n_l] each) and then, for uwm, one
+    U ~ U(0, 1) per hidden unit and sample. Options as in :data:`RULES`.
+    """
+    if not isinstance(generator, torch.Generator):
+        raise ValueError("estimate needs generator=torch.Generator(...): library code never uses the global RNG")
+    spec, opts = resolve_rule(rule, options)
+    check_network_for_task(net, task)
+    P = net.population
+    x = population_inputs(x, P, net.dtype, net.device)
+    B = x.shape[1]
+    draw = lambda n: torch.rand((P, B, n), generator=generator, device=net.device, dtype=net.dtype)  # noqa: E731
+    unit_uniforms = [draw(n) for n in net.sizes[1:]]
+    U = [draw(n) for n in net.sizes[1:-1]] if spec.needs_uniforms else None
+    ep = sample_episode(net.weights, net.biases, x, unit_uniforms)
+    R = task.reward(x, ep.action)
+    logit_grads = spec.fn(net.weights, ep, R, U, **opts)
+    weights, biases = per_sample_parameters(logit_grads, ep)
+    return Estimate(weights, biases, R)
