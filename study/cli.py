@@ -1,0 +1,212 @@
+"""``uwm-study``: run studies of learning rules on a laptop or a Ray cluster, and browse them.
+
+    uwm-study run tune_configs/quickstart.yaml          # local Ray + ./mlflow.db, results in ./runs
+    uwm-study status quickstart                         # points by status, best point per cell
+    uwm-study resume quickstart                         # continue an interrupted study
+    uwm-study ui                                        # MLflow UI of ./mlflow.db on 127.0.0.1
+    uwm-study train config.yaml --set lr=0.01           # one configuration, here, with a progress bar
+    uwm-study report quickstart --out reports/quickstart
+
+Every mistake a user can make (a bad spec field, an unreachable tracking server, an unknown
+study) is reported as one line, ``error: <where>: <problem>``, with exit code 2, before any
+work starts.
+"""
+
+from __future__ import annotations
+
+import torch  # noqa: F401,I001 - import torch first in every entry module (oneMKL load failures under `ray job submit`)
+
+import argparse
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2 (argparse prints usage too)
+        print(f"error: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def _set_option(p):
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a field by dotted path, value read as YAML (repeatable), e.g. --set samples_per_cell=4")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="uwm-study", description=__doc__.split("\n\n")[0],
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("run", help="run a study from a YAML spec")
+    p.add_argument("spec", help="study spec (YAML), e.g. tune_configs/quickstart.yaml")
+    p.add_argument("--name", help="study name (default: the spec's name)")
+    p.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else start Ray locally)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)")
+    p.add_argument("--storage", help="folder or URI for Ray Tune results and checkpoints (default: ./runs)")
+    _set_option(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("resume", help="continue an interrupted study")
+    p.add_argument("name")
+    p.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else start Ray locally)")
+    p.add_argument("--storage", help="where the study was run (default: ./runs)")
+    p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("status", help="points by status and the best point of every cell")
+    p.add_argument("name")
+    p.add_argument("--storage", help="where the study was run (default: ./runs)")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("ui", help="serve the MLflow UI of the local store on 127.0.0.1")
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--tracking-uri", help="store to serve (default: MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)")
+    p.set_defaults(func=cmd_ui)
+
+    p = sub.add_parser("train", help="train one configuration here (no Ray), with a progress bar")
+    p.add_argument("config", help="a TrialConfig (YAML)")
+    p.add_argument("--out", default="curves.csv",
+                   help="aggregated curves file (.csv or .parquet); per-seed curves go to <stem>_per_seed<suffix>")
+    _set_option(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("report", help="write a study's report (analysis package)")
+    p.add_argument("name")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--format", choices=("html", "md"), default="html")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the study's, else MLFLOW_TRACKING_URI or ./mlflow.db)")
+    p.add_argument("--storage", help="where the study was run (default: ./runs)")
+    p.set_defaults(func=cmd_report)
+    return parser
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def cmd_run(args) -> int:
+    from . import runner, tracking
+    from .spec import load_spec
+
+    spec = load_spec(args.spec, args.set, args.name)
+    uri = tracking.resolve_tracking_uri(args.tracking_uri)
+    storage = runner.resolve_storage(args.storage)
+    runner.prepare_run(spec, uri, storage)
+    return runner.run_study(spec, uri, storage, args.address)
+
+
+def cmd_resume(args) -> int:
+    from . import runner
+
+    return runner.resume_study(args.name, runner.resolve_storage(args.storage), args.address)
+
+
+def cmd_status(args) -> int:
+    from . import runner
+
+    print(runner.status_text(args.name, runner.resolve_storage(args.storage)))
+    return 0
+
+
+def cmd_ui(args) -> int:
+    from . import tracking
+
+    uri = tracking.resolve_tracking_uri(args.tracking_uri)
+    if tracking.is_server(uri):
+        print(f"{uri} is an MLflow server: open it in a browser")
+        return 0
+    db = tracking.sqlite_path(uri)
+    if db is not None and not db.exists():
+        raise UserError("tracking", f"no MLflow store at {db} yet: run a study first (uwm-study run ...)")
+    mlflow = shutil.which("mlflow", path=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
+    if mlflow is None:
+        raise UserError("ui", "the mlflow command is not installed in this environment")
+    print(f"MLflow UI of {uri} at http://127.0.0.1:{args.port}  (Ctrl-C stops it)", flush=True)
+    try:
+        return subprocess.call([mlflow, "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(args.port)])
+    except KeyboardInterrupt:
+        return 0
+
+
+def cmd_train(args) -> int:
+    from .spec import load_trial_config
+
+    cfg = load_trial_config(args.config, args.set)
+    out = Path(args.out)
+    if out.suffix not in (".csv", ".parquet"):
+        raise UserError("--out", f"{out} must end in .csv or .parquet")
+    if not out.parent.is_dir():
+        raise UserError("--out", f"folder {out.parent} does not exist")
+
+    import pandas as pd
+    from tqdm import tqdm
+
+    from uwm_model.trainer import Trainer
+
+    trainer = Trainer(cfg)
+    rows, seed_rows, report = [], [], None
+    start = time.time()
+    with tqdm(total=cfg.episodes, unit="ep", desc=f"{cfg.rule} {cfg.hidden} x{cfg.seeds} seeds", dynamic_ncols=True) as bar:
+        for report in trainer.run():
+            pr = report.points[0]
+            rows.append({"episode": report.episode, **pr.metrics})
+            for seed, values in zip(cfg.member_seeds, pr.per_seed):
+                seed_rows.extend({"episode": report.episode, "seed": seed, "metric": k, "value": v} for k, v in values.items())
+            bar.update(report.episode - bar.n)
+            bar.set_postfix(eval=f"{pr.metrics.get('eval_reward_mean', math.nan):.3f}", status=pr.status)
+    per_seed = out.with_name(f"{out.stem}_per_seed{out.suffix}")
+    for table, path in ((pd.DataFrame(rows), out), (pd.DataFrame(seed_rows), per_seed)):
+        table.to_parquet(path, index=False) if out.suffix == ".parquet" else table.to_csv(path, index=False)
+    pr = report.points[0]
+    m = pr.metrics
+    print(f"{cfg.rule} on the {cfg.task.address_bits + 2 ** cfg.task.address_bits}-bit multiplexer, hidden {cfg.hidden}, "
+          f"{cfg.seeds} seeds x {report.episode} episodes in {time.time() - start:.1f} s: status {pr.status}")
+    for key, label in (("eval_reward_mean", "eval reward"), ("train_reward_mean", "train reward"),
+                       ("running_reward_mean", "running reward")):
+        if key in m:
+            print(f"  {label:<22} {m[key]:7.3f} +- {m.get(key.replace('_mean', '_sem'), 0):.3f} (sem over seeds)")
+    print(f"  {'reached threshold':<22} {m.get('threshold_reached_fraction', 0):7.0%} of seeds"
+          + (f", at {m['episodes_to_threshold_mean']:.0f} episodes on average" if "episodes_to_threshold_mean" in m else ""))
+    print(f"  {'diverged':<22} {m.get('diverged_fraction', 0):7.0%} of seeds")
+    print(f"  {'compute':<22} {m.get('seconds_per_episode', math.nan) * 1e6:7.1f} us per episode per seed")
+    print(f"curves: {out} (aggregated), {per_seed} (per seed)")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from . import runner, tracking
+
+    meta = runner.read_meta(runner.resolve_storage(args.storage), args.name)
+    uri = args.tracking_uri or (meta or {}).get("tracking_uri") or tracking.resolve_tracking_uri(None)
+    tracking.check_tracking(uri)
+    try:
+        from analysis.report import write_report
+    except ImportError as err:
+        raise UserError("report", f"the analysis package is not available ({err})") from None
+    try:
+        path = write_report(args.name, args.out, args.format, uri)
+    except LookupError as err:   # analysis.load.StudyNotFound
+        raise UserError("name", str(err).strip("'\"")) from None
+    print(f"report written: {path or args.out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as err:
+        print(f"error: {err.where}: {err.problem}" if err.where else f"error: {err.problem}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,400 @@
+"""Run, resume and summarise a study: Ray Tune drives the searcher and the trainable.
+
+Where things live (defaults chosen so a laptop needs no setup):
+
+- Ray: ``--address`` or ``RAY_ADDRESS`` joins a running cluster; otherwise a local Ray starts
+  with every core, a 200 MB object store, no dashboard and no usage stats.
+- Results of Ray Tune (experiment state, searcher state, trial checkpoints): ``--storage``,
+  default ``./runs``, in ``<storage>/<study name>/``. A multi-node study needs a storage path
+  every node can reach (a shared folder, or ``s3://...``).
+- Tracking: ``--tracking-uri`` or ``MLFLOW_TRACKING_URI``, default ``sqlite:///<cwd>/mlflow.db``
+  (:mod:`study.tracking`).
+- ``<storage>/<name>/uwm-study.json`` records the spec, the tracking URI and the parent run,
+  so ``uwm-study resume NAME`` and ``uwm-study status NAME`` need only the name.
+"""
+
+from __future__ import annotations
+
+import torch  # noqa: F401,I001 - import torch first in every entry module (oneMKL load failures under `ray job submit`)
+
+import json
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+from .errors import UserError
+from .spec import StudySpec, validate_spec
+from . import tracking
+
+META = "uwm-study.json"
+DEFAULT_STORAGE = "runs"
+
+
+# ----------------------------------------------------------------------------- storage
+
+
+def resolve_storage(arg: str | None) -> str:
+    storage = arg or os.environ.get("UWM_STUDY_STORAGE") or DEFAULT_STORAGE
+    return storage if "://" in storage else str(Path(storage).resolve())
+
+
+def _fs(path: str):
+    import pyarrow.fs
+
+    return pyarrow.fs.FileSystem.from_uri(path if "://" in path else Path(path).resolve().as_uri())
+
+
+def read_meta(storage: str, name: str) -> dict | None:
+    fs, root = _fs(storage)
+    path = f"{root}/{name}/{META}"
+    import pyarrow.fs
+
+    if fs.get_file_info(path).type == pyarrow.fs.FileType.NotFound:
+        return None
+    with fs.open_input_stream(path) as f:
+        return json.loads(f.readall())
+
+
+def write_meta(storage: str, name: str, meta: dict) -> None:
+    fs, root = _fs(storage)
+    fs.create_dir(f"{root}/{name}", recursive=True)
+    with fs.open_output_stream(f"{root}/{name}/{META}") as f:
+        f.write(json.dumps(meta, indent=1).encode())
+
+
+def experiment_path(storage: str, name: str) -> str:
+    return f"{storage.rstrip('/')}/{name}"
+
+
+# ----------------------------------------------------------------------------- Ray
+
+
+def init_ray(address: str | None) -> str:
+    """Join ``address`` / RAY_ADDRESS, or start a small local Ray; return a description."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")   # MLflow is the record
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # we checkpoint every report
+    for name in ("mlflow", "ray.tune.analysis.experiment_analysis"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    import ray
+
+    if ray.is_initialized():
+        return "Ray (already connected)"
+    address = address or os.environ.get("RAY_ADDRESS")
+    quiet = dict(logging_level=logging.WARNING, log_to_driver=True)
+    if address:
+        try:
+            ray.init(address=address, **quiet)
+        except (ConnectionError, ValueError, RuntimeError) as err:
+            raise UserError("address", f"cannot join the Ray cluster at {address}: {str(err).splitlines()[0]}") from None
+        nodes = len([n for n in ray.nodes() if n.get("Alive")])
+        return f"Ray cluster at {address} ({nodes} node{'s' * (nodes != 1)}, {ray.cluster_resources().get('CPU', 0):g} CPUs)"
+    cpus = os.cpu_count() or 1
+    ray.init(num_cpus=cpus, object_store_memory=200 * 1024**2, include_dashboard=False, **quiet)
+    return f"local Ray ({cpus} CPUs)"
+
+
+def default_concurrency(spec: StudySpec) -> int:
+    """Trials that fit the cluster at once (so no pack waits suggested-but-unstarted)."""
+    import ray
+
+    res = ray.cluster_resources()
+    fits = res.get("CPU", 1) / spec.resources.cpus
+    if spec.resources.gpus:
+        fits = min(fits, res.get("GPU", 0) / spec.resources.gpus)
+    return max(1, int(fits))
+
+
+# ----------------------------------------------------------------------------- Tune callbacks
+
+
+def trial_name(trial) -> str:
+    return trial.config.get("pack_id", trial.trial_id)
+
+
+def _stamp(start: float) -> str:
+    return f"[{time.time() - start:6.0f}s]"
+
+
+try:
+    from ray.tune import Callback
+except ImportError:  # pragma: no cover
+    Callback = object
+
+
+class Progress(Callback):
+    """One readable line per finished pack, and a status line at most every ``every`` seconds."""
+
+    def __init__(self, total_points: int, metric: str, mode: str, every: float = 10.0):
+        self.total, self.metric, self.mode, self.every = total_points, metric, mode, every
+        self.start = self.last = time.time()
+
+    def setup(self, **info):
+        self.start = self.last = time.time()
+
+    def _points(self, trials):
+        status, best = {}, None
+        for t in trials:
+            cells = {p["point_id"]: p["cell"] for p in t.config.get("points", [])}
+            for pid in cells:
+                s = (t.last_result or {}).get(f"point_status/{pid}", "pending")
+                if t.status == "ERROR" and s in ("running", "pending"):
+                    s = "failed"
+                status[pid] = s
+                v = (t.last_result or {}).get(f"point_value/{pid}")
+                if v is not None and math.isfinite(v) and (best is None or (v > best[0] if self.mode == "max" else v < best[0])):
+                    best = (v, cells[pid])
+        return status, best
+
+    def _line(self, trials) -> str:
+        status, best = self._points(trials)
+        ended = {s: n for s in ("finished", "diverged", "stopped", "failed") if (n := sum(v == s for v in status.values()))}
+        running = sum(v == "running" for v in status.values())
+        packs = {s: sum(t.status == s for t in trials) for s in ("TERMINATED", "RUNNING", "ERROR")}
+        text = (f"{_stamp(self.start)} points {sum(ended.values())}/{self.total} ended"
+                + (f" ({', '.join(f'{n} {s}' for s, n in ended.items())})" if ended else "")
+                + f", {running} training | packs {packs['TERMINATED']} done, {packs['RUNNING']} running"
+                + (f", {packs['ERROR']} failed" if packs["ERROR"] else ""))
+        if best:
+            text += f" | best {self.metric} {best[0]:.3f} ({best[1]})"
+        return text
+
+    def on_step_end(self, iteration, trials, **info):
+        if time.time() - self.last >= self.every:
+            self.last = time.time()
+            print(self._line(trials), flush=True)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.last = time.time()
+        print(f"{_stamp(self.start)} {trial_name(trial)} done ({len(trial.config.get('points', []))} points)", flush=True)
+        print(self._line(trials), flush=True)
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        print(f"{_stamp(self.start)} {trial_name(trial)} failed; retrying from its last checkpoint", flush=True)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        print(f"{_stamp(self.start)} {trial_name(trial)} failed after its retries; its unfinished points end as failed",
+              flush=True)
+
+
+class FailedPoints(Callback):
+    """When a pack errors for good, its unfinished points' runs end as ``failed`` in MLflow."""
+
+    def __init__(self, tracking_uri: str, study: str, parent_run_id: str):
+        self.uri, self.study, self.parent = tracking_uri, study, parent_run_id
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        try:
+            tracking.StudyTracker(self.uri, self.study).mark_failed(self.parent, trial_name(trial),
+                                                                    trial.config.get("points", []))
+        except Exception as err:  # noqa: BLE001 - never let bookkeeping kill the study
+            print(f"warning: could not mark the points of {trial_name(trial)} as failed in MLflow: {err}", file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------- run / resume
+
+
+def _context(spec: StudySpec, meta: dict):
+    from .trainable import StudyContext
+
+    stopping = spec.early_stopping
+    return StudyContext(study=spec.name, tracking_uri=meta["tracking_uri"], experiment_id=meta["experiment_id"],
+                        parent_run_id=meta["parent_run_id"], metric=spec.metric, mode=spec.mode,
+                        cpus=spec.resources.cpus,
+                        early_stopping=stopping.model_dump() if stopping else None)
+
+
+def prepare_run(spec: StudySpec, tracking_uri: str, storage: str) -> None:
+    """Every check that needs no Ray: tracking reachable, study name free."""
+    tracking.check_tracking(tracking_uri)
+    if read_meta(storage, spec.name) is not None:
+        raise UserError("name", f"study '{spec.name}' already exists in {experiment_path(storage, spec.name)}: "
+                                f"continue it with `uwm-study resume {spec.name}` or choose another --name")
+
+
+def run_study(spec: StudySpec, tracking_uri: str, storage: str, address: str | None = None) -> int:
+    """Start a new study (see module doc); return the exit code."""
+    prepare_run(spec, tracking_uri, storage)
+    tracker = tracking.StudyTracker(tracking_uri, spec.name)
+    if tracker.parent() is not None:
+        raise UserError("name", f"MLflow at {tracking_uri} already holds a study '{spec.name}'; choose another --name "
+                                f"(or resume it with `uwm-study resume {spec.name}` where its results folder is)")
+    where = init_ray(address)
+    parent = tracker.open_parent(spec.to_yaml(), spec.spec_hash(), spec.description)
+    meta = {"name": spec.name, "spec": spec.model_dump(mode="json"), "tracking_uri": tracking_uri,
+            "experiment_id": tracker.experiment_id(), "parent_run_id": parent, "storage": storage,
+            "created": time.strftime("%Y-%m-%d %H:%M:%S")}
+    write_meta(storage, spec.name, meta)
+
+    from ray import tune
+
+    from .searcher import GridOptunaSearcher
+    from .trainable import trainable
+
+    cells = spec.cells()
+    concurrent = spec.max_concurrent or default_concurrency(spec)
+    print(f"study {spec.name}: {len(cells)} cells x {spec.samples_per_cell} points"
+          + (f" + confirm" if spec.confirm else "") + f" = {spec.total_points} points, packs of <= {spec.pack_size}, "
+          f"{concurrent} trial{'s' * (concurrent != 1)} at once on {where}", flush=True)
+    tuner = tune.Tuner(
+        trainable(_context(spec, meta), spec.resources.cpus, spec.resources.gpus),
+        tune_config=tune.TuneConfig(search_alg=GridOptunaSearcher(spec), num_samples=-1,
+                                    max_concurrent_trials=concurrent, reuse_actors=True,
+                                    trial_name_creator=trial_name, trial_dirname_creator=trial_name),
+        run_config=tune.RunConfig(
+            name=spec.name, storage_path=storage, verbose=0,
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            callbacks=[Progress(spec.total_points, spec.metric, spec.mode),
+                       FailedPoints(tracking_uri, spec.name, parent)]),
+    )
+    return _fit(tuner, spec, meta, tracker)
+
+
+def resume_study(name: str, storage: str, address: str | None = None) -> int:
+    """Continue an interrupted study from Ray's experiment state and the trials' checkpoints."""
+    meta = read_meta(storage, name)
+    if meta is None:
+        raise UserError("name", f"no study '{name}' in {storage} (pass the --storage it was run with)")
+    spec = validate_spec(meta["spec"])
+    tracking.check_tracking(meta["tracking_uri"])
+    where = init_ray(address)
+    from ray import tune
+
+    from .trainable import trainable
+
+    path = experiment_path(storage, name)
+    if not tune.Tuner.can_restore(path):
+        raise UserError("name", f"study '{name}' has no Ray Tune state in {path} yet (it stopped before its first "
+                                f"trial); remove the folder and run it again")
+    tracker = tracking.StudyTracker(meta["tracking_uri"], name)
+    tracker.reopen_parent(meta["parent_run_id"])
+    print(f"resuming study {name} on {where}", flush=True)
+    tuner = tune.Tuner.restore(path, trainable(_context(spec, meta), spec.resources.cpus, spec.resources.gpus),
+                               resume_unfinished=True, resume_errored=True)
+    return _fit(tuner, spec, meta, tracker)
+
+
+def _fit(tuner, spec: StudySpec, meta: dict, tracker: tracking.StudyTracker) -> int:
+    start = time.time()
+    try:
+        results = tuner.fit()
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: continue with `uwm-study resume {spec.name}`", file=sys.stderr)
+        tracker.close_parent(meta["parent_run_id"], status="KILLED")
+        return 130
+    errors = len(results.errors)
+    counts = tracker.close_parent(meta["parent_run_id"])
+    unfinished = counts.get("running", 0)
+    print()
+    print(f"study {spec.name} {'ended' if not unfinished else 'stopped'} after {time.time() - start:.0f} s: "
+          + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + (f"; {errors} pack(s) failed" if errors else ""))
+    print(summary(spec.name, meta, tracker))
+    return 0 if not unfinished else 1
+
+
+# ----------------------------------------------------------------------------- summaries
+
+
+def best_per_cell(spec: StudySpec, runs: list) -> list[tuple[str, float | None, str, dict]]:
+    """(cell, best final metric, point id, params) per cell, from the child runs."""
+    key = f"final_{spec.metric}"
+    sign = 1 if spec.mode == "max" else -1
+    rows = []
+    for cell in spec.cells():
+        best = None
+        for run in runs:
+            if run.data.tags.get("uwm.cell") != cell.key or run.data.tags.get("uwm.status") != "finished":
+                continue
+            v = run.data.metrics.get(key)
+            if v is not None and (best is None or sign * v > sign * best[0]):
+                best = (v, run)
+        if best is None:
+            rows.append((cell.key, None, "-", {}))
+        else:
+            v, run = best
+            tuned = {k: _short(run.data.params.get(k)) for k in spec.search}
+            rows.append((cell.key, v, run.data.tags.get("uwm.point_id", "?"), tuned))
+    return rows
+
+
+def _short(text: str | None) -> str:
+    """'0.05910317077425309' -> '0.0591'; '[0.01, 0.001]' -> '[0.01, 0.001]'."""
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        return str(text)
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    if isinstance(value, list):
+        return "[" + ", ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in value) + "]"
+    return str(value)
+
+
+def summary(name: str, meta: dict, tracker: tracking.StudyTracker) -> str:
+    spec = validate_spec(meta["spec"])
+    runs = tracker.children(meta["parent_run_id"])
+    lines = [f"best per cell (final_{spec.metric}, {spec.mode}, finished points):"]
+    width = max((len(c.key) for c in spec.cells()), default=10)
+    for cell, value, pid, tuned in best_per_cell(spec, runs):
+        shown = "   -  " if value is None else f"{value:6.3f}"
+        lines.append(f"  {cell:<{width}}  {shown}  {pid}  " + " ".join(f"{k}={v}" for k, v in tuned.items()))
+    uri = meta["tracking_uri"]
+    lines.append("results:")
+    lines.append(f"  MLflow   {uri}  experiment '{name}' (experiment id {meta['experiment_id']}, "
+                 f"parent run {meta['parent_run_id']})")
+    if tracking.is_server(uri):
+        lines.append(f"  open     {uri.rstrip('/')}/#/experiments/{meta['experiment_id']}")
+    else:
+        lines.append(f"  open     uwm-study ui   then http://127.0.0.1:5000/#/experiments/{meta['experiment_id']}")
+    lines.append(f"  Ray Tune {experiment_path(meta['storage'], name)}   (uwm-study status {name} | uwm-study resume {name})")
+    lines.append(f"  report   uwm-study report {name} --out reports/{name}")
+    return "\n".join(lines)
+
+
+def status_text(name: str, storage: str) -> str:
+    """Trials (packs) by Ray state and points by final status, then the best point of every cell."""
+    meta = read_meta(storage, name)
+    if meta is None:
+        raise UserError("name", f"no study '{name}' in {storage} (pass the --storage it was run with)")
+    tracking.check_tracking(meta["tracking_uri"])
+    tracker = tracking.StudyTracker(meta["tracking_uri"], name)
+    spec = validate_spec(meta["spec"])
+    runs = tracker.children(meta["parent_run_id"])
+    by_status: dict[str, int] = {}
+    for run in runs:
+        s = run.data.tags.get("uwm.status", "running")
+        by_status[s] = by_status.get(s, 0) + 1
+    parent = tracker.client.get_run(meta["parent_run_id"])
+    packs = _pack_states(experiment_path(storage, name))
+    lines = [f"study {name}: {len(spec.cells())} cells, {spec.total_points} points planned; parent run "
+             f"{parent.info.status.lower()}",
+             "points: " + (", ".join(f"{n} {s}" for s, n in sorted(by_status.items())) or "none yet")
+             + f" (of {spec.total_points})"]
+    if packs:
+        lines.append("packs (Ray trials): " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(packs.items())))
+    return "\n".join(lines + [summary(name, meta, tracker)])
+
+
+def _pack_states(path: str) -> dict[str, int]:
+    """Trial statuses from the newest Ray Tune experiment state (read without starting Ray)."""
+    import glob
+
+    if "://" in path:
+        return {}
+    files = sorted(glob.glob(os.path.join(path, "experiment_state-*.json")), key=os.path.getmtime)
+    if not files:
+        return {}
+    try:   # plain JSON: pickled payloads stay unread dicts
+        state = json.loads(Path(files[-1]).read_text())
+        counts: dict[str, int] = {}
+        for trial_json, _ in state["trial_data"]:
+            status = json.loads(trial_json).get("status", "UNKNOWN")
+            counts[status] = counts.get(status, 0) + 1
+        return counts
+    except Exception:  # noqa: BLE001 - the summary from MLflow is still useful
+        return {}

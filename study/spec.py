@@ -1,0 +1,484 @@
+"""StudySpec: one YAML file describes a whole study, validated before anything starts.
+
+A study is a base :class:`uwm_model.TrialConfig`, a **grid** of discrete axes whose product
+gives the *cells*, and a **search** space of numeric hyperparameters that Optuna (TPE, seeded)
+samples ``samples_per_cell`` times *within each cell*, so every cell gets its own tuned
+learning rate. Example::
+
+    name: demo
+    base: {task: {address_bits: 2}, hidden: [16, 16], episodes: 4000, report_every: 1000, seeds: 4}
+    grid:
+      method:                          # a joint axis: each value sets several fields at once
+        - {rule: reinforce, baseline: ema}
+        - {rule: hwm, rule_options: {order: 3}}
+        - {rule: uwm}
+      hidden: [[16, 16], [64, 64]]     # a plain axis: a TrialConfig path and its values
+    search:
+      lr: {low: 1.0e-4, high: 0.1, log: true}
+    samples_per_cell: 8
+
+Grid axes. An axis whose name is a TrialConfig path (``rule``, ``hidden``, ``outgoing_norm``,
+``rule_options.order``, ``task.address_bits``, ...) lists values for that path. Any other
+name is a *joint* axis: each of its values is a mapping of paths to values applied together
+(nested mappings are read as dotted paths, so ``{rule_options: {order: 3}}`` sets
+``rule_options.order``). Every cell's configuration is validated up front, so a value that
+makes an invalid TrialConfig fails before anything starts, naming the axis and the cell.
+
+Search. Keys are TrialConfig paths of *per-member* fields (``lr``, ``outgoing_norm``,
+``baseline_decay``, ``adam_beta1``, ``rule_options.p``, ...: the fields that may differ
+between the points trained together in one population); shape-fixing fields belong in the
+grid. ``lr`` with ``per_layer: true`` samples one learning rate per layer.
+
+The cell key names a cell in trackers and tables: ``path=value`` for every path the grid sets,
+in axis order, joined by ``|`` (``rule=uwm|hidden=[64, 64]|outgoing_norm=4.0``), with the
+values as the validated TrialConfig holds them.
+
+YAML is read with a safe loader that also reads ``1e-4`` as a number (plain YAML 1.1 reads it
+as a string).
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+
+from uwm_model.config import PER_MEMBER_FIELDS, TrialConfig
+
+from .errors import UserError, from_validation_error
+
+# ----------------------------------------------------------------------------- YAML
+
+
+class _Loader(yaml.SafeLoader):
+    """yaml.SafeLoader that also reads exponent floats without a dot (``1e-4``) as floats."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def read_yaml(path: str | Path, what: str = "spec") -> dict:
+    """A YAML mapping from a file; a missing file or bad YAML is a UserError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(str(path), f"no such {what} file")
+    try:
+        data = yaml.load(path.read_text(), Loader=_Loader)  # a SafeLoader: builds plain data only
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise UserError(where, f"invalid YAML: {getattr(err, 'problem', None) or err}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(str(path), f"a {what} must be a YAML mapping, not {type(data).__name__}")
+    return data
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value, read as YAML (``3``, ``1e-3``, ``[8, 8]``, ``uwm``)."""
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """``key.sub=value`` overrides (``--set``) applied to a raw mapping; values are read as YAML."""
+    data = copy.deepcopy(data)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError("--set", f"expected key=value, got {item!r}")
+        set_path(data, key.strip(), parse_value(value))
+    return data
+
+
+# ----------------------------------------------------------------------------- paths
+
+
+def get_path(data: dict, path: str) -> Any:
+    for part in path.split("."):
+        data = data[part]
+    return data
+
+
+def set_path(data: dict, path: str, value: Any) -> None:
+    *parents, last = path.split(".")
+    for part in parents:
+        child = data.get(part)
+        if not isinstance(child, dict):
+            child = data[part] = {}
+        data = child
+    data[last] = copy.deepcopy(value)
+
+
+def flatten_paths(mapping: dict, prefix: str = "") -> dict[str, Any]:
+    """{'rule_options': {'order': 3}} -> {'rule_options.order': 3}; empty mappings stay values."""
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict) and value:
+            out.update(flatten_paths(value, path))
+        else:
+            out[path] = value
+    return out
+
+
+def check_path(path: str) -> None:
+    """Raise ValueError unless ``path`` names a field of TrialConfig (any key under rule_options)."""
+    model: type[BaseModel] = TrialConfig
+    parts = path.split(".")
+    for i, part in enumerate(parts):
+        fields = model.model_fields
+        if part not in fields:
+            where = ".".join(parts[:i]) or "TrialConfig"
+            raise ValueError(f"'{part}' is not a field of {where} (fields: {', '.join(fields)})")
+        if i == len(parts) - 1:
+            return
+        annotation = fields[part].annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+        elif part == "rule_options" and i == len(parts) - 2:
+            return  # the rule checks its own options
+        else:
+            raise ValueError(f"'{'.'.join(parts[: i + 1])}' has no sub-fields")
+
+
+def is_config_path(name: str) -> bool:
+    return name.split(".")[0] in TrialConfig.model_fields
+
+
+def format_value(value: Any) -> str:
+    """A value as it appears in cell keys: strings bare, everything else as JSON."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+# ----------------------------------------------------------------------------- the spec
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SearchParam(_Strict):
+    """One hyperparameter sampled by Optuna within each cell."""
+
+    type: Literal["float", "int", "categorical"] = Field("float", description="float, int or categorical")
+    low: float | None = Field(None, description="lower bound (float and int)")
+    high: float | None = Field(None, description="upper bound, inclusive (float and int)")
+    log: bool = Field(False, description="sample on a log scale (low must be > 0)")
+    step: float | None = Field(None, gt=0, description="discretisation step (optional, not with log)")
+    choices: list[Any] | None = Field(None, min_length=1, description="values of a categorical parameter")
+    per_layer: bool = Field(False, description="lr only: sample one learning rate per layer (names lr.l1, lr.l2, ...)")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical parameter needs `choices`")
+            if self.low is not None or self.high is not None or self.log or self.step is not None:
+                raise ValueError("a categorical parameter takes `choices` only, not low/high/log/step")
+            return self
+        if self.choices is not None:
+            raise ValueError(f"`choices` needs type: categorical (this parameter is {self.type})")
+        if self.low is None or self.high is None:
+            raise ValueError(f"a {self.type} parameter needs `low` and `high`")
+        if not self.low < self.high:
+            raise ValueError(f"low={self.low} must be below high={self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log scale needs low > 0; got low={self.low}")
+        if self.log and self.step is not None:
+            raise ValueError("`step` cannot be combined with `log`")
+        if self.type == "int" and not (float(self.low).is_integer() and float(self.high).is_integer()):
+            raise ValueError("an int parameter needs integer low and high")
+        return self
+
+    def corners(self) -> list[Any]:
+        """Values that bound what Optuna can propose (checked against every cell up front)."""
+        if self.type == "categorical":
+            return list(self.choices)
+        if self.type == "int":
+            return [int(self.low), int(self.high)]
+        return [self.low, self.high]
+
+
+class EarlyStopping(_Strict):
+    """Member-level early stopping: points stop, their packs train on (see study.stopping)."""
+
+    kind: Literal["asha", "median"] = Field("asha", description="asha: keep the top 1/reduction_factor at each rung; "
+                                                                "median: stop a point below the median of its rung")
+    grace_period: int = Field(ge=1, description="episodes before the first rung (rungs at grace_period * reduction_factor^k)")
+    reduction_factor: float = Field(3.0, gt=1, description="ASHA's eta: rung spacing and the fraction 1/eta kept")
+    min_points: int = Field(3, ge=1, description="points a rung must have seen before it stops anyone")
+
+
+class Confirm(_Strict):
+    """Re-run the best configuration(s) of every cell with fresh seeds once its search is done."""
+
+    top_k: int = Field(1, ge=1, description="best points per cell to confirm")
+    seeds: int = Field(10, ge=1, description="members (seeds) per confirm run")
+    seed_offset: int = Field(10_000, ge=1, description="first confirm seed = base seed + seed_offset (fresh seeds)")
+
+
+class Resources(_Strict):
+    """Resources that one trial (one pack) holds on a Ray node."""
+
+    cpus: float = Field(1.0, gt=0, description="CPU cores per trial")
+    gpus: float = Field(0.0, ge=0, description="GPUs per trial, fractional allowed (e.g. 0.25 runs four packs per GPU)")
+
+
+_AGGREGATE = re.compile(r"^(train_reward|eval_reward|running_reward|episodes_to_threshold|diverged|diverged_at|"
+                        r"max_abs_outgoing_l\d+|outgoing_norm_l\d+|probe_\w+)_(mean|std|sem)$")
+_POINT_METRICS = ("diverged_fraction", "threshold_reached_fraction", "episodes", "seconds_per_episode")
+
+
+class StudySpec(_Strict):
+    """A study: a base trial configuration, grid axes, a per-cell search space and how to run it."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=100,
+                      description="study name: the MLflow experiment and the results folder (letters, digits, . _ -)")
+    description: str = Field("", description="free text shown in MLflow")
+    seed: int = Field(0, ge=0, description="seed of the search: cell i's Optuna sampler is seeded seed + i")
+    base: dict[str, Any] = Field(default_factory=dict,
+                                 description="the base TrialConfig (a mapping of its fields); axes and search override it")
+    grid: dict[str, list[Any]] = Field(default_factory=dict,
+                                       description="discrete axes: TrialConfig path -> values, or joint axis -> list of "
+                                                   "{path: value} mappings; their product gives the cells")
+    search: dict[str, SearchParam] = Field(default_factory=dict,
+                                           description="per-member TrialConfig path -> Optuna distribution, sampled in every cell")
+    samples_per_cell: int = Field(1, ge=1, description="points Optuna proposes in each cell")
+    metric: str = Field("eval_reward_mean", description="point metric to optimise (an aggregate reported by the "
+                                                        "trainer); its value at a point's last report is the result")
+    mode: Literal["max", "min"] = Field("max", description="maximise or minimise `metric`")
+    early_stopping: EarlyStopping | None = Field(None, description="optional member-level ASHA or median stopping")
+    confirm: Confirm | None = Field(None, description="optional confirm stage: best point(s) per cell re-run with fresh seeds")
+    resources: Resources = Field(default_factory=Resources, description="resources per trial (pack)")
+    pack_size: int = Field(16, ge=1, description="most points trained together as one population in one trial; 1 = no packing")
+    max_concurrent: int | None = Field(None, ge=1, description="most trials running at once; default: as many as the "
+                                                               "cluster fits, so each cell's search sees results early")
+    max_failures: int = Field(2, ge=0, description="retries of a failed trial (from its last checkpoint)")
+
+    _cells: list | None = PrivateAttr(None)
+
+    @field_validator("grid")
+    @classmethod
+    def _grid_values(cls, grid):
+        for axis, values in grid.items():
+            if not values:
+                raise ValueError(f"axis '{axis}' has no values")
+        return grid
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, metric):
+        if not (_AGGREGATE.match(metric) or metric in _POINT_METRICS):
+            raise ValueError(f"unknown metric '{metric}': use an aggregate such as eval_reward_mean, "
+                             f"running_reward_mean, episodes_to_threshold_mean, or one of {', '.join(_POINT_METRICS)}")
+        return metric
+
+    # ------------------------------------------------------------------ derived
+
+    def spec_hash(self) -> str:
+        """sha256 of the canonical JSON of the validated spec."""
+        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json", exclude_defaults=False), sort_keys=False)
+
+    def cells(self) -> list["Cell"]:
+        """Every grid cell with its validated configuration (computed once)."""
+        if self._cells is None:
+            self._cells = _expand(self)
+        return self._cells
+
+    def search_names(self, cell: "Cell") -> dict[str, tuple[str, SearchParam, int | None]]:
+        """Optuna parameter name -> (path, parameter, layer or None) for one cell."""
+        names = {}
+        for path, param in self.search.items():
+            if param.per_layer:
+                for layer in range(1, cell.layers + 1):
+                    names[f"{path}.l{layer}"] = (path, param, layer)
+            else:
+                names[path] = (path, param, None)
+        return names
+
+    def point_config(self, cell: "Cell", params: dict[str, Any], **fields) -> dict:
+        """The full TrialConfig (as JSON data) of a cell with sampled parameters and extra fields set."""
+        data = copy.deepcopy(cell.config)
+        for path, param in self.search.items():
+            if param.per_layer:
+                value = [params[f"{path}.l{layer}"] for layer in range(1, cell.layers + 1)]
+            else:
+                value = params[path]
+            set_path(data, path, value)
+        for path, value in fields.items():
+            set_path(data, path, value)
+        return TrialConfig.model_validate(data).model_dump(mode="json")
+
+    @property
+    def total_points(self) -> int:
+        cells = len(self.cells())
+        return cells * self.samples_per_cell + (cells * min(self.confirm.top_k, self.samples_per_cell) if self.confirm else 0)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One grid cell: ``axes`` maps every path the grid sets to its validated value."""
+
+    index: int
+    key: str
+    axes: dict[str, Any]
+    config: dict  # TrialConfig as JSON data, search parameters at their base values
+    pack_key: str
+    layers: int
+
+
+def _trial_error(err: ValidationError, field: str, cell_key: str) -> UserError:
+    inner = from_validation_error(err)
+    where = f" ({inner.where})" if inner.where != "config" else ""
+    return UserError(field, f"cell {cell_key}{where}: {inner.problem}")
+
+
+def _expand(spec: StudySpec) -> list[Cell]:
+    """Validate the base, the axes and the search space, and build every cell."""
+    try:
+        TrialConfig.model_validate(spec.base)
+    except ValidationError as err:
+        raise from_validation_error(err, "base") from None
+
+    # ---- axes: list of (axis name, [ {path: value} per value ])
+    axes: list[tuple[str, list[dict[str, Any]]]] = []
+    owner: dict[str, str] = {}
+    for name, values in spec.grid.items():
+        if is_config_path(name):
+            try:
+                check_path(name)
+            except ValueError as err:
+                raise UserError(f"grid.{name}", str(err)) from None
+            settings = [{name: v} for v in values]
+        else:
+            settings = []
+            for i, value in enumerate(values):
+                if not isinstance(value, dict) or not value:
+                    close = difflib.get_close_matches(name.split(".")[0], TrialConfig.model_fields, n=1)
+                    if close:
+                        raise UserError(f"grid.{name}", f"'{name}' is not a TrialConfig field (did you mean '{close[0]}'?)")
+                    raise UserError(f"grid.{name}[{i}]", f"'{name}' is not a TrialConfig field, so it is a joint axis "
+                                                         f"and each value must be a mapping of fields to values")
+                flat = flatten_paths(value)
+                for path in flat:
+                    try:
+                        check_path(path)
+                    except ValueError as err:
+                        raise UserError(f"grid.{name}[{i}].{path}", str(err)) from None
+                settings.append(flat)
+        for path in {p for s in settings for p in s}:
+            if path in owner:
+                raise UserError(f"grid.{name}", f"sets '{path}', which axis '{owner[path]}' sets too")
+            owner[path] = name
+        axes.append((name, settings))
+
+    # ---- search space
+    for path, param in spec.search.items():
+        try:
+            check_path(path)
+        except ValueError as err:
+            raise UserError(f"search.{path}", str(err)) from None
+        if path not in PER_MEMBER_FIELDS or path in ("seed", "name"):
+            raise UserError(f"search.{path}", "only per-member numeric fields can be searched "
+                                              f"({', '.join(f for f in PER_MEMBER_FIELDS if f not in ('seed', 'name'))}); "
+                                              "put shape-fixing fields in the grid")
+        if param.per_layer and path != "lr":
+            raise UserError(f"search.{path}.per_layer", "only lr has one value per layer")
+        if path in owner:
+            raise UserError(f"search.{path}", f"is also the grid axis '{owner[path]}'")
+
+    # ---- cells
+    cells, keys = [], set()
+    for index, combo in enumerate(itertools.product(*(s for _, s in axes))):
+        data = copy.deepcopy(spec.base)
+        sets: dict[str, Any] = {}
+        for setting in combo:
+            for path, value in setting.items():
+                set_path(data, path, value)
+                sets[path] = value
+        raw_key = "|".join(f"{p}={format_value(v)}" for p, v in sets.items()) or "base"
+        try:
+            cfg = TrialConfig.model_validate(data)
+        except ValidationError as err:
+            bad = from_validation_error(err).where
+            axis = next((owner[p] for p in sets if bad == p or bad.startswith(p + ".") or p.startswith(bad + ".")), None)
+            raise _trial_error(err, f"grid.{axis}" if axis else "grid", raw_key) from None
+        dump = cfg.model_dump(mode="json")
+        values = {p: get_path(dump, p) for p in sets}
+        key = "|".join(f"{p}={format_value(v)}" for p, v in values.items()) or "base"
+        if key in keys:
+            raise UserError("grid", f"two cells have the same settings ({key}): an axis repeats a value")
+        keys.add(key)
+        cell = Cell(index, key, values, dump, cfg.pack_key(), cfg.layers)
+        _check_search(spec, cell)
+        cells.append(cell)
+    return cells
+
+
+def _check_search(spec: StudySpec, cell: Cell) -> None:
+    """Every corner of the search space must give a valid TrialConfig in this cell."""
+    names = spec.search_names(cell)
+    if not names:
+        return
+    corners = [{n: p.corners()[0] for n, (_, p, _) in names.items()},
+               {n: p.corners()[-1] for n, (_, p, _) in names.items()}]
+    for n, (_, p, _) in names.items():
+        if p.type == "categorical":
+            corners += [{**corners[0], n: c} for c in p.choices]
+    for params in corners:
+        try:
+            spec.point_config(cell, params)
+        except ValidationError as err:
+            bad = from_validation_error(err).where
+            path = next((p for p in spec.search if bad.startswith(p) or p.startswith(bad)), None)
+            raise _trial_error(err, f"search.{path}" if path else "search", cell.key) from None
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def validate_spec(data: dict, where: str = "") -> StudySpec:
+    """A StudySpec from raw data, with every cell expanded and validated; errors are UserErrors."""
+    try:
+        spec = StudySpec.model_validate(data)
+    except ValidationError as err:
+        raise from_validation_error(err) from None
+    spec.cells()
+    return spec
+
+
+def load_spec(path: str | Path, overrides: list[str] = (), name: str | None = None) -> StudySpec:
+    """Read, override (``--set``), rename (``--name``) and validate a study spec."""
+    data = apply_overrides(read_yaml(path), list(overrides))
+    if name is not None:
+        data["name"] = name
+    return validate_spec(data)
+
+
+def load_trial_config(path: str | Path, overrides: list[str] = ()) -> TrialConfig:
+    """A TrialConfig from YAML with ``--set`` overrides; errors are UserErrors naming the field."""
+    data = apply_overrides(read_yaml(path, "config"), list(overrides))
+    try:
+        return TrialConfig.model_validate(data)
+    except ValidationError as err:
+        raise from_validation_error(err) from None

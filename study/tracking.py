@@ -1,0 +1,334 @@
+"""MLflow layout of a study: one parent run per study, one nested child run per point.
+
+- Experiment: the study name. Parent run ``run_name = <study>``, tags ``uwm.role=study``,
+  ``uwm.study``, ``uwm.spec_hash`` (sha256 of the canonical spec), ``uwm.git_commit``,
+  ``uwm.version``; artifact ``spec.yaml``; at the end, metrics ``points_<status>`` (counts).
+- Child run per point (a TrialConfig trained with all its seeds), ``run_name = <point id>``,
+  tag ``mlflow.parentRunId``, tags ``uwm.role=trial``, ``uwm.study``, ``uwm.cell``,
+  ``uwm.point_id``, ``uwm.stage`` (search|confirm), ``uwm.pack``, ``uwm.config_hash`` and
+  ``uwm.status`` (running, then finished|diverged|stopped|failed); params
+  ``TrialConfig.flat()`` (lists as strings) plus ``cell.<path>`` for every grid axis; metrics:
+  every aggregate the trainer reports, step = episode; summaries ``final_*`` and
+  ``auc_reward_mean``; artifact ``curves_per_seed.csv`` (episode, seed, metric, value).
+
+No duplicates. A child run is found by its point id (tag search) before one is created, so a
+retried or resumed trial reuses its run, and metric steps at or below the run's last logged
+episode are skipped (a trial restored from an older checkpoint repeats no step). A run whose
+point already has a final status is left alone. A run found with the same point id but another
+configuration (left by a driver that crashed before saving the state that named it) is deleted
+and replaced. A study name already used in the tracking store is refused by ``uwm-study run``.
+
+The default store is a SQLite file, ``sqlite:///<cwd>/mlflow.db``, with artifacts in
+``<cwd>/mlruns/``; ``--tracking-uri`` or ``MLFLOW_TRACKING_URI`` selects a server. A server
+that does not answer ``/health`` within a few seconds is reported before anything starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Iterable
+from urllib.parse import urlparse
+
+from .errors import UserError
+
+FINAL_KEYS = ("eval_reward_mean", "train_reward_mean", "episodes_to_threshold_mean", "threshold_reached_fraction",
+              "diverged_fraction", "seconds_per_episode")
+STATUSES = ("finished", "diverged", "stopped", "failed")
+
+
+# ----------------------------------------------------------------------------- where
+
+
+def default_tracking_uri(cwd: str | Path | None = None) -> str:
+    return f"sqlite:///{Path(cwd or os.getcwd()).resolve() / 'mlflow.db'}"
+
+
+def resolve_tracking_uri(arg: str | None) -> str:
+    """--tracking-uri, else MLFLOW_TRACKING_URI, else the local SQLite file."""
+    uri = arg or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+    if "://" not in uri and not uri.startswith(("sqlite:", "file:", "databricks")):
+        uri = Path(uri).resolve().as_uri()   # a plain folder: MLflow's file store
+    return uri
+
+
+def is_server(uri: str) -> bool:
+    return urlparse(uri).scheme in ("http", "https")
+
+
+def sqlite_path(uri: str) -> Path | None:
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
+def check_tracking(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast (one line) when the tracking store cannot be reached; creates nothing."""
+    if is_server(uri):
+        import requests
+
+        try:
+            response = requests.get(uri.rstrip("/") + "/health", timeout=timeout)
+        except requests.RequestException as err:
+            reason = type(err).__name__.replace("Error", " error").strip()
+            raise UserError("tracking", f"cannot reach the MLflow server at {uri} ({reason}); start it or "
+                                        f"pass another --tracking-uri") from None
+        if response.status_code != 200:
+            raise UserError("tracking", f"the MLflow server at {uri} answered /health with HTTP {response.status_code}")
+    elif (db := sqlite_path(uri)) is not None:
+        if not db.parent.is_dir():
+            raise UserError("tracking", f"folder {db.parent} of the SQLite store {uri} does not exist")
+
+
+def artifact_root(uri: str) -> str | None:
+    """Artifacts of a SQLite store go next to it, in mlruns/; servers decide for themselves."""
+    db = sqlite_path(uri)
+    return (db.parent / "mlruns").as_uri() if db is not None else None
+
+
+def client(uri: str):
+    """An MlflowClient for ``uri`` that gives up quickly when a server is down."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    from mlflow import MlflowClient
+
+    return MlflowClient(uri)
+
+
+def _retry(fn, *args, attempts: int = 8, **kwargs):
+    """Call ``fn``, retrying while a SQLite store is locked by another writer."""
+    for attempt in range(attempts):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:  # noqa: BLE001 - only "database is locked" is retried
+            if "locked" not in str(err) or attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * 2**attempt)
+
+
+def quote(value: str) -> str:
+    return value.replace("'", "\\'")
+
+
+def git_commit() -> str:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                              timeout=10).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("uwm-study")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def config_hash(config: dict) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def search_all(mlflow_client, experiment_ids: list[str], filter_string: str) -> list:
+    """Every run matching the filter (all pages)."""
+    runs, token = [], None
+    while True:
+        page = _retry(mlflow_client.search_runs, experiment_ids, filter_string, max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+# ----------------------------------------------------------------------------- the study (driver side)
+
+
+class StudyTracker:
+    """The parent run of a study and summaries of its child runs (used by the driver and the CLI)."""
+
+    def __init__(self, uri: str, study: str):
+        self.uri, self.study = uri, study
+        self.client = client(uri)
+
+    def experiment_id(self, create: bool = False) -> str | None:
+        exp = _retry(self.client.get_experiment_by_name, self.study)
+        if exp is not None:
+            if exp.lifecycle_stage == "deleted":
+                raise UserError("name", f"MLflow experiment '{self.study}' is deleted; restore or purge it, "
+                                        f"or choose another --name")
+            return exp.experiment_id
+        if not create:
+            return None
+        try:
+            return _retry(self.client.create_experiment, self.study, artifact_location=artifact_root(self.uri) and
+                          f"{artifact_root(self.uri)}/{self.study}")
+        except Exception:  # created meanwhile by another process
+            exp = self.client.get_experiment_by_name(self.study)
+            if exp is None:
+                raise
+            return exp.experiment_id
+
+    def parent(self):
+        """The study's parent run, or None."""
+        exp = self.experiment_id()
+        if exp is None:
+            return None
+        runs = search_all(self.client, [exp], f"tags.`uwm.role` = 'study' and tags.`uwm.study` = '{quote(self.study)}'")
+        return min(runs, key=lambda r: r.info.start_time) if runs else None
+
+    def open_parent(self, spec_yaml: str, spec_hash: str, description: str = "") -> str:
+        """Create the parent run (RUNNING) with its tags and spec.yaml artifact; return its id."""
+        exp = self.experiment_id(create=True)
+        tags = {"uwm.role": "study", "uwm.study": self.study, "uwm.spec_hash": spec_hash,
+                "uwm.git_commit": git_commit(), "uwm.version": package_version()}
+        if description:
+            tags["mlflow.note.content"] = description
+        run = _retry(self.client.create_run, exp, run_name=self.study, tags=tags)
+        _retry(self.client.log_text, run.info.run_id, spec_yaml, "spec.yaml")
+        return run.info.run_id
+
+    def reopen_parent(self, run_id: str) -> None:
+        _retry(self.client.update_run, run_id, status="RUNNING")
+
+    def children(self, parent_id: str) -> list:
+        exp = self.experiment_id()
+        return search_all(self.client, [exp], f"tags.`mlflow.parentRunId` = '{parent_id}'") if exp else []
+
+    def close_parent(self, run_id: str, status: str = "FINISHED") -> dict[str, int]:
+        """Log the point counts by status and end the parent run; return the counts."""
+        counts = {s: 0 for s in (*STATUSES, "running")}
+        for run in self.children(run_id):
+            counts[run.data.tags.get("uwm.status", "running")] = counts.get(run.data.tags.get("uwm.status", "running"), 0) + 1
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        _retry(self.client.log_batch, run_id, metrics=[Metric(f"points_{k}", v, now, 0) for k, v in counts.items()])
+        _retry(self.client.set_terminated, run_id, status=status)
+        return counts
+
+    def mark_failed(self, parent_id: str, pack_id: str, points: Iterable[dict]) -> None:
+        """Points of a pack that errored for good: their runs end as failed (created if never started)."""
+        exp = self.experiment_id(create=True)
+        for point in points:
+            run = PointRun(self.client, exp, parent_id, self.study, pack_id, point)
+            if run.ensure() and not run.closed:
+                run.finish("failed", {}, [])
+
+
+# ----------------------------------------------------------------------------- one point (trainable side)
+
+
+class PointRun:
+    """The child run of one point, created lazily and keyed by point id (see module doc)."""
+
+    def __init__(self, mlflow_client, experiment_id: str, parent_id: str, study: str, pack_id: str, point: dict):
+        self.client, self.experiment_id, self.parent_id = mlflow_client, experiment_id, parent_id
+        self.study, self.pack_id, self.point = study, pack_id, point
+        self.run_id: str | None = None
+        self.last_step = -1
+        self.closed = False
+
+    def ensure(self) -> str:
+        """Find this point's run (reusing it) or create it; return the run id."""
+        if self.run_id is not None:
+            return self.run_id
+        from mlflow.entities import Param
+
+        pid, chash = self.point["point_id"], config_hash(self.point["config"])
+        found = search_all(self.client, [self.experiment_id],
+                           f"tags.`mlflow.parentRunId` = '{self.parent_id}' and tags.`uwm.point_id` = '{quote(pid)}'")
+        for run in sorted(found, key=lambda r: r.info.start_time):
+            if run.data.tags.get("uwm.config_hash") == chash and self.run_id is None:
+                self.run_id = run.info.run_id
+                self.closed = run.data.tags.get("uwm.status", "running") in STATUSES
+                history = _retry(self.client.get_metric_history, self.run_id, "episodes")
+                self.last_step = max((m.step for m in history), default=-1)
+                if not self.closed and run.info.status != "RUNNING":
+                    _retry(self.client.update_run, self.run_id, status="RUNNING")
+            else:   # a stale run of a lost attempt with another configuration, or a duplicate
+                _retry(self.client.delete_run, run.info.run_id)
+        if self.run_id is not None:
+            return self.run_id
+        tags = {"mlflow.parentRunId": self.parent_id, "uwm.role": "trial", "uwm.study": self.study,
+                "uwm.cell": self.point["cell"], "uwm.point_id": pid, "uwm.stage": self.point["stage"],
+                "uwm.pack": self.pack_id, "uwm.config_hash": chash, "uwm.status": "running"}
+        run = _retry(self.client.create_run, self.experiment_id, run_name=pid, tags=tags)
+        self.run_id = run.info.run_id
+        params = {k: _param(v) for k, v in _flat(self.point["config"]).items()}
+        params.update({f"cell.{k}": _param(v) for k, v in self.point["axes"].items()})
+        items = [Param(k, v) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            _retry(self.client.log_batch, self.run_id, params=items[i: i + 100])
+        return self.run_id
+
+    def log(self, episode: int, metrics: dict[str, float]) -> None:
+        """Aggregate metrics at step = episode (skipped when already logged or the point has ended)."""
+        self.ensure()
+        if self.closed or episode <= self.last_step:
+            return
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, episode) for k, v in metrics.items() if _finite(v)]
+        for i in range(0, len(items), 1000):
+            _retry(self.client.log_batch, self.run_id, metrics=items[i: i + 1000])
+        self.last_step = episode
+
+    def finish(self, status: str, summary: dict[str, float], rows: list) -> None:
+        """Summary metrics, per-seed curves artifact, final status tag; end the run."""
+        self.ensure()
+        if self.closed:
+            return
+        from mlflow.entities import Metric
+
+        now, step = int(time.time() * 1000), max(self.last_step, 0)
+        metrics = [Metric(k, float(v), now, step) for k, v in summary.items() if _finite(v)]
+        if metrics:
+            _retry(self.client.log_batch, self.run_id, metrics=metrics)
+        if rows:
+            buf = io.StringIO()
+            buf.write("episode,seed,metric,value\n")
+            for episode, seed, metric, value in rows:
+                buf.write(f"{episode},{seed},{metric},{value!r}\n")
+            _retry(self.client.log_text, self.run_id, buf.getvalue(), "curves_per_seed.csv")
+        _retry(self.client.set_tag, self.run_id, "uwm.status", status)
+        _retry(self.client.set_terminated, self.run_id, status="FAILED" if status == "failed" else "FINISHED")
+        self.closed = True
+
+
+def summary_metrics(last: dict[str, float], eval_curve: list[tuple[int, float]], metric: str) -> dict[str, float]:
+    """final_* from a point's last report and auc_reward_mean from its eval-reward curve.
+
+    ``auc_reward_mean`` = sum over reports of eval_reward_mean x the episodes since the previous
+    report, divided by the episodes trained: the mean eval reward over training, 1 for a point
+    that was perfect from the start."""
+    out = {f"final_{k}": last[k] for k in (*FINAL_KEYS, metric) if k in last}
+    points = [(e, v) for e, v in eval_curve if _finite(v)]
+    if points:
+        area, previous = 0.0, 0
+        for episode, value in points:
+            area += value * (episode - previous)
+            previous = episode
+        out["auc_reward_mean"] = area / points[-1][0] if points[-1][0] else math.nan
+    return out
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def _param(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _flat(config: dict) -> dict[str, Any]:
+    from uwm_model.config import TrialConfig
+
+    return TrialConfig.model_validate(config).flat()

@@ -1,0 +1,194 @@
+"""The Ray Tune trainable: one trial trains one pack of points as one population.
+
+``train_pack(config, ctx)`` reads the pack (``config["points"]``, each a full TrialConfig with
+its point id), builds ``uwm_model.Trainer`` for all of them (or restores it from the trial's
+checkpoint), and at every report:
+
+1. logs each running point's aggregates to its own MLflow child run (created lazily, found
+   again by point id after a retry or resume: see :mod:`study.tracking`);
+2. asks the study's rung board whether points that reached a rung continue; the others are
+   stopped inside the trainer (``stop_points``) and end as ``stopped`` while the rest of the
+   pack trains on (:mod:`study.stopping`);
+3. ends the points that are done (``finished`` or ``diverged``: summary metrics, per-seed
+   curves artifact, status tag);
+4. checkpoints the trainer and its bookkeeping and calls ``tune.report`` with, per point,
+   ``point_value/<id>`` and ``point_status/<id>`` (read by the searcher), and ``best``.
+
+A diverged point is recorded as diverged in its own run; its pack is not touched.
+"""
+
+from __future__ import annotations
+
+import torch  # noqa: I001 - import torch first in every entry module (oneMKL load failures under `ray job submit`)
+
+import json
+import logging
+import math
+import os
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from ray import tune
+
+from uwm_model.config import TrialConfig
+from uwm_model.trainer import Trainer
+
+from . import tracking
+from .stopping import board_name, rung_episodes
+
+
+@dataclass(frozen=True)
+class StudyContext:
+    """What every trial of a study needs besides its pack (passed with ``tune.with_parameters``)."""
+
+    study: str
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    metric: str
+    mode: str
+    cpus: float
+    early_stopping: dict | None = None   # kind, grace_period, reduction_factor
+
+
+_CLIENTS: dict[str, object] = {}
+_POOL = ThreadPoolExecutor(1)
+
+
+def _client(uri: str):
+    """One MLflow client per worker process (importing MLflow takes seconds: reuse it)."""
+    if uri not in _CLIENTS:
+        _CLIENTS[uri] = tracking.client(uri)
+    return _CLIENTS[uri]
+
+
+class PackState:
+    """The pack's bookkeeping that must survive a restart: per point, its end status, latest
+    metric value, eval-reward curve, next rung and per-seed curve rows."""
+
+    def __init__(self, n: int):
+        self.ended: list[str | None] = [None] * n
+        self.value = [math.nan] * n
+        self.eval_curve: list[list] = [[] for _ in range(n)]
+        self.rows: list[list] = [[] for _ in range(n)]
+        self.next_rung = [0] * n
+        self.last_metrics: list[dict] = [{} for _ in range(n)]
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "PackState":
+        state = cls(len(data["ended"]))
+        state.__dict__.update(data)
+        return state
+
+
+def train_pack(config: dict, ctx: StudyContext) -> None:
+    """Train one pack (see module doc)."""
+    torch.set_num_threads(max(1, int(ctx.cpus)))
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)   # one line per checkpoint otherwise
+    points, pack_id = config["points"], config["pack_id"]
+    configs = [TrialConfig.model_validate(p["config"]) for p in points]
+    mlflow_client = _POOL.submit(_client, ctx.tracking_uri)   # MLflow starts while the first report trains
+
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            trainer = Trainer.load(Path(folder) / "trainer.pt", configs)
+            state = PackState.from_json(json.loads((Path(folder) / "pack.json").read_text()))
+    else:
+        trainer = Trainer(configs)
+        state = PackState(len(points))
+
+    board, rungs = None, []
+    if ctx.early_stopping:
+        import ray
+
+        board = ray.get_actor(board_name(ctx.study))
+        rungs = rung_episodes(ctx.early_stopping["grace_period"], ctx.early_stopping["reduction_factor"],
+                              configs[0].episodes)
+
+    runs: list[tracking.PointRun] | None = None
+    for report in trainer.run():
+        if runs is None:
+            runs = [tracking.PointRun(mlflow_client.result(), ctx.experiment_id, ctx.parent_run_id, ctx.study,
+                                      pack_id, p) for p in points]
+        for i, pr in enumerate(report.points):
+            if state.ended[i]:
+                continue
+            runs[i].log(report.episode, pr.metrics)
+            _record(state, i, report.episode, pr, configs[i], ctx.metric)
+
+        if board is not None:
+            stop = _rung_decisions(board, state, points, report, rungs)
+            if stop:
+                trainer.stop_points(stop)
+                for i in stop:
+                    diverged = report.points[i].metrics.get("diverged_fraction", 0) > 0
+                    _end(runs[i], state, i, "diverged" if diverged else "stopped", ctx.metric)
+
+        last = report.episode >= configs[0].episodes
+        for i, pr in enumerate(report.points):
+            if not state.ended[i] and (last or pr.metrics.get("diverged_fraction", 0) >= 1):
+                _end(runs[i], state, i, "diverged" if pr.status == "diverged" else "finished", ctx.metric)
+        done = all(state.ended)
+
+        with tempfile.TemporaryDirectory() as folder:
+            trainer.save(Path(folder) / "trainer.pt")
+            (Path(folder) / "pack.json").write_text(json.dumps(state.to_json()))
+            tune.report(_result(points, state, report, ctx.mode), checkpoint=tune.Checkpoint.from_directory(folder))
+        if done:
+            break
+
+
+def _record(state: PackState, i: int, episode: int, pr, cfg: TrialConfig, metric: str) -> None:
+    state.value[i] = float(pr.metrics.get(metric, math.nan))
+    state.last_metrics[i] = dict(pr.metrics)
+    state.eval_curve[i].append([episode, pr.metrics.get("eval_reward_mean", math.nan)])
+    for seed, row in zip(cfg.member_seeds, pr.per_seed):
+        state.rows[i].extend([episode, seed, name, value] for name, value in row.items())
+
+
+def _end(run: tracking.PointRun, state: PackState, i: int, status: str, metric: str) -> None:
+    summary = tracking.summary_metrics(state.last_metrics[i], [tuple(x) for x in state.eval_curve[i]], metric)
+    run.finish(status, summary, state.rows[i])
+    state.ended[i] = status
+    state.rows[i] = []   # logged: no need to carry them in later checkpoints
+
+
+def _rung_decisions(board, state: PackState, points: list[dict], report, rungs: list[int]) -> list[int]:
+    """Points that reached a rung at this report and are told to stop."""
+    import ray
+
+    asks = []
+    for i, pr in enumerate(report.points):
+        if state.ended[i] or pr.metrics.get("diverged_fraction", 0) >= 1:
+            continue
+        rung = None
+        while state.next_rung[i] < len(rungs) and rungs[state.next_rung[i]] <= report.episode:
+            rung = rungs[state.next_rung[i]]
+            state.next_rung[i] += 1
+        if rung is not None:
+            asks.append((i, board.decide.remote(points[i]["cell"], rung, points[i]["point_id"], state.value[i])))
+    return [i for i, ref in asks if not ray.get(ref)]
+
+
+def _result(points: list[dict], state: PackState, report, mode: str) -> dict:
+    values = [v for v in state.value if math.isfinite(v)]
+    best = (max(values) if mode == "max" else min(values)) if values else math.nan
+    result = {"episode": report.episode, "points": len(points), "points_running": sum(not e for e in state.ended),
+              "best": best, "episodes_per_second": report.episodes_per_second}
+    for p, value, ended in zip(points, state.value, state.ended):
+        result[f"point_value/{p['point_id']}"] = value
+        result[f"point_status/{p['point_id']}"] = ended or "running"
+    return result
+
+
+def trainable(ctx: StudyContext, cpus: float, gpus: float):
+    """``train_pack`` bound to a study's context, with its resources per trial."""
+    return tune.with_resources(tune.with_parameters(train_pack, ctx=ctx), {"cpu": cpus, "gpu": gpus})
+
+
