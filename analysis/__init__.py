@@ -1,0 +1,24 @@
+"""analysis: MLflow -> pandas -> analyses -> seaborn figures -> reports.
+
+    from analysis import load_study, write_report
+    study = load_study("my-study")                     # tidy tables: trials, curves, seed_curves
+    cells = analysis.speed.cell_summary(study)          # tuned lr, speed with intervals, variance
+    write_report("my-study", "reports/my-study")        # HTML + CSV, attached to the parent run
+
+Modules: ``load`` (MLflow to DataFrames), ``stats`` (bootstrap, Wilson, Spearman, power laws),
+``speed`` (speed per seed, trial and cell), ``probe`` (probe metrics at matched episodes),
+``variance_speed``, ``scaling``, ``norm_stress`` (the three questions), ``figures``, ``report``,
+``synthetic`` (a study with planted answers, for demonstrations and tests).
+"""
+
+from .load import Study, StudyNotFound, load_study
+
+
+def write_report(*args, **kwargs):
+    """See :func:`analysis.report.write_report` (imported lazily: it pulls in matplotlib)."""
+    from .report import write_report as _write_report
+
+    return _write_report(*args, **kwargs)
+
+
+__all__ = ["Study", "StudyNotFound", "load_study", "write_report"]

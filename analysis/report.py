@@ -1,0 +1,473 @@
+"""Study reports: one self-contained HTML page (or Markdown with PNG files) plus CSV tables.
+
+    from analysis.report import write_report
+    path = write_report("my-study", "reports/my-study")            # HTML, attached to the parent run
+    path = write_report("my-study", "reports/my-study", fmt="md")  # Markdown + PNGs beside it
+
+The report answers the questions of learning-rules.md §6 with numbers and intervals: a summary
+table per cell (tuned learning rate, speed with interval, variance), then variance versus
+speed, scaling with width, and the π boundary, each present only when the study has the data
+for it (and saying what is missing otherwise). The whole output directory is attached to the
+study's MLflow parent run under ``report/``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import logging
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from . import figures as F
+from .load import Study, load_study
+from .norm_stress import breakdown_norms, norm_stress_table
+from .probe import cross_rule_labels, probe_index
+from .scaling import QUANTITIES, compare_exponents, scaling_data, scaling_fits
+from .speed import cell_summary, seed_speed, select_tuned
+from .stats import DEFAULT_BOOT, DEFAULT_LEVEL
+from .variance_speed import variance_speed_correlations, variance_speed_table
+
+log = logging.getLogger("analysis.report")
+FORMATS = ("html", "md")
+
+
+@dataclass
+class Section:
+    key: str
+    title: str
+    present: bool
+    text: list[str] = field(default_factory=list)            # paragraphs (plain text)
+    tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)   # (caption, display table)
+    figures: list[tuple[str, object]] = field(default_factory=list)        # (file stem, Figure)
+    answer: str | None = None                                # one paragraph for "Answers at a glance"
+
+
+def _ci(est, lo, hi, digits: int = 3) -> str:
+    if est is None or not np.isfinite(est):
+        return "–"
+    s = _num(float(est), digits)
+    if lo is not None and hi is not None and np.isfinite(lo) and np.isfinite(hi):
+        s += f" [{_num(float(lo), digits)}, {_num(float(hi), digits)}]"
+    return s
+
+
+def _num(v, digits=3) -> str:
+    if v is None or (isinstance(v, (float, np.floating)) and not np.isfinite(v)):
+        return "–"
+    if isinstance(v, (float, np.floating, int, np.integer)) and not isinstance(v, bool):
+        if 1000 <= abs(v) < 1e9:
+            return f"{v:,.0f}"
+        return f"{v:.{digits}g}"
+    return str(v)
+
+
+def _pct(v) -> str:
+    return "–" if v is None or not np.isfinite(v) else f"{100 * v:.0f}%"
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+def _overview(study: Study, cells: pd.DataFrame) -> Section:
+    t = study.trials
+    sec = Section("overview", "Study", True)
+    statuses = t["status"].value_counts().to_dict() if len(t) else {}
+    axes = []
+    for c, name in (("rule_variant", "rules"), ("width", "widths"), ("depth", "depths"),
+                    ("outgoing_norm", "outgoing norms"), ("lr", "learning rates")):
+        if c in t and t[c].notna().any():
+            vals = sorted(t[c].dropna().unique(), key=F._natural)
+            axes.append(f"{name}: " + ", ".join(_num(v) if isinstance(v, float) else str(v) for v in vals))
+    sec.text.append(f"{len(t)} trials in {t['cell'].nunique() if len(t) else 0} cells; status: "
+                    + (", ".join(f"{k} {v}" for k, v in sorted(statuses.items())) or "none") + ".")
+    if axes:
+        sec.text.append("; ".join(axes) + ".")
+    seeds = int(cells["n_seeds"].sum()) if "n_seeds" in cells and len(cells) else 0
+    if len(cells):
+        sec.text.append(f"Each cell is reported at its tuned learning rate ({cells['tuned_by'].iloc[0]}); "
+                        f"{seeds} seeds in the tuned trials in all.")
+    for n in study.notes:
+        sec.text.append(f"Note: {n}.")
+    return sec
+
+
+def _cell_section(study: Study, cells: pd.DataFrame, level: float) -> Section:
+    sec = Section("cells", "Summary per cell", bool(len(cells)))
+    if not len(cells):
+        sec.text.append("The study has no finished trials yet, so there is nothing to summarise.")
+        return sec
+    pct = f"{level:.0%}"
+    sec.text.append(
+        f"Speed measures are means over the seeds of the tuned trial(s) with {pct} bootstrap intervals over "
+        f"seeds. AUC: area under the eval-reward curve divided by the episodes it spans (reward; higher is "
+        f"faster). Episodes to threshold: seeds that never reached the threshold count with the episode "
+        f"budget, so the mean is a lower bound when 'reached' is below 100%. Variance: the trained rule's probe "
+        f"variance summed over layers (grad² units) at {cells.attrs.get('variance_at', 'matched episodes')}.")
+    rows = []
+    for _, r in cells.iterrows():
+        row = {"cell": r["cell"], "rule": r.get("rule_variant"), "width": _num(r.get("width")),
+               "norm": _num(r.get("outgoing_norm")) if pd.notna(r.get("outgoing_norm")) else "default",
+               "tuned lr": _num(r.get("lr")), "seeds": _num(r.get("n_seeds")),
+               "AUC reward": _ci(r.get("auc_reward"), r.get("auc_reward_lo"), r.get("auc_reward_hi")),
+               "episodes to threshold": _ci(r.get("episodes_to_threshold"), r.get("episodes_to_threshold_lo"),
+                                            r.get("episodes_to_threshold_hi")),
+               "reached": _pct(r.get("reached_fraction")),
+               "final reward": _ci(r.get("final_reward"), r.get("final_reward_lo"), r.get("final_reward_hi")),
+               "diverged": _pct(r.get("diverged_fraction")),
+               "variance": _num(r.get("var_total")),
+               "s / episode": _num(r.get("seconds_per_episode"))}
+        rows.append(row)
+    show = pd.DataFrame(rows)
+    ident = show[["rule", "width", "norm"]].astype(str).agg("|".join, axis=1)
+    if ident.is_unique and "hidden" in cells and cells["hidden"].astype(str).nunique() == cells["width"].nunique():
+        show = show.drop(columns="cell")  # rule, width and norm identify the cell: the key adds nothing
+    sec.tables.append(("One row per cell at its tuned learning rate (intervals: " + pct + ")", show))
+    return sec
+
+
+def _curves_section(study: Study, tuned: pd.DataFrame) -> Section:
+    sec = Section("curves", "Learning curves", False)
+    has = (len(study.seed_curves) and (study.seed_curves["metric"] == "eval_reward").any()) or \
+        ("eval_reward_mean" in set(study.curves["metric"]) if len(study.curves) else False)
+    if not has or not len(tuned):
+        sec.text.append("No eval-reward curves in this study.")
+        return sec
+    sec.present = True
+    sec.text.append("Eval reward of the tuned trial(s) of every cell, pooled by rule, width and norm.")
+    sec.figures.append(("learning_curves", F.learning_curves(study, tuned["run_id"])))
+    return sec
+
+
+def _variance_section(study: Study, vs: pd.DataFrame, corr: pd.DataFrame, level: float) -> Section:
+    sec = Section("variance_speed", "Variance versus speed", False)
+    if not len(vs) or vs["variance"].notna().sum() < 3:
+        sec.text.append("Not answerable from this study: it needs probe variances (probe.enabled) for at least "
+                        "3 cells; " + ("no probe metrics were logged." if not len(vs) else
+                                       f"only {vs['variance'].notna().sum()} (cell, layer) values were found."))
+        return sec
+    sec.present = True
+    src = vs["variance_source"].value_counts().to_dict()
+    labels = cross_rule_labels(study)
+    sec.text.append(
+        f"Variance at {vs.attrs.get('at', 'matched episodes')}; source: "
+        + ", ".join(f"{k} ({v} rows)" for k, v in src.items())
+        + (f". Cross-rule probe labels: {', '.join(labels)}." if labels else
+           ". No cross-rule probe in this study: each cell's own probe is used, which measures each rule on the "
+           "states its own trajectory reached (variance and speed are then confounded through the trajectory)."))
+    sec.text.append("Speed is the AUC reward (higher = faster), so a negative ρ means higher variance goes with "
+                    f"slower learning. Spearman's ρ with {level:.0%} bootstrap intervals over cells.")
+    total = corr[(corr["layer"] == "total") & (corr["scope"] == "all rules")]
+    if len(total) and np.isfinite(total["rho"].iloc[0]):
+        r = total.iloc[0]
+        verdict = ("higher variance goes with slower learning" if r["rho_hi"] < 0 else
+                   "higher variance goes with faster learning" if r["rho_lo"] > 0 else
+                   "no monotone relation is resolved (the interval contains 0)")
+        sec.answer = (f"over all rules and layers, ρ(variance, AUC reward) = "
+                      f"{_ci(r['rho'], r['rho_lo'], r['rho_hi'], 2)} over {int(r['n'])} cells: {verdict}.")
+        within = corr[(corr["layer"] == "total") & (corr["scope"] != "all rules")]
+        if len(within):
+            sec.answer += " Within each rule: " + "; ".join(
+                f"{w['scope']} {_ci(w['rho'], w['rho_lo'], w['rho_hi'], 2)}" for _, w in within.iterrows()) + "."
+        sec.text.append("Answer: " + sec.answer)
+    show = corr.assign(**{"ρ [interval]": [_ci(a, b, c, 2) for a, b, c in zip(corr["rho"], corr["rho_lo"],
+                                                                             corr["rho_hi"])]})
+    show = show[["layer", "scope", "n", "ρ [interval]", "excludes_zero"]].rename(
+        columns={"excludes_zero": "interval excludes 0"})
+    sec.tables.append(("Spearman's ρ between variance and AUC reward, per layer, over all rules and within each",
+                       show))
+    try:
+        sec.figures.append(("variance_vs_speed", F.variance_speed_figure(vs, corr)))
+    except ValueError as exc:
+        sec.text.append(f"(No figure: {exc}.)")
+    return sec
+
+
+def _scaling_section(study: Study, data: pd.DataFrame, fits: pd.DataFrame, comps: pd.DataFrame,
+                     level: float) -> Section:
+    sec = Section("scaling", "Scaling with width", False)
+    widths = study.trials["width"].dropna().nunique() if len(study.trials) else 0
+    if widths < 2 or not len(fits):
+        sec.text.append(f"Not answerable from this study: it has {widths} hidden width(s); power-law fits need "
+                        "at least 2 (3 or more for a t-interval).")
+        return sec
+    sec.present = True
+    sec.text.append(
+        f"Power laws y = A·width^b fitted on log-log axes per rule (and per setting), {level:.0%} intervals on "
+        "the exponent b: stratified bootstrap over seeds or trials at each width (t-interval when a width has a "
+        "single value). For an equal-width net, an O(mn) rule costs O(width²) per episode: compute exponent 2; "
+        "an O(m²n) rule gives 3.")
+    comp = fits[fits["quantity"] == "seconds_per_episode"]
+    for _, r in comp.iterrows():
+        sec.text.append(f"Compute, {r['rule_variant']}" + (f" ({r['context']})" if r["context"] else "")
+                        + f": {r['verdict']}.")
+    parts = []
+    for q, name in (("seconds_per_episode", "compute exponent"), ("episodes_to_threshold", "speed exponent (episodes to threshold)"),
+                    ("probe_variance", "variance exponent")):
+        f = fits[fits["quantity"] == q]
+        if len(f):
+            parts.append(name + ": " + "; ".join(
+                f"{r['rule_variant']} {_ci(r['exponent'], r['exponent_lo'], r['exponent_hi'], 3)}"
+                + (f" ({r['context']})" if r["context"] else "") for _, r in f.iterrows()))
+    if len(comp):
+        ok = sum("consistent with O(mn)" in v for v in comp["verdict"])
+        parts.insert(1, f"{ok} of {len(comp)} compute fits are consistent with O(mn) per layer (exponent 2) "
+                        f"and exclude O(m²n) (3)")
+    sec.answer = ". ".join(parts) + "."
+    show = fits.assign(**{"b [interval]": [_ci(a, b, c, 3) for a, b, c in
+                                           zip(fits["exponent"], fits["exponent_lo"], fits["exponent_hi"])],
+                          "quantity": fits["quantity"].map(lambda q: QUANTITIES.get(q, q))})
+    show = show[["quantity", "rule_variant", "context", "b [interval]", "method", "r2", "widths", "n_obs"]]
+    show = show.assign(r2=show["r2"].map(lambda v: _num(v, 3))).rename(columns={"rule_variant": "rule",
+                                                                                 "r2": "R²"})
+    sec.tables.append(("Fitted exponents", show))
+    if len(comps):
+        c = comps.assign(**{"b − b_ref [interval]": [_ci(a, b, d, 3) for a, b, d in
+                                                      zip(comps["difference"], comps["difference_lo"],
+                                                          comps["difference_hi"])]})
+        c = c[["quantity", "context", "rule_variant", "reference", "b − b_ref [interval]", "differs"]]
+        sec.tables.append(("Exponents compared across rules (difference to the reference rule)", c))
+    try:
+        sec.figures.append(("scaling", F.scaling_figure(data, fits)))
+    except ValueError as exc:
+        sec.text.append(f"(No figure: {exc}.)")
+    return sec
+
+
+def _pi_section(study: Study, table: pd.DataFrame, breakdown: pd.DataFrame, level: float) -> Section:
+    sec = Section("norm_stress", "The π boundary (outgoing-norm stress)", False)
+    norms = study.trials["outgoing_norm"].dropna().nunique() if len(study.trials) else 0
+    if norms < 2 or not len(table):
+        sec.text.append(f"Not answerable from this study: it sets {norms} distinct initial outgoing norm(s); the "
+                        "stress analysis needs at least 2, ideally on both sides of π ≈ 3.14.")
+        return sec
+    sec.present = True
+    sec.text.append(
+        "Per rule and initial outgoing norm c: the fraction of seeds that diverged (Wilson interval), the probe "
+        "variance summed over layers at each trial's first report (bootstrap over seeds), and the final eval "
+        f"reward (bootstrap over seeds); {level:.0%} intervals. A rule counts as broken down at the smallest "
+        "norm where half its seeds diverged or its final reward fell wholly below its reward at the smallest norm.")
+    for _, r in breakdown.iterrows():
+        sec.text.append(f"{r['rule_variant']}" + (f" ({r['context']})" if r["context"] else "") + ": "
+                        + r["relative_to_pi"] + (f" ({r['criterion']})." if r["criterion"] else "."))
+    per_rule = []
+    for rule, g in breakdown.groupby("rule_variant", sort=True):
+        counts = g["relative_to_pi"].value_counts()
+        if len(g) == 1:
+            per_rule.append(f"{rule}: {g['relative_to_pi'].iloc[0]}")
+        else:
+            per_rule.append(f"{rule}: " + ", ".join(f"{k} in {v} of {len(g)} settings" for k, v in counts.items()))
+    sec.answer = "; ".join(per_rule) + "."
+    show = pd.DataFrame({
+        "rule": table["rule_variant"], "setting": table["context"], "norm c": table["outgoing_norm"].map(_num),
+        "> π": table["above_pi"], "seeds": table["n_seeds"].map(_num),
+        "diverged": [_ci(a, b, c, 2) for a, b, c in zip(table["diverged_rate"], table["diverged_rate_lo"],
+                                                       table["diverged_rate_hi"])],
+        "variance": [_ci(a, b, c, 3) for a, b, c in zip(table["variance"], table["variance_lo"],
+                                                       table["variance_hi"])],
+        "final reward": [_ci(a, b, c, 3) for a, b, c in zip(table["final_reward"], table["final_reward_lo"],
+                                                           table["final_reward_hi"])]})
+    sec.tables.append(("Divergence, variance and final reward against the initial outgoing norm", show))
+    try:
+        sec.figures.append(("norm_stress", F.norm_stress_figure(table)))
+    except ValueError as exc:
+        sec.text.append(f"(No figure: {exc}.)")
+    return sec
+
+
+def _methods(level: float, n_boot: int, seed: int) -> Section:
+    sec = Section("methods", "Methods", True)
+    sec.text += [
+        "Tuned learning rate: within a cell, trials of stage 'confirm' are preferred; among the candidates the "
+        "best by the study's objective is chosen and every candidate trial at that learning rate is pooled.",
+        f"Intervals: percentile bootstrap over seeds ({n_boot} resamples, seed {seed}) with the small-sample "
+        f"expansion of Hesterberg (2015), nominal {level:.0%}; proportions use Wilson intervals; rank correlations "
+        "a pairs bootstrap over cells; power-law exponents a bootstrap stratified by width or a t-interval.",
+        "Matched points of training: probe values are compared at the first report episode every trial shares "
+        "(each trial's first report when they share none).",
+        "Tables: the CSV files beside this report hold every number shown here and more (trials.csv, cells.csv, "
+        "seed_speed.csv, variance_speed*.csv, scaling*.csv, norm_stress*.csv).",
+    ]
+    return sec
+
+
+# ----------------------------------------------------------------------------- analysis bundle
+
+
+def analyse(study: Study, n_boot: int = DEFAULT_BOOT, level: float = DEFAULT_LEVEL, seed: int = 0,
+            progress: Callable[[str], None] | None = None) -> tuple[list[Section], dict[str, pd.DataFrame]]:
+    """Run every analysis on a loaded study: the report's sections and the tables for CSV files."""
+    say = progress or log.info
+    tables: dict[str, pd.DataFrame] = {"trials": study.trials}
+    say("speed per seed, trial and cell")
+    seeds = seed_speed(study)
+    tables["seed_speed"] = seeds
+    cells = cell_summary(study, n_boot=n_boot, level=level, seed=seed, seeds=seeds)
+    tables["cells"] = cells
+    tuned = select_tuned(study)
+    sections = [_overview(study, cells), _cell_section(study, cells, level), _curves_section(study, tuned)]
+    say("variance versus speed")
+    vs = variance_speed_table(study, n_boot=n_boot, level=level, seed=seed)
+    corr = variance_speed_correlations(vs, n_boot=n_boot, level=level, seed=seed)
+    tables["variance_speed"], tables["variance_speed_correlations"] = vs, corr
+    sections.append(_variance_section(study, vs, corr, level))
+    say("scaling with width")
+    data = scaling_data(study)
+    fits, fit_objs = scaling_fits(data, n_boot=n_boot, level=level, seed=seed)
+    comps = compare_exponents(fit_objs, level=level)
+    tables["scaling_data"], tables["scaling_fits"], tables["scaling_comparisons"] = data, fits, comps
+    sections.append(_scaling_section(study, data, fits, comps, level))
+    say("outgoing-norm stress")
+    ns = norm_stress_table(study, n_boot=n_boot, level=level, seed=seed)
+    bd = breakdown_norms(ns) if len(ns) else pd.DataFrame()
+    tables["norm_stress"], tables["norm_stress_breakdown"] = ns, bd
+    sections.append(_pi_section(study, ns, bd, level))
+    sections.append(_methods(level, n_boot, seed))
+    sections.insert(1, _answers(sections))
+    return sections, tables
+
+
+def _answers(sections: list[Section]) -> Section:
+    """The three questions with the one-line answers of their sections (or why they are open)."""
+    by = {s.key: s for s in sections}
+    sec = Section("answers", "Answers at a glance", True)
+    for key, question in (("variance_speed", "Variance versus speed"), ("scaling", "Scaling with width"),
+                          ("norm_stress", "The π boundary")):
+        s = by[key]
+        if not s.present:
+            sec.text.append(f"{question}: not answerable from this study (see its section).")
+            continue
+        sec.text.append(f"{question}: " + (s.answer or "see its section."))
+    return sec
+
+
+# ----------------------------------------------------------------------------- rendering
+
+_CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1150px;color:#222;
+line-height:1.45;padding:0 16px}
+h1{font-size:1.6em;margin-bottom:0.2em} h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:1.8em}
+.meta{color:#666;font-size:0.9em} .absent{color:#8a5a00;background:#fff8e6;padding:6px 10px;border-radius:4px}
+table{border-collapse:collapse;font-size:0.82em;margin:8px 0 16px 0} caption{text-align:left;font-weight:600;
+padding:4px 0} th,td{border:1px solid #ddd;padding:3px 7px;text-align:left;vertical-align:top}
+th{background:#f4f4f4} tr:nth-child(even) td{background:#fafafa} img{max-width:100%;height:auto;margin:8px 0}
+nav a{margin-right:14px} .table-wrap{overflow-x:auto}
+"""
+
+
+def _render_html(study: Study, sections: list[Section], fig_b64: dict[str, str]) -> str:
+    e = html.escape
+    now = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    out = ["<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
+           f"<title>uwm-study report: {e(study.name)}</title><style>{_CSS}</style></head><body>",
+           f"<h1>Study report: {e(study.name)}</h1>",
+           f"<p class='meta'>parent run {e(study.parent_run_id)} · experiment {e(str(study.experiment_id))} · "
+           f"generated {now} · uwm-study analysis</p>",
+           "<nav>" + "".join(f"<a href='#{s.key}'>{e(s.title)}</a>" for s in sections) + "</nav>"]
+    for s in sections:
+        out.append(f"<section id='{s.key}'><h2>{e(s.title)}</h2>")
+        for p in s.text:
+            cls = " class='absent'" if not s.present else ""
+            out.append(f"<p{cls}>{e(p)}</p>")
+        for caption, df in s.tables:
+            table = _caption(df.to_html(index=False, escape=True, na_rep="–", border=0), caption)
+            out.append(f"<div class='table-wrap'>{table}</div>")
+        for stem, _ in s.figures:
+            out.append(f"<figure><img alt='{e(stem)}' src='data:image/png;base64,{fig_b64[stem]}'></figure>")
+        out.append("</section>")
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+def _caption(table_html: str, caption: str) -> str:
+    end = table_html.index(">") + 1
+    return table_html[:end] + f"<caption>{html.escape(caption)}</caption>" + table_html[end:]
+
+
+def _md_table(df: pd.DataFrame) -> str:
+    def cell(v):
+        s = "–" if v is None or (isinstance(v, float) and not np.isfinite(v)) else str(v)
+        return s.replace("|", "\\|").replace("\n", " ")
+
+    head = "| " + " | ".join(cell(c) for c in df.columns) + " |"
+    sep = "|" + "|".join("---" for _ in df.columns) + "|"
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([head, sep, *body])
+
+
+def _render_md(study: Study, sections: list[Section], fig_files: dict[str, str]) -> str:
+    now = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    out = [f"# Study report: {study.name}", "",
+           f"parent run `{study.parent_run_id}` · experiment `{study.experiment_id}` · generated {now}", ""]
+    for s in sections:
+        out += [f"## {s.title}", ""]
+        for p in s.text:
+            out += [("> " if not s.present else "") + p, ""]
+        for caption, df in s.tables:
+            out += [f"**{caption}**", "", _md_table(df), ""]
+        for stem, _ in s.figures:
+            out += [f"![{stem}]({fig_files[stem]})", ""]
+    return "\n".join(out)
+
+
+def write_report(study_name: str, out_dir, fmt: str = "html", tracking_uri: str | None = None, *,
+                 attach: bool = True, n_boot: int = DEFAULT_BOOT, level: float = DEFAULT_LEVEL, seed: int = 0,
+                 study: Study | None = None, progress: Callable[[str], None] | None = None) -> Path:
+    """Write the report of a study and return the path of ``report.html`` / ``report.md``.
+
+    Args:
+        study_name: the study name (or its parent run id).
+        out_dir: output directory (created); receives the report, CSV tables and, for Markdown,
+            the figures as PNG files.
+        fmt: "html" (self-contained: figures embedded as base64 PNG) or "md".
+        tracking_uri: MLflow tracking URI (default: ``MLFLOW_TRACKING_URI`` / MLflow's default).
+        attach: log ``out_dir`` as artifacts ``report/`` of the study's parent run.
+        study: an already loaded study (skips loading).
+        progress: called with a short message before each step (default: logging at INFO).
+
+    Raises ``analysis.load.StudyNotFound`` (one line) if there is no such study, ValueError for a bad format.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown report format '{fmt}'; valid: {', '.join(FORMATS)}")
+    say = progress or log.info
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if study is None:
+        say(f"loading study '{study_name}' from MLflow")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            study = load_study(study_name, tracking_uri)
+    sections, tables = analyse(study, n_boot=n_boot, level=level, seed=seed, progress=say)
+    say("writing tables and figures")
+    for name, df in tables.items():
+        df.to_csv(out / f"{name}.csv", index=False)
+    import matplotlib.pyplot as plt
+
+    figs = [(stem, fig) for s in sections for stem, fig in s.figures]
+    if fmt == "html":
+        b64 = {stem: F.to_base64(fig) for stem, fig in figs}
+        text = _render_html(study, sections, b64)
+        path = out / "report.html"
+    else:
+        files = {}
+        for stem, fig in figs:
+            (out / f"{stem}.png").write_bytes(F.to_png_bytes(fig))
+            files[stem] = f"{stem}.png"
+        text = _render_md(study, sections, files)
+        path = out / "report.md"
+    for _, fig in figs:
+        plt.close(fig)
+    path.write_text(text, encoding="utf-8")
+    if attach:
+        say("attaching the report to the study's MLflow parent run (report/)")
+        from mlflow.tracking import MlflowClient
+
+        MlflowClient(tracking_uri=study.tracking_uri).log_artifacts(study.parent_run_id, str(out),
+                                                                   artifact_path="report")
+    return path

@@ -1,0 +1,137 @@
+"""Scaling with width (learning-rules.md §6.1 and §6.3): power laws per rule, with intervals.
+
+Three quantities, each fitted as ``y = A · width^b`` per rule variant (and per setting: depth,
+outgoing norm and other grid axes that vary, so that only the width changes within a fit):
+
+``episodes_to_threshold``  learning speed, per seed of each cell's tuned trial(s) (censored at
+                           the budget, see :mod:`analysis.speed`), in episodes;
+``probe_variance``         the trained rule's probe variance summed over layers at a matched
+                           episode, per seed, in squared gradient units;
+``seconds_per_episode``    measured compute per episode per member, one value per trial (every
+                           finished trial at that width, whatever its learning rate: compute
+                           does not depend on it), in seconds.
+
+Widths are the first hidden layer's (equal-width nets are what this analysis is for; a study
+whose nets mix widths gets a note). For an equal-width net of width n, an O(m·n) update per
+layer costs O(n²) per episode: the compute exponent is 2 when the rule is O(mn), 3 when O(m²n).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from .load import Study
+from .probe import probe_at
+from .speed import FINAL_STATUSES, seed_speed, select_tuned
+from .stats import (DEFAULT_BOOT, DEFAULT_LEVEL, PowerLawFit, complexity_verdict, exponent_difference,
+                    fit_power_law)
+from .variance_speed import setting_columns
+
+QUANTITIES = {
+    "episodes_to_threshold": "episodes to threshold (episodes)",
+    "probe_variance": "probe variance, all layers (grad² units)",
+    "seconds_per_episode": "compute (seconds / episode / member)",
+}
+
+
+def _context(trials: pd.DataFrame) -> list[str]:
+    cols = [c for c in setting_columns(trials) if c not in ("hidden", "width")]
+    if "depth" in trials and trials["depth"].nunique() > 1:
+        cols.insert(0, "depth")
+    return cols
+
+
+def scaling_data(study: Study, at=None) -> pd.DataFrame:
+    """Long table of observations for the fits: quantity, rule_variant, context, width, value."""
+    t = study.trials
+    finished = t[t["status"].isin(FINAL_STATUSES)] if len(t) else t
+    cols = ["quantity", "rule_variant", "context", "width", "value"]
+    if not len(finished) or finished["width"].nunique() < 2:
+        return pd.DataFrame(columns=cols)
+    ctx_cols = _context(finished)
+
+    def ctx(df):
+        if not ctx_cols:
+            return pd.Series("", index=df.index)
+        return df.apply(lambda r: ", ".join(f"{c}={_fmt(r[c])}" for c in ctx_cols), axis=1)
+
+    parts = []
+    tuned = select_tuned(study)
+    info = tuned[["run_id", "rule_variant", "width"]].assign(context=ctx(tuned).to_numpy())
+    seeds = seed_speed(study)
+    if len(seeds):
+        s = seeds.merge(info, on="run_id")
+        parts.append(s.assign(quantity="episodes_to_threshold", value=s["episodes_to_threshold"])[cols])
+    else:
+        s = tuned.assign(context=ctx(tuned).to_numpy())
+        if "final_episodes_to_threshold_mean" in s:
+            parts.append(s.assign(quantity="episodes_to_threshold", value=s["final_episodes_to_threshold_mean"])[cols])
+    var, _ = probe_at(study, tuned["run_id"], at=at, per_seed=bool(len(study.seed_curves)))
+    if len(var):
+        v = var.merge(info, on="run_id")
+        parts.append(v.assign(quantity="probe_variance", value=v["total"])[cols])
+    spe = next((c for c in ("final_seconds_per_episode", "last_seconds_per_episode") if c in finished), None)
+    if spe:
+        f = finished.assign(context=ctx(finished).to_numpy())
+        parts.append(f.assign(quantity="seconds_per_episode", value=f[spe])[cols])
+    df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
+    return df.dropna(subset=["value", "width"]).reset_index(drop=True)
+
+
+def _fmt(v):
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def scaling_fits(data: pd.DataFrame, n_boot: int = DEFAULT_BOOT, level: float = DEFAULT_LEVEL,
+                 seed: int = 0) -> tuple[pd.DataFrame, dict]:
+    """Power-law fit per (quantity, rule_variant, context) with at least 2 widths.
+
+    Returns (table, fits): the table has quantity, rule_variant, context, exponent, exponent_lo,
+    exponent_hi, method, r2, prefactor, n_widths, n_obs, widths, verdict (compute only);
+    ``fits`` maps (quantity, rule_variant, context) to the :class:`PowerLawFit` (with bootstrap draws).
+    """
+    rows, fits = [], {}
+    for (q, rule, ctx), g in data.groupby(["quantity", "rule_variant", "context"], sort=True):
+        if g["width"].nunique() < 2:
+            continue
+        try:
+            fit = fit_power_law(g["width"], g["value"], n_boot=n_boot, level=level, seed=seed)
+        except ValueError:
+            continue
+        fits[(q, rule, ctx)] = fit
+        rows.append({"quantity": q, "rule_variant": rule, "context": ctx, "exponent": fit.exponent,
+                     "exponent_lo": fit.lo, "exponent_hi": fit.hi, "method": fit.method, "r2": fit.r2,
+                     "prefactor": fit.prefactor, "n_widths": fit.n_levels, "n_obs": fit.n_obs,
+                     "widths": ", ".join(str(int(w)) for w in sorted(g["width"].unique())),
+                     "verdict": complexity_verdict(fit) if q == "seconds_per_episode" else ""})
+    cols = ["quantity", "rule_variant", "context", "exponent", "exponent_lo", "exponent_hi", "method", "r2",
+            "prefactor", "n_widths", "n_obs", "widths", "verdict"]
+    return pd.DataFrame(rows, columns=cols), fits
+
+
+def compare_exponents(fits: dict[tuple, PowerLawFit], reference: str | None = None,
+                      level: float = DEFAULT_LEVEL) -> pd.DataFrame:
+    """Each rule's exponent minus the reference rule's, per quantity and context, with an interval.
+
+    The reference defaults to ``reinforce`` when present (the plain baseline), else the first rule
+    in alphabetical order. ``differs`` is True when the interval excludes 0.
+    """
+    rows = []
+    keys = sorted(fits)
+    for q, ctx in sorted({(k[0], k[2]) for k in keys}):
+        rules = sorted(k[1] for k in keys if k[0] == q and k[2] == ctx)
+        ref = reference if reference in rules else ("reinforce" if "reinforce" in rules else rules[0])
+        for r in rules:
+            if r == ref:
+                continue
+            d = exponent_difference(fits[(q, r, ctx)], fits[(q, ref, ctx)], level)
+            rows.append({"quantity": q, "context": ctx, "rule_variant": r, "reference": ref, "difference": d.estimate,
+                         "difference_lo": d.lo, "difference_hi": d.hi,
+                         "differs": bool(np.isfinite(d.lo) and (d.lo > 0 or d.hi < 0))})
+    return pd.DataFrame(rows, columns=["quantity", "context", "rule_variant", "reference", "difference",
+                                       "difference_lo", "difference_hi", "differs"])

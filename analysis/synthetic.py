@@ -1,0 +1,267 @@
+"""A synthetic study with planted answers, written to MLflow exactly as the study runner lays it out.
+
+For demonstrations, notebooks and tests of the analysis: the numbers are generated from a
+known model, so every analysis has a right answer to recover. The layout follows the contract
+of the ``study`` package (see :mod:`analysis.load`): parent run per study, one child run per
+point with tags ``uwm.*``, params as ``TrialConfig.flat()`` strings, aggregate metrics per report
+(step = episode), ``final_*`` summaries and a ``curves_per_seed.csv`` artifact.
+
+The planted model, per rule ``r``, width ``n``, outgoing norm ``c``, learning rate ``lr`` and seed:
+
+- probe variance of layer ``l`` (all reports): ``share_l · v_r · n^{a_r} · g_r(c) · e^{0.1 ε}``, with
+  ``g_r(c) = (c/c0)^{k_r}`` (``k_r`` jumps above π for rules in ``PI_SENSITIVE``);
+- time constant ``τ = τ0 · sqrt(total variance) · (1 + 4 log10(lr/lr*)²)``, eval reward
+  ``1 - 2 exp(-episode/τ)``; episodes to threshold 0.9: ``τ ln 20`` (censored at the budget);
+  so episodes to threshold scale as ``n^{a_r/2}`` at the tuned lr ``lr* = 0.03``;
+- seconds per episode: ``s_r · n^2 · e^{0.03 ε}`` per trial (the O(mn) answer: exponent 2);
+- rules in ``PI_SENSITIVE`` diverge with probability 0.8 per seed when ``c > π``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+RULE_MODEL = {  # v_r, a_r (variance-width exponent), k_r (norm exponent), s_r (seconds prefactor)
+    "reinforce": (4.0, 1.0, 0.0, 2.0e-7),
+    "ste": (0.2, 0.2, 0.5, 1.5e-7),
+    "wm": (0.4, 0.4, 1.0, 2.0e-7),
+    "hwm": (0.3, 0.4, 0.5, 4.0e-7),
+    "uwm": (0.25, 0.3, 0.5, 3.0e-7),
+}
+PI_SENSITIVE = ("hwm",)
+BEST_LR = 0.03
+TAU0 = 60.0
+LAYER_SHARES = (0.5, 0.3, 0.2)
+
+
+@dataclass
+class SyntheticStudy:
+    name: str
+    parent_run_id: str
+    tracking_uri: str
+    planted: dict
+
+
+def _cross_label(rule: str) -> str:
+    return rule
+
+
+def _variance(rule, width, norm, rng, size):
+    v, a, k, _ = RULE_MODEL[rule]
+    c0 = 1.0
+    g = (norm / c0) ** k if norm is not None else 1.0
+    if rule in PI_SENSITIVE and norm is not None and norm > math.pi:
+        g *= (norm / math.pi) ** 4
+    return v * width ** a * g * np.exp(0.1 * rng.standard_normal(size))
+
+
+def write_synthetic_study(tracking_uri: str, name: str = "synthetic", rules=("reinforce", "uwm"),
+                          widths=(8, 16, 32, 64), norms=(None,), lrs=(0.01, 0.03, 0.1), seeds: int = 4,
+                          episodes: int = 4000, report_every: int = 400, cross_rule: bool = True,
+                          confirm: bool = True, extras: bool = False, artifact_root: str | None = None,
+                          seed: int = 0) -> SyntheticStudy:
+    """Write a synthetic study to ``tracking_uri``; returns its parent run id and the planted answers.
+
+    Args:
+        rules: rule names (keys of ``RULE_MODEL``); widths: equal hidden widths (two hidden layers);
+        norms: initial outgoing norms (None: default initialisation); lrs: searched learning rates
+            (stage ``search``); confirm: add a ``confirm`` point per cell at the best lr with fresh seeds.
+        extras: also write a failed trial (no final status) and a duplicate run of one point (a retry).
+        artifact_root: directory for artifacts (default: a ``artifacts`` folder next to a SQLite file,
+            else MLflow's default).
+    """
+    import mlflow
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    if artifact_root is None and tracking_uri.startswith("sqlite:///"):
+        artifact_root = str(Path(tracking_uri[len("sqlite:///"):]).parent / "artifacts")
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        exp_id = client.create_experiment(name, artifact_location=Path(artifact_root).resolve().as_uri()
+                                          if artifact_root else None)
+    else:
+        exp_id = exp.experiment_id
+    rng = np.random.default_rng(seed)
+    spec = {"name": name, "objective": {"metric": "auc_reward_mean", "mode": "max"},
+            "grid": {"rule": list(rules), "hidden": [[w, w] for w in widths], "outgoing_norm": list(norms)},
+            "search": {"lr": list(lrs)}, "seeds": seeds, "episodes": episodes}
+    spec_text = json.dumps(spec, indent=1)
+    parent = client.create_run(exp_id, run_name=name, tags={
+        "uwm.role": "study", "uwm.study": name, "uwm.spec_hash": hashlib.sha256(spec_text.encode()).hexdigest(),
+        "uwm.git_commit": "synthetic", "uwm.version": "0.1.0"})
+    pid = parent.info.run_id
+    with tempfile.TemporaryDirectory() as tmp:
+        p = Path(tmp) / "spec.yaml"
+        p.write_text(spec_text)  # JSON is YAML
+        client.log_artifact(pid, str(p))
+
+    rows_written = 0
+    base_seed = 0
+    for rule in rules:
+        for width in widths:
+            for norm in norms:
+                cell = f"rule={rule}|hidden=[{width}, {width}]|outgoing_norm={norm}"
+                points = [("search", lr, base_seed) for lr in lrs]
+                if confirm:
+                    points.append(("confirm", BEST_LR, 1000 + base_seed))
+                for stage, lr, s0 in points:
+                    _write_point(client, exp_id, pid, name, rule, width, norm, lr, stage, s0, seeds, episodes,
+                                 report_every, cross_rule, rules, cell, rng)
+                    rows_written += 1
+    if extras:
+        rule, width, norm = rules[0], widths[0], norms[0]
+        cell = f"rule={rule}|hidden=[{width}, {width}]|outgoing_norm={norm}"
+        # a failed trial: RUNNING/FAILED run without uwm.status nor summaries
+        run = client.create_run(exp_id, run_name="failed-trial", tags={
+            "mlflow.parentRunId": pid, "uwm.role": "trial", "uwm.study": name, "uwm.cell": cell,
+            "uwm.point_id": "failed-point", "uwm.stage": "search"})
+        client.log_param(run.info.run_id, "rule", rule)
+        client.log_param(run.info.run_id, "hidden", f"[{width}, {width}]")
+        client.set_terminated(run.info.run_id, "FAILED")
+        # a stale duplicate of the first point (the killed attempt of a retried trial)
+        run = client.create_run(exp_id, run_name="stale-duplicate", start_time=0, tags={
+            "mlflow.parentRunId": pid, "uwm.role": "trial", "uwm.study": name, "uwm.cell": cell,
+            "uwm.point_id": _point_id(name, cell, lrs[0], "search", 0), "uwm.stage": "search"})
+        client.log_param(run.info.run_id, "rule", rule)
+    client.set_terminated(pid, "FINISHED")
+    planted = {
+        "compute_exponent": 2.0,
+        "variance_exponent": {r: RULE_MODEL[r][1] for r in rules},
+        "speed_exponent": {r: RULE_MODEL[r][1] / 2 for r in rules},
+        "best_lr": BEST_LR,
+        "variance_speed_sign_auc": -1,
+        "pi_sensitive": [r for r in rules if r in PI_SENSITIVE],
+        "n_points": rows_written,
+    }
+    return SyntheticStudy(name=name, parent_run_id=pid, tracking_uri=tracking_uri, planted=planted)
+
+
+def _point_id(name, cell, lr, stage, s0):
+    return hashlib.sha1(f"{name}|{cell}|{lr}|{stage}|{s0}".encode()).hexdigest()[:16]
+
+
+def _flat_params(rule, width, norm, lr, s0, seeds, episodes, report_every, cross_rule, rules):
+    probe_rules = [{"rule": r, "options": {}, "label": None} for r in rules]
+    return {
+        "name": None, "task.name": "multiplexer", "task.address_bits": 2, "task.inputs": "pm1",
+        "task.rewards": "pm1", "hidden": [width, width], "rule": rule, "baseline": "none", "baseline_decay": 0.99,
+        "optimizer": "adam", "lr": lr, "adam_beta1": 0.9, "adam_beta2": 0.999, "adam_eps": 1e-08,
+        "batch_size": 1, "outgoing_norm": norm, "episodes": episodes, "seed": s0, "seeds": seeds,
+        "report_every": report_every, "eval_episodes": 1024, "threshold": 0.9, "threshold_window": 100,
+        "probe.enabled": True, "probe.samples": 256, "probe.cross_rule": cross_rule, "probe.rules": probe_rules,
+        "device": "cpu", "dtype": "float32", "compile": "off",
+    }
+
+
+def _write_point(client, exp_id, pid, name, rule, width, norm, lr, stage, s0, seeds, episodes, report_every,
+                 cross_rule, rules, cell, rng):
+    from mlflow.entities import Metric, Param
+
+    run = client.create_run(exp_id, run_name=f"{rule}-w{width}-c{norm}-lr{lr}-{stage}", tags={
+        "mlflow.parentRunId": pid, "uwm.role": "trial", "uwm.study": name, "uwm.cell": cell,
+        "uwm.point_id": _point_id(name, cell, lr, stage, s0), "uwm.stage": stage})
+    rid = run.info.run_id
+    params = _flat_params(rule, width, norm, lr, s0, seeds, episodes, report_every, cross_rule, rules)
+    params["cell.rule"] = rule
+    client.log_batch(rid, params=[Param(k, str(v)) for k, v in params.items()])
+    L = 3
+    var_seed = _variance(rule, width, norm, rng, seeds)  # total probe variance per seed
+    lr_factor = 1 + 4 * math.log10(lr / BEST_LR) ** 2
+    tau = TAU0 * np.sqrt(var_seed) * lr_factor * np.exp(0.05 * rng.standard_normal(seeds))
+    ett = tau * math.log(20)
+    diverge_at = np.full(seeds, -1.0)
+    if rule in PI_SENSITIVE and norm is not None and norm > math.pi:
+        hit = rng.random(seeds) < 0.8
+        diverge_at[hit] = rng.integers(1, episodes // report_every + 1, hit.sum()) * report_every - 1
+    cross_var = {r: _variance(r, width, norm, rng, seeds) for r in rules} if cross_rule else {}
+    seconds = RULE_MODEL[rule][3] * width ** 2 * math.exp(0.03 * rng.standard_normal())
+    seed_rows = []
+    metrics = []
+    t0 = 1_700_000_000_000
+    eval_hist = [[] for _ in range(seeds)]
+    for step in range(report_every, episodes + 1, report_every):
+        per_seed = []
+        for k in range(seeds):
+            d = {}
+            dead = 0 <= diverge_at[k] < step
+            r = 1 - 2 * math.exp(-step / tau[k])
+            d["eval_reward"] = float("nan") if dead else r + 0.01 * rng.standard_normal()
+            d["train_reward"] = float("nan") if dead else 1 - 2 * math.exp(-(step - report_every / 2) / tau[k])
+            d["running_reward"] = float("nan") if dead else r
+            d["diverged"] = 1.0 if dead else 0.0
+            if dead:
+                d["diverged_at"] = float(diverge_at[k])
+            if ett[k] <= step and not dead:
+                d["episodes_to_threshold"] = float(math.ceil(ett[k]))
+            for l in range(1, L):
+                d[f"max_abs_outgoing_l{l}"] = (norm or 1.0) * 1.1
+                d[f"outgoing_norm_l{l}"] = norm or 1.0
+            for l in range(1, L + 1):
+                share = LAYER_SHARES[l - 1]
+                d[f"probe_var_l{l}"] = float("nan") if dead else share * var_seed[k] * math.exp(
+                    0.02 * rng.standard_normal())
+                d[f"probe_mean_sq_l{l}"] = float("nan") if dead else share * 0.1
+                for r2, cv in cross_var.items():
+                    d[f"probe_{_cross_label(r2)}_var_l{l}"] = float("nan") if dead else share * cv[k]
+                    d[f"probe_{_cross_label(r2)}_mean_sq_l{l}"] = float("nan") if dead else share * 0.1
+            if not dead:
+                eval_hist[k].append((step, d["eval_reward"]))
+            per_seed.append(d)
+            for m, v in d.items():
+                seed_rows.append((step, s0 + k, m, v))
+        agg = _aggregate(per_seed)
+        agg["diverged_fraction"] = sum(d["diverged"] for d in per_seed) / seeds
+        agg["threshold_reached_fraction"] = sum("episodes_to_threshold" in d for d in per_seed) / seeds
+        agg["episodes"] = float(step)
+        agg["seconds_per_episode"] = seconds
+        metrics += [Metric(k, v, t0 + step, step) for k, v in agg.items()]
+        last = agg
+    ever_diverged = (diverge_at >= 0).any()
+    final = {
+        "final_eval_reward_mean": last.get("eval_reward_mean", float("nan")),
+        "final_train_reward_mean": last.get("train_reward_mean", float("nan")),
+        "final_threshold_reached_fraction": last["threshold_reached_fraction"],
+        "final_diverged_fraction": last["diverged_fraction"],
+        "final_seconds_per_episode": seconds,
+    }
+    if "episodes_to_threshold_mean" in last:
+        final["final_episodes_to_threshold_mean"] = last["episodes_to_threshold_mean"]
+    aucs = []
+    for h in eval_hist:
+        if len(h) >= 2:
+            e, v = np.array(h).T
+            aucs.append(float(np.sum((v[1:] + v[:-1]) / 2 * np.diff(e)) / (e[-1] - e[0])))
+    final["auc_reward_mean"] = float(np.mean(aucs)) if aucs else float("nan")
+    metrics += [Metric(k, v, t0 + episodes + 1, episodes) for k, v in final.items() if math.isfinite(v)]
+    metrics = [m for m in metrics if math.isfinite(m.value)]
+    for i in range(0, len(metrics), 1000):
+        client.log_batch(rid, metrics=metrics[i:i + 1000])
+    with tempfile.TemporaryDirectory() as tmp:
+        p = Path(tmp) / "curves_per_seed.csv"
+        pd.DataFrame(seed_rows, columns=["episode", "seed", "metric", "value"]).to_csv(p, index=False)
+        client.log_artifact(rid, str(p))
+    client.set_tag(rid, "uwm.status", "diverged" if ever_diverged else "finished")
+    client.set_terminated(rid, "FINISHED")
+
+
+def _aggregate(per_seed):
+    out = {}
+    for key in sorted({k for row in per_seed for k in row}):
+        vals = np.array([row[key] for row in per_seed if key in row and math.isfinite(row[key])])
+        if not vals.size:
+            continue
+        std = float(vals.std(ddof=1)) if vals.size > 1 else 0.0
+        out[f"{key}_mean"], out[f"{key}_std"], out[f"{key}_sem"] = float(vals.mean()), std, std / math.sqrt(vals.size)
+    return out
