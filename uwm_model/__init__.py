@@ -20,3 +20,8 @@ __all__ = [
     "resolve_rule", "sample_episode", "sgd_update",
 ]
 __version__ = "0.1.0"
+
+from .config import CrossRule, ProbeConfig, TaskConfig, TrialConfig  # noqa: E402
+from .trainer import PointReport, Report, Trainer  # noqa: E402
+
+__all__ += ["CrossRule", "PointReport", "ProbeConfig", "Report", "TaskConfig", "TrialConfig", "Trainer"]

@@ -21,17 +21,23 @@ def sgd_update(param, grad, lr):
     return param + lr * grad
 
 
-def adam_update(param, grad, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8):
-    """One Adam step towards higher reward; ``step`` counts from 1. Returns (param, m, v).
+def adam_update(param, grad, m, v, beta1_power, beta2_power, lr, beta1=0.9, beta2=0.999, eps=1e-8):
+    """One Adam step towards higher reward. Returns (param, m, v).
 
     m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;
     theta <- theta + lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+
+    ``beta1_power = b1^t`` and ``beta2_power = b2^t`` (t counts this step from 1) are passed in
+    rather than computed: kept as running products they cost a multiply, where a fused kernel
+    would otherwise evaluate ``pow`` once per parameter.
     """
     m = beta1 * m + (1 - beta1) * grad
     v = beta2 * v + (1 - beta2) * grad * grad
-    m_hat = m / (1 - beta1**step)
-    v_hat = v / (1 - beta2**step)
-    return param + lr * m_hat / (v_hat.sqrt() + eps), m, v
+    # m_hat / (sqrt(v_hat) + eps) rewritten with the bias corrections folded into two per-member
+    # factors: one sqrt and one division per parameter (as torch.optim.Adam does)
+    correction2 = (1 - beta2_power) ** 0.5
+    step_size = lr * correction2 / (1 - beta1_power)
+    return param + step_size * m / (v.sqrt() + eps * correction2), m, v
 
 
 def layer_learning_rates(lr: float | Sequence[float], layers: int) -> list[float]:
@@ -73,6 +79,7 @@ class Adam:
         L = len(self.lrs)
         params, grads = self.net.weights + self.net.biases, grad.weights + grad.biases
         for i, (p, g) in enumerate(zip(params, grads)):
-            params[i], self.m[i], self.v[i] = adam_update(p, g, self.m[i], self.v[i], self.steps, self.lrs[i % L],
-                                                          *self.betas, self.eps)
+            params[i], self.m[i], self.v[i] = adam_update(
+                p, g, self.m[i], self.v[i], self.betas[0] ** self.steps, self.betas[1] ** self.steps, self.lrs[i % L],
+                *self.betas, self.eps)
         self.net.weights[:], self.net.biases[:] = params[:L], params[L:]

@@ -58,9 +58,9 @@ def expected_reward(net: Network, task) -> torch.Tensor:
 def exact_gradient(net: Network, task) -> tuple[torch.Tensor, Gradient]:
     """``(J, grad)``: the exact expected reward [P] and its gradient (``grad.weights[l]``: [P, n_{l+1}, n_l]),
     computed in float64 whatever the network's dtype."""
-    params = [t.detach().to(torch.float64).requires_grad_(True) for t in net.weights + net.biases]
-    L = len(net.weights)
-    exact = Network(params[:L], params[L:])
-    J = expected_reward(exact, task)
-    grads = torch.autograd.grad(J.sum(), params)
+    with torch.enable_grad():
+        params = [t.detach().to(torch.float64).requires_grad_(True) for t in net.weights + net.biases]
+        L = len(net.weights)
+        J = expected_reward(Network(params[:L], params[L:]), task)
+        grads = torch.autograd.grad(J.sum(), params)
     return J.detach(), Gradient(list(grads[:L]), list(grads[L:]))

@@ -1,0 +1,172 @@
+"""TrialConfig: one training configuration, validated before any work starts.
+
+A trial trains ``seeds`` members (seeds ``seed, seed+1, ...``) of one configuration at once.
+Fields marked *per member* may differ between the points packed into one population (see
+:class:`uwm_model.trainer.Trainer`); every other field fixes tensor shapes or the step's code
+and must be equal across a pack (:meth:`TrialConfig.pack_key`).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .rules import RULES, resolve_rule
+
+PER_MEMBER_FIELDS = ("seed", "lr", "outgoing_norm", "baseline_decay", "adam_beta1", "adam_beta2", "adam_eps",
+                     "rule_options.p", "name", "threshold")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TaskConfig(_Strict):
+    name: Literal["multiplexer"] = Field("multiplexer", description="the task family")
+    address_bits: int = Field(2, ge=1, le=5, description="multiplexer address bits a; k = a + 2^a inputs")
+    inputs: Literal["pm1", "01"] = Field("pm1", description="input encoding: +-1 or 0/1")
+    rewards: Literal["pm1", "10"] = Field("pm1", description="reward for right/wrong: +1/-1 or 1/0")
+
+
+class CrossRule(_Strict):
+    rule: str = Field(description="rule name")
+    options: dict[str, Any] = Field(default_factory=dict, description="rule options")
+    label: str | None = Field(None, description="metric label; default rule name plus options")
+
+    @model_validator(mode="after")
+    def _check(self):
+        resolve_rule(self.rule, self.options)
+        return self
+
+    @property
+    def name(self) -> str:
+        if self.label:
+            return self.label
+        return "_".join([self.rule] + [f"{k}-{v}" for k, v in sorted(self.options.items())])
+
+
+def _default_cross_rules() -> list[CrossRule]:
+    return [CrossRule(rule=r) for r in RULES]
+
+
+class ProbeConfig(_Strict):
+    enabled: bool = Field(True, description="run the estimator probe of the trained rule at each report")
+    samples: int = Field(256, ge=2, description="K fresh episodes per member per probe")
+    cross_rule: bool = Field(False, description="also evaluate the rules in `rules` on the same episodes and state")
+    rules: list[CrossRule] = Field(default_factory=_default_cross_rules, description="rules of the cross-rule probe")
+
+
+class TrialConfig(_Strict):
+    name: str | None = Field(None, description="free label of this configuration (per member)")
+    task: TaskConfig = Field(default_factory=TaskConfig, description="the task")
+    hidden: list[int] = Field([64, 32], min_length=1, description="hidden layer widths, input side first")
+    rule: Literal["reinforce", "ste", "wm", "hwm", "uwm"] = Field("uwm", description="learning rule")
+    rule_options: dict[str, Any] = Field(default_factory=dict,
+                                         description="rule options (spec 3.6); wm's p may differ per member")
+    baseline: Literal["none", "ema"] = Field("none", description="REINFORCE baseline: none or an EMA of rewards")
+    baseline_decay: float = Field(0.99, gt=0, lt=1, description="EMA decay of the REINFORCE baseline (per member)")
+    optimizer: Literal["adam", "sgd"] = Field("adam", description="optimiser, ascending the expected reward")
+    lr: float | list[float] = Field(0.01, description="learning rate, one or one per layer (per member)")
+    adam_beta1: float = Field(0.9, ge=0, lt=1, description="Adam beta1 (per member)")
+    adam_beta2: float = Field(0.999, ge=0, lt=1, description="Adam beta2 (per member)")
+    adam_eps: float = Field(1e-8, gt=0, description="Adam epsilon (per member)")
+    batch_size: int = Field(1, ge=1, description="episodes per update")
+    outgoing_norm: float | None = Field(None, gt=0, description="initial norm of every hidden unit's outgoing weights (per member)")
+    episodes: int = Field(100_000, ge=1, description="training episodes per member (each update uses batch_size)")
+    seed: int = Field(0, ge=0, lt=2**31, description="seed of the first member (per member)")
+    seeds: int = Field(1, ge=1, description="members trained at once, seeds seed .. seed + seeds - 1")
+    report_every: int = Field(10_000, ge=1, description="episodes between reports")
+    eval_episodes: int = Field(1024, ge=1, description="fresh episodes per member for the eval reward at each report")
+    threshold: float = Field(0.9, description="running-mean reward that counts as learned (per member)")
+    threshold_window: int = Field(1000, ge=1, description="episodes in the running mean used for the threshold")
+    probe: ProbeConfig = Field(default_factory=ProbeConfig, description="estimator probes at each report")
+    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N")
+    dtype: Literal["float32", "float64"] = Field("float32", description="floating point precision")
+    threads: int = Field(1, ge=1, description="CPU threads for torch: the step's tensors are small, so one thread "
+                         "per trial and several trials at once use the cores best")
+    compile: Literal["auto", "on", "off"] = Field("auto", description="torch.compile the step: auto compiles long runs only")
+
+    @field_validator("hidden")
+    @classmethod
+    def _positive_widths(cls, v):
+        if any(n < 1 for n in v):
+            raise ValueError(f"hidden widths must be >= 1; got {v}")
+        return v
+
+    @field_validator("lr")
+    @classmethod
+    def _positive_lr(cls, v):
+        values = v if isinstance(v, list) else [v]
+        if not values or any(not (x >= 0) or x == float("inf") for x in values):
+            raise ValueError(f"learning rates must be finite and >= 0; got {v}")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, v):
+        if v not in ("auto", "cpu", "cuda") and not (v.startswith("cuda:") and v[5:].isdigit()):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N; got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if "baseline" in self.rule_options:
+            raise ValueError("rule_options.baseline is not a trial option: set `baseline: ema` (reinforce only)")
+        resolve_rule(self.rule, self.rule_options)
+        if self.baseline == "ema" and self.rule != "reinforce":
+            raise ValueError(f"baseline: ema applies to rule reinforce only, not {self.rule}")
+        if isinstance(self.lr, list) and len(self.lr) != self.layers:
+            raise ValueError(f"lr lists {len(self.lr)} learning rates for {self.layers} layers (hidden {self.hidden} + output)")
+        for name in ("episodes", "report_every", "threshold_window"):
+            if getattr(self, name) % self.batch_size:
+                raise ValueError(f"{name}={getattr(self, name)} must be a multiple of batch_size={self.batch_size}")
+        if self.report_every > self.episodes:
+            raise ValueError(f"report_every={self.report_every} exceeds episodes={self.episodes}")
+        low, high = (-1.0, 1.0) if self.task.rewards == "pm1" else (0.0, 1.0)
+        if not low <= self.threshold <= high:
+            raise ValueError(f"threshold={self.threshold} is outside the reward range [{low}, {high}]")
+        return self
+
+    # ------------------------------------------------------------------ derived
+
+    @property
+    def layers(self) -> int:
+        return len(self.hidden) + 1
+
+    @property
+    def layer_lrs(self) -> list[float]:
+        return [float(x) for x in self.lr] if isinstance(self.lr, list) else [float(self.lr)] * self.layers
+
+    @property
+    def member_seeds(self) -> list[int]:
+        return list(range(self.seed, self.seed + self.seeds))
+
+    def sizes(self, input_size: int) -> list[int]:
+        return [input_size, *self.hidden, 1]
+
+    def pack_key(self) -> str:
+        """Everything that must be equal for two configurations to train in one population."""
+        data = self.model_dump(mode="json")
+        for field in PER_MEMBER_FIELDS:
+            if field.startswith("rule_options."):
+                data["rule_options"].pop(field.split(".", 1)[1], None)
+            else:
+                data.pop(field, None)
+        return json.dumps(data, sort_keys=True)
+
+    def flat(self) -> dict[str, Any]:
+        """The configuration as one flat dict with dotted keys (for trackers and tables)."""
+        out: dict[str, Any] = {}
+
+        def walk(prefix, value):
+            if isinstance(value, dict) and value:
+                for k, v in value.items():
+                    walk(f"{prefix}.{k}" if prefix else k, v)
+            else:
+                out[prefix] = value
+
+        walk("", self.model_dump(mode="json"))
+        return out
+

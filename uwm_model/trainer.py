@@ -1,0 +1,457 @@
+"""The population trainer: one or more configurations (points) trained as one population.
+
+Every point contributes ``cfg.seeds`` members; all members share the shapes and the step's code
+(``TrialConfig.pack_key``) and differ in per-member data held as tensors over the population
+axis: seed, per-layer learning rates, initial outgoing norm, Adam betas and epsilon, the
+REINFORCE baseline decay, WM's p. Each member draws from its own counter-based stream
+(:mod:`uwm_model.streams`), so a point's numbers never depend on which points share its
+population. A report comes every ``report_every`` episodes with per-seed metrics and their
+aggregates per point (names in :data:`METRIC_NOTES`).
+
+    trainer = Trainer([cfg_a, cfg_b])
+    for report in trainer.run():
+        print(report.episode, report.points[0].metrics["eval_reward_mean"])
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from . import streams
+from .config import TrialConfig
+from .network import Episode, Network, init_network, resolve_device, resolve_dtype, sample_episode
+from .optim import adam_update, sgd_update
+from .oracle import MAX_TRANSITION_ENTRIES, exact_gradient
+from .rules import RULES, Gradient, batch_mean_parameters, resolve_rule
+from .tasks import Multiplexer
+
+METRIC_NOTES = {
+    "train_reward": "mean training reward over the report window",
+    "eval_reward": "mean reward of the stochastic network on eval_episodes fresh inputs, no learning",
+    "running_reward": "mean training reward over the last threshold_window episodes",
+    "episodes_to_threshold": "first episode at which running_reward >= threshold (absent until reached)",
+    "diverged": "1 once the member's parameters or estimates became non-finite",
+    "max_abs_outgoing_l{l}": "max |W^{l+1}|: largest outgoing weight of hidden layer l",
+    "outgoing_norm_l{l}": "mean over units i of hidden layer l of ||W^{l+1}_{:,i}||_2",
+    "probe_var_l{l}": "total per-sample variance of the weight and bias estimates of layer l (K fresh episodes)",
+    "probe_mean_sq_l{l}": "squared norm of the mean estimate of layer l",
+    "probe_bias_l{l}": "||mean estimate - exact gradient|| of layer l (small networks only)",
+}
+
+# Estimated cost of torch.compile on a CPU (seconds, cold cache) and the speed-up it buys per
+# step; "auto" compiles when the expected saving exceeds the cost (benchmarks/train_throughput.py).
+COMPILE_SECONDS = 25.0
+EAGER_STEP_SECONDS = 4e-4
+DRAW_BLOCK = 1024
+STEPS_PER_CALL = 4  # steps unrolled into one compiled call (DRAW_BLOCK must be a multiple)
+
+
+@dataclass
+class PointReport:
+    status: str
+    metrics: dict[str, float]
+    per_seed: list[dict[str, float]]
+
+
+@dataclass
+class Report:
+    episode: int
+    points: list[PointReport]
+    wall_seconds: float
+    compile_seconds: float
+    episodes_per_second: float = field(default=0.0)
+
+
+def _task(cfg: TrialConfig) -> Multiplexer:
+    return Multiplexer(cfg.task.address_bits, inputs=cfg.task.inputs, rewards=cfg.task.rewards)
+
+
+class Trainer:
+    """Trains the members of one or more configurations that share ``pack_key()``."""
+
+    def __init__(self, configs: TrialConfig | Sequence[TrialConfig]):
+        self.points = [configs] if isinstance(configs, TrialConfig) else list(configs)
+        if not self.points:
+            raise ValueError("Trainer needs at least one configuration")
+        keys = {cfg.pack_key() for cfg in self.points}
+        if len(keys) > 1:
+            raise ValueError("configurations packed into one Trainer must agree on every shape-fixing field "
+                             "(all but seed, lr, outgoing_norm, Adam betas/eps, baseline_decay, wm p, name, threshold)")
+        cfg = self.cfg = self.points[0]
+        self.task = _task(cfg)
+        self.device, self.dtype = resolve_device(cfg.device), resolve_dtype(cfg.dtype)
+        self.sizes = cfg.sizes(self.task.input_size)
+        self.rule, self.rule_options = resolve_rule(cfg.rule, {k: v for k, v in cfg.rule_options.items() if k != "p"})
+        self.member_point = [i for i, c in enumerate(self.points) for _ in range(c.seeds)]
+        members = [(c, s) for c in self.points for s in c.member_seeds]
+        self.P = P = len(members)
+        dev, dt = self.device, self.dtype
+
+        def per_member(values, dtype=dt):
+            return torch.tensor(values, dtype=dtype, device=dev)
+
+        # ---- per-member hyperparameters, [P] or [P, 1]
+        self.seeds = per_member([s for _, s in members], torch.int64)
+        lrs = per_member([c.layer_lrs for c, _ in members])                       # [P, L]
+        self.layer_of_param = self._layer_index()
+        self.lr = lrs[:, self.layer_of_param]                                     # [P, N]
+        self.beta1 = per_member([c.adam_beta1 for c, _ in members]).unsqueeze(1)
+        self.beta2 = per_member([c.adam_beta2 for c, _ in members]).unsqueeze(1)
+        self.eps = per_member([c.adam_eps for c, _ in members]).unsqueeze(1)
+        self.baseline_decay = per_member([c.baseline_decay for c, _ in members])
+        self.p = per_member([float(c.rule_options.get("p", 2.0)) for c, _ in members])
+        self.threshold = per_member([c.threshold for c, _ in members])
+        self.train_keys = streams.member_keys(self.seeds, streams.TRAIN)
+        self.eval_keys = streams.member_keys(self.seeds, streams.EVAL)
+        self.probe_keys = streams.member_keys(self.seeds, streams.PROBE)
+
+        # ---- state
+        net = init_network(self.sizes, population=P, seed=[s for _, s in members],
+                           outgoing_norm=[c.outgoing_norm for c, _ in members], dtype=dt, device=dev)
+        self.theta = torch.cat([t.reshape(P, -1) for t in net.weights + net.biases], 1)   # [P, N]
+        self.adam_m = torch.zeros_like(self.theta)
+        self.adam_v = torch.zeros_like(self.theta)
+        self.beta1_power = torch.ones(P, 1, dtype=dt, device=dev)     # Adam's beta1^t, per member
+        self.beta2_power = torch.ones(P, 1, dtype=dt, device=dev)
+        self.baseline = torch.zeros(P, dtype=dt, device=dev)          # REINFORCE EMA baseline
+        self.active = torch.ones(P, dtype=torch.bool, device=dev)     # neither diverged nor stopped
+        self.updates = torch.zeros(P, dtype=torch.int64, device=dev)  # updates applied, per member
+        self.reached_at = torch.full((P,), -1, dtype=torch.int64, device=dev)
+        self.stopped = torch.zeros(P, dtype=torch.bool, device=dev)
+        self.step_count = 0
+        self.reward_tail = torch.zeros(0, P, dtype=dt, device=dev)   # last window of per-step rewards
+        self.wall_seconds = 0.0
+        self.compile_seconds = 0.0
+        self._step = None
+
+    # ------------------------------------------------------------------ layout
+
+    def _layer_index(self) -> torch.Tensor:
+        """For every entry of the flat parameter vector, the index of its layer."""
+        counts = [n_out * n_in for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:])] + self.sizes[1:]
+        layers = list(range(len(self.sizes) - 1)) * 2
+        return torch.repeat_interleave(torch.tensor(layers), torch.tensor(counts)).to(self.device)
+
+    def unflatten(self, theta: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Views of the flat [P, N] parameters as weights [P, n_out, n_in] and biases [P, n_out]."""
+        weights, biases, offset = [], [], 0
+        pairs = list(zip(self.sizes[:-1], self.sizes[1:]))
+        for n_in, n_out in pairs:
+            weights.append(theta[:, offset: offset + n_out * n_in].view(-1, n_out, n_in))
+            offset += n_out * n_in
+        for _, n_out in pairs:
+            biases.append(theta[:, offset: offset + n_out])
+            offset += n_out
+        return weights, biases
+
+    @property
+    def network(self) -> Network:
+        weights, biases = self.unflatten(self.theta)
+        return Network([w.clone() for w in weights], [b.clone() for b in biases])
+
+    @property
+    def diverged_at(self) -> torch.Tensor:
+        """[P] episode at which each member diverged (its first non-finite update), -1 if it did not."""
+        diverged = ~self.active & ~self.stopped
+        return torch.where(diverged, (self.updates + 1) * self.cfg.batch_size, -1)
+
+    @property
+    def episode(self) -> int:
+        return self.step_count * self.cfg.batch_size
+
+    # ------------------------------------------------------------------ one step
+
+    def _draws_per_episode(self, with_u: bool) -> list[int]:
+        """Layout of one episode's uniforms: input bits, each layer's units, then (uwm) U per hidden unit."""
+        widths = self.sizes[1:]
+        return [self.task.input_size, *widths, *(widths[:-1] if with_u else [])]
+
+    def _draw_episode(self, theta, keys, counter, batch: int, with_u: bool):
+        """Sample inputs and every layer from the members' streams: (weights, episode, reward, U)."""
+        u = streams.uniforms(keys, counter, batch * sum(self._draws_per_episode(with_u)), theta.dtype)
+        return self._episode(theta, u, batch, with_u)
+
+    def _episode(self, theta, u, batch: int, with_u: bool):
+        """An episode from given uniforms u: [P, batch * draws per episode]."""
+        widths = self.sizes[1:]
+        parts = list(torch.split(u.view(theta.shape[0], batch, -1), self._draws_per_episode(with_u), dim=2))
+        x = self.task.inputs_from_uniforms(parts[0], theta.dtype)
+        weights, biases = self.unflatten(theta)
+        ep = sample_episode(weights, biases, x, parts[1: 1 + len(widths)])
+        return weights, ep, self.task.reward(x, ep.action), parts[1 + len(widths):]
+
+    def _rule_options(self, baseline):
+        if self.cfg.rule == "reinforce":
+            return {"baseline": baseline if self.cfg.baseline == "ema" else 0.0}
+        if self.cfg.rule == "wm":
+            return {"p": self.p}
+        return self.rule_options
+
+    def train_step(self, theta, adam_m, adam_v, beta1_power, beta2_power, baseline, active, updates, u):
+        """One update of every active member: sample a batch from the step's uniforms u ([P, D]), estimate,
+        ascend. A pure function of its inputs."""
+        weights, ep, reward, U = self._episode(theta, u, self.cfg.batch_size, self.rule.needs_uniforms)
+        logit_grads = self.rule.fn(weights, ep, reward, U, **self._rule_options(baseline))
+        mean = batch_mean_parameters(logit_grads, ep)
+        grad = torch.cat([t.reshape(theta.shape[0], -1) for t in mean.weights + mean.biases], 1)
+
+        if self.cfg.optimizer == "adam":
+            new_theta, new_m, new_v = adam_update(theta, grad, adam_m, adam_v, beta1_power * self.beta1,
+                                                  beta2_power * self.beta2, self.lr, self.beta1, self.beta2, self.eps)
+        else:
+            new_theta, new_m, new_v = sgd_update(theta, grad, self.lr), adam_m, adam_v
+
+        # A member whose update is not finite keeps its last finite values and stops (diverged). The
+        # check sums each member's new parameters (a sum is finite iff every term is, short of
+        # overflow near the float limit): one reduction, not a full-size elementwise test.
+        update = active & torch.isfinite(new_theta.sum(1))
+        keep = update.unsqueeze(1)
+        return (torch.where(keep, new_theta, theta), torch.where(keep, new_m, adam_m), torch.where(keep, new_v, adam_v),
+                torch.where(keep, beta1_power * self.beta1, beta1_power), torch.where(keep, beta2_power * self.beta2, beta2_power),
+                torch.where(update, self.baseline_decay * baseline + (1 - self.baseline_decay) * reward.mean(1), baseline),
+                update, updates + update.to(updates.dtype), reward.mean(1))
+
+    def train_steps(self, theta, adam_m, adam_v, beta1_power, beta2_power, baseline, active, updates, u):
+        """``len(u)`` consecutive steps (u: [S, P, D]) in one call: compiled, they unroll into one graph,
+        so the per-call overhead is paid once per S steps. Returns the state and rewards [S, P]."""
+        state, rewards = (theta, adam_m, adam_v, beta1_power, beta2_power, baseline, active, updates), []
+        for i in range(u.shape[0]):
+            *state, reward = self.train_step(*state, u[i])
+            rewards.append(reward)
+        return (*state, torch.stack(rewards))
+
+    def _prepare(self) -> None:
+        """Choose eager or compiled execution once: compiling pays off only for long runs on the CPU."""
+        if self._step is not None:
+            return
+        if self.device.type == "cpu":
+            torch.set_num_threads(self.cfg.threads)
+        steps = self.cfg.episodes // self.cfg.batch_size
+        mode = self.cfg.compile
+        self.compiled = mode == "on" or (mode == "auto" and steps * EAGER_STEP_SECONDS * 0.6 > COMPILE_SECONDS)
+        if not self.compiled:
+            self._step, self._steps, self._uniforms = self.train_step, None, streams.uniforms
+            return
+        compile = lambda fn: torch.compile(fn, fullgraph=True, dynamic=False)  # noqa: E731
+        self._step, self._steps, self._uniforms = compile(self.train_step), compile(self.train_steps), compile(streams.uniforms)
+        # compile now, on the real state (the step functions are pure), so training time excludes it;
+        # torch's compile cache makes later trials of the same shapes start in seconds
+        tic = time.perf_counter()
+        state = (self.theta, self.adam_m, self.adam_v, self.beta1_power, self.beta2_power, self.baseline, self.active,
+                 self.updates)
+        draws = self.cfg.batch_size * sum(self._draws_per_episode(self.rule.needs_uniforms))
+        block = self._uniforms(self.train_keys, torch.arange(DRAW_BLOCK, device=self.device), draws, self.dtype)
+        self._steps(*state, block[:STEPS_PER_CALL])
+        if (self.cfg.report_every // self.cfg.batch_size) % STEPS_PER_CALL or steps % STEPS_PER_CALL:
+            self._step(*state, block[0])
+        self.compile_seconds = time.perf_counter() - tic
+
+    # ------------------------------------------------------------------ training loop
+
+    def stop_points(self, indices: Sequence[int]) -> None:
+        """Early stopping: the members of these points stop updating and report status "stopped"."""
+        mask = torch.tensor([self.member_point[m] in set(indices) for m in range(self.P)], device=self.device)
+        self.stopped |= mask & (self.diverged_at < 0)
+        self.active &= ~mask
+
+    def run(self) -> Iterator[Report]:
+        """Train to ``episodes``, yielding a Report every ``report_every`` episodes (resumable)."""
+        cfg = self.cfg
+        self._prepare()
+        steps_per_report = cfg.report_every // cfg.batch_size
+        total_steps = cfg.episodes // cfg.batch_size
+        while self.step_count < total_steps:
+            n = min(steps_per_report - self.step_count % steps_per_report, total_steps - self.step_count)
+            started = time.perf_counter()
+            rewards = self._train(n)
+            self._track_threshold(rewards)
+            self.step_count += n
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.wall_seconds += time.perf_counter() - started
+            if self.step_count % steps_per_report == 0 or self.step_count == total_steps:
+                yield self._report(rewards)
+
+    def _train(self, n: int) -> torch.Tensor:
+        """n steps from the current state; returns the batch-mean rewards [n, P]."""
+        state = (self.theta, self.adam_m, self.adam_v, self.beta1_power, self.beta2_power, self.baseline, self.active,
+                 self.updates)
+        draws = self.cfg.batch_size * sum(self._draws_per_episode(self.rule.needs_uniforms))
+        unroll = STEPS_PER_CALL if self.compiled else 1
+        rewards = []
+        for start in range(0, n, DRAW_BLOCK):
+            # the uniforms of a block of steps at once, always DRAW_BLOCK long so the compiled hash has one shape
+            counters = torch.arange(self.step_count + start, self.step_count + start + DRAW_BLOCK, device=self.device)
+            block = self._uniforms(self.train_keys, counters, draws, self.dtype)
+            count, i = min(DRAW_BLOCK, n - start), 0
+            while i < count:
+                if count - i >= unroll > 1:
+                    *state, reward = self._steps(*state, block[i: i + unroll])
+                    i += unroll
+                else:
+                    *state, reward = self._step(*state, block[i])
+                    reward, i = reward.unsqueeze(0), i + 1
+                rewards.append(reward)
+        (self.theta, self.adam_m, self.adam_v, self.beta1_power, self.beta2_power, self.baseline, self.active,
+         self.updates) = state
+        return torch.cat(rewards)
+
+    def _track_threshold(self, rewards: torch.Tensor) -> None:
+        """Running mean over the last threshold_window episodes; first episode it reaches the threshold."""
+        window = self.cfg.threshold_window // self.cfg.batch_size
+        history = torch.cat([self.reward_tail, rewards])
+        first_step = self.step_count - self.reward_tail.shape[0]             # global step of history[0]
+        csum = torch.cat([torch.zeros(1, self.P, dtype=history.dtype, device=self.device), history.cumsum(0)])
+        if history.shape[0] >= window:
+            running = (csum[window:] - csum[:-window]) / window               # ends at steps first_step + window - 1 ...
+            hit = running >= self.threshold
+            any_hit = hit.any(0)
+            first = hit.to(torch.int64).argmax(0)
+            episode = (first_step + window + first) * self.cfg.batch_size
+            self.reached_at = torch.where((self.reached_at < 0) & any_hit, episode, self.reached_at)
+            self.running_reward = running[-1]
+        else:
+            self.running_reward = history.mean(0)
+        self.reward_tail = history[-(window - 1):] if window > 1 else history[:0]
+
+    # ------------------------------------------------------------------ reports
+
+    @torch.no_grad()
+    def evaluate(self, counter: int) -> torch.Tensor:
+        """[P] mean reward of each member's stochastic network on eval_episodes fresh inputs."""
+        _, _, reward, _ = self._draw_episode(self.theta, self.eval_keys, counter, self.cfg.eval_episodes, False)
+        return reward.mean(1)
+
+    @torch.no_grad()
+    def probe(self, counter: int) -> dict[str, torch.Tensor]:
+        """Spec section 5: per layer, the total per-sample variance V and the squared norm of the mean
+        of the weight and bias estimates over K fresh episodes, for the trained rule and (cross-rule)
+        for every probe rule on the same episodes and state. Values [P] in float64."""
+        K = self.cfg.probe.samples
+        theta = self.theta.double()
+        weights, ep, reward, U = self._draw_episode(theta, self.probe_keys, counter, K, True)
+        rules = [("", self.rule, self._rule_options(self.baseline.double()))]
+        if self.cfg.probe.cross_rule:
+            rules += [(f"{c.name}_", RULES[c.rule], resolve_rule(c.rule, c.options)[1]) for c in self.cfg.probe.rules]
+        exact = self._exact_gradient(weights)
+        out = {}
+        for prefix, rule, options in rules:
+            logit_grads = rule.fn(weights, ep, reward, U, **options)
+            mean = batch_mean_parameters(logit_grads, ep)
+            for l, (g, h) in enumerate(zip(logit_grads, ep.h[:-1])):
+                # ||g_k h_k^T||^2 + ||g_k||^2 per sample; V = (sum_k ||.||^2 - K ||mean||^2) / (K - 1)
+                sq = (g.pow(2).sum(-1) * (h.pow(2).sum(-1) + 1)).sum(1)
+                mean_sq = mean.weights[l].pow(2).sum((1, 2)) + mean.biases[l].pow(2).sum(1)
+                out[f"probe_{prefix}var_l{l + 1}"] = ((sq - K * mean_sq) / (K - 1)).clamp_min(0)
+                out[f"probe_{prefix}mean_sq_l{l + 1}"] = mean_sq
+                if exact is not None:
+                    diff = (mean.weights[l] - exact.weights[l]).pow(2).sum((1, 2)) + (mean.biases[l] - exact.biases[l]).pow(2).sum(1)
+                    out[f"probe_{prefix}bias_l{l + 1}"] = diff.sqrt()
+        return out
+
+    def _exact_gradient(self, weights) -> Gradient | None:
+        configs = [self.task.input_size] + self.sizes[1:]
+        if self.task.input_size > 12 or any(self.P * 2**a * 2**b > MAX_TRANSITION_ENTRIES for a, b in zip(configs[:-1], configs[1:])):
+            return None
+        _, biases = self.unflatten(self.theta.double())
+        return exact_gradient(Network(list(weights), list(biases)), self.task)[1]
+
+    @torch.no_grad()
+    def _report(self, window_rewards: torch.Tensor) -> Report:
+        cfg = self.cfg
+        index = self.step_count // (cfg.report_every // cfg.batch_size)
+        per_member: dict[str, torch.Tensor] = {
+            "train_reward": window_rewards.double().mean(0),
+            "eval_reward": self.evaluate(index).double(),
+            "running_reward": self.running_reward.double(),
+        }
+        weights, _ = self.unflatten(self.theta.double())
+        for l, w in enumerate(weights[1:], start=1):
+            per_member[f"max_abs_outgoing_l{l}"] = w.abs().amax((1, 2))
+            per_member[f"outgoing_norm_l{l}"] = w.norm(dim=1).mean(1)
+        if cfg.probe.enabled:
+            per_member.update(self.probe(index))
+        values = {k: v.cpu().tolist() for k, v in per_member.items()}
+        reached, diverged_at = self.reached_at.cpu().tolist(), self.diverged_at.cpu().tolist()
+        stopped = self.stopped.cpu().tolist()
+        members = self.P * self.episode
+        seconds_per_episode = self.wall_seconds / members if members else float("nan")
+        points = []
+        for i, c in enumerate(self.points):
+            ids = [m for m in range(self.P) if self.member_point[m] == i]
+            per_seed = []
+            for m in ids:
+                row = {k: v[m] for k, v in values.items()}
+                row["diverged"] = float(diverged_at[m] >= 0)
+                if diverged_at[m] >= 0:
+                    row["diverged_at"] = float(diverged_at[m])
+                if reached[m] >= 0:
+                    row["episodes_to_threshold"] = float(reached[m])
+                per_seed.append(row)
+            metrics = _aggregate(per_seed)
+            metrics["diverged_fraction"] = sum(r["diverged"] for r in per_seed) / len(ids)
+            metrics["threshold_reached_fraction"] = sum("episodes_to_threshold" in r for r in per_seed) / len(ids)
+            metrics["episodes"] = float(self.episode)
+            metrics["seconds_per_episode"] = seconds_per_episode
+            if metrics["diverged_fraction"] > 0:
+                status = "diverged"
+            elif any(stopped[m] for m in ids):
+                status = "stopped"
+            else:
+                status = "finished" if self.episode >= c.episodes else "running"
+            points.append(PointReport(status, metrics, per_seed))
+        eps = members / self.wall_seconds if self.wall_seconds > 0 else float("nan")
+        return Report(self.episode, points, self.wall_seconds, self.compile_seconds, eps)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    _STATE = ("theta", "adam_m", "adam_v", "beta1_power", "beta2_power", "baseline", "active", "updates", "reached_at",
+              "stopped", "reward_tail", "running_reward")
+
+    def state_dict(self) -> dict:
+        """The complete trainer state: parameters, optimiser, counters and the threshold window.
+        Random streams are counter-based, so the step count is their whole state."""
+        state = {name: getattr(self, name).cpu().clone() for name in self._STATE if hasattr(self, name)}
+        state.update(step_count=self.step_count, wall_seconds=self.wall_seconds, compile_seconds=self.compile_seconds,
+                     configs=[c.model_dump(mode="json") for c in self.points])
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        if [c.model_dump(mode="json") for c in self.points] != state["configs"]:
+            raise ValueError("checkpoint was written for other configurations")
+        for name in self._STATE:
+            if name in state:
+                value = state[name].to(self.device)
+                setattr(self, name, value.to(self.dtype) if value.is_floating_point() else value)
+        self.step_count, self.wall_seconds = state["step_count"], state["wall_seconds"]
+        self.compile_seconds = state["compile_seconds"]
+
+    def save(self, path) -> None:
+        torch.save(self.state_dict(), path)
+
+    @classmethod
+    def load(cls, path, configs: TrialConfig | Sequence[TrialConfig] | None = None) -> "Trainer":
+        """A trainer restored from ``save``; the configurations are read from the checkpoint unless given."""
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        trainer = cls(configs if configs is not None else [TrialConfig.model_validate(c) for c in state["configs"]])
+        trainer.load_state_dict(state)
+        return trainer
+
+
+def _aggregate(per_seed: list[dict[str, float]]) -> dict[str, float]:
+    """mean, std and standard error over seeds of every metric, over the seeds where it is finite."""
+    out = {}
+    for key in sorted({k for row in per_seed for k in row}):
+        values = np.array([row[key] for row in per_seed if key in row and math.isfinite(row[key])], dtype=np.float64)
+        if not len(values):
+            continue
+        with np.errstate(over="ignore", invalid="ignore"):
+            std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+        out[f"{key}_mean"], out[f"{key}_std"], out[f"{key}_sem"] = float(values.mean()), std, std / math.sqrt(len(values))
+    return out
