@@ -158,7 +158,7 @@ def _client(tracking_uri):
 
 
 def find_parent_run(client, name_or_parent_run_id: str):
-    """The parent run of a study: by run id, or the newest ``uwm.role=study`` run of the experiment
+    """The parent run of a study: by run id, or the first ``uwm.role=study`` run of the experiment
     named after the study (returns the run and a list of notes)."""
     notes: list[str] = []
     if _RUN_ID.match(name_or_parent_run_id or ""):
@@ -171,12 +171,12 @@ def find_parent_run(client, name_or_parent_run_id: str):
         raise StudyNotFound(f"no study named '{name_or_parent_run_id}' in the tracking store "
                             f"(no MLflow experiment of that name and no run with that id)")
     runs = client.search_runs([exp.experiment_id], filter_string="tags.`uwm.role` = 'study'",
-                              order_by=["attributes.start_time DESC"], max_results=1000)
+                              order_by=["attributes.start_time ASC"], max_results=1000)
     if not runs:
         raise StudyNotFound(f"experiment '{name_or_parent_run_id}' has no study parent run (tag uwm.role=study)")
-    if len(runs) > 1:
-        notes.append(f"{len(runs)} parent runs found for study '{name_or_parent_run_id}'; using the newest "
-                     f"({runs[0].info.run_id})")
+    if len(runs) > 1:  # the study runner refuses a used name and resumes into the first parent run
+        notes.append(f"{len(runs)} parent runs found for study '{name_or_parent_run_id}'; using the first "
+                     f"({runs[0].info.run_id}), as the study runner does")
     return runs[0], notes
 
 
@@ -206,6 +206,7 @@ def _trial_row(run) -> dict[str, Any]:
         "point_id": tags.get("uwm.point_id"),
         "status": status,
         "stage": tags.get("uwm.stage"),
+        "pack": tags.get("uwm.pack"),
         "mlflow_status": run.info.status,
         "start_time": pd.to_datetime(run.info.start_time, unit="ms") if run.info.start_time else pd.NaT,
         "end_time": pd.to_datetime(run.info.end_time, unit="ms") if run.info.end_time else pd.NaT,
@@ -351,7 +352,7 @@ def load_study(name_or_parent_run_id: str, tracking_uri: str | None = None, *, s
     """Load a study from MLflow.
 
     Args:
-        name_or_parent_run_id: the study name (= experiment name; the newest parent run is used)
+        name_or_parent_run_id: the study name (= experiment name; its first parent run is used)
             or the parent run's id.
         tracking_uri: MLflow tracking URI; default: ``MLFLOW_TRACKING_URI`` / MLflow's default.
         seed_curves: read every trial's ``curves_per_seed.csv`` (needed for intervals over seeds).

@@ -46,7 +46,8 @@ class Section:
     text: list[str] = field(default_factory=list)            # paragraphs (plain text)
     tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)   # (caption, display table)
     figures: list[tuple[str, object]] = field(default_factory=list)        # (file stem, Figure)
-    answer: str | None = None                                # one paragraph for "Answers at a glance"
+    answer: list[str] = field(default_factory=list)          # lines for "Answers at a glance"
+    bullets: list[str] = field(default_factory=list)         # rendered as a list after the text
 
 
 def _ci(est, lo, hi, digits: int = 3) -> str:
@@ -106,7 +107,7 @@ def _cell_section(study: Study, cells: pd.DataFrame, level: float) -> Section:
     pct = f"{level:.0%}"
     sec.text.append(
         f"Speed measures are means over the seeds of the tuned trial(s) with {pct} bootstrap intervals over "
-        f"seeds. AUC: area under the eval-reward curve divided by the episodes it spans (reward; higher is "
+        f"seeds. AUC: area under the eval-reward curve divided by the episodes trained (reward; higher is "
         f"faster). Episodes to threshold: seeds that never reached the threshold count with the episode "
         f"budget, so the mean is a lower bound when 'reached' is below 100%. Variance: the trained rule's probe "
         f"variance summed over layers (grad² units) at {cells.attrs.get('variance_at', 'matched episodes')}.")
@@ -169,13 +170,14 @@ def _variance_section(study: Study, vs: pd.DataFrame, corr: pd.DataFrame, level:
         verdict = ("higher variance goes with slower learning" if r["rho_hi"] < 0 else
                    "higher variance goes with faster learning" if r["rho_lo"] > 0 else
                    "no monotone relation is resolved (the interval contains 0)")
-        sec.answer = (f"over all rules and layers, ρ(variance, AUC reward) = "
-                      f"{_ci(r['rho'], r['rho_lo'], r['rho_hi'], 2)} over {int(r['n'])} cells: {verdict}.")
+        sec.answer.append(f"over all rules and layers, ρ(variance, AUC reward) = "
+                          f"{_ci(r['rho'], r['rho_lo'], r['rho_hi'], 2)} over {int(r['n'])} cells: {verdict}.")
         within = corr[(corr["layer"] == "total") & (corr["scope"] != "all rules")]
         if len(within):
-            sec.answer += " Within each rule: " + "; ".join(
-                f"{w['scope']} {_ci(w['rho'], w['rho_lo'], w['rho_hi'], 2)}" for _, w in within.iterrows()) + "."
-        sec.text.append("Answer: " + sec.answer)
+            sec.answer.append("within each rule: " + "; ".join(
+                f"{w['scope']} {_ci(w['rho'], w['rho_lo'], w['rho_hi'], 2)} (n = {int(w['n'])})"
+                for _, w in within.iterrows()) + ".")
+        sec.text.append("Answer: " + " ".join(sec.answer))
     show = corr.assign(**{"ρ [interval]": [_ci(a, b, c, 2) for a, b, c in zip(corr["rho"], corr["rho_lo"],
                                                                              corr["rho_hi"])]})
     show = show[["layer", "scope", "n", "ρ [interval]", "excludes_zero"]].rename(
@@ -207,19 +209,19 @@ def _scaling_section(study: Study, data: pd.DataFrame, fits: pd.DataFrame, comps
     for _, r in comp.iterrows():
         sec.text.append(f"Compute, {r['rule_variant']}" + (f" ({r['context']})" if r["context"] else "")
                         + f": {r['verdict']}.")
-    parts = []
-    for q, name in (("seconds_per_episode", "compute exponent"), ("episodes_to_threshold", "speed exponent (episodes to threshold)"),
+    for q, name in (("seconds_per_episode", "compute exponent"),
+                    ("episodes_to_threshold", "speed exponent (episodes to threshold)"),
                     ("probe_variance", "variance exponent")):
         f = fits[fits["quantity"] == q]
         if len(f):
-            parts.append(name + ": " + "; ".join(
+            line = f"{name}: " + "; ".join(
                 f"{r['rule_variant']} {_ci(r['exponent'], r['exponent_lo'], r['exponent_hi'], 3)}"
-                + (f" ({r['context']})" if r["context"] else "") for _, r in f.iterrows()))
-    if len(comp):
-        ok = sum("consistent with O(mn)" in v for v in comp["verdict"])
-        parts.insert(1, f"{ok} of {len(comp)} compute fits are consistent with O(mn) per layer (exponent 2) "
-                        f"and exclude O(m²n) (3)")
-    sec.answer = ". ".join(parts) + "."
+                + (f" ({r['context']})" if r["context"] else "") for _, r in f.iterrows())
+            if q == "seconds_per_episode":
+                ok = sum("consistent with O(mn)" in v for v in f["verdict"])
+                line += (f" — {ok} of {len(f)} consistent with O(mn) per layer (exponent 2) and excluding O(m²n) "
+                         f"(exponent 3)")
+            sec.answer.append(line + ".")
     show = fits.assign(**{"b [interval]": [_ci(a, b, c, 3) for a, b, c in
                                            zip(fits["exponent"], fits["exponent_lo"], fits["exponent_hi"])],
                           "quantity": fits["quantity"].map(lambda q: QUANTITIES.get(q, q))})
@@ -256,14 +258,13 @@ def _pi_section(study: Study, table: pd.DataFrame, breakdown: pd.DataFrame, leve
     for _, r in breakdown.iterrows():
         sec.text.append(f"{r['rule_variant']}" + (f" ({r['context']})" if r["context"] else "") + ": "
                         + r["relative_to_pi"] + (f" ({r['criterion']})." if r["criterion"] else "."))
-    per_rule = []
     for rule, g in breakdown.groupby("rule_variant", sort=True):
         counts = g["relative_to_pi"].value_counts()
         if len(g) == 1:
-            per_rule.append(f"{rule}: {g['relative_to_pi'].iloc[0]}")
+            sec.answer.append(f"{rule}: {g['relative_to_pi'].iloc[0]}.")
         else:
-            per_rule.append(f"{rule}: " + ", ".join(f"{k} in {v} of {len(g)} settings" for k, v in counts.items()))
-    sec.answer = "; ".join(per_rule) + "."
+            sec.answer.append(f"{rule}: " + "; ".join(f"{k} in {v} of {len(g)} settings" for k, v in counts.items())
+                              + ".")
     show = pd.DataFrame({
         "rule": table["rule_variant"], "setting": table["context"], "norm c": table["outgoing_norm"].map(_num),
         "> π": table["above_pi"], "seeds": table["n_seeds"].map(_num),
@@ -341,9 +342,13 @@ def _answers(sections: list[Section]) -> Section:
                           ("norm_stress", "The π boundary")):
         s = by[key]
         if not s.present:
-            sec.text.append(f"{question}: not answerable from this study (see its section).")
+            sec.bullets.append(f"{question}: not answerable from this study (see its section).")
             continue
-        sec.text.append(f"{question}: " + (s.answer or "see its section."))
+        sec.bullets.append(f"{question}: " + (" ".join(s.answer) if len(s.answer) == 1 else ""))
+        if len(s.answer) > 1:
+            sec.bullets += [f"    {line}" for line in s.answer]
+        if not s.answer:
+            sec.bullets[-1] += "see its section."
     return sec
 
 
@@ -375,6 +380,19 @@ def _render_html(study: Study, sections: list[Section], fig_b64: dict[str, str])
         for p in s.text:
             cls = " class='absent'" if not s.present else ""
             out.append(f"<p{cls}>{e(p)}</p>")
+        if s.bullets:
+            out.append("<ul>")
+            for i, b in enumerate(s.bullets):
+                if b.startswith("    "):
+                    continue
+                subs = []
+                for nxt in s.bullets[i + 1:]:
+                    if not nxt.startswith("    "):
+                        break
+                    subs.append(nxt.strip())
+                inner = "<ul>" + "".join(f"<li>{e(x)}</li>" for x in subs) + "</ul>" if subs else ""
+                out.append(f"<li>{e(b)}{inner}</li>")
+            out.append("</ul>")
         for caption, df in s.tables:
             table = _caption(df.to_html(index=False, escape=True, na_rep="–", border=0), caption)
             out.append(f"<div class='table-wrap'>{table}</div>")
@@ -409,6 +427,8 @@ def _render_md(study: Study, sections: list[Section], fig_files: dict[str, str])
         out += [f"## {s.title}", ""]
         for p in s.text:
             out += [("> " if not s.present else "") + p, ""]
+        if s.bullets:
+            out += [("  - " + b.strip()) if b.startswith("    ") else f"- {b}" for b in s.bullets] + [""]
         for caption, df in s.tables:
             out += [f"**{caption}**", "", _md_table(df), ""]
         for stem, _ in s.figures:

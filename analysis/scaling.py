@@ -7,9 +7,10 @@ outgoing norm and other grid axes that vary, so that only the width changes with
                            the budget, see :mod:`analysis.speed`), in episodes;
 ``probe_variance``         the trained rule's probe variance summed over layers at a matched
                            episode, per seed, in squared gradient units;
-``seconds_per_episode``    measured compute per episode per member, one value per trial (every
-                           finished trial at that width, whatever its learning rate: compute
-                           does not depend on it), in seconds.
+``seconds_per_episode``    measured compute per episode per member, one value per pack (points
+                           trained together in one population share one timing; every finished
+                           trial at that width counts, whatever its learning rate: compute does
+                           not depend on it), in seconds.
 
 Widths are the first hidden layer's (equal-width nets are what this analysis is for; a study
 whose nets mix widths gets a note). For an equal-width net of width n, an O(m·n) update per
@@ -76,6 +77,9 @@ def scaling_data(study: Study, at=None) -> pd.DataFrame:
     spe = next((c for c in ("final_seconds_per_episode", "last_seconds_per_episode") if c in finished), None)
     if spe:
         f = finished.assign(context=ctx(finished).to_numpy())
+        if "pack" in f and f["pack"].notna().any():
+            # points trained together in one pack share one timing: one observation per pack
+            f = pd.concat([f[f["pack"].isna()], f[f["pack"].notna()].drop_duplicates(["pack", "rule_variant", "context"])])
         parts.append(f.assign(quantity="seconds_per_episode", value=f[spe])[cols])
     df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
     return df.dropna(subset=["value", "width"]).reset_index(drop=True)

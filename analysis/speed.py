@@ -7,10 +7,14 @@ Three measures of speed, each computed per seed from ``curves_per_seed.csv``:
                            counts with the trial's episode budget (``episodes``), so the mean is
                            a lower bound on the true mean whenever ``reached_fraction < 1``;
                            ``reached_fraction`` is reported beside it.
-``auc_reward``             area under the seed's eval-reward curve divided by the span of
-                           episodes it covers (trapezoid over the reported points, from the
-                           first report to the last): the mean eval reward over training, in
-                           reward units. Higher is faster.
+``auc_reward``             area under the seed's eval-reward curve divided by the episodes
+                           trained: each report's eval reward stands for the episodes since the
+                           previous report (from episode 0), so a seed perfect from the start
+                           scores the maximum reward. The mean eval reward over training, in
+                           reward units; higher is faster. Same definition as the study's
+                           ``auc_reward_mean`` (``study.tracking.summary_metrics``), so the mean
+                           over seeds matches it. Reports without a finite eval reward (after a
+                           divergence) are left out.
 ``final_reward``           the seed's eval reward at its last report.
 
 A cell (a point of the study's grid: rule, widths, norm, ...) usually holds several trials
@@ -44,14 +48,13 @@ def seed_speed(study: Study) -> pd.DataFrame:
     if not len(sc):
         return pd.DataFrame(columns=cols)
     seeds = sc[["run_id", "seed"]].drop_duplicates()
-    ev = sc[sc["metric"] == "eval_reward"].dropna(subset=["value"]).sort_values(["run_id", "seed", "episode"])
+    ev = sc[sc["metric"] == "eval_reward"]
+    ev = ev[np.isfinite(ev["value"])].sort_values(["run_id", "seed", "episode"])
     same = (ev["run_id"].eq(ev["run_id"].shift())) & (ev["seed"].eq(ev["seed"].shift()))
-    area = np.where(same, (ev["value"] + ev["value"].shift()) / 2 * (ev["episode"] - ev["episode"].shift()), 0.0)
-    g = ev.assign(_area=area).groupby(["run_id", "seed"], sort=False)
-    span = g["episode"].max() - g["episode"].min()
-    auc = g["_area"].sum() / span.where(span > 0)
-    single = span == 0
-    auc[single] = g["value"].last()[single]
+    width = ev["episode"] - np.where(same, ev["episode"].shift(), 0)
+    g = ev.assign(_area=ev["value"] * width).groupby(["run_id", "seed"], sort=False)
+    last = g["episode"].max()
+    auc = g["_area"].sum() / last.where(last > 0)
     per = pd.DataFrame({"auc_reward": auc, "final_reward": g["value"].last(), "last_episode": g["episode"].max()})
     ett = (sc[sc["metric"] == "episodes_to_threshold"].dropna(subset=["value"])
            .sort_values("episode").groupby(["run_id", "seed"])["value"].last().rename("ett"))

@@ -107,7 +107,9 @@ def wilson_interval(successes: int, n: int, level: float = DEFAULT_LEVEL) -> Int
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return Interval(p, max(0.0, centre - half), min(1.0, centre + half), n)
+    lo = 0.0 if successes == 0 else max(0.0, centre - half)   # exact ends: no rounding residue
+    hi = 1.0 if successes == n else min(1.0, centre + half)
+    return Interval(p, lo, hi, n)
 
 
 @functools.lru_cache(maxsize=256)

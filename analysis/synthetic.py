@@ -80,8 +80,6 @@ def write_synthetic_study(tracking_uri: str, name: str = "synthetic", rules=("re
         artifact_root: directory for artifacts (default: a ``artifacts`` folder next to a SQLite file,
             else MLflow's default).
     """
-    import mlflow
-    from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
@@ -169,13 +167,7 @@ def _write_point(client, exp_id, pid, name, rule, width, norm, lr, stage, s0, se
                  cross_rule, rules, cell, rng):
     from mlflow.entities import Metric, Param
 
-    run = client.create_run(exp_id, run_name=f"{rule}-w{width}-c{norm}-lr{lr}-{stage}", tags={
-        "mlflow.parentRunId": pid, "uwm.role": "trial", "uwm.study": name, "uwm.cell": cell,
-        "uwm.point_id": _point_id(name, cell, lr, stage, s0), "uwm.stage": stage})
-    rid = run.info.run_id
     params = _flat_params(rule, width, norm, lr, s0, seeds, episodes, report_every, cross_rule, rules)
-    params["cell.rule"] = rule
-    client.log_batch(rid, params=[Param(k, str(v)) for k, v in params.items()])
     L = 3
     var_seed = _variance(rule, width, norm, rng, seeds)  # total probe variance per seed
     lr_factor = 1 + 4 * math.log10(lr / BEST_LR) ** 2
@@ -190,7 +182,6 @@ def _write_point(client, exp_id, pid, name, rule, width, norm, lr, stage, s0, se
     seed_rows = []
     metrics = []
     t0 = 1_700_000_000_000
-    eval_hist = [[] for _ in range(seeds)]
     for step in range(report_every, episodes + 1, report_every):
         per_seed = []
         for k in range(seeds):
@@ -216,8 +207,6 @@ def _write_point(client, exp_id, pid, name, rule, width, norm, lr, stage, s0, se
                 for r2, cv in cross_var.items():
                     d[f"probe_{_cross_label(r2)}_var_l{l}"] = float("nan") if dead else share * cv[k]
                     d[f"probe_{_cross_label(r2)}_mean_sq_l{l}"] = float("nan") if dead else share * 0.1
-            if not dead:
-                eval_hist[k].append((step, d["eval_reward"]))
             per_seed.append(d)
             for m, v in d.items():
                 seed_rows.append((step, s0 + k, m, v))
@@ -238,21 +227,28 @@ def _write_point(client, exp_id, pid, name, rule, width, norm, lr, stage, s0, se
     }
     if "episodes_to_threshold_mean" in last:
         final["final_episodes_to_threshold_mean"] = last["episodes_to_threshold_mean"]
-    aucs = []
-    for h in eval_hist:
-        if len(h) >= 2:
-            e, v = np.array(h).T
-            aucs.append(float(np.sum((v[1:] + v[:-1]) / 2 * np.diff(e)) / (e[-1] - e[0])))
-    final["auc_reward_mean"] = float(np.mean(aucs)) if aucs else float("nan")
+    # as study.tracking.summary_metrics: each report's mean eval reward stands for the episodes since the
+    # previous report; divided by the episodes trained
+    curve = [(m.step, m.value) for m in metrics if m.key == "eval_reward_mean" and math.isfinite(m.value)]
+    if curve:
+        e = np.array([c[0] for c in curve], float)
+        v = np.array([c[1] for c in curve], float)
+        final["auc_reward_mean"] = float(np.sum(v * np.diff(e, prepend=0.0)) / e[-1])
     metrics += [Metric(k, v, t0 + episodes + 1, episodes) for k, v in final.items() if math.isfinite(v)]
     metrics = [m for m in metrics if math.isfinite(m.value)]
-    for i in range(0, len(metrics), 1000):
+    run = client.create_run(exp_id, run_name=f"{rule}-w{width}-c{norm}-lr{lr}-{stage}", tags={
+        "mlflow.parentRunId": pid, "uwm.role": "trial", "uwm.study": name, "uwm.cell": cell,
+        "uwm.point_id": _point_id(name, cell, lr, stage, s0), "uwm.stage": stage,
+        "uwm.status": "diverged" if ever_diverged else "finished"})
+    rid = run.info.run_id
+    params = [Param(k, str(v)) for k, v in params.items()]
+    client.log_batch(rid, params=params, metrics=metrics[:1000 - len(params)])
+    for i in range(1000 - len(params), len(metrics), 1000):
         client.log_batch(rid, metrics=metrics[i:i + 1000])
     with tempfile.TemporaryDirectory() as tmp:
         p = Path(tmp) / "curves_per_seed.csv"
         pd.DataFrame(seed_rows, columns=["episode", "seed", "metric", "value"]).to_csv(p, index=False)
         client.log_artifact(rid, str(p))
-    client.set_tag(rid, "uwm.status", "diverged" if ever_diverged else "finished")
     client.set_terminated(rid, "FINISHED")
 
 
