@@ -23,6 +23,7 @@ import math
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .errors import UserError
@@ -129,8 +130,9 @@ except ImportError:  # pragma: no cover
 class Progress(Callback):
     """One readable line per finished pack, and a status line at most every ``every`` seconds."""
 
-    def __init__(self, total_points: int, metric: str, mode: str, every: float = 10.0):
+    def __init__(self, total_points: int, metric: str, mode: str, every: float = 10.0, upper_bound: bool = False):
         self.total, self.metric, self.mode, self.every = total_points, metric, mode, every
+        self.bound = "<=" if upper_bound else ""   # confirm points exist only for cells with a finished point
         self.start = self.last = time.time()
 
     def setup(self, **info):
@@ -150,12 +152,13 @@ class Progress(Callback):
                     best = (v, cells[pid])
         return status, best
 
-    def _line(self, trials) -> str:
+    def _line(self, trials, ending=None) -> str:
         status, best = self._points(trials)
         ended = {s: n for s in ("finished", "diverged", "stopped", "failed") if (n := sum(v == s for v in status.values()))}
         running = sum(v == "running" for v in status.values())
-        packs = {s: sum(t.status == s for t in trials) for s in ("TERMINATED", "RUNNING", "ERROR")}
-        text = (f"{_stamp(self.start)} points {sum(ended.values())}/{self.total} ended"
+        packs = {s: sum((t.status if t is not ending else "TERMINATED") == s for t in trials)
+                 for s in ("TERMINATED", "RUNNING", "ERROR")}
+        text = (f"{_stamp(self.start)} points {sum(ended.values())}/{self.bound}{self.total} ended"
                 + (f" ({', '.join(f'{n} {s}' for s, n in ended.items())})" if ended else "")
                 + f", {running} training | packs {packs['TERMINATED']} done, {packs['RUNNING']} running"
                 + (f", {packs['ERROR']} failed" if packs["ERROR"] else ""))
@@ -171,7 +174,11 @@ class Progress(Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.last = time.time()
         print(f"{_stamp(self.start)} {trial_name(trial)} done ({len(trial.config.get('points', []))} points)", flush=True)
-        print(self._line(trials), flush=True)
+        print(self._line(trials, ending=trial), flush=True)
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        if os.environ.get("UWM_DEBUG"):
+            print(f"{_stamp(self.start)} {trial_name(trial)} started", flush=True)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         print(f"{_stamp(self.start)} {trial_name(trial)} failed; retrying from its last checkpoint", flush=True)
@@ -219,11 +226,19 @@ def prepare_run(spec: StudySpec, tracking_uri: str, storage: str) -> None:
 def run_study(spec: StudySpec, tracking_uri: str, storage: str, address: str | None = None) -> int:
     """Start a new study (see module doc); return the exit code."""
     prepare_run(spec, tracking_uri, storage)
-    tracker = tracking.StudyTracker(tracking_uri, spec.name)
-    if tracker.parent() is not None:
-        raise UserError("name", f"MLflow at {tracking_uri} already holds a study '{spec.name}'; choose another --name "
-                                f"(or resume it with `uwm-study resume {spec.name}` where its results folder is)")
-    where = init_ray(address)
+    db = tracking.sqlite_path(tracking_uri)
+    if db is not None and not db.exists():
+        # a new SQLite store cannot hold the study yet: create it (seconds) while Ray starts
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(tracking.StudyTracker, tracking_uri, spec.name)
+            where = init_ray(address)
+            tracker = pending.result()
+    else:
+        tracker = tracking.StudyTracker(tracking_uri, spec.name)
+        if tracker.parent() is not None:
+            raise UserError("name", f"MLflow at {tracking_uri} already holds a study '{spec.name}'; choose another "
+                                    f"--name (or resume it with `uwm-study resume {spec.name}` where its results are)")
+        where = init_ray(address)
     parent = tracker.open_parent(spec.to_yaml(), spec.spec_hash(), spec.description)
     meta = {"name": spec.name, "spec": spec.model_dump(mode="json"), "tracking_uri": tracking_uri,
             "experiment_id": tracker.experiment_id(), "parent_run_id": parent, "storage": storage,
@@ -249,7 +264,7 @@ def run_study(spec: StudySpec, tracking_uri: str, storage: str, address: str | N
             name=spec.name, storage_path=storage, verbose=0,
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            callbacks=[Progress(spec.total_points, spec.metric, spec.mode),
+            callbacks=[Progress(spec.total_points, spec.metric, spec.mode, upper_bound=spec.confirm is not None),
                        FailedPoints(tracking_uri, spec.name, parent)]),
     )
     return _fit(tuner, spec, meta, tracker)

@@ -271,22 +271,22 @@ class GridOptunaSearcher(Searcher):
             return None
         import ray
 
-        actor = ray.remote(num_cpus=0)(RungBoard).options(name=board_name(self.spec.name), get_if_exists=True)
-        board = actor.remote(stopping.kind, stopping.reduction_factor, stopping.min_points, self.spec.mode)
+        if getattr(self, "_board", None) is None:   # keep the handle: the actor lives as long as it does
+            actor = ray.remote(num_cpus=0)(RungBoard).options(name=board_name(self.spec.name), get_if_exists=True)
+            self._board = actor.remote(stopping.kind, stopping.reduction_factor, stopping.min_points, self.spec.mode)
         if self.board_state is not None:
-            ray.get(board.load.remote(self.board_state))
+            ray.get(self._board.load.remote(self.board_state))
             self.board_state = None
-        return board
+        return self._board
 
     def _board_snapshot(self) -> dict | None:
         if self.spec.early_stopping is None:
             return None
         import ray
 
-        try:
-            return ray.get(ray.get_actor(board_name(self.spec.name)).state.remote(), timeout=30)
-        except (ValueError, ray.exceptions.GetTimeoutError):  # no board yet
+        if getattr(self, "_board", None) is None:
             return self.board_state
+        return ray.get(self._board.state.remote(), timeout=60)
 
     # ------------------------------------------------------------------ save / restore
 
@@ -317,7 +317,7 @@ class GridOptunaSearcher(Searcher):
         self.ensure_board()
 
     def __getstate__(self) -> dict:
-        return self.__dict__.copy()
+        return {k: v for k, v in self.__dict__.items() if k != "_board"}   # actor handles belong to one session
 
 
 def load_searcher_state(experiment_dir: str) -> dict | None:

@@ -165,8 +165,8 @@ def _rung_decisions(board, state: PackState, points: list[dict], report, rungs: 
 
     asks = []
     for i, pr in enumerate(report.points):
-        if state.ended[i] or pr.metrics.get("diverged_fraction", 0) >= 1:
-            continue
+        if state.ended[i] or points[i]["stage"] != "search" or pr.metrics.get("diverged_fraction", 0) >= 1:
+            continue   # confirm points always train to the end
         rung = None
         while state.next_rung[i] < len(rungs) and rungs[state.next_rung[i]] <= report.episode:
             rung = rungs[state.next_rung[i]]
