@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from .rules import RULES, resolve_rule
 
-PER_MEMBER_FIELDS = ("seed", "lr", "outgoing_norm", "baseline_decay", "adam_beta1", "adam_beta2", "adam_eps",
+PER_MEMBER_FIELDS = ("seed", "seeds", "lr", "outgoing_norm", "baseline_decay", "adam_beta1", "adam_beta2", "adam_eps",
                      "rule_options.p", "name", "threshold")
 
 

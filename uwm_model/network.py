@@ -139,6 +139,17 @@ def init_network(
     return Network(weights, biases)
 
 
+def batched_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` for a: [P, B, n], b: [P, n, m]. With one sample per member (B = 1 or n = 1) it is written as a
+    broadcast product and a sum, which a compiled step fuses into its kernels instead of paying a
+    batched-GEMM call (about 15 us each on a CPU) for a matrix-vector product."""
+    if a.shape[2] == 1:                       # contraction over one sample: an outer product
+        return a * b
+    if a.shape[1] == 1:
+        return (a.transpose(1, 2) * b).sum(1, keepdim=True)
+    return torch.bmm(a, b)
+
+
 @dataclass
 class Episode:
     """One sampled pass: ``h[0] = x`` and ``h[l+1]`` the sample of layer l; ``z[l]``, ``pi[l]`` its logits and probabilities."""
@@ -159,7 +170,7 @@ def sample_episode(weights, biases, x: torch.Tensor, unit_uniforms: Sequence[tor
     """
     h, zs, pis = [x], [], []
     for w, b, u in zip(weights, biases, unit_uniforms):
-        z = torch.baddbmm(b.unsqueeze(1), h[-1], w.transpose(1, 2))
+        z = batched_matmul(h[-1], w.transpose(1, 2)) + b.unsqueeze(1)
         pi = torch.sigmoid(z)
         zs.append(z)
         pis.append(pi)

@@ -21,7 +21,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-from .network import Episode, Network, sample_episode
+from .network import Episode, Network, batched_matmul, sample_episode
 
 Tensor = torch.Tensor
 
@@ -77,7 +77,7 @@ def ste(weights, ep: Episode, R: Tensor, U, surrogate="sigmoid") -> list[Tensor]
     grads = [None] * len(weights)
     grads[-1] = output_reinforce(ep, R)
     for l in range(len(weights) - 2, -1, -1):
-        back = torch.bmm(grads[l + 1], weights[l + 1])
+        back = batched_matmul(grads[l + 1], weights[l + 1])
         grads[l] = back * ep.pi[l] * (1 - ep.pi[l]) if surrogate == "sigmoid" else back
     return grads
 
@@ -93,9 +93,12 @@ def wm(weights, ep: Episode, R: Tensor, U, p=2.0) -> list[Tensor]:
     """
     def hidden_delta(l, signal):
         w = weights[l + 1]
-        p_ = _per_member(p, w)
-        dnorm = p_ * w.abs().pow(p_ - 1) * torch.sign(w)
-        return torch.bmm((ep.h[l + 2] - ep.pi[l + 1]) * signal, dnorm)
+        if isinstance(p, Tensor) or p != 2:
+            p_ = _per_member(p, w)
+            dnorm = p_ * w.abs().pow(p_ - 1) * torch.sign(w)
+        else:
+            dnorm = 2 * w
+        return batched_matmul((ep.h[l + 2] - ep.pi[l + 1]) * signal, dnorm)
 
     return signal_recursion(weights, ep, R, hidden_delta, "reinforce")
 
@@ -141,7 +144,7 @@ def hwm(weights, ep: Episode, R: Tensor, U, order=3, form="reinforce") -> list[T
         kappa = []
         for m in range(1, order + 1):
             c = h_next - pi_next if m == 1 else -sigmoid_derivative(pi_next, m - 1)
-            kappa.append(torch.bmm(c, w.pow(m)))
+            kappa.append(batched_matmul(c, w.pow(m)))
         bell = [torch.ones_like(kappa[0])]
         for n in range(order):
             bell.append(sum(math.comb(n, k) * bell[n - k] * kappa[k] for k in range(n + 1)))
@@ -272,7 +275,7 @@ def per_sample_parameters(logit_grads: Sequence[Tensor], ep: Episode) -> tuple[l
 def batch_mean_parameters(logit_grads: Sequence[Tensor], ep: Episode) -> Gradient:
     """The batch mean of the weight and bias estimates, without materialising per-sample weights."""
     batch = ep.h[0].shape[1]
-    return Gradient([torch.bmm(g.transpose(1, 2), h) / batch for g, h in zip(logit_grads, ep.h[:-1])],
+    return Gradient([batched_matmul(g.transpose(1, 2), h) / batch for g, h in zip(logit_grads, ep.h[:-1])],
                     [g.mean(1) for g in logit_grads])
 
 

@@ -82,7 +82,7 @@ class Trainer:
         keys = {cfg.pack_key() for cfg in self.points}
         if len(keys) > 1:
             raise ValueError("configurations packed into one Trainer must agree on every shape-fixing field "
-                             "(all but seed, lr, outgoing_norm, Adam betas/eps, baseline_decay, wm p, name, threshold)")
+                             "(all but seed, seeds, lr, outgoing_norm, Adam betas/eps, baseline_decay, wm p, name, threshold)")
         cfg = self.cfg = self.points[0]
         self.task = _task(cfg)
         self.device, self.dtype = resolve_device(cfg.device), resolve_dtype(cfg.dtype)
@@ -107,6 +107,8 @@ class Trainer:
         self.baseline_decay = per_member([c.baseline_decay for c, _ in members])
         self.p = per_member([float(c.rule_options.get("p", 2.0)) for c, _ in members])
         self.threshold = per_member([c.threshold for c, _ in members])
+        # WM's p per member, or the plain number when all members share it (p = 2 needs no pow)
+        self.wm_p = self.p if len(set(self.p.tolist())) > 1 else float(self.p[0])
         self.train_keys = streams.member_keys(self.seeds, streams.TRAIN)
         self.eval_keys = streams.member_keys(self.seeds, streams.EVAL)
         self.probe_keys = streams.member_keys(self.seeds, streams.PROBE)
@@ -190,7 +192,7 @@ class Trainer:
         if self.cfg.rule == "reinforce":
             return {"baseline": baseline if self.cfg.baseline == "ema" else 0.0}
         if self.cfg.rule == "wm":
-            return {"p": self.p}
+            return {"p": self.wm_p}
         return self.rule_options
 
     def train_step(self, theta, adam_m, adam_v, beta1_power, beta2_power, baseline, active, updates, u):
@@ -394,18 +396,8 @@ class Trainer:
                 if reached[m] >= 0:
                     row["episodes_to_threshold"] = float(reached[m])
                 per_seed.append(row)
-            metrics = _aggregate(per_seed)
-            metrics["diverged_fraction"] = sum(r["diverged"] for r in per_seed) / len(ids)
-            metrics["threshold_reached_fraction"] = sum("episodes_to_threshold" in r for r in per_seed) / len(ids)
-            metrics["episodes"] = float(self.episode)
-            metrics["seconds_per_episode"] = seconds_per_episode
-            if metrics["diverged_fraction"] > 0:
-                status = "diverged"
-            elif any(stopped[m] for m in ids):
-                status = "stopped"
-            else:
-                status = "finished" if self.episode >= c.episodes else "running"
-            points.append(PointReport(status, metrics, per_seed))
+            points.append(point_report(per_seed, any(stopped[m] for m in ids), self.episode >= c.episodes,
+                                       self.episode, seconds_per_episode))
         eps = members / self.wall_seconds if self.wall_seconds > 0 else float("nan")
         return Report(self.episode, points, self.wall_seconds, self.compile_seconds, eps)
 
@@ -442,6 +434,23 @@ class Trainer:
         trainer = cls(configs if configs is not None else [TrialConfig.model_validate(c) for c in state["configs"]])
         trainer.load_state_dict(state)
         return trainer
+
+
+def point_report(per_seed: list[dict[str, float]], stopped: bool, done: bool, episode: int,
+                 seconds_per_episode: float) -> PointReport:
+    """A point's report from its seeds' rows: aggregates, fractions and status."""
+    metrics = _aggregate(per_seed)
+    metrics["diverged_fraction"] = sum(r["diverged"] for r in per_seed) / len(per_seed)
+    metrics["threshold_reached_fraction"] = sum("episodes_to_threshold" in r for r in per_seed) / len(per_seed)
+    metrics["episodes"] = float(episode)
+    metrics["seconds_per_episode"] = seconds_per_episode
+    if metrics["diverged_fraction"] > 0:
+        status = "diverged"
+    elif stopped:
+        status = "stopped"
+    else:
+        status = "finished" if done else "running"
+    return PointReport(status, metrics, per_seed)
 
 
 def _aggregate(per_seed: list[dict[str, float]]) -> dict[str, float]:
