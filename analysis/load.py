@@ -65,6 +65,7 @@ class Study:
     curves: pd.DataFrame
     seed_curves: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    cache: dict = field(default_factory=dict, repr=False, compare=False)   # derived tables, see analysis.speed
 
     TRIAL_KEYS = ("cell", "rule", "rule_variant", "width", "depth", "hidden", "outgoing_norm", "lr", "stage",
                   "status")

@@ -148,10 +148,11 @@ def _curves_section(study: Study, tuned: pd.DataFrame) -> Section:
 
 def _variance_section(study: Study, vs: pd.DataFrame, corr: pd.DataFrame, level: float) -> Section:
     sec = Section("variance_speed", "Variance versus speed", False)
-    if not len(vs) or vs["variance"].notna().sum() < 3:
+    n_cells = vs.loc[vs["variance"].notna(), "cell"].nunique() if len(vs) else 0
+    if n_cells < 3:
         sec.text.append("Not answerable from this study: it needs probe variances (probe.enabled) for at least "
                         "3 cells; " + ("no probe metrics were logged." if not len(vs) else
-                                       f"only {vs['variance'].notna().sum()} (cell, layer) values were found."))
+                                       f"only {n_cells} cell(s) have them."))
         return sec
     sec.present = True
     src = vs["variance_source"].value_counts().to_dict()
@@ -202,8 +203,8 @@ def _scaling_section(study: Study, data: pd.DataFrame, fits: pd.DataFrame, comps
     sec.present = True
     sec.text.append(
         f"Power laws y = A·width^b fitted on log-log axes per rule (and per setting), {level:.0%} intervals on "
-        "the exponent b: stratified bootstrap over seeds or trials at each width (t-interval when a width has a "
-        "single value). For an equal-width net, an O(mn) rule costs O(width²) per episode: compute exponent 2; "
+        "the exponent b: stratified bootstrap over seeds or trials at each width (t-interval over the widths when a "
+        "width has fewer than 3 values). For an equal-width net, an O(mn) rule costs O(width²) per episode: compute exponent 2; "
         "an O(m²n) rule gives 3.")
     comp = fits[fits["quantity"] == "seconds_per_episode"]
     for _, r in comp.iterrows():

@@ -42,6 +42,14 @@ FINAL_STATUSES = ("finished", "diverged", "stopped")
 def seed_speed(study: Study) -> pd.DataFrame:
     """One row per (run_id, seed): ``auc_reward``, ``final_reward``, ``episodes_to_threshold`` (censored
     at the budget), ``reached`` (bool), ``diverged`` (bool), ``last_episode``."""
+    if "seed_speed" in study.cache:
+        return study.cache["seed_speed"].copy()
+    out = _seed_speed(study)
+    study.cache["seed_speed"] = out
+    return out.copy()
+
+
+def _seed_speed(study: Study) -> pd.DataFrame:
     cols = ["run_id", "seed", "auc_reward", "final_reward", "episodes_to_threshold", "reached", "diverged",
             "last_episode"]
     sc = study.seed_curves
@@ -148,6 +156,13 @@ def select_tuned(study: Study, objective: str | None = None, mode: str | None = 
         objective, dmode = default_objective(study)
         mode = mode or dmode
     mode = mode or "max"
+    key = ("select_tuned", objective, mode)
+    if key not in study.cache:
+        study.cache[key] = _select_tuned(study, objective, mode)
+    return study.cache[key].copy()
+
+
+def _select_tuned(study: Study, objective: str, mode: str) -> pd.DataFrame:
     t = study.trials
     ok = t[t["status"].isin(FINAL_STATUSES)] if len(t) else t
     picked = []

@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 
 DEFAULT_BOOT = 2000
+MIN_BOOT_REPLICATES = 3   # a stratified bootstrap of 2 replicates per x is far too narrow: use the t-interval
 DEFAULT_LEVEL = 0.95
 
 
@@ -193,7 +194,7 @@ class PowerLawFit:
     ``lo, hi``: the interval on the exponent; ``method`` says which: ``"bootstrap"`` (stratified:
     observations resampled within each x, so the interval reflects replicate noise such as
     seeds or repeated timings) or ``"t"`` (the OLS t-interval from the residuals of the fit to
-    the per-x means, used when some x has a single observation). ``t_lo, t_hi`` are always the
+    the per-x means, used when some x has fewer than 3 observations). ``t_lo, t_hi`` are always the
     t-interval (NaN with fewer than 3 distinct x). ``draws`` holds the bootstrap exponents (for
     comparisons between fits).
     """
@@ -231,8 +232,8 @@ def fit_power_law(x, y, n_boot: int = DEFAULT_BOOT, level: float = DEFAULT_LEVEL
     squares of ``log(mean y at x)`` on ``log x``, each x weighted equally. Non-positive or
     non-finite values are dropped (logarithms). Interval: stratified percentile bootstrap
     (resample the observations within each x, refit; percentiles expanded for the smallest
-    replicate count, :func:`expanded_alpha`) when every x has at least 2 observations, else the
-    t-interval ``b ± t_{n-2} · se(b)`` from the residuals (needs at least 3 distinct x).
+    replicate count, :func:`expanded_alpha`) when every x has at least 3 observations, else the
+    t-interval ``b ± t_{k-2} · se(b)`` from the residuals of the k per-x means (needs k >= 3).
 
     The bootstrap interval measures replicate noise (seeds, repeated timings) only; when the
     power law itself fits badly (low ``r2``, or a t-interval much wider than the bootstrap one),
@@ -264,7 +265,7 @@ def fit_power_law(x, y, n_boot: int = DEFAULT_BOOT, level: float = DEFAULT_LEVEL
     else:
         t_lo = t_hi = math.nan
     draws = None
-    if min(g.size for g in groups) >= 2:
+    if min(g.size for g in groups) >= MIN_BOOT_REPLICATES:
         rng = np.random.default_rng(seed)
         means = np.empty((n_boot, k))
         for j, g in enumerate(groups):

@@ -92,17 +92,21 @@ def write_synthetic_study(tracking_uri: str, name: str = "synthetic", rules=("re
     else:
         exp_id = exp.experiment_id
     rng = np.random.default_rng(seed)
-    spec = {"name": name, "objective": {"metric": "auc_reward_mean", "mode": "max"},
+    # laid out like study.spec.StudySpec; the objective is the speed itself, so tuning finds the planted lr
+    spec = {"name": name, "metric": "episodes_to_threshold_mean", "mode": "min",
+            "base": {"seeds": seeds, "episodes": episodes, "report_every": report_every},
             "grid": {"rule": list(rules), "hidden": [[w, w] for w in widths], "outgoing_norm": list(norms)},
-            "search": {"lr": list(lrs)}, "seeds": seeds, "episodes": episodes}
-    spec_text = json.dumps(spec, indent=1)
+            "search": {"lr": {"type": "categorical", "choices": list(lrs)}}, "samples_per_cell": len(lrs)}
+    import yaml
+
+    spec_text = yaml.safe_dump(spec, sort_keys=False)
     parent = client.create_run(exp_id, run_name=name, tags={
         "uwm.role": "study", "uwm.study": name, "uwm.spec_hash": hashlib.sha256(spec_text.encode()).hexdigest(),
         "uwm.git_commit": "synthetic", "uwm.version": "0.1.0"})
     pid = parent.info.run_id
     with tempfile.TemporaryDirectory() as tmp:
         p = Path(tmp) / "spec.yaml"
-        p.write_text(spec_text)  # JSON is YAML
+        p.write_text(spec_text)
         client.log_artifact(pid, str(p))
 
     rows_written = 0

@@ -135,12 +135,14 @@ def test_power_law_interval_coverage():
     assert 0.88 <= hits / 200 <= 0.995
 
 
-def test_power_law_single_observations_use_the_t_interval():
+def test_power_law_few_replicates_use_the_t_interval():
     rng = np.random.default_rng(8)
     x, y = _planted(rng, [4, 8, 16, 32, 64, 128], 2.5, reps=1, noise=0.05)
     fit = stats.fit_power_law(x, y)
     assert fit.method == "t" and fit.draws is None
     assert fit.lo == fit.t_lo and fit.contains(2.5)
+    two = stats.fit_power_law(*_planted(rng, [4, 8, 16, 32], 2.5, reps=2, noise=0.05))
+    assert two.method == "t"                        # 2 replicates: a bootstrap would be far too narrow
     with pytest.raises(ValueError, match="2 distinct"):
         stats.fit_power_law([8, 8], [1.0, 2.0])
 

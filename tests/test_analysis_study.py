@@ -1,0 +1,263 @@
+"""The analysis package against a real MLflow store (SQLite file) holding studies with planted answers.
+
+The store is filled by ``analysis.synthetic.write_synthetic_study``, which lays runs out exactly as
+the study runner does (parent run, child run per point, uwm.* tags, TrialConfig.flat() params,
+aggregate metrics per report, final_* summaries, curves_per_seed.csv), with numbers drawn from a
+known model: compute per episode ~ width², probe variance ~ width^a_r, episodes to threshold
+~ sqrt(variance), hwm diverging above π. Every analysis must recover those answers.
+"""
+
+import os
+import shutil
+import subprocess
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import StudyNotFound, load_study
+from analysis.norm_stress import breakdown_norms, norm_stress_table
+from analysis.report import write_report
+from analysis.scaling import compare_exponents, scaling_data, scaling_fits
+from analysis.speed import cell_summary, seed_speed, trial_speed
+from analysis.synthetic import BEST_LR, RULE_MODEL, write_synthetic_study
+from analysis.variance_speed import variance_speed_correlations, variance_speed_table
+
+RULES = ("reinforce", "hwm", "uwm")
+WIDTHS = (8, 32, 128)
+SEEDS = 8
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    planted = write_synthetic_study(uri, name="planted", rules=RULES, widths=WIDTHS, norms=(1.0, 4.0),
+                                    lrs=(0.01, BEST_LR), confirm=False, seeds=SEEDS, episodes=12000,
+                                    report_every=2000, extras=True, seed=0)
+    write_synthetic_study(uri, name="narrow", rules=("uwm",), widths=(16,), norms=(None,), lrs=(BEST_LR,),
+                          confirm=False, cross_rule=False, seeds=3, episodes=2000, report_every=1000, seed=1)
+    return uri, planted
+
+
+@pytest.fixture(scope="module")
+def study(store):
+    uri, _ = store
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return load_study("planted", uri)
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def test_load_trials_one_row_per_point_with_parsed_params(study, store):
+    _, planted = store
+    t = study.trials
+    # 36 points + a failed trial; the stale duplicate of a point is dropped
+    assert len(t) == planted.planted["n_points"] + 1 == 37
+    assert t["run_id"].is_unique
+    assert any("duplicate" in n for n in study.notes) and any("failed" in n for n in study.notes)
+    ok = t[t["status"] != "failed"]
+    assert set(ok["status"]) == {"finished", "diverged"}
+    assert set(ok["stage"]) == {"search"}
+    assert set(ok["rule"]) == set(RULES) and set(ok["width"]) == set(WIDTHS)
+    assert set(ok["outgoing_norm"]) == {1.0, 4.0} and set(ok["lr"]) == {0.01, BEST_LR}
+    assert all(h == [w, w] for h, w in zip(ok["hidden"], ok["width"]))        # lists parsed back
+    assert (ok["depth"] == 2).all() and ok["equal_widths"].all()
+    assert isinstance(ok["probe.rules"].iloc[0], list)
+    finished = ok[ok["status"] == "finished"]         # a point whose seeds all diverged has no final reward
+    for col in ("auc_reward_mean", "final_eval_reward_mean", "final_seconds_per_episode", "last_eval_reward_mean",
+                "last_probe_var_l1_mean"):
+        assert finished[col].notna().all(), col
+    assert ok["final_seconds_per_episode"].notna().all()
+    assert (study.spec["metric"], study.spec["mode"]) == ("episodes_to_threshold_mean", "min")
+    assert study.tags["uwm.role"] == "study"
+
+
+def test_load_curves_are_long_and_complete(study):
+    c = study.curves
+    assert list(c.columns) == ["run_id", "episode", "metric", "value"]
+    ev = c[c["metric"] == "eval_reward_mean"]
+    ok_runs = study.trials.loc[study.trials["status"] != "failed", "run_id"]
+    assert set(ev["run_id"]) <= set(ok_runs)
+    assert not c.duplicated(["run_id", "metric", "episode"]).any()
+    finished = study.trials.loc[study.trials["status"] == "finished", "run_id"]
+    steps = ev[ev["run_id"].isin(finished)].groupby("run_id")["episode"].apply(sorted)
+    assert all(s == [2000, 4000, 6000, 8000, 10000, 12000] for s in steps)
+    assert not c["metric"].str.endswith("_std").any()            # derivable from _sem: not loaded
+    assert not c["metric"].str.startswith("final_").any()
+    sc = study.seed_curves
+    assert list(sc.columns) == ["run_id", "episode", "seed", "metric", "value"]
+    per_run = sc.groupby("run_id")["seed"].nunique()
+    assert (per_run == SEEDS).all()
+
+
+def test_load_by_parent_run_id_and_unknown_study(study, store):
+    uri, planted = store
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        again = load_study(planted.parent_run_id, uri, seed_curves=False)
+    assert set(again.trials["run_id"]) == set(study.trials["run_id"])
+    assert len(again.seed_curves) == 0
+    with pytest.raises(StudyNotFound, match="no study named 'nope'"):
+        load_study("nope", uri)
+
+
+def test_per_seed_auc_matches_the_logged_summary(study):
+    """The per-seed AUC (analysis.speed) averages to the runner's auc_reward_mean for undiverged points."""
+    speed = trial_speed(study, n_boot=200).set_index("run_id")
+    t = study.trials.set_index("run_id")
+    fin = t.index[t["status"] == "finished"]
+    np.testing.assert_allclose(speed.loc[fin, "auc_reward"], t.loc[fin, "auc_reward_mean"], rtol=1e-9)
+
+
+# ----------------------------------------------------------------------------- planted answers
+
+
+def test_cell_summary_finds_the_planted_learning_rate(study):
+    cells = cell_summary(study, n_boot=500)
+    assert len(cells) == len(RULES) * len(WIDTHS) * 2
+    assert (cells["lr"] == BEST_LR).all()          # the planted optimum, by the spec's metric (episodes to threshold)
+    assert cells["tuned_by"].str.contains("last_episodes_to_threshold_mean min").all()
+    assert (cells["n_seeds"] == SEEDS).all()
+    assert (cells["auc_reward_lo"] <= cells["auc_reward"]).all() and (cells["auc_reward"] <= cells["auc_reward_hi"]).all()
+    assert cells[[f"var_l{l}" for l in (1, 2, 3)] + ["var_total", "seconds_per_episode"]].notna().all().all()
+    # reinforce's variance grows ~ width: its cells are ordered that way
+    r = cells[(cells["rule"] == "reinforce") & (cells["outgoing_norm"] == 1.0)].sort_values("width")
+    assert r["var_total"].is_monotonic_increasing
+
+
+def test_variance_versus_speed_recovers_the_planted_sign(study):
+    table = variance_speed_table(study, n_boot=300)
+    assert set(table["variance_source"]) == {"cross-rule probe, matched states"}
+    assert set(table["layer"]) == {"1", "2", "3", "total"}
+    corr = variance_speed_correlations(table, n_boot=1000)
+    overall = corr[(corr["scope"] == "all rules") & (corr["layer"] == "total")].iloc[0]
+    assert overall["n"] == 18
+    assert overall["rho"] < -0.5 and overall["rho_hi"] < 0      # planted: higher variance, slower learning
+    # with episodes to threshold (lower is faster) the same relation has the other sign
+    ett = variance_speed_correlations(table, speed="episodes_to_threshold", n_boot=1000)
+    o = ett[(ett["scope"] == "all rules") & (ett["layer"] == "total")].iloc[0]
+    assert o["rho"] > 0.5 and o["rho_lo"] > 0
+
+
+def test_scaling_recovers_planted_exponents(study):
+    data = scaling_data(study)
+    fits, objs = scaling_fits(data, n_boot=1000)
+    f = fits.set_index(["quantity", "rule_variant", "context"])
+    for rule in RULES:
+        for ctx in ("outgoing_norm=1", "outgoing_norm=4"):
+            comp = f.loc[("seconds_per_episode", rule, ctx)]
+            assert comp["exponent_lo"] <= 2.0 <= comp["exponent_hi"], (rule, ctx)
+            assert "consistent with O(mn)" in comp["verdict"]
+            var = f.loc[("probe_variance", rule, ctx)]
+            assert var["exponent_lo"] <= RULE_MODEL[rule][1] <= var["exponent_hi"], (rule, ctx, var["exponent"])
+        speed = f.loc[("episodes_to_threshold", rule, "outgoing_norm=1")]
+        assert speed["exponent_lo"] <= RULE_MODEL[rule][1] / 2 <= speed["exponent_hi"], (rule, speed["exponent"])
+    comps = compare_exponents(objs)
+    v = comps[(comps["quantity"] == "probe_variance") & (comps["context"] == "outgoing_norm=1")].set_index("rule_variant")
+    assert (v["reference"] == "reinforce").all()
+    assert v.loc["uwm", "differs"] and v.loc["uwm", "difference_hi"] < 0      # planted 0.3 - 1.0
+    c = comps[comps["quantity"] == "seconds_per_episode"]
+    assert not c["differs"].any()                                             # all planted at 2
+
+
+def test_norm_stress_finds_the_pi_boundary_for_hwm_only(study):
+    table = norm_stress_table(study, n_boot=500)
+    assert len(table) == len(RULES) * len(WIDTHS) * 2
+    assert (table["above_pi"] == (table["outgoing_norm"] > np.pi)).all()
+    hwm_high = table[(table["rule_variant"] == "hwm") & (table["outgoing_norm"] == 4.0)]
+    assert (hwm_high["diverged_rate"] >= 0.5).all() and (hwm_high["diverged_rate_lo"] > 0).all()
+    calm = table[table["rule_variant"] != "hwm"]
+    assert (calm["diverged_rate"] == 0).all() and (calm["diverged_rate_lo"] == 0).all()
+    # hwm's variance jumps with the norm (planted (c/π)^4 above π): the intervals separate
+    for _, g in table[table["rule_variant"] == "hwm"].groupby("context"):
+        low, high = g.sort_values("outgoing_norm").iloc[0], g.sort_values("outgoing_norm").iloc[1]
+        assert high["variance_lo"] > low["variance_hi"]
+    bd = breakdown_norms(table).set_index(["rule_variant", "context"])
+    for (rule, _), row in bd.iterrows():
+        if rule == "hwm":
+            assert row["breakdown_norm"] == 4.0 and row["last_ok_norm"] == 1.0
+            assert "bracketing π" in row["relative_to_pi"]
+        else:
+            assert np.isnan(row["breakdown_norm"]) and row["relative_to_pi"].startswith("no breakdown")
+
+
+# ----------------------------------------------------------------------------- reports
+
+
+def chromium_screenshot(html_path, png_path, height=9000):
+    """Render a file in headless Chromium (Debian's package); the CI installs it, so it must be there."""
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        pytest.fail("headless Chromium is missing: apt-get install -y --no-install-recommends chromium")
+    profile = png_path.parent / f"{png_path.stem}-profile"
+    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={profile}", f"--window-size=1200,{height}", f"--screenshot={png_path}",
+           html_path.resolve().as_uri()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert png_path.is_file(), f"chromium wrote no screenshot (exit {proc.returncode}): {proc.stderr[-2000:]}"
+    from PIL import Image
+
+    return np.asarray(Image.open(png_path).convert("RGB")).astype(int)
+
+
+def assert_shows_figures(pixels, min_colour_pixels=20_000):
+    """A page with rendered figures: not blank, and many saturated (plot-coloured) pixels; text and
+    tables alone are grey."""
+    assert pixels.shape[1] == 1200 and pixels.shape[0] >= 900
+    non_white = (pixels < 245).any(axis=2).mean()
+    assert non_white > 0.02, f"page looks blank ({non_white:.3%} non-white pixels)"
+    saturation = pixels.max(axis=2) - pixels.min(axis=2)
+    coloured = int((saturation > 80).sum())
+    assert coloured >= min_colour_pixels, f"only {coloured} coloured pixels: the figures did not render"
+
+
+def test_html_report_is_self_contained_attached_and_renders(study, store, tmp_path):
+    uri, planted = store
+    out = tmp_path / "report"
+    path = write_report("planted", out, tracking_uri=uri, n_boot=300)
+    assert path == out / "report.html"
+    text = path.read_text()
+    assert text.count("data:image/png;base64,") == 4             # curves, variance, scaling, π
+    assert "<script" not in text and "http://" not in text and "https://" not in text
+    for title in ("Answers at a glance", "Summary per cell", "Variance versus speed", "Scaling with width",
+                  "The π boundary"):
+        assert title in text
+    assert "Not answerable" not in text
+    assert "consistent with O(mn)" in text and "bracketing π" in text
+    for name in ("trials", "cells", "seed_speed", "variance_speed", "variance_speed_correlations", "scaling_fits",
+                 "scaling_comparisons", "norm_stress", "norm_stress_breakdown"):
+        assert len(pd.read_csv(out / f"{name}.csv")) > 0, name
+    assert len(pd.read_csv(out / "cells.csv")) == 18
+    from mlflow.tracking import MlflowClient
+
+    attached = {a.path for a in MlflowClient(uri).list_artifacts(planted.parent_run_id, "report")}
+    assert {"report/report.html", "report/cells.csv"} <= attached
+    assert_shows_figures(chromium_screenshot(path, tmp_path / "report.png"))
+
+
+def test_markdown_report_has_png_files_beside_it(study, tmp_path):
+    out = tmp_path / "md"
+    path = write_report("planted", out, fmt="md", study=study, attach=False, n_boot=200)
+    text = path.read_text()
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert pngs == ["learning_curves.png", "norm_stress.png", "scaling.png", "variance_vs_speed.png"]
+    for name in pngs:
+        assert f"]({name})" in text
+        assert (out / name).stat().st_size > 10_000
+    assert "| rule | width | norm | tuned lr |" in text
+    with pytest.raises(ValueError, match="unknown report format"):
+        write_report("planted", out, fmt="pdf", study=study, attach=False)
+
+
+def test_report_says_which_questions_a_study_cannot_answer(store, tmp_path):
+    uri, _ = store
+    path = write_report("narrow", tmp_path / "narrow", tracking_uri=uri, n_boot=200, attach=False)
+    text = path.read_text()
+    assert text.count("Not answerable from this study") == 3
+    assert "1 hidden width" in text and "1 distinct initial outgoing norm" in text or "0 distinct" in text
+    assert text.count("data:image/png;base64,") == 1              # the learning curves only
