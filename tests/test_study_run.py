@@ -1,0 +1,333 @@
+"""Studies end to end through `uwm-study`: real Ray (a local cluster per run), real Optuna, real
+MLflow (the SQLite default and a real `mlflow server` on 127.0.0.1, read through its REST API).
+
+Every study here is tiny (1-address-bit multiplexer, 4 hidden units) so the whole file runs in a
+few minutes on 2 cores; what is checked is the bookkeeping, not the learning.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+import yaml
+
+from study.searcher import load_searcher_state
+from study.spec import load_spec
+
+ROOT = Path(__file__).resolve().parent.parent
+RULES = {"reinforce", "ste", "wm", "hwm", "uwm"}
+TINY_BASE = {"task": {"address_bits": 1}, "hidden": [4], "seeds": 2, "eval_episodes": 64, "compile": "off",
+             "probe": {"enabled": False}, "threshold_window": 100}
+
+# two cells that share a pack key (lr is per-member data): lr = 1e308 makes every member diverge
+DIVERGE = {
+    "name": "diverge",
+    "base": {**TINY_BASE, "optimizer": "sgd", "episodes": 900, "report_every": 100},
+    "grid": {"lr": [0.1, 1e308]},
+    "search": {"outgoing_norm": {"low": 0.5, "high": 2.0}},
+    "samples_per_cell": 3,
+    "early_stopping": {"grace_period": 200, "reduction_factor": 2, "min_points": 2},
+    "confirm": {"seeds": 2},
+}
+
+# four packs of two points; long enough (~5 s a pack) to be interrupted
+LONGER = {
+    "name": "longer",
+    "base": {**TINY_BASE, "episodes": 3000, "report_every": 300},
+    "grid": {"rule": ["uwm", "hwm"]},
+    "search": {"lr": {"low": 1e-3, "high": 0.3, "log": True}},
+    "samples_per_cell": 4,
+    "pack_size": 2,
+}
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def env():
+    e = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+    e["PYTHONUNBUFFERED"] = "1"
+    return e
+
+
+class Processes:
+    """Processes this test started (and their descendants), ended by pid at teardown."""
+
+    def __init__(self):
+        self.pids: set[int] = set()
+
+    def remember(self, proc):
+        try:
+            family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return
+        self.pids |= {p.pid for p in family}
+
+    def end(self):
+        for pid in self.pids:
+            try:
+                psutil.Process(pid).kill()
+            except psutil.Error:
+                pass
+
+
+@pytest.fixture
+def procs():
+    p = Processes()
+    yield p
+    p.end()
+
+
+def uwm_study(*args, cwd, timeout=300) -> subprocess.CompletedProcess:
+    out = subprocess.run([sys.executable, "-m", "study.cli", *args], cwd=cwd, env=env(), capture_output=True,
+                         text=True, timeout=timeout)
+    return out
+
+
+def start(*args, cwd, log: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "study.cli", *args], cwd=cwd, env=env(),
+                            stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
+def wait_for(condition, timeout, what, procs=None, proc=None):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if procs is not None and proc is not None:
+            procs.remember(proc)
+        if condition():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def write(tmp_path, spec: dict, name="spec.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def children(client, experiment: str):
+    from study.tracking import search_all
+
+    exp = client.get_experiment_by_name(experiment)
+    runs = search_all(client, [exp.experiment_id], "")
+    parents = [r for r in runs if r.data.tags.get("uwm.role") == "study"]
+    assert len(parents) == 1
+    kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(kids) == len(runs) - 1
+    return parents[0], kids
+
+
+def assert_no_duplicates(client, kids, steps: list[int]):
+    ids = Counter(r.data.tags["uwm.point_id"] for r in kids)
+    assert max(ids.values()) == 1, ids
+    for run in kids:
+        history = [m.step for m in client.get_metric_history(run.info.run_id, "eval_reward_mean")]
+        assert history == sorted(set(history)), (run.info.run_name, history)
+        if run.data.tags["uwm.status"] == "finished":
+            assert history == steps, (run.info.run_name, history)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ----------------------------------------------------------------------------- tests
+
+
+def test_quickstart_end_to_end_on_the_sqlite_default(tmp_path):
+    tiny = ["--set", "base.task.address_bits=1", "--set", "base.hidden=[4]", "--set", "base.episodes=600",
+            "--set", "base.report_every=200", "--set", "base.seeds=2", "--set", "base.eval_episodes=64",
+            "--set", "base.probe.enabled=false", "--set", "base.threshold_window=200"]
+    out = uwm_study("run", str(ROOT / "tune_configs/quickstart.yaml"), *tiny, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "study quickstart ended" in out.stdout and "uwm-study ui" in out.stdout
+    assert (tmp_path / "mlflow.db").exists() and (tmp_path / "runs/quickstart/uwm-study.json").exists()
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    parent, kids = children(client, "quickstart")
+    spec = load_spec(ROOT / "tune_configs/quickstart.yaml", tiny[1::2])
+    tags = parent.data.tags
+    assert tags["uwm.role"] == "study" and tags["uwm.spec_hash"] == spec.spec_hash()
+    assert len(tags["uwm.git_commit"]) == 40 and tags["uwm.version"] == "0.1.0"
+    assert yaml.safe_load(client.download_artifacts(parent.info.run_id, "spec.yaml", str(tmp_path)) and
+                          (tmp_path / "spec.yaml").read_text())["name"] == "quickstart"
+    assert parent.info.status == "FINISHED" and parent.data.metrics["points_finished"] == 10
+
+    # one run per point, two points per cell, every rule, all finished
+    assert len(kids) == 10
+    assert Counter(r.data.tags["uwm.cell"] for r in kids) == {c.key: 2 for c in spec.cells()}
+    assert {r.data.params["rule"] for r in kids} == RULES
+    assert {r.data.tags["uwm.status"] for r in kids} == {"finished"}
+    assert_no_duplicates(client, kids, [200, 400, 600])
+    run = kids[0]
+    assert run.data.tags["uwm.stage"] == "search" and run.data.tags["uwm.point_id"] == run.info.run_name
+    assert run.data.params["hidden"] == "[4]" and "cell.rule" in run.data.params and "lr" in run.data.params
+    for key in ("final_eval_reward_mean", "final_train_reward_mean", "final_diverged_fraction", "auc_reward_mean",
+                "eval_reward_std", "seconds_per_episode"):
+        assert key in run.data.metrics, key
+    curves = client.download_artifacts(run.info.run_id, "curves_per_seed.csv", str(tmp_path))
+    import pandas as pd
+
+    table = pd.read_csv(curves)
+    assert list(table.columns) == ["episode", "seed", "metric", "value"]
+    assert set(table["seed"]) == {0, 1} and set(table["episode"]) == {200, 400, 600}
+
+    # each cell was tuned by its own Optuna study
+    state = load_searcher_state(str(tmp_path / "runs/quickstart"))
+    assert {cell: len(study.trials) for cell, study in state["studies"].items()} == {i: 2 for i in range(5)}
+
+    status = uwm_study("status", "quickstart", cwd=tmp_path)
+    assert status.returncode == 0 and "10 finished" in status.stdout, status.stdout + status.stderr
+    again = uwm_study("run", str(ROOT / "tune_configs/quickstart.yaml"), *tiny, cwd=tmp_path)
+    assert again.returncode == 2 and again.stderr.startswith("error: name: study 'quickstart' already exists")
+
+
+def test_packed_and_unpacked_studies_on_sqlite_and_a_real_mlflow_server(tmp_path, procs):
+    port = free_port()
+    server_log = (tmp_path / "server.log").open("w")
+    server = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
+                               "--port", str(port), "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+                               "--default-artifact-root", str(tmp_path / "server-artifacts")],
+                              stdout=server_log, stderr=subprocess.STDOUT, env=env(), start_new_session=True)
+    procs.remember(server)
+    try:
+        # packed, on the SQLite default (the server starts meanwhile)
+        packed = tmp_path / "packed"
+        packed.mkdir()
+        out = uwm_study("run", str(write(packed, {**DIVERGE, "pack_size": 8})), cwd=packed)
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+        procs.remember(server)
+        uri = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _healthy(uri), 120, "mlflow server")
+
+        # unpacked, on the server
+        plain = tmp_path / "plain"
+        plain.mkdir()
+        out = uwm_study("run", str(write(plain, {**DIVERGE, "pack_size": 1})), "--tracking-uri", uri, cwd=plain)
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+        assert not (plain / "mlflow.db").exists() and uri in out.stdout
+
+        # read the server through its REST API
+        exp = requests.get(f"{uri}/api/2.0/mlflow/experiments/get-by-name",
+                           params={"experiment_name": "diverge"}).json()["experiment"]
+        runs = requests.post(f"{uri}/api/2.0/mlflow/runs/search",
+                             json={"experiment_ids": [exp["experiment_id"]], "max_results": 1000}).json()["runs"]
+        tags = [{t["key"]: t["value"] for t in r["data"].get("tags", [])} for r in runs]
+        parent = [t for t in tags if t.get("uwm.role") == "study"]
+        kids = [t for t in tags if t.get("uwm.role") == "trial"]
+        assert len(parent) == 1 and all(t["mlflow.parentRunId"] for t in kids)
+        server_status = Counter(t["uwm.status"] for t in kids)
+        server_packs = Counter(t["uwm.pack"] for t in kids)
+
+        from mlflow import MlflowClient
+
+        client = MlflowClient(f"sqlite:///{packed / 'mlflow.db'}")
+        _, packed_kids = children(client, "diverge")
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+
+    # same points, same Optuna trials, packed or not
+    assert len(kids) == len(packed_kids) == 7            # 2 cells x 3 points + 1 confirm (only lr=0.1 finishes)
+    assert sorted(t["uwm.point_id"] for t in kids) == sorted(r.data.tags["uwm.point_id"] for r in packed_kids)
+    optuna_counts = [{c: len(s.trials) for c, s in load_searcher_state(str(d / "runs/diverge"))["studies"].items()}
+                     for d in (packed, plain)]
+    assert optuna_counts[0] == optuna_counts[1] == {0: 3, 1: 3}
+    assert len(server_packs) == 7 and server_status["diverged"] == 3
+
+    # packed: the diverged members got their own diverged runs, their pack trained on
+    by_pack = Counter(r.data.tags["uwm.pack"] for r in packed_kids)
+    search_pack = by_pack.most_common(1)[0][0]
+    assert by_pack[search_pack] == 6
+    status = {r.data.tags["uwm.point_id"]: r.data.tags["uwm.status"] for r in packed_kids}
+    assert [status[f"c001-search-{i:03d}"] for i in range(3)] == ["diverged"] * 3
+    lr_ok = [r for r in packed_kids if r.data.tags["uwm.cell"] == "lr=0.1" and r.data.tags["uwm.stage"] == "search"]
+    assert "finished" in {r.data.tags["uwm.status"] for r in lr_ok}
+    for run in lr_ok:   # trained past the divergence (episode 100) in the same pack
+        assert run.data.metrics["episodes"] >= 200 and run.data.tags["uwm.pack"] == search_pack
+    # member-level early stopping: stopped points ended early, the pack went on to 900 episodes
+    stopped = [r for r in lr_ok if r.data.tags["uwm.status"] == "stopped"]
+    assert stopped and all(r.data.metrics["episodes"] < 900 for r in stopped)
+    confirm = [r for r in packed_kids if r.data.tags["uwm.stage"] == "confirm"]
+    assert len(confirm) == 1 and confirm[0].data.params["seed"] == "10000"
+    assert confirm[0].data.tags["uwm.status"] == "finished"
+
+
+def _healthy(uri: str) -> bool:
+    try:
+        return requests.get(f"{uri}/health", timeout=5).ok
+    except requests.RequestException:
+        return False
+
+
+def test_a_killed_driver_resumes_without_duplicate_runs(tmp_path, procs):
+    spec = write(tmp_path, LONGER)
+    log = tmp_path / "run.log"
+    driver = start("run", str(spec), cwd=tmp_path, log=log)
+    wait_for(lambda: " done (" in log.read_text(), 240, "a first pack to finish", procs, driver)
+    procs.remember(driver)
+    driver.kill()                                   # like a crash: no cleanup at all
+    driver.wait()
+    procs.end()                                     # its orphaned Ray processes
+    assert "ended after" not in log.read_text()
+
+    out = uwm_study("resume", "longer", cwd=tmp_path)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "resuming study longer" in out.stdout and "8 finished" in out.stdout
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    parent, kids = children(client, "longer")
+    assert parent.info.status == "FINISHED"
+    assert len(kids) == 8 and {r.data.tags["uwm.status"] for r in kids} == {"finished"}
+    assert_no_duplicates(client, kids, list(range(300, 3001, 300)))
+    state = load_searcher_state(str(tmp_path / "runs/longer"))
+    assert {c: len(s.trials) for c, s in state["studies"].items()} == {0: 4, 1: 4}
+
+
+def test_a_killed_trial_worker_is_retried_and_recorded_once(tmp_path, procs):
+    spec = write(tmp_path, {**LONGER, "name": "worker"})
+    log = tmp_path / "run.log"
+    driver = start("run", str(spec), cwd=tmp_path, log=log)
+    checkpoints = tmp_path / "runs/worker/pack-0001"
+
+    def training_worker():
+        procs.remember(driver)
+        if not (checkpoints / "checkpoint_000001").exists():
+            return None
+        for proc in psutil.Process(driver.pid).children(recursive=True):
+            try:
+                if "ImplicitFunc.train" in " ".join(proc.cmdline()):
+                    return proc
+            except psutil.Error:
+                pass
+        return None
+
+    wait_for(lambda: training_worker() is not None, 240, "a trial to checkpoint", procs, driver)
+    training_worker().kill()
+    assert driver.wait(timeout=300) == 0, log.read_text()[-3000:]
+    text = log.read_text()
+    assert "failed; retrying from its last checkpoint" in text and "8 finished" in text
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    _, kids = children(client, "worker")
+    assert len(kids) == 8 and {r.data.tags["uwm.status"] for r in kids} == {"finished"}
+    assert_no_duplicates(client, kids, list(range(300, 3001, 300)))
+    assert not any(r.info.status == "RUNNING" for r in kids)
