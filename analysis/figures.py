@@ -197,8 +197,9 @@ def scaling_figure(data: pd.DataFrame, fits_table: pd.DataFrame):
 
 
 def norm_stress_figure(table: pd.DataFrame):
-    """Divergence rate, probe variance and final reward against the initial outgoing norm, one line
-    per rule variant, π marked. One row per setting (context) when several (at most 4)."""
+    """Divergence rate, probe variance, probe bias (when the exact oracle applied) and final reward
+    against the initial outgoing norm, one line per rule variant, π marked. One row per setting
+    (context) when several (at most 4)."""
     if not len(table):
         raise ValueError("no norm-stress data to plot")
     contexts = list(dict.fromkeys(table["context"]))[:4]
@@ -206,7 +207,10 @@ def norm_stress_figure(table: pd.DataFrame):
     panels = [("diverged_rate", "diverged seeds (fraction)", False),
               ("variance", "probe variance, all layers (grad², log)", True),
               ("final_reward", "final eval reward (reward)", False)]
-    fig, axes = plt.subplots(len(contexts), 3, figsize=(13, 3.3 * len(contexts)), squeeze=False)
+    if "bias" in table and np.isfinite(table["bias"].to_numpy(float)).any():
+        panels.insert(2, ("bias", "probe bias ‖mean − exact grad‖ (grad units, log)", True))
+    fig, axes = plt.subplots(len(contexts), len(panels), figsize=(4.4 * len(panels), 3.3 * len(contexts)),
+                             squeeze=False)
     for i, ctx in enumerate(contexts):
         d = table[table["context"] == ctx]
         for j, (col, ylabel, logy) in enumerate(panels):

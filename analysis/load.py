@@ -200,6 +200,8 @@ def _trial_row(run) -> dict[str, Any]:
                                                                                     run.info.status.lower())
     rule = params.get("rule")
     options = {k.split(".", 1)[1]: v for k, v in params.items() if k.startswith("rule_options.")}
+    if params.get("baseline") not in (None, "none"):   # REINFORCE with an EMA baseline is a variant of its own
+        options["baseline"] = params["baseline"]
     row: dict[str, Any] = {
         "run_id": run.info.run_id,
         "run_name": run.info.run_name,

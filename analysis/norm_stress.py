@@ -9,7 +9,11 @@ and initial outgoing norm ``c``, from each cell's tuned trial(s), pooled over se
 ``variance``        the trained rule's probe variance summed over layers at a matched point
                     (default: each trial's first report, the state closest to the initial
                     norm), mean over seeds with a bootstrap interval;
-``final_reward``    eval reward at the last report, mean over seeds with a bootstrap interval.
+``final_reward``    eval reward at the last report, mean over seeds with a bootstrap interval;
+``bias``            where the exact oracle applies (tiny nets), the trained rule's probe bias
+                    ``‖mean estimate − exact gradient‖`` over all layers (root of the sum of the
+                    layers' squares) at the same matched point, mean over seeds with a
+                    bootstrap interval; NaN otherwise.
 
 :func:`breakdown_norms` reads off, per rule, the smallest norm at which the rule has broken
 down by a stated criterion, and whether it is above π.
@@ -46,7 +50,7 @@ def norm_stress_table(study: Study, points: str = "tuned", at="first", n_boot: i
     """
     cols = ["rule_variant", "context", "outgoing_norm", "above_pi", "n_seeds", "diverged_rate", "diverged_rate_lo",
             "diverged_rate_hi", "variance", "variance_lo", "variance_hi", "final_reward", "final_reward_lo",
-            "final_reward_hi"]
+            "final_reward_hi", "bias", "bias_lo", "bias_hi"]
     t = study.trials
     if not len(t) or "outgoing_norm" not in t or t["outgoing_norm"].dropna().nunique() < 2:
         return pd.DataFrame(columns=cols)
@@ -59,6 +63,10 @@ def norm_stress_table(study: Study, points: str = "tuned", at="first", n_boot: i
     seeds = seed_speed(study)
     per_seed = bool(len(study.seed_curves))
     var, _ = probe_at(study, chosen["run_id"], at=at, per_seed=per_seed)
+    bias, _ = probe_at(study, chosen["run_id"], kind="bias", at=at, per_seed=per_seed)
+    if len(bias):
+        layers = [c for c in bias.columns if c.startswith("l") and c[1:].isdigit()]
+        bias["total"] = np.sqrt((bias[layers] ** 2).sum(axis=1, min_count=len(layers)))
     rows = []
     for (rule, ctx, norm), g in chosen.groupby(["rule_variant", "context", "outgoing_norm"], sort=False):
         ids = set(g["run_id"])
@@ -78,6 +86,8 @@ def norm_stress_table(study: Study, points: str = "tuned", at="first", n_boot: i
                         else math.nan, "final_reward_lo": math.nan, "final_reward_hi": math.nan})
         iv = bootstrap_ci(v, n_boot=n_boot, level=level, seed=seed) if v.size else NAN_INTERVAL
         row.update(iv.as_dict("variance"))
+        b = bias[bias["run_id"].isin(ids)]["total"].to_numpy(float) if len(bias) else np.array([])
+        row.update((bootstrap_ci(b, n_boot=n_boot, level=level, seed=seed) if b.size else NAN_INTERVAL).as_dict("bias"))
         rows.append(row)
     return pd.DataFrame(rows, columns=cols)
 

@@ -236,6 +236,8 @@ def _scaling_section(study: Study, data: pd.DataFrame, fits: pd.DataFrame, comps
                                                           comps["difference_hi"])]})
         c = c[["quantity", "context", "rule_variant", "reference", "b − b_ref [interval]", "differs"]]
         sec.tables.append(("Exponents compared across rules (difference to the reference rule)", c))
+    if data["context"].nunique() > 4:
+        sec.text.append(f"The figure shows 4 of the {data['context'].nunique()} settings; the tables hold all.")
     try:
         sec.figures.append(("scaling", F.scaling_figure(data, fits)))
     except ValueError as exc:
@@ -253,7 +255,8 @@ def _pi_section(study: Study, table: pd.DataFrame, breakdown: pd.DataFrame, leve
     sec.present = True
     sec.text.append(
         "Per rule and initial outgoing norm c: the fraction of seeds that diverged (Wilson interval), the probe "
-        "variance summed over layers at each trial's first report (bootstrap over seeds), and the final eval "
+        "variance summed over layers at each trial's first report (bootstrap over seeds), the probe bias against "
+        "the exact gradient where the net is small enough for the oracle, and the final eval "
         f"reward (bootstrap over seeds); {level:.0%} intervals. A rule counts as broken down at the smallest "
         "norm where half its seeds diverged or its final reward fell wholly below its reward at the smallest norm.")
     for _, r in breakdown.iterrows():
@@ -275,7 +278,11 @@ def _pi_section(study: Study, table: pd.DataFrame, breakdown: pd.DataFrame, leve
                                                        table["variance_hi"])],
         "final reward": [_ci(a, b, c, 3) for a, b, c in zip(table["final_reward"], table["final_reward_lo"],
                                                            table["final_reward_hi"])]})
+    if np.isfinite(table["bias"].to_numpy(float)).any():
+        show.insert(7, "bias", [_ci(a, b, c, 3) for a, b, c in zip(table["bias"], table["bias_lo"], table["bias_hi"])])
     sec.tables.append(("Divergence, variance and final reward against the initial outgoing norm", show))
+    if table["context"].nunique() > 4:
+        sec.text.append(f"The figure shows 4 of the {table['context'].nunique()} settings; the tables hold all.")
     try:
         sec.figures.append(("norm_stress", F.norm_stress_figure(table)))
     except ValueError as exc:

@@ -282,7 +282,9 @@ def fit_power_law(x, y, n_boot: int = DEFAULT_BOOT, level: float = DEFAULT_LEVEL
 
 def exponent_difference(fit_a: PowerLawFit, fit_b: PowerLawFit, level: float = DEFAULT_LEVEL) -> Interval:
     """``b_a - b_b`` with an interval: from the two fits' independent bootstrap draws when both have
-    them, else from the t-intervals' standard errors combined in quadrature (normal approximation)."""
+    them; otherwise the standard errors (bootstrap spread, or read back from a t-interval) combined
+    in quadrature, with the t quantile of the smaller residual degrees of freedom among the t-fits
+    (conservative; the normal quantile when both are bootstrap fits)."""
     d = fit_a.exponent - fit_b.exponent
     alpha = (1 - level) / 2
     if fit_a.draws is not None and fit_b.draws is not None:
@@ -290,16 +292,18 @@ def exponent_difference(fit_a: PowerLawFit, fit_b: PowerLawFit, level: float = D
         diff = fit_a.draws[:m] - fit_b.draws[:m]
         lo, hi = np.quantile(diff, [alpha, 1 - alpha])
         return Interval(d, float(lo), float(hi), m)
-    z = _normal_quantile(1 - alpha)
-    ses = []
+    ses, dfs = [], []
     for f in (fit_a, fit_b):
         if f.draws is not None:
             ses.append(float(np.std(f.draws, ddof=1)))
         elif np.isfinite(f.t_hi):
-            ses.append((f.t_hi - f.t_lo) / (2 * _t_quantile(1 - alpha, f.n_levels - 2)))
+            df = f.n_levels - 2
+            ses.append((f.t_hi - f.t_lo) / (2 * _t_quantile(1 - alpha, df)))
+            dfs.append(df)
         else:
             return Interval(d, math.nan, math.nan, 0)
-    half = z * math.hypot(*ses)
+    q = _t_quantile(1 - alpha, min(dfs)) if dfs else _normal_quantile(1 - alpha)
+    half = q * math.hypot(*ses)
     return Interval(d, d - half, d + half, 0)
 
 

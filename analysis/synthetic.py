@@ -14,7 +14,8 @@ The planted model, per rule ``r``, width ``n``, outgoing norm ``c``, learning ra
   ``1 - 2 exp(-episode/τ)``; episodes to threshold 0.9: ``τ ln 20`` (censored at the budget);
   so episodes to threshold scale as ``n^{a_r/2}`` at the tuned lr ``lr* = 0.03``;
 - seconds per episode: ``s_r · n^2 · e^{0.03 ε}`` per trial (the O(mn) answer: exponent 2);
-- rules in ``PI_SENSITIVE`` diverge with probability 0.8 per seed when ``c > π``.
+- rules in ``PI_SENSITIVE`` diverge with probability 0.8 per seed when ``c > π``;
+- probe bias (all layers) 0.01 for rules in ``PI_SENSITIVE``, times ``(c/π)^6`` above π, else 0.002.
 """
 
 from __future__ import annotations
@@ -182,6 +183,9 @@ def _write_point(client, exp_id, pid, name, rule, width, norm, lr, stage, s0, se
         hit = rng.random(seeds) < 0.8
         diverge_at[hit] = rng.integers(1, episodes // report_every + 1, hit.sum()) * report_every - 1
     cross_var = {r: _variance(r, width, norm, rng, seeds) for r in rules} if cross_rule else {}
+    bias = 0.01 if rule in PI_SENSITIVE else 0.002        # ||mean - exact gradient||, all layers
+    if rule in PI_SENSITIVE and norm is not None and norm > math.pi:
+        bias *= (norm / math.pi) ** 6
     seconds = RULE_MODEL[rule][3] * width ** 2 * math.exp(0.03 * rng.standard_normal())
     seed_rows = []
     metrics = []
@@ -208,6 +212,8 @@ def _write_point(client, exp_id, pid, name, rule, width, norm, lr, stage, s0, se
                 d[f"probe_var_l{l}"] = float("nan") if dead else share * var_seed[k] * math.exp(
                     0.02 * rng.standard_normal())
                 d[f"probe_mean_sq_l{l}"] = float("nan") if dead else share * 0.1
+                d[f"probe_bias_l{l}"] = float("nan") if dead else bias * math.sqrt(share) * math.exp(
+                    0.05 * rng.standard_normal())
                 for r2, cv in cross_var.items():
                     d[f"probe_{_cross_label(r2)}_var_l{l}"] = float("nan") if dead else share * cv[k]
                     d[f"probe_{_cross_label(r2)}_mean_sq_l{l}"] = float("nan") if dead else share * 0.1

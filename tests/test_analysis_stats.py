@@ -155,6 +155,13 @@ def test_exponent_difference_separates_o_mn_from_o_m2n():
     assert d.contains(1.0) and d.lo > 0
     same = stats.exponent_difference(two, stats.fit_power_law(*_planted(rng, [8, 16, 32, 64], 2.0), seed=3))
     assert same.contains(0.0)
+    # t-interval fits (one timing per width): the interval uses their t quantile, not the normal one
+    widths = [8, 16, 32, 64, 128, 256]
+    t2 = stats.fit_power_law(*_planted(rng, widths, 2.0, reps=1, noise=0.05))
+    t3 = stats.fit_power_law(*_planted(rng, widths, 3.0, reps=1, noise=0.05))
+    d = stats.exponent_difference(t3, t2)
+    assert t2.method == t3.method == "t" and d.contains(1.0) and d.lo > 0
+    assert stats.exponent_difference(t2, stats.fit_power_law(*_planted(rng, widths, 2.0, reps=1, noise=0.05))).contains(0.0)
 
 
 def test_complexity_verdict_reads_the_compute_exponent():
