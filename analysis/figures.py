@@ -208,7 +208,7 @@ def norm_stress_figure(table: pd.DataFrame):
               ("variance", "probe variance, all layers (grad², log)", True),
               ("final_reward", "final eval reward (reward)", False)]
     if "bias" in table and np.isfinite(table["bias"].to_numpy(float)).any():
-        panels.insert(2, ("bias", "probe bias ‖mean − exact grad‖ (grad units, log)", True))
+        panels.insert(2, ("bias", "probe bias vs exact gradient (grad units, log)", True))
     fig, axes = plt.subplots(len(contexts), len(panels), figsize=(4.4 * len(panels), 3.3 * len(contexts)),
                              squeeze=False)
     for i, ctx in enumerate(contexts):

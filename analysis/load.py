@@ -301,8 +301,15 @@ def _seed_curves(client, runs: dict, workers: int = 4) -> tuple[pd.DataFrame, li
                 return exc
             return _read_seed_csv(run_id, path)
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        parts = list(pool.map(one, run_ids))
+    quiet = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR" not in os.environ
+    if quiet:  # one progress bar per downloaded CSV is noise; the caller reports progress
+        os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            parts = list(pool.map(one, run_ids))
+    finally:
+        if quiet:
+            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
     frames = []
     absent = 0
     for run_id, part in zip(run_ids, parts):

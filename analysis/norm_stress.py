@@ -103,7 +103,8 @@ def breakdown_norms(table: pd.DataFrame, diverged_threshold: float = 0.5) -> pd.
     breakdown up to ``max_norm``), criterion, max_norm, relative_to_pi.
     """
     rows = []
-    for (rule, ctx), g in table.sort_values("outgoing_norm").groupby(["rule_variant", "context"], sort=False):
+    for (rule, ctx), g in table.sort_values("outgoing_norm", kind="stable").groupby(["rule_variant", "context"],
+                                                                                     sort=False):
         base = g.iloc[0]
         found, why, last_ok = math.nan, "", math.nan
         for _, r in g.iterrows():

@@ -280,7 +280,8 @@ def _pi_section(study: Study, table: pd.DataFrame, breakdown: pd.DataFrame, leve
                                                            table["final_reward_hi"])]})
     if np.isfinite(table["bias"].to_numpy(float)).any():
         show.insert(7, "bias", [_ci(a, b, c, 3) for a, b, c in zip(table["bias"], table["bias_lo"], table["bias_hi"])])
-    sec.tables.append(("Divergence, variance and final reward against the initial outgoing norm", show))
+    sec.tables.append(("Divergence, variance, bias (where measured) and final reward against the initial outgoing norm",
+                       show))
     if table["context"].nunique() > 4:
         sec.text.append(f"The figure shows 4 of the {table['context'].nunique()} settings; the tables hold all.")
     try:
@@ -444,6 +445,18 @@ def _render_md(study: Study, sections: list[Section], fig_files: dict[str, str])
     return "\n".join(out)
 
 
+def _stderr_progress() -> Callable[[str], None]:
+    import sys
+    import time
+
+    start = time.monotonic()
+
+    def say(message: str) -> None:
+        print(f"[{time.monotonic() - start:6.1f}s] report: {message}", file=sys.stderr, flush=True)
+
+    return say
+
+
 def write_report(study_name: str, out_dir, fmt: str = "html", tracking_uri: str | None = None, *,
                  attach: bool = True, n_boot: int = DEFAULT_BOOT, level: float = DEFAULT_LEVEL, seed: int = 0,
                  study: Study | None = None, progress: Callable[[str], None] | None = None) -> Path:
@@ -457,13 +470,13 @@ def write_report(study_name: str, out_dir, fmt: str = "html", tracking_uri: str 
         tracking_uri: MLflow tracking URI (default: ``MLFLOW_TRACKING_URI`` / MLflow's default).
         attach: log ``out_dir`` as artifacts ``report/`` of the study's parent run.
         study: an already loaded study (skips loading).
-        progress: called with a short message before each step (default: logging at INFO).
+        progress: called with a short message before each step (default: a timestamped line on stderr).
 
     Raises ``analysis.load.StudyNotFound`` (one line) if there is no such study, ValueError for a bad format.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown report format '{fmt}'; valid: {', '.join(FORMATS)}")
-    say = progress or log.info
+    say = progress or _stderr_progress()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if study is None:
