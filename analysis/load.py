@@ -218,8 +218,9 @@ def _trial_row(run) -> dict[str, Any]:
     row.update(params)
     row.update(_width_columns(params.get("hidden")))
     lr = params.get("lr")
-    if isinstance(lr, (list, tuple)):
+    if isinstance(lr, (list, tuple)):  # one learning rate per layer: ``lr`` is their geometric mean
         row["lr"] = float(np.exp(np.mean(np.log(np.asarray(lr, float))))) if len(lr) else np.nan
+        row["lr_text"] = "[" + ", ".join(f"{float(v):.3g}" for v in lr) + "]"
         for i, v in enumerate(lr, 1):
             row[f"lr_l{i}"] = float(v)
         row["lr_per_layer"] = True

@@ -115,7 +115,8 @@ def _cell_section(study: Study, cells: pd.DataFrame, level: float) -> Section:
     for _, r in cells.iterrows():
         row = {"cell": r["cell"], "rule": r.get("rule_variant"), "width": _num(r.get("width")),
                "norm": _num(r.get("outgoing_norm")) if pd.notna(r.get("outgoing_norm")) else "default",
-               "tuned lr": _num(r.get("lr")), "seeds": _num(r.get("n_seeds")),
+               "tuned lr": r.get("lr_text") if r.get("lr_per_layer") else _num(r.get("lr")),
+               "seeds": _num(r.get("n_seeds")),
                "AUC reward": _ci(r.get("auc_reward"), r.get("auc_reward_lo"), r.get("auc_reward_hi")),
                "episodes to threshold": _ci(r.get("episodes_to_threshold"), r.get("episodes_to_threshold_lo"),
                                             r.get("episodes_to_threshold_hi")),

@@ -205,6 +205,9 @@ def cell_summary(study: Study, objective: str | None = None, mode: str | None = 
             if c in g:
                 row[c] = first[c]
         row["lr"] = first["lr"]
+        row["lr_per_layer"] = bool(first.get("lr_per_layer", False))
+        if row["lr_per_layer"]:
+            row["lr_text"] = first.get("lr_text")
         row["stage"] = first["stage"]
         row["n_trials_in_cell"] = first["n_trials_in_cell"]
         row["tuned_by"] = first["tuned_by"]

@@ -27,7 +27,9 @@ from .probe import cross_rule_labels, probe_at
 from .speed import FINAL_STATUSES, select_tuned, trial_speed
 from .stats import DEFAULT_BOOT, DEFAULT_LEVEL, spearman_ci
 
-NON_SETTING = {"rule", "rule_variant", "lr", "seed", "seeds", "name", "run_id", "cell", "stage", "status"}
+# part of a trial's rule variant or of its tuning, not of the setting the rules are compared in
+NON_SETTING = {"rule", "rule_variant", "baseline", "baseline_decay", "lr", "seed", "seeds", "name", "run_id", "cell",
+               "stage", "status"}
 
 
 def setting_columns(trials: pd.DataFrame) -> list[str]:

@@ -271,3 +271,30 @@ def test_probe_at_sums_layers_and_reads_cross_rule_labels():
     assert own.set_index("run_id")["total"].to_dict() == {"a": 300.0, "b": 600.0}
     cross, _ = probe_at(st, label="uwm", at="last")
     assert cross.set_index("run_id")["l2"].to_dict() == {"a": 20.0, "b": 40.0}
+
+
+def test_trial_row_per_layer_lr_baseline_variant_and_crashed_runs():
+    """One child run as the study runner writes it (params are json.dumps strings) becomes one trials row."""
+    from mlflow.entities import Metric, Param, Run, RunData, RunInfo, RunTag
+
+    from analysis.load import _trial_row
+
+    def run(params, tags, status="FINISHED"):
+        info = RunInfo(run_id="r" * 32, experiment_id="1", user_id="u", status=status, start_time=1000,
+                       end_time=2000, lifecycle_stage="active", run_name="p")
+        return Run(info, RunData(metrics=[Metric("auc_reward_mean", 0.5, 0, 10), Metric("eval_reward_mean", 0.7, 0, 10)],
+                                 params=[Param(k, v) for k, v in params.items()],
+                                 tags=[RunTag(k, v) for k, v in tags.items()]))
+
+    params = {"rule": "reinforce", "baseline": "ema", "hidden": "[16, 16]", "lr": "[0.01, 0.001, 0.1]",
+              "outgoing_norm": "null", "cell.rule": "reinforce"}
+    row = _trial_row(run(params, {"uwm.status": "finished", "uwm.cell": "rule=reinforce|baseline=ema",
+                                  "uwm.stage": "search", "uwm.pack": "pack-0001"}))
+    assert row["rule_variant"] == "reinforce(baseline=ema)"
+    assert row["lr"] == pytest.approx(0.01) and row["lr_per_layer"] and row["lr_text"] == "[0.01, 0.001, 0.1]"
+    assert row["lr_l2"] == 0.001 and math.isnan(row["outgoing_norm"])
+    assert (row["width"], row["depth"], row["hidden_units"]) == (16, 2, 32)
+    assert row["auc_reward_mean"] == 0.5 and row["last_eval_reward_mean"] == 0.7
+    assert (row["status"], row["stage"], row["pack"]) == ("finished", "search", "pack-0001")
+    crashed = _trial_row(run({"rule": "uwm"}, {}, status="FAILED"))
+    assert crashed["status"] == "failed" and crashed["rule_variant"] == "uwm"
