@@ -94,6 +94,12 @@ def cmd_run(args) -> int:
     from .spec import load_spec
 
     spec = load_spec(args.spec, args.set, args.name)
+    if runner.in_ray_job():   # the job's working directory is a temporary copy: results must go elsewhere
+        if not (args.storage or os.environ.get("UWM_STUDY_STORAGE")):
+            raise UserError("--storage", "inside a Ray job pass --storage (a folder every node can reach, or s3://...)")
+        if not (args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")):
+            raise UserError("--tracking-uri", "inside a Ray job pass --tracking-uri (an MLflow server, or an absolute "
+                                              "sqlite:////path on a shared disk)")
     uri = tracking.resolve_tracking_uri(args.tracking_uri)
     storage = runner.resolve_storage(args.storage)
     runner.prepare_run(spec, uri, storage)

@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -86,6 +87,10 @@ def init_ray(address: str | None) -> str:
     if ray.is_initialized():
         return "Ray (already connected)"
     address = address or os.environ.get("RAY_ADDRESS")
+    if in_ray_job() or not _cwd_exists():
+        # Ray removes a job's working_dir copy (the driver's cwd) soon after the driver connects;
+        # every path is absolute by now, so leave it first
+        os.chdir(tempfile.gettempdir())
     quiet = dict(logging_level=logging.WARNING, log_to_driver=True)
     if address:
         try:
@@ -97,6 +102,18 @@ def init_ray(address: str | None) -> str:
     cpus = os.cpu_count() or 1
     ray.init(num_cpus=cpus, object_store_memory=200 * 1024**2, include_dashboard=False, **quiet)
     return f"local Ray ({cpus} CPUs)"
+
+
+def _cwd_exists() -> bool:
+    try:
+        return os.path.isdir(os.getcwd())
+    except FileNotFoundError:
+        return False
+
+
+def in_ray_job() -> bool:
+    """True in the driver of a `ray job submit` job (its working directory is a temporary copy)."""
+    return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
 
 
 def default_concurrency(spec: StudySpec) -> int:
@@ -227,7 +244,7 @@ def run_study(spec: StudySpec, tracking_uri: str, storage: str, address: str | N
     """Start a new study (see module doc); return the exit code."""
     prepare_run(spec, tracking_uri, storage)
     db = tracking.sqlite_path(tracking_uri)
-    if db is not None and not db.exists():
+    if db is not None and not db.exists() and not (address or os.environ.get("RAY_ADDRESS")):
         # a new SQLite store cannot hold the study yet: create it (seconds) while Ray starts
         with ThreadPoolExecutor(1) as pool:
             pending = pool.submit(tracking.StudyTracker, tracking_uri, spec.name)

@@ -5,7 +5,8 @@
   ``uwm.version``; artifact ``spec.yaml``; at the end, metrics ``points_<status>`` (counts).
 - Child run per point (a TrialConfig trained with all its seeds), ``run_name = <point id>``,
   tag ``mlflow.parentRunId``, tags ``uwm.role=trial``, ``uwm.study``, ``uwm.cell``,
-  ``uwm.point_id``, ``uwm.stage`` (search|confirm), ``uwm.pack``, ``uwm.config_hash`` and
+  ``uwm.point_id``, ``uwm.stage`` (search|confirm), ``uwm.pack``, ``uwm.config_hash``,
+  ``uwm.node`` and ``uwm.host`` (the Ray node and host of its latest attempt) and
   ``uwm.status`` (running, then finished|diverged|stopped|failed); params
   ``TrialConfig.flat()`` (lists as strings) plus ``cell.<path>`` for every grid axis; metrics:
   every aggregate the trainer reports, step = episode; summaries ``final_*`` and
@@ -28,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import math
 import os
 import subprocess
@@ -95,6 +97,8 @@ def client(uri: str):
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     from mlflow import MlflowClient
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)   # after the import, which sets INFO
 
     return MlflowClient(uri)
 
@@ -228,9 +232,11 @@ class StudyTracker:
 class PointRun:
     """The child run of one point, created lazily and keyed by point id (see module doc)."""
 
-    def __init__(self, mlflow_client, experiment_id: str, parent_id: str, study: str, pack_id: str, point: dict):
+    def __init__(self, mlflow_client, experiment_id: str, parent_id: str, study: str, pack_id: str, point: dict,
+                 where: dict[str, str] | None = None):
         self.client, self.experiment_id, self.parent_id = mlflow_client, experiment_id, parent_id
         self.study, self.pack_id, self.point = study, pack_id, point
+        self.where = where or {}   # uwm.node / uwm.host: where this attempt trains
         self.run_id: str | None = None
         self.last_step = -1
         self.closed = False
@@ -252,13 +258,16 @@ class PointRun:
                 self.last_step = max((m.step for m in history), default=-1)
                 if not self.closed and run.info.status != "RUNNING":
                     _retry(self.client.update_run, self.run_id, status="RUNNING")
+                if not self.closed:
+                    for key, value in self.where.items():
+                        _retry(self.client.set_tag, self.run_id, key, value)
             else:   # a stale run of a lost attempt with another configuration, or a duplicate
                 _retry(self.client.delete_run, run.info.run_id)
         if self.run_id is not None:
             return self.run_id
         tags = {"mlflow.parentRunId": self.parent_id, "uwm.role": "trial", "uwm.study": self.study,
                 "uwm.cell": self.point["cell"], "uwm.point_id": pid, "uwm.stage": self.point["stage"],
-                "uwm.pack": self.pack_id, "uwm.config_hash": chash, "uwm.status": "running"}
+                "uwm.pack": self.pack_id, "uwm.config_hash": chash, "uwm.status": "running", **self.where}
         run = _retry(self.client.create_run, self.experiment_id, run_name=pid, tags=tags)
         self.run_id = run.info.run_id
         params = {k: _param(v) for k, v in _flat(self.point["config"]).items()}

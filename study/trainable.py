@@ -24,12 +24,13 @@ import torch  # noqa: I001 - import torch first in every entry module (oneMKL lo
 import json
 import logging
 import math
-import os
+import socket
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import ray
 from ray import tune
 
 from uwm_model.config import TrialConfig
@@ -105,17 +106,16 @@ def train_pack(config: dict, ctx: StudyContext) -> None:
 
     board, rungs = None, []
     if ctx.early_stopping:
-        import ray
-
         board = ray.get_actor(board_name(ctx.study))
         rungs = rung_episodes(ctx.early_stopping["grace_period"], ctx.early_stopping["reduction_factor"],
                               configs[0].episodes)
 
+    where = {"uwm.node": ray.get_runtime_context().get_node_id(), "uwm.host": socket.gethostname()}
     runs: list[tracking.PointRun] | None = None
     for report in trainer.run():
         if runs is None:
             runs = [tracking.PointRun(mlflow_client.result(), ctx.experiment_id, ctx.parent_run_id, ctx.study,
-                                      pack_id, p) for p in points]
+                                      pack_id, p, where) for p in points]
         for i, pr in enumerate(report.points):
             if state.ended[i]:
                 continue
@@ -161,8 +161,6 @@ def _end(run: tracking.PointRun, state: PackState, i: int, status: str, metric: 
 
 def _rung_decisions(board, state: PackState, points: list[dict], report, rungs: list[int]) -> list[int]:
     """Points that reached a rung at this report and are told to stop."""
-    import ray
-
     asks = []
     for i, pr in enumerate(report.points):
         if state.ended[i] or points[i]["stage"] != "search" or pr.metrics.get("diverged_fraction", 0) >= 1:

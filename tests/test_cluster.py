@@ -1,0 +1,138 @@
+"""The cluster path for real: a head and a worker node started with `ray start` on this host,
+small studies submitted with `ray job submit` (the recipe in deploy/README.md), trials on both
+nodes, results in MLflow.
+
+Two jobs are submitted because torch has been seen to fail to load in about a third of
+submitted jobs when imported lazily (see the field notes); the entry modules import it first.
+The nodes run with `--block` under this test, which ends them (and only them) by process id:
+`ray stop` would also stop other Ray clusters on the host.
+"""
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+BIN = Path(sys.executable).parent
+SPEC = {
+    "base": {"task": {"address_bits": 1}, "hidden": [4], "episodes": 1500, "report_every": 300, "seeds": 2,
+             "eval_episodes": 64, "compile": "off", "probe": {"enabled": False}, "threshold_window": 100},
+    "grid": {"rule": ["uwm", "hwm"]},
+    "search": {"lr": {"low": 1e-3, "high": 0.3, "log": True}},
+    "samples_per_cell": 2,
+    "pack_size": 1,
+}
+
+
+def free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    """A two-node Ray cluster (1 CPU each) with token authentication; yields (env, dashboard URL)."""
+    token = tmp_path / "ray_token"
+    token.write_text(secrets.token_hex(32))
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+    env.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
+    gcs, dashboard, client = free_ports(3)
+    ray_tmp = tempfile.mkdtemp(prefix="uwm-ray-", dir="/tmp")   # short: Ray's socket paths must fit 107 bytes
+    common = ["--num-cpus=1", "--object-store-memory=200000000", "--block"]
+    nodes, pids = [], set()
+    try:
+        nodes.append(subprocess.Popen(
+            [str(BIN / "ray"), "start", "--head", f"--port={gcs}", f"--dashboard-port={dashboard}",
+             f"--ray-client-server-port={client}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+             "--disable-usage-stats", f"--temp-dir={ray_tmp}", *common],
+            env=env, stdout=(tmp_path / "head.log").open("w"), stderr=subprocess.STDOUT))
+        url = f"http://127.0.0.1:{dashboard}"
+        _wait(lambda: "block forever" in (tmp_path / "head.log").read_text(), 90, "the head node", nodes[0])
+        nodes.append(subprocess.Popen(
+            [str(BIN / "ray"), "start", f"--address=127.0.0.1:{gcs}", *common],
+            env=env, stdout=(tmp_path / "worker.log").open("w"), stderr=subprocess.STDOUT))
+
+        def two_nodes():
+            for node in nodes:
+                pids.update(p.pid for p in psutil.Process(node.pid).children(recursive=True))
+            out = subprocess.run([str(BIN / "ray"), "list", "nodes", "--address", url], env=env,
+                                 capture_output=True, text=True, timeout=60).stdout
+            return out.count("ALIVE") == 2
+
+        _wait(two_nodes, 120, "two alive nodes", nodes[1])
+        yield env, url
+    finally:
+        for node in nodes:                       # SIGTERM: `ray start --block` stops its node's processes
+            pids.update(p.pid for p in _family(node.pid))
+            node.terminate()
+        for node in nodes:
+            try:
+                node.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                node.kill()
+        for pid in pids:
+            try:
+                psutil.Process(pid).kill()
+            except psutil.Error:
+                pass
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def _family(pid):
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def _wait(condition, timeout, what, process=None):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"{what} exited with code {process.returncode} (see its log)")
+        time.sleep(1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.cluster
+def test_ray_job_submit_runs_studies_across_two_nodes(cluster, tmp_path):
+    env, url = cluster
+    job = tmp_path / "job"
+    job.mkdir()
+    db, storage = tmp_path / "mlflow.db", tmp_path / "runs"    # one host: every node reaches these paths
+    for name in ("cluster-a", "cluster-b"):
+        (job / f"{name}.yaml").write_text(yaml.safe_dump({"name": name, **SPEC}))
+        out = subprocess.run(
+            [str(BIN / "ray"), "job", "submit", "--address", url, "--working-dir", str(job), "--",
+             sys.executable, "-m", "study.cli", "run", f"{name}.yaml", "--storage", str(storage),
+             "--tracking-uri", f"sqlite:///{db}"],
+            env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+        assert f"study {name} ended" in out.stdout and "2 nodes" in out.stdout
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{db}")
+    nodes = set()
+    for name in ("cluster-a", "cluster-b"):
+        runs = client.search_runs([client.get_experiment_by_name(name).experiment_id])
+        kids = [r for r in runs if r.data.tags.get("uwm.role") == "trial"]
+        assert len(kids) == 4 and {r.data.tags["uwm.status"] for r in kids} == {"finished"}
+        nodes |= {r.data.tags["uwm.node"] for r in kids}
+    assert len(nodes) == 2                                       # trials ran on both nodes
