@@ -46,8 +46,8 @@ METRIC_NOTES = {
 
 # Estimated cost of torch.compile on a CPU (seconds, cold cache) and the speed-up it buys per
 # step; "auto" compiles when the expected saving exceeds the cost (benchmarks/train_throughput.py).
-COMPILE_SECONDS = 25.0
-EAGER_STEP_SECONDS = 4e-4
+COMPILE_SECONDS = 30.0
+EAGER_STEP_SECONDS = 1e-3
 DRAW_BLOCK = 1024
 STEPS_PER_CALL = 4  # steps unrolled into one compiled call (DRAW_BLOCK must be a multiple)
 
@@ -246,10 +246,12 @@ class Trainer:
             torch.set_flush_denormal(True)
         steps = self.cfg.episodes // self.cfg.batch_size
         mode = self.cfg.compile
-        self.compiled = mode == "on" or (mode == "auto" and steps * EAGER_STEP_SECONDS * 0.6 > COMPILE_SECONDS)
+        self.compiled = mode == "on" or (mode == "auto" and steps * EAGER_STEP_SECONDS * 0.8 > COMPILE_SECONDS)
         if not self.compiled:
             self._step, self._steps, self._uniforms = self.train_step, None, streams.uniforms
             return
+        # every Trainer compiles its own bound methods; let one process hold many (tests, reused workers)
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
         compile = lambda fn: torch.compile(fn, fullgraph=True, dynamic=False)  # noqa: E731
         self._step, self._steps, self._uniforms = compile(self.train_step), compile(self.train_steps), compile(streams.uniforms)
         # compile now, on the real state (the step functions are pure), so training time excludes it;
