@@ -320,13 +320,30 @@ def _fit(tuner, spec: StudySpec, meta: dict, tracker: tracking.StudyTracker) -> 
         tracker.close_parent(meta["parent_run_id"], status="KILLED")
         return 130
     errors = len(results.errors)
-    counts = tracker.close_parent(meta["parent_run_id"])
-    unfinished = counts.get("running", 0)
+    complete = study_complete(spec, meta["storage"])
+    counts = tracker.close_parent(meta["parent_run_id"], status="FINISHED" if complete else "KILLED")
     print()
-    print(f"study {spec.name} {'ended' if not unfinished else 'stopped'} after {time.time() - start:.0f} s: "
-          + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + (f"; {errors} pack(s) failed" if errors else ""))
+    print(f"study {spec.name} {'ended' if complete else 'stopped before the end'} after {time.time() - start:.0f} s: "
+          + (", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no points")
+          + (f"; {errors} pack(s) failed" if errors else ""))
+    if not complete:
+        print(f"continue it with `uwm-study resume {spec.name}`", file=sys.stderr)
     print(summary(spec.name, meta, tracker))
-    return 0 if not unfinished else 1
+    return 0 if complete else 1
+
+
+def study_complete(spec: StudySpec, storage: str) -> bool:
+    """Whether the searcher saved a state in which every point was suggested and ended."""
+    from .searcher import GridOptunaSearcher, load_searcher_state
+
+    if "://" in storage:
+        return True   # remote storage: trust Tune, which returns only when the search is finished
+    state = load_searcher_state(experiment_path(storage, spec.name))
+    if state is None:
+        return False
+    searcher = GridOptunaSearcher(spec)
+    searcher.set_state(state)
+    return searcher.complete()
 
 
 # ----------------------------------------------------------------------------- summaries
@@ -418,7 +435,7 @@ def _pack_states(path: str) -> dict[str, int]:
 
     if "://" in path:
         return {}
-    files = sorted(glob.glob(os.path.join(path, "experiment_state-*.json")), key=os.path.getmtime)
+    files = sorted(glob.glob(os.path.join(path, "experiment_state-*.json")))   # by session start time
     if not files:
         return {}
     try:   # plain JSON: pickled payloads stay unread dicts

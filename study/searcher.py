@@ -185,6 +185,8 @@ class GridOptunaSearcher(Searcher):
         episode = result.get("episode")
         for point in self.packs.get(trial_id, []):
             self._record(point["point_id"], result, episode)
+            if self.points[point["point_id"]]["status"] in TERMINAL:
+                self._end(point)   # told now, so the cell's next points already learn from it
 
     def _record(self, point_id: str, result: dict, episode) -> None:
         state = self.points[point_id]
@@ -205,18 +207,24 @@ class GridOptunaSearcher(Searcher):
         if result:
             for point in points:
                 self._record(point["point_id"], result, result.get("episode"))
-        touched = set()
         for point in points:
-            state = self.points[point["point_id"]]
-            if state["status"] not in TERMINAL:
-                state["status"] = "failed"
-            if point["stage"] == "search":
-                self._tell(point["point_id"], state)
-                self.ended[point["cell_index"]] += 1
-                touched.add(point["cell_index"])
-        for cell in sorted(touched):
-            if self.spec.confirm and self.ended[cell] == self.spec.samples_per_cell:
-                self._queue_confirm(cell)
+            if self.points[point["point_id"]]["status"] not in TERMINAL:
+                self.points[point["point_id"]]["status"] = "failed"
+            self._end(point)
+
+    def _end(self, point: dict) -> None:
+        """A point has ended: tell its Optuna trial (search points), once; confirm when a cell is done."""
+        state = self.points[point["point_id"]]
+        if state.get("ended"):
+            return
+        state["ended"] = True
+        if point["stage"] != "search":
+            return
+        self._tell(point["point_id"], state)
+        cell = point["cell_index"]
+        self.ended[cell] += 1
+        if self.spec.confirm and self.ended[cell] == self.spec.samples_per_cell:
+            self._queue_confirm(cell)
 
     def _tell(self, point_id: str, state: dict) -> None:
         trial = self.optuna_trials.pop(point_id, None)
@@ -251,6 +259,10 @@ class GridOptunaSearcher(Searcher):
             return None
         best = max(done, key=lambda t: t.value) if self.spec.mode == "max" else min(done, key=lambda t: t.value)
         return best.value, best.params
+
+    def complete(self) -> bool:
+        """Every point suggested and ended (with the confirm stage, if any)."""
+        return self.done_suggesting() and not self.packs and all(p.get("ended") for p in self.points.values())
 
     def trial_counts(self) -> dict[int, dict[str, int]]:
         """Optuna trials per cell by state name."""
@@ -328,5 +340,5 @@ def load_searcher_state(experiment_dir: str) -> dict | None:
     files = sorted(glob.glob(os.path.join(experiment_dir, Searcher.CKPT_FILE_TMPL.format("*"))))
     if not files:
         return None
-    with open(max(files, key=os.path.getmtime), "rb") as f:
+    with open(max(files), "rb") as f:   # names end in the session's start time; mtimes are the last sync's
         return pickle.load(f)

@@ -269,7 +269,9 @@ class StudySpec(_Strict):
     resources: Resources = Field(default_factory=Resources, description="resources per trial (pack)")
     pack_size: int = Field(16, ge=1, description="most points trained together as one population in one trial; 1 = no packing")
     max_concurrent: int | None = Field(None, ge=1, description="most trials running at once; default: as many as the "
-                                                               "cluster fits, so each cell's search sees results early")
+                                                               "cluster fits when the study starts, so each cell's search "
+                                                               "sees results early (set it on an autoscaling cluster, "
+                                                               "which grows only for trials that wait)")
     max_failures: int = Field(2, ge=0, description="retries of a failed trial (from its last checkpoint)")
 
     _cells: list | None = PrivateAttr(None)

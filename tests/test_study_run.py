@@ -146,7 +146,7 @@ def free_port() -> int:
 # ----------------------------------------------------------------------------- tests
 
 
-def test_quickstart_end_to_end_on_the_sqlite_default(tmp_path):
+def test_quickstart_end_to_end_on_the_sqlite_default(tmp_path, procs):
     tiny = ["--set", "base.task.address_bits=1", "--set", "base.hidden=[4]", "--set", "base.episodes=600",
             "--set", "base.report_every=200", "--set", "base.seeds=2", "--set", "base.eval_episodes=64",
             "--set", "base.probe.enabled=false", "--set", "base.threshold_window=200"]
@@ -154,6 +154,8 @@ def test_quickstart_end_to_end_on_the_sqlite_default(tmp_path):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "study quickstart ended" in out.stdout and "uwm-study ui" in out.stdout
     assert (tmp_path / "mlflow.db").exists() and (tmp_path / "runs/quickstart/uwm-study.json").exists()
+    port = free_port()
+    ui = start("ui", "--port", str(port), cwd=tmp_path, log=tmp_path / "ui.log")   # starts while we check
 
     from mlflow import MlflowClient
 
@@ -194,6 +196,13 @@ def test_quickstart_end_to_end_on_the_sqlite_default(tmp_path):
     assert status.returncode == 0 and "10 finished" in status.stdout, status.stdout + status.stderr
     again = uwm_study("run", str(ROOT / "tune_configs/quickstart.yaml"), *tiny, cwd=tmp_path)
     assert again.returncode == 2 and again.stderr.startswith("error: name: study 'quickstart' already exists")
+
+    # `uwm-study ui` serves this store on 127.0.0.1
+    url = f"http://127.0.0.1:{port}"
+    wait_for(lambda: _healthy(url), 120, "uwm-study ui", procs, ui)
+    found = requests.get(f"{url}/api/2.0/mlflow/experiments/get-by-name", params={"experiment_name": "quickstart"})
+    assert found.ok and found.json()["experiment"]["name"] == "quickstart"
+    procs.remember(ui)
 
 
 def test_packed_and_unpacked_studies_on_sqlite_and_a_real_mlflow_server(tmp_path, procs):
