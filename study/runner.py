@@ -193,10 +193,6 @@ class Progress(Callback):
         print(f"{_stamp(self.start)} {trial_name(trial)} done ({len(trial.config.get('points', []))} points)", flush=True)
         print(self._line(trials, ending=trial), flush=True)
 
-    def on_trial_start(self, iteration, trials, trial, **info):
-        if os.environ.get("UWM_DEBUG"):
-            print(f"{_stamp(self.start)} {trial_name(trial)} started", flush=True)
-
     def on_trial_recover(self, iteration, trials, trial, **info):
         print(f"{_stamp(self.start)} {trial_name(trial)} failed; retrying from its last checkpoint", flush=True)
 
@@ -294,6 +290,11 @@ def resume_study(name: str, storage: str, address: str | None = None) -> int:
         raise UserError("name", f"no study '{name}' in {storage} (pass the --storage it was run with)")
     spec = validate_spec(meta["spec"])
     tracking.check_tracking(meta["tracking_uri"])
+    if "://" not in storage and study_complete(spec, storage):
+        tracker = tracking.StudyTracker(meta["tracking_uri"], name)
+        print(f"study {name} is complete: nothing to resume")
+        print(summary(name, meta, tracker))
+        return 0
     where = init_ray(address)
     from ray import tune
 
