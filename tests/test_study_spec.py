@@ -45,7 +45,7 @@ def test_every_shipped_spec_validates_and_expands():
 def test_shipped_specs_ask_what_their_studies_need():
     quick = load_spec(ROOT / "tune_configs/quickstart.yaml")
     assert {c.config["rule"] for c in quick.cells()} == RULES
-    assert quick.samples_per_cell == 2 and quick.base["task"]["address_bits"] == 2 and "lr" in quick.search
+    assert quick.samples_per_cell == 4 and quick.base["task"]["address_bits"] == 2 and "lr" in quick.search
 
     chung = load_spec(ROOT / "tune_configs/replicate-chung2022.yaml")
     wm = next(c.config for c in chung.cells() if c.config["rule"] == "wm")
