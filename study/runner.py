@@ -258,29 +258,33 @@ def run_study(spec: StudySpec, tracking_uri: str, storage: str, address: str | N
             "created": time.strftime("%Y-%m-%d %H:%M:%S")}
     write_meta(storage, spec.name, meta)
 
+    concurrent = spec.max_concurrent or default_concurrency(spec)
+    print(f"study {spec.name}: {len(spec.cells())} cells x {spec.samples_per_cell} points"
+          + (" + confirm" if spec.confirm else "") + f" = {spec.total_points} points, packs of <= {spec.pack_size}, "
+          f"{concurrent} trial{'s' * (concurrent != 1)} at once on {where}", flush=True)
+    return _fit(_new_tuner(spec, meta, concurrent), spec, meta, tracker)
+
+
+def _new_tuner(spec: StudySpec, meta: dict, concurrent: int):
+    """One Tune run for the whole study: the grid x Optuna searcher suggests packs, FIFO scheduling
+    (early stopping is per point, inside the trials), retries from checkpoints."""
     from ray import tune
 
     from .searcher import GridOptunaSearcher
     from .trainable import trainable
 
-    cells = spec.cells()
-    concurrent = spec.max_concurrent or default_concurrency(spec)
-    print(f"study {spec.name}: {len(cells)} cells x {spec.samples_per_cell} points"
-          + (f" + confirm" if spec.confirm else "") + f" = {spec.total_points} points, packs of <= {spec.pack_size}, "
-          f"{concurrent} trial{'s' * (concurrent != 1)} at once on {where}", flush=True)
-    tuner = tune.Tuner(
+    return tune.Tuner(
         trainable(_context(spec, meta), spec.resources.cpus, spec.resources.gpus),
         tune_config=tune.TuneConfig(search_alg=GridOptunaSearcher(spec), num_samples=-1,
                                     max_concurrent_trials=concurrent, reuse_actors=True,
                                     trial_name_creator=trial_name, trial_dirname_creator=trial_name),
         run_config=tune.RunConfig(
-            name=spec.name, storage_path=storage, verbose=0,
+            name=spec.name, storage_path=meta["storage"], verbose=0,
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             callbacks=[Progress(spec.total_points, spec.metric, spec.mode, upper_bound=spec.confirm is not None),
-                       FailedPoints(tracking_uri, spec.name, parent)]),
+                       FailedPoints(meta["tracking_uri"], spec.name, meta["parent_run_id"])]),
     )
-    return _fit(tuner, spec, meta, tracker)
 
 
 def resume_study(name: str, storage: str, address: str | None = None) -> int:
@@ -301,15 +305,28 @@ def resume_study(name: str, storage: str, address: str | None = None) -> int:
     from .trainable import trainable
 
     path = experiment_path(storage, name)
-    if not tune.Tuner.can_restore(path):
-        raise UserError("name", f"study '{name}' has no Ray Tune state in {path} yet (it stopped before its first "
-                                f"trial); remove the folder and run it again")
     tracker = tracking.StudyTracker(meta["tracking_uri"], name)
     tracker.reopen_parent(meta["parent_run_id"])
-    print(f"resuming study {name} on {where}", flush=True)
-    tuner = tune.Tuner.restore(path, trainable(_context(spec, meta), spec.resources.cpus, spec.resources.gpus),
-                               resume_unfinished=True, resume_errored=True)
+    if _has_tune_state(path):
+        print(f"resuming study {name} on {where}", flush=True)
+        tuner = tune.Tuner.restore(path, trainable(_context(spec, meta), spec.resources.cpus, spec.resources.gpus),
+                                   resume_unfinished=True, resume_errored=True)
+    else:   # stopped before Ray Tune saved any state: start its search again, under the same parent run
+        print(f"study {name} stopped before its first trial was saved: starting it again on {where}", flush=True)
+        tuner = _new_tuner(spec, meta, spec.max_concurrent or default_concurrency(spec))
     return _fit(tuner, spec, meta, tracker)
+
+
+def _has_tune_state(path: str) -> bool:
+    """Ray Tune saved experiment and search state (tuner.pkl alone, written at start, is not enough)."""
+    import glob
+
+    from ray import tune
+
+    if "://" in path:
+        return tune.Tuner.can_restore(path)
+    return all(glob.glob(os.path.join(path, pattern)) for pattern in
+               ("tuner.pkl", "experiment_state-*.json", "search_gen_state-*.json", "searcher-state-*.pkl"))
 
 
 def _fit(tuner, spec: StudySpec, meta: dict, tracker: tracking.StudyTracker) -> int:

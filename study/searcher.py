@@ -198,7 +198,7 @@ class GridOptunaSearcher(Searcher):
             return
         state["value"] = float(value)
         trial = self.optuna_trials.get(point_id)
-        if trial is not None and episode > state["step"] and math.isfinite(value) and status in ("running", *TERMINAL):
+        if trial is not None and episode > state["step"] and math.isfinite(value):   # intermediate value
             trial.report(float(value), int(episode))
             state["step"] = int(episode)
 

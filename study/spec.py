@@ -169,6 +169,9 @@ def format_value(value: Any) -> str:
 
 # ----------------------------------------------------------------------------- the spec
 
+# per-member hyperparameters (they may differ within one population); seeds and labels are not searched
+SEARCHABLE = tuple(f for f in PER_MEMBER_FIELDS if f not in ("seed", "seeds", "name"))
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -237,7 +240,8 @@ class Confirm(_Strict):
 class Resources(_Strict):
     """Resources that one trial (one pack) holds on a Ray node."""
 
-    cpus: float = Field(1.0, gt=0, description="CPU cores per trial")
+    cpus: float = Field(1.0, gt=0, description="CPU cores a trial holds; its trainer uses base.threads of them "
+                                               "(default 1: several one-thread trials use the cores best)")
     gpus: float = Field(0.0, ge=0, description="GPUs per trial, fractional allowed (e.g. 0.25 runs four packs per GPU)")
 
 
@@ -400,9 +404,8 @@ def _expand(spec: StudySpec) -> list[Cell]:
             check_path(path)
         except ValueError as err:
             raise UserError(f"search.{path}", str(err)) from None
-        if path not in PER_MEMBER_FIELDS or path in ("seed", "name"):
-            raise UserError(f"search.{path}", "only per-member numeric fields can be searched "
-                                              f"({', '.join(f for f in PER_MEMBER_FIELDS if f not in ('seed', 'name'))}); "
+        if path not in SEARCHABLE:
+            raise UserError(f"search.{path}", f"only per-member numeric fields can be searched ({', '.join(SEARCHABLE)}); "
                                               "put shape-fixing fields in the grid")
         if param.per_layer and path != "lr":
             raise UserError(f"search.{path}.per_layer", "only lr has one value per layer")

@@ -89,7 +89,6 @@ class PackState:
 
 def train_pack(config: dict, ctx: StudyContext) -> None:
     """Train one pack (see module doc)."""
-    torch.set_num_threads(max(1, int(ctx.cpus)))
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)   # one line per checkpoint otherwise
     points, pack_id = config["points"], config["pack_id"]
     configs = [TrialConfig.model_validate(p["config"]) for p in points]
