@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="a TrialConfig (YAML)")
     p.add_argument("--out", default="curves.csv",
                    help="aggregated curves file (.csv or .parquet); per-seed curves go to <stem>_per_seed<suffix>")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes to spread the seeds over (members are independent: same numbers, more cores)")
     _set_option(p)
     p.set_defaults(func=cmd_train)
 
@@ -152,13 +154,14 @@ def cmd_train(args) -> int:
     import pandas as pd
     from tqdm import tqdm
 
-    from uwm_model.trainer import Trainer
+    from uwm_model.parallel import run_parallel
 
-    trainer = Trainer(cfg)
+    if args.workers < 1:
+        raise UserError("--workers", f"must be >= 1, got {args.workers}")
     rows, seed_rows, report = [], [], None
     start = time.time()
     with tqdm(total=cfg.episodes, unit="ep", desc=f"{cfg.rule} {cfg.hidden} x{cfg.seeds} seeds", dynamic_ncols=True) as bar:
-        for report in trainer.run():
+        for report in run_parallel(cfg, workers=args.workers):
             pr = report.points[0]
             rows.append({"episode": report.episode, **pr.metrics})
             for seed, values in zip(cfg.member_seeds, pr.per_seed):

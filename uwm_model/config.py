@@ -88,6 +88,12 @@ class TrialConfig(_Strict):
                          "per trial and several trials at once use the cores best")
     compile: Literal["auto", "on", "off"] = Field("auto", description="torch.compile the step: auto compiles long runs only")
 
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _yaml_booleans(cls, v):
+        # YAML 1.1 reads a bare on/off as true/false
+        return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
+
     @field_validator("hidden")
     @classmethod
     def _positive_widths(cls, v):
