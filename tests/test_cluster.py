@@ -50,7 +50,13 @@ def cluster(tmp_path):
     token.write_text(secrets.token_hex(32))
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
     env.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
-    gcs, dashboard, client = free_ports(3)
+    gcs, dashboard, client, *agents = free_ports(11)
+
+    def own_ports(i):   # every node's agents on ports of their own: other Ray instances may hold the defaults
+        listen, grpc, runtime_env, metrics = agents[4 * i: 4 * i + 4]
+        return [f"--dashboard-agent-listen-port={listen}", f"--dashboard-agent-grpc-port={grpc}",
+                f"--runtime-env-agent-port={runtime_env}", f"--metrics-export-port={metrics}"]
+
     ray_tmp = tempfile.mkdtemp(prefix="uwm-ray-", dir="/tmp")   # short: Ray's socket paths must fit 107 bytes
     common = ["--num-cpus=1", "--object-store-memory=200000000", "--block"]
     nodes, pids = [], set()
@@ -58,12 +64,12 @@ def cluster(tmp_path):
         nodes.append(subprocess.Popen(
             [str(BIN / "ray"), "start", "--head", f"--port={gcs}", f"--dashboard-port={dashboard}",
              f"--ray-client-server-port={client}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-             "--disable-usage-stats", f"--temp-dir={ray_tmp}", *common],
+             "--disable-usage-stats", f"--temp-dir={ray_tmp}", *own_ports(0), *common],
             env=env, stdout=(tmp_path / "head.log").open("w"), stderr=subprocess.STDOUT))
         url = f"http://127.0.0.1:{dashboard}"
         _wait(lambda: "block forever" in (tmp_path / "head.log").read_text(), 90, "the head node", nodes[0])
         nodes.append(subprocess.Popen(
-            [str(BIN / "ray"), "start", f"--address=127.0.0.1:{gcs}", *common],
+            [str(BIN / "ray"), "start", f"--address=127.0.0.1:{gcs}", *own_ports(1), *common],
             env=env, stdout=(tmp_path / "worker.log").open("w"), stderr=subprocess.STDOUT))
 
         def two_nodes():
@@ -110,6 +116,18 @@ def _wait(condition, timeout, what, process=None):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def test_cluster_launcher_config_is_valid_for_ray_up():
+    from ray.autoscaler._private.util import fillout_defaults, validate_config
+
+    config = yaml.safe_load((Path(__file__).resolve().parent.parent / "deploy/cluster.yaml").read_text())
+    validate_config(fillout_defaults(config))          # what `ray up` checks before it starts anything
+    assert config["file_mounts"]["~/uwm-study"] == "."
+    setup = " ".join(config["setup_commands"])
+    assert "pip install -q -e ~/uwm-study" in setup and "torch" in setup
+    assert all("RAY_AUTH_MODE=token" in " ".join(c) for c in (config["head_start_ray_commands"],
+                                                            config["worker_start_ray_commands"]))
+
+
 @pytest.mark.cluster
 def test_ray_job_submit_runs_studies_across_two_nodes(cluster, tmp_path):
     env, url = cluster
@@ -118,11 +136,15 @@ def test_ray_job_submit_runs_studies_across_two_nodes(cluster, tmp_path):
     db, storage = tmp_path / "mlflow.db", tmp_path / "runs"    # one host: every node reaches these paths
     for name in ("cluster-a", "cluster-b"):
         (job / f"{name}.yaml").write_text(yaml.safe_dump({"name": name, **SPEC}))
-        out = subprocess.run(
-            [str(BIN / "ray"), "job", "submit", "--address", url, "--working-dir", str(job), "--",
-             sys.executable, "-m", "study.cli", "run", f"{name}.yaml", "--storage", str(storage),
-             "--tracking-uri", f"sqlite:///{db}"],
-            env=env, capture_output=True, text=True, timeout=300)
+        for attempt in range(20):   # the head's job agent may come up a little after the node
+            out = subprocess.run(
+                [str(BIN / "ray"), "job", "submit", "--address", url, "--working-dir", str(job), "--",
+                 sys.executable, "-m", "study.cli", "run", f"{name}.yaml", "--storage", str(storage),
+                 "--tracking-uri", f"sqlite:///{db}"],
+                env=env, capture_output=True, text=True, timeout=300)
+            if "No available agent to submit job" not in out.stderr:
+                break
+            time.sleep(3)
         assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
         assert f"study {name} ended" in out.stdout and "2 nodes" in out.stdout
 
