@@ -104,7 +104,6 @@ def cmd_run(args) -> int:
                                               "sqlite:////path on a shared disk)")
     uri = tracking.resolve_tracking_uri(args.tracking_uri)
     storage = runner.resolve_storage(args.storage)
-    runner.prepare_run(spec, uri, storage)
     return runner.run_study(spec, uri, storage, args.address)
 
 

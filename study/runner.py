@@ -228,17 +228,21 @@ def _context(spec: StudySpec, meta: dict):
                         early_stopping=stopping.model_dump() if stopping else None)
 
 
-def prepare_run(spec: StudySpec, tracking_uri: str, storage: str) -> None:
-    """Every check that needs no Ray: tracking reachable, study name free."""
+def prepare_run(spec: StudySpec, tracking_uri: str, storage: str) -> dict | None:
+    """Every check that needs no Ray: tracking reachable, and the name either free or used by this
+    very spec (then the study is continued, or found complete); returns the existing study's record."""
     tracking.check_tracking(tracking_uri)
-    if read_meta(storage, spec.name) is not None:
-        raise UserError("name", f"study '{spec.name}' already exists in {experiment_path(storage, spec.name)}: "
-                                f"continue it with `uwm-study resume {spec.name}` or choose another --name")
+    meta = read_meta(storage, spec.name)
+    if meta is not None and validate_spec(meta["spec"]).spec_hash() != spec.spec_hash():
+        raise UserError("name", f"study '{spec.name}' already exists in {experiment_path(storage, spec.name)} with "
+                                f"another spec; choose another --name (or `uwm-study resume {spec.name}`)")
+    return meta
 
 
 def run_study(spec: StudySpec, tracking_uri: str, storage: str, address: str | None = None) -> int:
-    """Start a new study (see module doc); return the exit code."""
-    prepare_run(spec, tracking_uri, storage)
+    """Start a new study (see module doc), or continue the same spec run before; return the exit code."""
+    if prepare_run(spec, tracking_uri, storage) is not None:   # same name, same spec: never run it twice
+        return resume_study(spec.name, storage, address, rerun=True)
     db = tracking.sqlite_path(tracking_uri)
     if db is not None and not db.exists() and not (address or os.environ.get("RAY_ADDRESS")):
         # a new SQLite store cannot hold the study yet: create it (seconds) while Ray starts
@@ -287,7 +291,7 @@ def _new_tuner(spec: StudySpec, meta: dict, concurrent: int):
     )
 
 
-def resume_study(name: str, storage: str, address: str | None = None) -> int:
+def resume_study(name: str, storage: str, address: str | None = None, rerun: bool = False) -> int:
     """Continue an interrupted study from Ray's experiment state and the trials' checkpoints."""
     meta = read_meta(storage, name)
     if meta is None:
@@ -296,7 +300,8 @@ def resume_study(name: str, storage: str, address: str | None = None) -> int:
     tracking.check_tracking(meta["tracking_uri"])
     if "://" not in storage and study_complete(spec, storage):
         tracker = tracking.StudyTracker(meta["tracking_uri"], name)
-        print(f"study {name} is complete: nothing to resume")
+        print(f"study {name} is complete: nothing to run" + (" (it ran before with this spec; choose another --name "
+                                                              "to run it again)" if rerun else ""))
         print(summary(name, meta, tracker))
         return 0
     where = init_ray(address)
@@ -308,7 +313,8 @@ def resume_study(name: str, storage: str, address: str | None = None) -> int:
     tracker = tracking.StudyTracker(meta["tracking_uri"], name)
     tracker.reopen_parent(meta["parent_run_id"])
     if _has_tune_state(path):
-        print(f"resuming study {name} on {where}", flush=True)
+        print(f"{'continuing' if rerun else 'resuming'} study {name} on {where}"
+              + (" (it ran before with this spec and stopped early)" if rerun else ""), flush=True)
         tuner = tune.Tuner.restore(path, trainable(_context(spec, meta), spec.resources.cpus, spec.resources.gpus),
                                    resume_unfinished=True, resume_errored=True)
     else:   # stopped before Ray Tune saved any state: start its search again, under the same parent run

@@ -195,8 +195,11 @@ def test_quickstart_end_to_end_on_the_sqlite_default(tmp_path, procs):
 
     status = uwm_study("status", "quickstart", cwd=tmp_path)
     assert status.returncode == 0 and "10 finished" in status.stdout, status.stdout + status.stderr
-    again = uwm_study("run", str(ROOT / "tune_configs/quickstart.yaml"), *tiny, cwd=tmp_path)
-    assert again.returncode == 2 and again.stderr.startswith("error: name: study 'quickstart' already exists")
+    again = uwm_study("run", str(ROOT / "tune_configs/quickstart.yaml"), *tiny, cwd=tmp_path)   # same spec: no-op
+    assert again.returncode == 0 and "study quickstart is complete: nothing to run" in again.stdout
+    other = uwm_study("run", str(ROOT / "tune_configs/quickstart.yaml"), *tiny, "--set", "seed=1", cwd=tmp_path)
+    assert other.returncode == 2 and other.stderr.startswith("error: name: study 'quickstart' already exists")
+    assert len(children(client, "quickstart")[1]) == 10
 
     # `uwm-study ui` serves this store on 127.0.0.1
     url = f"http://127.0.0.1:{port}"
