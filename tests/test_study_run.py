@@ -288,7 +288,8 @@ def _healthy(uri: str) -> bool:
 
 
 def test_a_killed_driver_resumes_without_duplicate_runs(tmp_path, procs):
-    spec = write(tmp_path, LONGER)
+    # four times LONGER's episodes, so packs are still training when the first one has ended
+    spec = write(tmp_path, {**LONGER, "base": {**LONGER["base"], "episodes": 12_000, "report_every": 1_200}})
     log = tmp_path / "run.log"
     driver = start("run", str(spec), cwd=tmp_path, log=log)
     wait_for(lambda: " done (" in log.read_text(), 240, "a first pack to finish", procs, driver)
@@ -308,13 +309,15 @@ def test_a_killed_driver_resumes_without_duplicate_runs(tmp_path, procs):
     parent, kids = children(client, "longer")
     assert parent.info.status == "FINISHED"
     assert len(kids) == 8 and {r.data.tags["uwm.status"] for r in kids} == {"finished"}
-    assert_no_duplicates(client, kids, list(range(300, 3001, 300)))
+    assert_no_duplicates(client, kids, list(range(1_200, 12_001, 1_200)))
     state = load_searcher_state(str(tmp_path / "runs/longer"))
     assert {c: len(s.trials) for c, s in state["studies"].items()} == {0: 4, 1: 4}
 
 
 def test_a_killed_trial_worker_is_retried_and_recorded_once(tmp_path, procs):
-    spec = write(tmp_path, {**LONGER, "name": "worker"})
+    # ten times longer than LONGER: on a quiet machine a 3 000-episode pack ends before it can be caught
+    spec = write(tmp_path, {**LONGER, "name": "worker",
+                            "base": {**LONGER["base"], "episodes": 30_000, "report_every": 3_000}})
     log = tmp_path / "run.log"
     driver = start("run", str(spec), cwd=tmp_path, log=log)
     checkpoints = tmp_path / "runs/worker/pack-0001"
@@ -342,5 +345,5 @@ def test_a_killed_trial_worker_is_retried_and_recorded_once(tmp_path, procs):
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     _, kids = children(client, "worker")
     assert len(kids) == 8 and {r.data.tags["uwm.status"] for r in kids} == {"finished"}
-    assert_no_duplicates(client, kids, list(range(300, 3001, 300)))
+    assert_no_duplicates(client, kids, list(range(3_000, 30_001, 3_000)))
     assert not any(r.info.status == "RUNNING" for r in kids)
