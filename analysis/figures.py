@@ -20,7 +20,6 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from .scaling import QUANTITIES  # noqa: E402
-from .speed import SPEED_UNITS  # noqa: E402
 from .stats import bootstrap_ci  # noqa: E402
 
 SPEED_LABELS = {

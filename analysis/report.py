@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as _dt
 import html
 import logging
-import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ import pandas as pd
 from . import figures as F
 from .load import Study, load_study
 from .norm_stress import breakdown_norms, norm_stress_table
-from .probe import cross_rule_labels, probe_index
+from .probe import cross_rule_labels
 from .scaling import QUANTITIES, compare_exponents, scaling_data, scaling_fits
 from .speed import cell_summary, seed_speed, select_tuned
 from .stats import DEFAULT_BOOT, DEFAULT_LEVEL

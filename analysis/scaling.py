@@ -19,7 +19,6 @@ layer costs O(n²) per episode: the compute exponent is 2 when the rule is O(mn)
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pandas as pd

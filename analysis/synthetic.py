@@ -21,10 +21,7 @@ The planted model, per rule ``r``, width ``n``, outgoing norm ``c``, learning ra
 from __future__ import annotations
 
 import hashlib
-import io
-import json
 import math
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path

@@ -45,7 +45,6 @@ import logging
 import math
 import pickle
 from collections import defaultdict
-from typing import Any
 
 import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution

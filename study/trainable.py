@@ -19,7 +19,7 @@ A diverged point is recorded as diverged in its own run; its pack is not touched
 
 from __future__ import annotations
 
-import torch  # noqa: I001 - import torch first in every entry module (oneMKL load failures under `ray job submit`)
+import torch  # noqa: F401,I001 - import torch first in every entry module (oneMKL load failures under `ray job submit`)
 
 import json
 import logging

@@ -7,7 +7,6 @@ known model: compute per episode ~ width², probe variance ~ width^a_r, episodes
 ~ sqrt(variance), hwm diverging above π. Every analysis must recover those answers.
 """
 
-import os
 import shutil
 import subprocess
 import warnings
@@ -20,7 +19,7 @@ from analysis import StudyNotFound, load_study
 from analysis.norm_stress import breakdown_norms, norm_stress_table
 from analysis.report import write_report
 from analysis.scaling import compare_exponents, scaling_data, scaling_fits
-from analysis.speed import cell_summary, seed_speed, trial_speed
+from analysis.speed import cell_summary, trial_speed
 from analysis.synthetic import BEST_LR, RULE_MODEL, write_synthetic_study
 from analysis.variance_speed import variance_speed_correlations, variance_speed_table
 

@@ -5,7 +5,6 @@ Every study here is tiny (1-address-bit multiplexer, 4 hidden units) so the whol
 few minutes on 2 cores; what is checked is the bookkeeping, not the learning.
 """
 
-import json
 import os
 import signal
 import socket

@@ -25,7 +25,7 @@ import torch
 
 from . import streams
 from .config import TrialConfig
-from .network import Episode, Network, init_network, resolve_device, resolve_dtype, sample_episode
+from .network import Network, init_network, resolve_device, resolve_dtype, sample_episode
 from .optim import adam_update, sgd_update
 from .oracle import MAX_TRANSITION_ENTRIES, exact_gradient
 from .rules import RULES, Gradient, batch_mean_parameters, resolve_rule
