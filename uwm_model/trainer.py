@@ -274,7 +274,8 @@ class Trainer:
 
     def stop_points(self, indices: Sequence[int]) -> None:
         """Early stopping: the members of these points stop updating and report status "stopped"."""
-        mask = torch.tensor([self.member_point[m] in set(indices) for m in range(self.P)], device=self.device)
+        chosen = set(indices)
+        mask = torch.tensor([point in chosen for point in self.member_point], device=self.device)
         self.stopped |= mask & (self.diverged_at < 0)
         self.active &= ~mask
 
