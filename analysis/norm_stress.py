@@ -1,4 +1,4 @@
-"""Outgoing-norm stress (learning-rules.md §6.4): where do the rules break down as outgoing norms grow?
+"""Outgoing-norm stress (docs/learning-rules.md §8, question 4): where do the rules break down as outgoing norms grow?
 
 The Taylor series behind hwm has radius π around 0, so once outgoing weights exceed π its
 bias and variance can grow with the order; uwm stays unbiased but its importance weights

@@ -4,7 +4,7 @@ Probe metric names (per seed; aggregates add ``_mean``/``_std``/``_sem``):
 ``probe_var_l{l}``, ``probe_mean_sq_l{l}``, ``probe_bias_l{l}`` for the trained rule, and
 ``probe_{label}_var_l{l}`` ... for the cross-rule probe (several rules evaluated on the same
 episodes and parameter state). ``var`` is the total per-sample variance of the layer's
-estimates (weights and bias), in squared reward-gradient units (learning-rules.md, section 5).
+estimates (weights and bias), in squared reward-gradient units (docs/learning-rules.md, section 7).
 
 *Matched points of training*: probe values are compared across trials at the same episode.
 ``at`` selects it:

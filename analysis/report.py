@@ -4,7 +4,7 @@
     path = write_report("my-study", "reports/my-study")            # HTML, attached to the parent run
     path = write_report("my-study", "reports/my-study", fmt="md")  # Markdown + PNGs beside it
 
-The report answers the questions of learning-rules.md §6 with numbers and intervals: a summary
+The report answers the questions of docs/learning-rules.md §8 with numbers and intervals: a summary
 table per cell (tuned learning rate, speed with interval, variance), then variance versus
 speed, scaling with width, and the π boundary, each present only when the study has the data
 for it (and saying what is missing otherwise). The whole output directory is attached to the

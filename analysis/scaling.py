@@ -1,4 +1,4 @@
-"""Scaling with width (learning-rules.md §6.1 and §6.3): power laws per rule, with intervals.
+"""Scaling with width (docs/learning-rules.md §8, questions 1 and 3): power laws per rule, with intervals.
 
 Three quantities, each fitted as ``y = A · width^b`` per rule variant (and per setting: depth,
 outgoing norm and other grid axes that vary, so that only the width changes within a fit):

@@ -1,4 +1,4 @@
-"""Variance versus speed: how estimator variance relates to learning speed (learning-rules.md §6.2).
+"""Variance versus speed: how estimator variance relates to learning speed (docs/learning-rules.md §8, question 2).
 
 One row per (trial, layer): the probe variance of the trial's rule at a matched point of
 training, beside the trial's speed (means over seeds, :mod:`analysis.speed`).

@@ -1,13 +1,15 @@
 """Training throughput of the replication config, side by side with the published numpy reference.
 
     python benchmarks/train_throughput.py [--rules wm uwm ...] [--episodes 40000] [--workers 1 2]
-    CHUNG_REF=<fetched weight_max git dir> PY=<python with numpy> python benchmarks/train_throughput.py
+    REFERENCE_SCRIPT=<script timing the published code> python benchmarks/train_throughput.py
 
 The config is tune_configs/trials/chung2022-multiplexer.yaml (20-bit multiplexer, hidden [64, 32],
 batch 1, 10 seeds, Adam with per-layer learning rates), with the rule swapped. Episodes/s count
 all seeds and exclude compilation, which is reported apart (steady state). The reference is
-timed with ../shared/tools/chung_reference.sh at two episode counts (start-up cancels) before and
-after our runs, and the speed-up uses the mean of the two reference figures.
+timed by a script you supply (--reference-script or REFERENCE_SCRIPT: it runs the published code,
+github.com/stephen-chung-mh/weight_max with config_mp.ini, for N episodes given as its argument and
+prints "N seconds") at two episode counts (start-up cancels) before and after our runs, and the
+speed-up uses the mean of the two reference figures.
 """
 
 import argparse
@@ -26,8 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "tune_configs" / "trials" / "chung2022-multiplexer.yaml"
 
 
-def reference_episodes_per_second(script: Path, short: int, long: int) -> float | None:
-    if not (os.environ.get("CHUNG_REF") and script.exists()):
+def reference_episodes_per_second(script: Path | None, short: int, long: int) -> float | None:
+    if script is None or not script.exists():
         return None
     def run(n):
         out = subprocess.run(["bash", str(script), str(n)], capture_output=True, text=True, check=True).stdout
@@ -57,7 +59,8 @@ def main():
     parser.add_argument("--episodes", type=int, default=40_000, help="episodes per seed for each of our runs")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--compile", nargs="+", default=["on"], choices=["on", "off"])
-    parser.add_argument("--reference-script", type=Path, default=ROOT.parent / "shared" / "tools" / "chung_reference.sh")
+    parser.add_argument("--reference-script", type=Path, default=os.environ.get("REFERENCE_SCRIPT"),
+                        help="runs the published numpy code for N episodes and prints 'N seconds'")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs; config {CONFIG.name} (10 seeds, batch 1)")
     ref_before = reference_episodes_per_second(args.reference_script, 5_000, 25_000)
@@ -77,7 +80,7 @@ def main():
         for rule, mode, workers, eps, _, _ in rows:
             print(f"  {rule:>9} compile={mode:<3} workers={workers}: {eps / ref:6.1f}x the reference")
     else:
-        print("\n(set CHUNG_REF and PY to time the published reference side by side)")
+        print("\n(pass --reference-script or set REFERENCE_SCRIPT to time the published reference side by side)")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 r"""The five learning rules, each one short function beside its equation.
 
-Notation follows ``shared/docs/learning-rules.md``. Every rule maps a sampled episode to a
+Notation follows ``docs/learning-rules.md`` (the project's statement of the math). Every rule maps a sampled episode to a
 per-sample estimate :math:`\hat g^l_i` of :math:`\partial J/\partial z^l_i` for every layer
 (``[P, B, n_l]``); weight and bias estimates follow as :math:`\hat g^l_i h^{l-1}_j` and
 :math:`\hat g^l_i`. The mean over the batch is the update (ascending J); the spread over the
