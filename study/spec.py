@@ -34,7 +34,9 @@ in axis order, joined by ``|`` (``rule=uwm|hidden=[64, 64]|outgoing_norm=4.0``),
 values as the validated TrialConfig holds them.
 
 YAML is read with a safe loader that also reads ``1e-4`` as a number (plain YAML 1.1 reads it
-as a string).
+as a string) and refuses what would only hide a mistake or exhaust the machine: duplicate keys,
+files that are not UTF-8 text or larger than 1 MiB, nesting deeper than 100 levels, and aliases
+that expand to more than 100 000 values.
 """
 
 from __future__ import annotations
@@ -59,8 +61,31 @@ from .errors import UserError, from_validation_error
 # ----------------------------------------------------------------------------- YAML
 
 
+MAX_YAML_BYTES = 1 << 20      # a spec or trial config is a few KB; a megabyte is already absurd
+MAX_YAML_NODES = 100_000      # values after expanding aliases: bounds what any later walk can cost
+MAX_YAML_DEPTH = 100
+
+
 class _Loader(yaml.SafeLoader):
-    """yaml.SafeLoader that also reads exponent floats without a dot (``1e-4``) as floats."""
+    """yaml.SafeLoader that reads exponent floats without a dot (``1e-4``) as floats and refuses
+    duplicate keys in a mapping (plain YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue             # keys merged in with << may be overridden on purpose
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node)
+                except TypeError:        # an unhashable key: SafeLoader reports it
+                    continue
+                if first is not key_node:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key '{key}' (first at line {first.start_mark.line + 1})",
+                        key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
 
 
 _Loader.add_implicit_resolver(
@@ -70,17 +95,58 @@ _Loader.add_implicit_resolver(
 )
 
 
+def _check_size(data: Any, where: str) -> None:
+    """Count the values of loaded YAML as every later walk will see them (an alias repeats its target),
+    stopping at the budget: a few lines of nested aliases ("billion laughs") cost nothing to load
+    but would expand to billions of values in json.dumps or deepcopy."""
+    budget, stack = MAX_YAML_NODES, [(data, 0)]
+    while stack:
+        value, depth = stack.pop()
+        budget -= 1
+        if budget < 0:
+            raise UserError(where, f"the YAML expands to more than {MAX_YAML_NODES:,} values "
+                                   "(anchors and aliases nested inside each other?)")
+        if depth > MAX_YAML_DEPTH:
+            raise UserError(where, f"the YAML is nested more than {MAX_YAML_DEPTH} levels deep")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+            stack.extend((k, depth + 1) for k in value if isinstance(k, tuple))
+        elif isinstance(value, (list, tuple)):
+            stack.extend((v, depth + 1) for v in value)
+
+
+def load_yaml_text(text: str, where: str) -> Any:
+    """Plain data from YAML text with a safe loader; every problem is one UserError naming ``where``."""
+    try:
+        data = yaml.load(text, Loader=_Loader)  # a SafeLoader: builds plain data only
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f"{where}:{mark.line + 1}" if mark else where
+        raise UserError(at, f"invalid YAML: {getattr(err, 'problem', None) or err}") from None
+    except RecursionError:
+        raise UserError(where, f"the YAML is nested more than {MAX_YAML_DEPTH} levels deep") from None
+    _check_size(data, where)
+    return data
+
+
 def read_yaml(path: str | Path, what: str = "spec") -> dict:
-    """A YAML mapping from a file; a missing file or bad YAML is a UserError naming the file."""
+    """A YAML mapping from a file; a missing, oversized, non-UTF-8 or invalid file is a UserError naming it."""
     path = Path(path)
     if not path.is_file():
         raise UserError(str(path), f"no such {what} file")
+    size = path.stat().st_size
+    if size > MAX_YAML_BYTES:
+        raise UserError(str(path), f"a {what} file of {size:,} bytes is too large (at most {MAX_YAML_BYTES:,})")
+    raw = path.read_bytes()
     try:
-        data = yaml.load(path.read_text(), Loader=_Loader)  # a SafeLoader: builds plain data only
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise UserError(where, f"invalid YAML: {getattr(err, 'problem', None) or err}") from None
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise UserError(f"{path}:{line}", f"not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start}); "
+                                          "save the file as UTF-8") from None
+    if "\x00" in text:
+        raise UserError(str(path), f"a {what} file must be text, but it contains NUL bytes")
+    data = load_yaml_text(text.removeprefix("\ufeff"), str(path))
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -89,11 +155,13 @@ def read_yaml(path: str | Path, what: str = "spec") -> dict:
 
 
 def parse_value(text: str) -> Any:
-    """A ``--set`` value, read as YAML (``3``, ``1e-3``, ``[8, 8]``, ``uwm``)."""
+    """A ``--set`` value, read as YAML (``3``, ``1e-3``, ``[8, 8]``, ``uwm``); text that is not YAML stays text."""
     try:
-        return yaml.load(text, Loader=_Loader)
-    except yaml.YAMLError:
-        return text
+        return load_yaml_text(text, "--set")
+    except UserError as err:
+        if "invalid YAML" in err.problem:
+            return text
+        raise
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:

@@ -12,7 +12,7 @@ import yaml
 
 from study.cli import main
 from study.errors import UserError
-from study.spec import load_spec, validate_spec
+from study.spec import load_spec, read_yaml, validate_spec
 from uwm_model.config import TrialConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -177,3 +177,43 @@ def test_train_command_writes_curves_and_prints_a_summary(tmp_path, capsys):
     assert "eval reward" in printed and "curves:" in printed
     assert main(["train", str(cfg), "--set", "lr=-1"]) == 2
     assert capsys.readouterr().err.startswith("error: lr: ")
+
+
+def _laughs(levels: int, width: int = 9) -> str:
+    """A "billion laughs" YAML: each level an alias list of the level below (width^levels values)."""
+    lines = ['l0: &l0 ["lol"]']
+    for k in range(1, levels + 1):
+        lines.append(f"l{k}: &l{k} [{', '.join([f'*l{k - 1}'] * width)}]")
+    return "\n".join(lines) + f"\nname: bomb\ngrid: {{hidden: [*l{levels}]}}\n"
+
+
+@pytest.mark.parametrize("content, words", [
+    (b"name: a\nseed: 1\nname: b\n", ["duplicate key 'name'", "line 1", ":3"]),
+    (b"name: a\nbase: {episodes: 100, episodes: 200}\n", ["duplicate key 'episodes'"]),
+    (b"name: caf\xe9\n", ["not UTF-8", "0xe9"]),
+    (b"name: a\x00\n", ["NUL"]),
+    (("a: " + "[" * 3000 + "]" * 3000 + "\n").encode(), ["nested more than"]),
+    (_laughs(9).encode(), ["expands to more than"]),
+    (b"name: [unclosed\n", ["invalid YAML"]),
+    (b"- a\n- b\n", ["must be a YAML mapping"]),
+])
+def test_yaml_that_hides_a_mistake_or_exhausts_memory_is_one_user_error(tmp_path, content, words):
+    path = tmp_path / "spec.yaml"
+    path.write_bytes(content)
+    with pytest.raises(UserError) as err:
+        read_yaml(path)
+    assert all(w in str(err.value) for w in words), str(err.value)
+
+
+def test_yaml_merge_keys_may_be_overridden_and_small_aliases_load(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text("base: &b {episodes: 100, seeds: 2}\nother:\n  <<: *b\n  episodes: 5\n" + _laughs(3))
+    data = read_yaml(path)
+    assert data["other"] == {"episodes": 5, "seeds": 2} and len(data["grid"]["hidden"][0]) == 9
+
+
+def test_a_huge_spec_file_is_refused_before_it_is_read(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text("name: big\ndescription: " + "x" * (2 << 20) + "\n")
+    with pytest.raises(UserError, match="too large"):
+        read_yaml(path)
