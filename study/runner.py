@@ -30,6 +30,7 @@ from pathlib import Path
 from .errors import UserError
 from .spec import StudySpec, validate_spec
 from . import tracking
+import uwm_layout as layout
 
 META = "uwm-study.json"
 DEFAULT_STORAGE = "runs"
@@ -40,13 +41,13 @@ DEFAULT_STORAGE = "runs"
 
 def resolve_storage(arg: str | None) -> str:
     storage = arg or os.environ.get("UWM_STUDY_STORAGE") or DEFAULT_STORAGE
-    return storage if "://" in storage else str(Path(storage).resolve())
+    return storage if layout.is_remote(storage) else str(Path(storage).resolve())
 
 
 def _fs(path: str):
     import pyarrow.fs
 
-    return pyarrow.fs.FileSystem.from_uri(path if "://" in path else Path(path).resolve().as_uri())
+    return pyarrow.fs.FileSystem.from_uri(path if layout.is_remote(path) else Path(path).resolve().as_uri())
 
 
 def read_meta(storage: str, name: str) -> dict | None:
@@ -138,10 +139,7 @@ def _stamp(start: float) -> str:
     return f"[{time.time() - start:6.0f}s]"
 
 
-try:
-    from ray.tune import Callback
-except ImportError:  # pragma: no cover
-    Callback = object
+from ray.tune import Callback
 
 
 class Progress(Callback):
@@ -160,9 +158,9 @@ class Progress(Callback):
         for t in trials:
             cells = {p["point_id"]: p["cell"] for p in t.config.get("points", [])}
             for pid in cells:
-                s = (t.last_result or {}).get(f"point_status/{pid}", "pending")
-                if t.status == "ERROR" and s in ("running", "pending"):
-                    s = "failed"
+                s = (t.last_result or {}).get(f"point_status/{pid}", layout.PENDING)
+                if t.status == "ERROR" and s in (layout.RUNNING, layout.PENDING):
+                    s = layout.FAILED
                 status[pid] = s
                 v = (t.last_result or {}).get(f"point_value/{pid}")
                 if v is not None and math.isfinite(v) and (best is None or (v > best[0] if self.mode == "max" else v < best[0])):
@@ -171,8 +169,8 @@ class Progress(Callback):
 
     def _line(self, trials, ending=None) -> str:
         status, best = self._points(trials)
-        ended = {s: n for s in ("finished", "diverged", "stopped", "failed") if (n := sum(v == s for v in status.values()))}
-        running = sum(v == "running" for v in status.values())
+        ended = {s: n for s in layout.ENDED if (n := sum(v == s for v in status.values()))}
+        running = sum(v == layout.RUNNING for v in status.values())
         packs = {s: sum((t.status if t is not ending else "TERMINATED") == s for t in trials)
                  for s in ("TERMINATED", "RUNNING", "ERROR")}
         text = (f"{_stamp(self.start)} points {sum(ended.values())}/{self.bound}{self.total} ended"
@@ -375,13 +373,13 @@ def study_complete(spec: StudySpec, storage: str) -> bool:
 
 def best_per_cell(spec: StudySpec, runs: list) -> list[tuple[str, float | None, str, dict]]:
     """(cell, best final metric, point id, params) per cell, from the child runs."""
-    key = f"final_{spec.metric}"
+    key = f"{layout.FINAL_PREFIX}{spec.metric}"
     sign = 1 if spec.mode == "max" else -1
     rows = []
     for cell in spec.cells():
         best = None
         for run in runs:
-            if run.data.tags.get("uwm.cell") != cell.key or run.data.tags.get("uwm.status") != "finished":
+            if run.data.tags.get(layout.CELL) != cell.key or run.data.tags.get(layout.STATUS) != layout.FINISHED:
                 continue
             v = run.data.metrics.get(key)
             if v is not None and (best is None or sign * v > sign * best[0]):
@@ -391,7 +389,7 @@ def best_per_cell(spec: StudySpec, runs: list) -> list[tuple[str, float | None, 
         else:
             v, run = best
             tuned = {k: _short(run.data.params.get(k)) for k in spec.search}
-            rows.append((cell.key, v, run.data.tags.get("uwm.point_id", "?"), tuned))
+            rows.append((cell.key, v, run.data.tags.get(layout.POINT_ID, "?"), tuned))
     return rows
 
 
@@ -440,7 +438,7 @@ def status_text(name: str, storage: str) -> str:
     runs = tracker.children(meta["parent_run_id"])
     by_status: dict[str, int] = {}
     for run in runs:
-        s = run.data.tags.get("uwm.status", "running")
+        s = run.data.tags.get(layout.STATUS, layout.RUNNING)
         by_status[s] = by_status.get(s, 0) + 1
     parent = tracker.client.get_run(meta["parent_run_id"])
     packs = _pack_states(experiment_path(storage, name))

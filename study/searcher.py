@@ -51,14 +51,13 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
+import uwm_layout as layout
+
 from .spec import Cell, SearchParam, StudySpec
 from .stopping import RungBoard, board_name
 
 log = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-TERMINAL = ("finished", "stopped", "diverged")
-
 
 def distribution(param: SearchParam):
     if param.type == "categorical":
@@ -118,10 +117,10 @@ class GridOptunaSearcher(Searcher):
         point_id = search_point_id(cell.index, trial.number)
         self.optuna_trials[point_id] = trial
         self.asked[cell.index] += 1
-        return self._point(cell, point_id, "search", trial.params, self.spec.point_config(cell, trial.params))
+        return self._point(cell, point_id, layout.STAGE_SEARCH, trial.params, self.spec.point_config(cell, trial.params))
 
     def _point(self, cell: Cell, point_id: str, stage: str, params: dict, config: dict) -> dict:
-        self.points[point_id] = {"value": math.nan, "status": "pending", "step": -1, "cell": cell.index,
+        self.points[point_id] = {"value": math.nan, "status": layout.PENDING, "step": -1, "cell": cell.index,
                                  "stage": stage, "params": dict(params)}
         return {"point_id": point_id, "cell": cell.key, "cell_index": cell.index, "stage": stage,
                 "axes": cell.axes, "params": dict(params), "config": config}
@@ -184,7 +183,7 @@ class GridOptunaSearcher(Searcher):
         episode = result.get("episode")
         for point in self.packs.get(trial_id, []):
             self._record(point["point_id"], result, episode)
-            if self.points[point["point_id"]]["status"] in TERMINAL:
+            if self.points[point["point_id"]]["status"] in layout.TRAINED:
                 self._end(point)   # told now, so the cell's next points already learn from it
 
     def _record(self, point_id: str, result: dict, episode) -> None:
@@ -207,8 +206,8 @@ class GridOptunaSearcher(Searcher):
             for point in points:
                 self._record(point["point_id"], result, result.get("episode"))
         for point in points:
-            if self.points[point["point_id"]]["status"] not in TERMINAL:
-                self.points[point["point_id"]]["status"] = "failed"
+            if self.points[point["point_id"]]["status"] not in layout.TRAINED:
+                self.points[point["point_id"]]["status"] = layout.FAILED
             self._end(point)
 
     def _end(self, point: dict) -> None:
@@ -217,7 +216,7 @@ class GridOptunaSearcher(Searcher):
         if state.get("ended"):
             return
         state["ended"] = True
-        if point["stage"] != "search":
+        if point["stage"] != layout.STAGE_SEARCH:
             return
         self._tell(point["point_id"], state)
         cell = point["cell_index"]
@@ -230,9 +229,9 @@ class GridOptunaSearcher(Searcher):
         if trial is None:
             return
         study = self.study(state["cell"])
-        if state["status"] == "finished" and math.isfinite(state["value"]):
+        if state["status"] == layout.FINISHED and math.isfinite(state["value"]):
             study.tell(trial, state["value"])
-        elif state["status"] in ("stopped", "diverged"):
+        elif state["status"] in (layout.STOPPED, layout.DIVERGED):
             study.tell(trial, state=TrialState.PRUNED)
         else:
             study.tell(trial, state=TrialState.FAIL)
@@ -246,7 +245,7 @@ class GridOptunaSearcher(Searcher):
         for k, trial in enumerate(done[: confirm.top_k]):
             seed = int(cell.config["seed"]) + confirm.seed_offset
             config = self.spec.point_config(cell, trial.params, seed=seed, seeds=confirm.seeds)
-            self.confirm_queue.append(self._point(cell, confirm_point_id(cell_index, k), "confirm", trial.params, config))
+            self.confirm_queue.append(self._point(cell, confirm_point_id(cell_index, k), layout.STAGE_CONFIRM, trial.params, config))
 
     # ------------------------------------------------------------------ summaries
 

@@ -52,6 +52,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from uwm_model import metrics
 from uwm_model.config import PER_MEMBER_FIELDS, TrialConfig
 
 from .errors import UserError, from_validation_error
@@ -245,9 +246,6 @@ class Resources(_Strict):
     gpus: float = Field(0.0, ge=0, description="GPUs per trial, fractional allowed (e.g. 0.25 runs four packs per GPU)")
 
 
-_AGGREGATE = re.compile(r"^(train_reward|eval_reward|running_reward|episodes_to_threshold|diverged|diverged_at|"
-                        r"max_abs_outgoing_l\d+|outgoing_norm_l\d+|probe_\w+)_(mean|std|sem)$")
-_POINT_METRICS = ("diverged_fraction", "threshold_reached_fraction", "episodes", "seconds_per_episode")
 
 
 class StudySpec(_Strict):
@@ -291,9 +289,9 @@ class StudySpec(_Strict):
     @field_validator("metric")
     @classmethod
     def _known_metric(cls, metric):
-        if not (_AGGREGATE.match(metric) or metric in _POINT_METRICS):
+        if not metrics.is_point_metric(metric):
             raise ValueError(f"unknown metric '{metric}': use an aggregate such as eval_reward_mean, "
-                             f"running_reward_mean, episodes_to_threshold_mean, or one of {', '.join(_POINT_METRICS)}")
+                             f"running_reward_mean, episodes_to_threshold_mean, or one of {', '.join(metrics.PER_POINT)}")
         return metric
 
     # ------------------------------------------------------------------ derived

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .metrics import cross_rule_label
 from .rules import RULES, resolve_rule
 
 PER_MEMBER_FIELDS = ("seed", "seeds", "lr", "outgoing_norm", "baseline_decay", "adam_beta1", "adam_beta2", "adam_eps",
@@ -42,9 +43,7 @@ class CrossRule(_Strict):
 
     @property
     def name(self) -> str:
-        if self.label:
-            return self.label
-        return "_".join([self.rule] + [f"{k}-{v}" for k, v in sorted(self.options.items())])
+        return self.label or cross_rule_label(self.rule, self.options)
 
 
 def _default_cross_rules() -> list[CrossRule]:

@@ -6,7 +6,7 @@ axis: seed, per-layer learning rates, initial outgoing norm, Adam betas and epsi
 REINFORCE baseline decay, WM's p. Each member draws from its own counter-based stream
 (:mod:`uwm_model.streams`), so a point's numbers never depend on which points share its
 population. A report comes every ``report_every`` episodes with per-seed metrics and their
-aggregates per point (names in :data:`METRIC_NOTES`).
+aggregates per point (names and meanings in :mod:`uwm_model.metrics`).
 
     trainer = Trainer([cfg_a, cfg_b])
     for report in trainer.run():
@@ -24,25 +24,13 @@ import numpy as np
 import torch
 
 from . import streams
+from .metrics import DIVERGED, FINISHED, RUNNING, STOPPED
 from .config import TrialConfig
 from .network import Network, init_network, resolve_device, resolve_dtype, sample_episode
 from .optim import adam_update, sgd_update
 from .oracle import MAX_TRANSITION_ENTRIES, exact_gradient
 from .rules import RULES, Gradient, batch_mean_parameters, resolve_rule
 from .tasks import Multiplexer
-
-METRIC_NOTES = {
-    "train_reward": "mean training reward over the report window",
-    "eval_reward": "mean reward of the stochastic network on eval_episodes fresh inputs, no learning",
-    "running_reward": "mean training reward over the last threshold_window episodes",
-    "episodes_to_threshold": "first episode at which running_reward >= threshold (absent until reached)",
-    "diverged": "1 once the member's parameters or estimates became non-finite",
-    "max_abs_outgoing_l{l}": "max |W^{l+1}|: largest outgoing weight of hidden layer l",
-    "outgoing_norm_l{l}": "mean over units i of hidden layer l of ||W^{l+1}_{:,i}||_2",
-    "probe_var_l{l}": "total per-sample variance of the weight and bias estimates of layer l (K fresh episodes)",
-    "probe_mean_sq_l{l}": "squared norm of the mean estimate of layer l",
-    "probe_bias_l{l}": "||mean estimate - exact gradient|| of layer l (small networks only)",
-}
 
 # "auto" compiles when the expected saving exceeds the cost of compiling (about 30 s on 2 cores with
 # a cold cache). An eager step costs a fixed ~0.5 ms of operator launches plus ~30 ns per parameter
@@ -462,11 +450,11 @@ def point_report(per_seed: list[dict[str, float]], stopped: bool, done: bool, ep
     metrics["episodes"] = float(episode)
     metrics["seconds_per_episode"] = seconds_per_episode
     if metrics["diverged_fraction"] > 0:
-        status = "diverged"
+        status = DIVERGED
     elif stopped:
-        status = "stopped"
+        status = STOPPED
     else:
-        status = "finished" if done else "running"
+        status = FINISHED if done else RUNNING
     return PointReport(status, metrics, per_seed)
 
 
