@@ -154,9 +154,11 @@ def cmd_train(args) -> int:
     from tqdm import tqdm
 
     from uwm_model.parallel import run_parallel
+    from uwm_model.settings import torch_settings
 
     if args.workers < 1:
         raise UserError("--workers", f"must be >= 1, got {args.workers}")
+    torch_settings(cfg.threads, cfg.device)
     rows, seed_rows, report = [], [], None
     start = time.time()
     with tqdm(total=cfg.episodes, unit="ep", desc=f"{cfg.rule} {cfg.hidden} x{cfg.seeds} seeds", dynamic_ncols=True) as bar:

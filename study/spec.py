@@ -53,7 +53,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from uwm_model import metrics
-from uwm_model.config import PER_MEMBER_FIELDS, TrialConfig
+from uwm_model.config import TrialConfig, per_member_fields
 
 from .errors import UserError, from_validation_error
 
@@ -170,8 +170,9 @@ def format_value(value: Any) -> str:
 
 # ----------------------------------------------------------------------------- the spec
 
-# per-member hyperparameters (they may differ within one population); seeds and labels are not searched
-SEARCHABLE = tuple(f for f in PER_MEMBER_FIELDS if f not in ("seed", "seeds", "name"))
+def searchable_fields() -> tuple[str, ...]:
+    """Per-member hyperparameters (they may differ within one population); seeds and labels are not searched."""
+    return tuple(f for f in per_member_fields() if f not in ("seed", "seeds", "name"))
 
 
 class _Strict(BaseModel):
@@ -402,8 +403,9 @@ def _expand(spec: StudySpec) -> list[Cell]:
             check_path(path)
         except ValueError as err:
             raise UserError(f"search.{path}", str(err)) from None
-        if path not in SEARCHABLE:
-            raise UserError(f"search.{path}", f"only per-member numeric fields can be searched ({', '.join(SEARCHABLE)}); "
+        if path not in searchable_fields():
+            raise UserError(f"search.{path}", f"only per-member numeric fields can be searched "
+                                              f"({', '.join(searchable_fields())}); "
                                               "put shape-fixing fields in the grid")
         if param.per_layer and path != "lr":
             raise UserError(f"search.{path}.per_layer", "only lr has one value per layer")

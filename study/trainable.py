@@ -35,6 +35,7 @@ from ray import tune
 
 import uwm_layout as layout
 from uwm_model.config import TrialConfig
+from uwm_model.settings import torch_settings
 from uwm_model.trainer import Trainer
 
 from . import tracking
@@ -93,6 +94,7 @@ def train_pack(config: dict, ctx: StudyContext) -> None:
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)   # one line per checkpoint otherwise
     points, pack_id = config["points"], config["pack_id"]
     configs = [TrialConfig.model_validate(p["config"]) for p in points]
+    torch_settings(configs[0].threads, configs[0].device)   # the trial owns its worker process while it trains
     mlflow_client = _POOL.submit(_client, ctx.tracking_uri)   # MLflow starts while the first report trains
 
     checkpoint = tune.get_checkpoint()

@@ -25,11 +25,11 @@ import torch
 
 from . import streams
 from .metrics import DIVERGED, FINISHED, RUNNING, STOPPED
-from .config import TrialConfig
+from .config import TrialConfig, per_member_fields
 from .network import Network, init_network, resolve_device, resolve_dtype, sample_episode
 from .optim import adam_update, sgd_update
 from .oracle import MAX_TRANSITION_ENTRIES, exact_gradient
-from .rules import RULES, Gradient, batch_mean_parameters, resolve_rule
+from .rules import REWARD_BASELINE, RULES, Gradient, batch_mean_parameters, resolve_rule
 from .tasks import Multiplexer
 
 # "auto" compiles when the expected saving exceeds the cost of compiling (about 30 s on 2 cores with
@@ -72,12 +72,12 @@ class Trainer:
         keys = {cfg.pack_key() for cfg in self.points}
         if len(keys) > 1:
             raise ValueError("configurations packed into one Trainer must agree on every shape-fixing field "
-                             "(all but seed, seeds, lr, outgoing_norm, Adam betas/eps, baseline_decay, wm p, name, threshold)")
+                             f"(all but {', '.join(per_member_fields())})")
         cfg = self.cfg = self.points[0]
         self.task = _task(cfg)
         self.device, self.dtype = resolve_device(cfg.device), resolve_dtype(cfg.dtype)
         self.sizes = cfg.sizes(self.task.input_size)
-        self.rule, self.rule_options = resolve_rule(cfg.rule, {k: v for k, v in cfg.rule_options.items() if k != "p"})
+        self.rule = RULES[cfg.rule]
         self.member_point = [i for i, c in enumerate(self.points) for _ in range(c.seeds)]
         members = [(c, s) for c in self.points for s in c.member_seeds]
         self.P = P = len(members)
@@ -95,10 +95,14 @@ class Trainer:
         self.beta2 = per_member([c.adam_beta2 for c, _ in members]).unsqueeze(1)
         self.eps = per_member([c.adam_eps for c, _ in members]).unsqueeze(1)
         self.baseline_decay = per_member([c.baseline_decay for c, _ in members])
-        self.p = per_member([float(c.rule_options.get("p", 2.0)) for c, _ in members])
         self.threshold = per_member([c.threshold for c, _ in members])
-        # WM's p per member, or the plain number when all members share it (p = 2 needs no pow)
-        self.wm_p = self.p if len(set(self.p.tolist())) > 1 else float(self.p[0])
+        # the rule's options; those it declares per member as a [P] tensor, or as the plain number when
+        # all members share it (so a rule can take a cheaper path, as wm does for p = 2)
+        member_options = [resolve_rule(c.rule, c.rule_options)[1] for c, _ in members]
+        self.rule_options = dict(member_options[0])
+        for name in self.rule.per_member:
+            values = per_member([float(o[name]) for o in member_options])
+            self.rule_options[name] = values if len(set(values.tolist())) > 1 else float(values[0])
         self.train_keys = streams.member_keys(self.seeds, streams.TRAIN)
         self.eval_keys = streams.member_keys(self.seeds, streams.EVAL)
         self.probe_keys = streams.member_keys(self.seeds, streams.PROBE)
@@ -185,11 +189,10 @@ class Trainer:
         return weights, ep, self.task.reward(x, ep.action), parts[1 + len(widths):]
 
     def _rule_options(self, baseline):
-        if self.cfg.rule == "reinforce":
-            return {"baseline": baseline if self.cfg.baseline == "ema" else 0.0}
-        if self.cfg.rule == "wm":
-            return {"p": self.wm_p}
-        return self.rule_options
+        """The options of the trained rule in this step: the reward baseline is the trainer's EMA ([P])."""
+        if not self.rule.reward_baseline:
+            return self.rule_options
+        return {**self.rule_options, REWARD_BASELINE: baseline if self.cfg.baseline == "ema" else 0.0}
 
     def train_step(self, theta, adam_m, adam_v, beta1_power, beta2_power, baseline, active, updates, u):
         """One update of every active member: sample a batch from the step's uniforms u ([P, D]), estimate,
@@ -225,15 +228,10 @@ class Trainer:
         return (*state, torch.stack(rewards))
 
     def _prepare(self) -> None:
-        """Choose eager or compiled execution once: compiling pays off only for long runs on the CPU."""
+        """Choose eager or compiled execution once: compiling pays off only for long runs on the CPU.
+        (Threads and denormal handling are the caller's: :func:`uwm_model.settings.torch_settings`.)"""
         if self._step is not None:
             return
-        if self.device.type == "cpu":
-            torch.set_num_threads(self.cfg.threads)
-            # Adam's moments of parameters whose estimate is often exactly zero (units that did not
-            # fire) decay into subnormal floats, which cost x86 cores ~100 cycles per operation:
-            # flushing them to zero halved the step time of the replication config.
-            torch.set_flush_denormal(True)
         steps = self.cfg.episodes // self.cfg.batch_size
         mode = self.cfg.compile
         entries = self.P * self.cfg.batch_size * self.theta.shape[1]
@@ -242,8 +240,6 @@ class Trainer:
         if not self.compiled:
             self._step, self._steps, self._uniforms = self.train_step, None, streams.uniforms
             return
-        # every Trainer compiles its own bound methods; let one process hold many (tests, reused workers)
-        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
         compile = lambda fn: torch.compile(fn, fullgraph=True, dynamic=False)  # noqa: E731
         self._step, self._steps, self._uniforms = compile(self.train_step), compile(self.train_steps), compile(streams.uniforms)
         # compile now, on the real state (the step functions are pure), so training time excludes it;
