@@ -43,7 +43,6 @@ import numpy as np
 import pandas as pd
 
 import uwm_layout as layout
-from uwm_model.metrics import cross_rule_label  # noqa: F401  (re-exported for analysis users)
 
 SUMMARY_PREFIXES = (layout.FINAL_PREFIX, "auc_")
 SEED_CSV = layout.SEED_CURVES

@@ -104,13 +104,16 @@ def cmd_run(args) -> int:
                                               "sqlite:////path on a shared disk)")
     uri = tracking.resolve_tracking_uri(args.tracking_uri)
     storage = runner.resolve_storage(args.storage)
+    runner.leave_job_working_dir()   # every path is absolute now
     return runner.run_study(spec, uri, storage, args.address)
 
 
 def cmd_resume(args) -> int:
     from . import runner
 
-    return runner.resume_study(args.name, runner.resolve_storage(args.storage), args.address)
+    storage = runner.resolve_storage(args.storage)
+    runner.leave_job_working_dir()   # every path is absolute now
+    return runner.resume_study(args.name, storage, args.address)
 
 
 def cmd_status(args) -> int:

@@ -36,15 +36,20 @@ completed points are re-run with ``confirm.seeds`` fresh seeds (first seed = bas
 ``seed_offset``) as stage ``confirm``; they are packed like search points and not told to Optuna.
 
 The whole state (Optuna studies, open packs, rung board) is saved with Tune's experiment state
-and restored by ``Tuner.restore``, so an interrupted study resumes where it stopped.
+and restored by ``Tuner.restore``, so an interrupted study resumes where it stopped. Each save
+also writes the study's own progress record (:meth:`GridOptunaSearcher.progress`) beside it,
+which Tune syncs to ``<storage>/<study>/uwm-progress.json`` (:mod:`study.progress`): the driver
+reads that, never Tune's files, to tell whether the study is complete.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import pickle
-from collections import defaultdict
+import time
+from collections import Counter, defaultdict
 
 import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
@@ -53,6 +58,7 @@ from ray.tune.search import Searcher
 
 import uwm_layout as layout
 
+from . import progress
 from .spec import Cell, SearchParam, StudySpec
 from .stopping import RungBoard, board_name
 
@@ -249,18 +255,20 @@ class GridOptunaSearcher(Searcher):
 
     # ------------------------------------------------------------------ summaries
 
-    def best(self, cell_index: int) -> tuple[float, dict] | None:
-        """The best completed search point of a cell: (value, Optuna params), or None."""
-        study = self.studies.get(cell_index)
-        done = [t for t in study.trials if t.state == TrialState.COMPLETE] if study else []
-        if not done:
-            return None
-        best = max(done, key=lambda t: t.value) if self.spec.mode == "max" else min(done, key=lambda t: t.value)
-        return best.value, best.params
-
     def complete(self) -> bool:
         """Every point suggested and ended (with the confirm stage, if any)."""
         return self.done_suggesting() and not self.packs and all(p.get("ended") for p in self.points.values())
+
+    def progress(self) -> dict:
+        """The study's progress record: spec hash, stage, points by status, packs, completeness."""
+        complete = self.complete()
+        search_open = any(a < self.spec.samples_per_cell for a in self.asked) or any(
+            not p.get("ended") for p in self.points.values() if p["stage"] == layout.STAGE_SEARCH)
+        stage = "done" if complete else layout.STAGE_SEARCH if search_open or not self.spec.confirm else layout.STAGE_CONFIRM
+        return {"spec_hash": self.spec.spec_hash(), "stage": stage, "complete": complete,
+                "points": {"planned": self.spec.total_points, **Counter(p["status"] for p in self.points.values())},
+                "packs": {"suggested": self.pack_count, "running": len(self.packs)},
+                "saved": time.strftime("%Y-%m-%d %H:%M:%S")}
 
     def trial_counts(self) -> dict[int, dict[str, int]]:
         """Optuna trials per cell by state name."""
@@ -320,6 +328,10 @@ class GridOptunaSearcher(Searcher):
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as f:
             pickle.dump(self.get_state(), f)   # one dump: Optuna trials keep pointing at their studies
+        # beside it, in the folder Tune syncs to the study's storage (after its experiment state, so a
+        # record there means Tune can restore; a file written straight to the storage would be
+        # overwritten by the stale copy a resumed Tune downloaded into that folder)
+        progress.write_json(os.path.dirname(checkpoint_path), progress.PROGRESS, self.progress())
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
@@ -331,7 +343,8 @@ class GridOptunaSearcher(Searcher):
 
 
 def load_searcher_state(experiment_dir: str) -> dict | None:
-    """The newest saved searcher state of a study's experiment folder (for status and tests)."""
+    """The newest saved searcher state of a study's experiment folder (for tests and debugging; the
+    study itself reads its progress record)."""
     import glob
     import os
 

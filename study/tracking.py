@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import uwm_layout as layout
-from uwm_layout import is_server, quote
+from uwm_layout import is_server
 
 from .errors import UserError
 
@@ -50,7 +50,7 @@ def default_tracking_uri(cwd: str | Path | None = None) -> str:
 def resolve_tracking_uri(arg: str | None) -> str:
     """--tracking-uri, else MLFLOW_TRACKING_URI, else the local SQLite file."""
     uri = arg or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
-    if "://" not in uri and not uri.startswith(("sqlite:", "file:", "databricks")):
+    if not layout.is_remote(uri) and not uri.startswith(("sqlite:", "file:", "databricks")):
         uri = Path(uri).resolve().as_uri()   # a plain folder: MLflow's file store
     return uri
 
@@ -190,8 +190,8 @@ class StudyTracker:
         """Log the point counts by status and end the parent run; return the counts."""
         counts = {s: 0 for s in (*layout.ENDED, layout.RUNNING)}
         for run in self.children(run_id):
-            status = run.data.tags.get(layout.STATUS, layout.RUNNING)
-            counts[status] = counts.get(status, 0) + 1
+            point_status = run.data.tags.get(layout.STATUS, layout.RUNNING)
+            counts[point_status] = counts.get(point_status, 0) + 1
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)

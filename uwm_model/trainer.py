@@ -19,6 +19,7 @@ import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -40,6 +41,20 @@ COMPILE_SECONDS = 30.0
 EAGER_STEP_FIXED_SECONDS, EAGER_STEP_PER_ENTRY_SECONDS, COMPILE_SAVING = 5e-4, 3e-8, 0.8
 DRAW_BLOCK = 1024
 STEPS_PER_CALL = 4  # steps unrolled into one compiled call (DRAW_BLOCK must be a multiple)
+
+
+class TrainState(NamedTuple):
+    """What one step reads and writes, per member ([P, N] parameters and moments, [P, 1] Adam powers,
+    [P] the rest). Immutable: a step returns a new state (optax-style), so compiled steps stay pure."""
+
+    theta: torch.Tensor
+    adam_m: torch.Tensor
+    adam_v: torch.Tensor
+    beta1_power: torch.Tensor       # Adam's beta1^t, per member
+    beta2_power: torch.Tensor
+    baseline: torch.Tensor          # EMA of the batch-mean rewards (a rule's reward baseline)
+    active: torch.Tensor            # neither diverged nor stopped
+    updates: torch.Tensor           # updates applied
 
 
 @dataclass
@@ -194,9 +209,19 @@ class Trainer:
             return self.rule_options
         return {**self.rule_options, REWARD_BASELINE: baseline if self.cfg.baseline == "ema" else 0.0}
 
-    def train_step(self, theta, adam_m, adam_v, beta1_power, beta2_power, baseline, active, updates, u):
+    @property
+    def train_state(self) -> TrainState:
+        return TrainState(*(getattr(self, name) for name in TrainState._fields))
+
+    @train_state.setter
+    def train_state(self, state: TrainState) -> None:
+        for name, value in zip(TrainState._fields, state):
+            setattr(self, name, value)
+
+    def train_step(self, state: TrainState, u) -> tuple[TrainState, torch.Tensor]:
         """One update of every active member: sample a batch from the step's uniforms u ([P, D]), estimate,
-        ascend. A pure function of its inputs."""
+        ascend. A pure function of its inputs; returns the new state and the batch-mean rewards [P]."""
+        theta, adam_m, adam_v, beta1_power, beta2_power, baseline, active, updates = state
         weights, ep, reward, U = self._episode(theta, u, self.cfg.batch_size, self.rule.needs_uniforms)
         logit_grads = self.rule.fn(weights, ep, reward, U, **self._rule_options(baseline))
         mean = batch_mean_parameters(logit_grads, ep)
@@ -213,19 +238,22 @@ class Trainer:
         # overflow near the float limit): one reduction, not a full-size elementwise test.
         update = active & torch.isfinite(new_theta.sum(1))
         keep = update.unsqueeze(1)
-        return (torch.where(keep, new_theta, theta), torch.where(keep, new_m, adam_m), torch.where(keep, new_v, adam_v),
-                torch.where(keep, beta1_power * self.beta1, beta1_power), torch.where(keep, beta2_power * self.beta2, beta2_power),
-                torch.where(update, self.baseline_decay * baseline + (1 - self.baseline_decay) * reward.mean(1), baseline),
-                update, updates + update.to(updates.dtype), reward.mean(1))
+        return TrainState(
+            theta=torch.where(keep, new_theta, theta), adam_m=torch.where(keep, new_m, adam_m),
+            adam_v=torch.where(keep, new_v, adam_v),
+            beta1_power=torch.where(keep, beta1_power * self.beta1, beta1_power),
+            beta2_power=torch.where(keep, beta2_power * self.beta2, beta2_power),
+            baseline=torch.where(update, self.baseline_decay * baseline + (1 - self.baseline_decay) * reward.mean(1), baseline),
+            active=update, updates=updates + update.to(updates.dtype)), reward.mean(1)
 
-    def train_steps(self, theta, adam_m, adam_v, beta1_power, beta2_power, baseline, active, updates, u):
+    def train_steps(self, state: TrainState, u) -> tuple[TrainState, torch.Tensor]:
         """``len(u)`` consecutive steps (u: [S, P, D]) in one call: compiled, they unroll into one graph,
         so the per-call overhead is paid once per S steps. Returns the state and rewards [S, P]."""
-        state, rewards = (theta, adam_m, adam_v, beta1_power, beta2_power, baseline, active, updates), []
+        rewards = []
         for i in range(u.shape[0]):
-            *state, reward = self.train_step(*state, u[i])
+            state, reward = self.train_step(state, u[i])
             rewards.append(reward)
-        return (*state, torch.stack(rewards))
+        return state, torch.stack(rewards)
 
     def _prepare(self) -> None:
         """Choose eager or compiled execution once: compiling pays off only for long runs on the CPU.
@@ -245,13 +273,12 @@ class Trainer:
         # compile now, on the real state (the step functions are pure), so training time excludes it;
         # torch's compile cache makes later trials of the same shapes start in seconds
         tic = time.perf_counter()
-        state = (self.theta, self.adam_m, self.adam_v, self.beta1_power, self.beta2_power, self.baseline, self.active,
-                 self.updates)
+        state = self.train_state
         draws = self.cfg.batch_size * sum(self._draws_per_episode(self.rule.needs_uniforms))
         block = self._uniforms(self.train_keys, torch.arange(DRAW_BLOCK, device=self.device), draws, self.dtype)
-        self._steps(*state, block[:STEPS_PER_CALL])
+        self._steps(state, block[:STEPS_PER_CALL])
         if (self.cfg.report_every // self.cfg.batch_size) % STEPS_PER_CALL or steps % STEPS_PER_CALL:
-            self._step(*state, block[0])
+            self._step(state, block[0])
         self.compile_seconds = time.perf_counter() - tic
 
     # ------------------------------------------------------------------ training loop
@@ -283,8 +310,7 @@ class Trainer:
 
     def _train(self, n: int) -> torch.Tensor:
         """n steps from the current state; returns the batch-mean rewards [n, P]."""
-        state = (self.theta, self.adam_m, self.adam_v, self.beta1_power, self.beta2_power, self.baseline, self.active,
-                 self.updates)
+        state = self.train_state
         draws = self.cfg.batch_size * sum(self._draws_per_episode(self.rule.needs_uniforms))
         unroll = STEPS_PER_CALL if self.compiled else 1
         rewards = []
@@ -295,14 +321,13 @@ class Trainer:
             count, i = min(DRAW_BLOCK, n - start), 0
             while i < count:
                 if count - i >= unroll > 1:
-                    *state, reward = self._steps(*state, block[i: i + unroll])
+                    state, reward = self._steps(state, block[i: i + unroll])
                     i += unroll
                 else:
-                    *state, reward = self._step(*state, block[i])
+                    state, reward = self._step(state, block[i])
                     reward, i = reward.unsqueeze(0), i + 1
                 rewards.append(reward)
-        (self.theta, self.adam_m, self.adam_v, self.beta1_power, self.beta2_power, self.baseline, self.active,
-         self.updates) = state
+        self.train_state = state
         return torch.cat(rewards)
 
     def _track_threshold(self, rewards: torch.Tensor) -> None:
