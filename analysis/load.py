@@ -42,8 +42,10 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-SUMMARY_PREFIXES = ("final_", "auc_")
-SEED_CSV = "curves_per_seed.csv"
+import uwm_layout as layout
+
+SUMMARY_PREFIXES = (layout.FINAL_PREFIX, "auc_")
+SEED_CSV = layout.SEED_CURVES
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -126,11 +128,6 @@ def rule_variant(rule: str, options: dict[str, Any]) -> str:
     return f"{rule}(" + ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(opts.items())) + ")"
 
 
-def cross_rule_label(rule: str, options: dict[str, Any]) -> str:
-    """The default metric label of a cross-rule probe entry (``CrossRule.name`` in uwm_model.config)."""
-    return "_".join([rule] + [f"{k}-{v}" for k, v in sorted(options.items())])
-
-
 def _fmt(v):
     if isinstance(v, float) and v.is_integer():
         return str(int(v)) if abs(v) < 1e15 else str(v)
@@ -171,7 +168,7 @@ def find_parent_run(client, name_or_parent_run_id: str):
     if exp is None:
         raise StudyNotFound(f"no study named '{name_or_parent_run_id}' in the tracking store "
                             f"(no MLflow experiment of that name and no run with that id)")
-    runs = client.search_runs([exp.experiment_id], filter_string="tags.`uwm.role` = 'study'",
+    runs = client.search_runs([exp.experiment_id], filter_string=layout.parent_filter(),
                               order_by=["attributes.start_time ASC"], max_results=1000)
     if not runs:
         raise StudyNotFound(f"experiment '{name_or_parent_run_id}' has no study parent run (tag uwm.role=study)")
@@ -181,22 +178,12 @@ def find_parent_run(client, name_or_parent_run_id: str):
     return runs[0], notes
 
 
-def _search_all(client, experiment_ids, filter_string):
-    out, token = [], None
-    while True:
-        page = client.search_runs(experiment_ids, filter_string=filter_string, max_results=1000, page_token=token)
-        out.extend(page)
-        token = page.token
-        if not token:
-            return out
-
-
 def _trial_row(run) -> dict[str, Any]:
     tags = run.data.tags
     params = {k: parse_param(v) for k, v in run.data.params.items()}
-    status = tags.get("uwm.status")
+    status = tags.get(layout.STATUS)
     if status is None:  # the trial never wrote its final status: the run crashed or is still going
-        status = {"FAILED": "failed", "KILLED": "failed", "RUNNING": "running"}.get(run.info.status,
+        status = {"FAILED": layout.FAILED, "KILLED": layout.FAILED, "RUNNING": layout.RUNNING}.get(run.info.status,
                                                                                     run.info.status.lower())
     rule = params.get("rule")
     options = {k.split(".", 1)[1]: v for k, v in params.items() if k.startswith("rule_options.")}
@@ -205,11 +192,11 @@ def _trial_row(run) -> dict[str, Any]:
     row: dict[str, Any] = {
         "run_id": run.info.run_id,
         "run_name": run.info.run_name,
-        "cell": tags.get("uwm.cell"),
-        "point_id": tags.get("uwm.point_id"),
+        "cell": tags.get(layout.CELL),
+        "point_id": tags.get(layout.POINT_ID),
         "status": status,
-        "stage": tags.get("uwm.stage"),
-        "pack": tags.get("uwm.pack"),
+        "stage": tags.get(layout.STAGE),
+        "pack": tags.get(layout.PACK),
         "mlflow_status": run.info.status,
         "start_time": pd.to_datetime(run.info.start_time, unit="ms") if run.info.start_time else pd.NaT,
         "end_time": pd.to_datetime(run.info.end_time, unit="ms") if run.info.end_time else pd.NaT,
@@ -349,7 +336,7 @@ def _dedupe_points(trials: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     Prefer runs with a final status, then the newest."""
     if "point_id" not in trials or trials["point_id"].isna().all() or not len(trials):
         return trials, []
-    final = trials["status"].isin(["finished", "diverged", "stopped"]).astype(int)
+    final = trials["status"].isin(layout.TRAINED).astype(int)
     order = trials.assign(_final=final).sort_values(["_final", "start_time"], ascending=[False, False])
     has_id = order["point_id"].notna()
     keep = pd.concat([order[has_id].drop_duplicates("point_id", keep="first"), order[~has_id]])
@@ -379,8 +366,8 @@ def load_study(name_or_parent_run_id: str, tracking_uri: str | None = None, *, s
     parent, notes = find_parent_run(client, name_or_parent_run_id)
     pid = parent.info.run_id
     exp_id = parent.info.experiment_id
-    name = parent.data.tags.get("uwm.study") or parent.info.run_name or name_or_parent_run_id
-    runs = _search_all(client, [exp_id], f"tags.mlflow.parentRunId = '{pid}'")
+    name = parent.data.tags.get(layout.STUDY) or parent.info.run_name or name_or_parent_run_id
+    runs = layout.search_all(client, [exp_id], layout.point_filter(pid))
     rows = [_trial_row(r) for r in runs]
     trials = pd.DataFrame(rows)
     if not len(trials):
@@ -412,11 +399,11 @@ def load_study(name_or_parent_run_id: str, tracking_uri: str | None = None, *, s
 
         local = _local_artifact_dir(parent.info.artifact_uri)
         if local is not None and local.is_dir():
-            if (local / "spec.yaml").is_file():
-                spec = yaml.safe_load((local / "spec.yaml").read_text())
-        elif "spec.yaml" in {a.path for a in client.list_artifacts(pid)}:
+            if (local / layout.SPEC_ARTIFACT).is_file():
+                spec = yaml.safe_load((local / layout.SPEC_ARTIFACT).read_text())
+        elif layout.SPEC_ARTIFACT in {a.path for a in client.list_artifacts(pid)}:
             with tempfile.TemporaryDirectory(prefix="uwm-spec-") as tmp:
-                with open(client.download_artifacts(pid, "spec.yaml", tmp)) as f:
+                with open(client.download_artifacts(pid, layout.SPEC_ARTIFACT, tmp)) as f:
                     spec = yaml.safe_load(f)
     except Exception as exc:
         notes.append(f"could not read the study's spec.yaml: {exc}")

@@ -18,14 +18,14 @@ estimates (weights and bias), in squared reward-gradient units (docs/learning-ru
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-PROBE_RE = re.compile(r"^probe_(?:(?P<label>.+)_)?(?P<kind>var|mean_sq|bias)_l(?P<layer>\d+)$")
-AGG_SUFFIXES = ("_mean", "_std", "_sem")
+from uwm_model.metrics import AGGREGATES, PROBE_RE   # the trainer's metric registry (torch-free)
+
+AGG_SUFFIXES = tuple(f"_{kind}" for kind in AGGREGATES)
 
 
 def parse_probe_metric(name: str, aggregate: str | None = "_mean") -> dict[str, Any] | None:

@@ -29,6 +29,8 @@ import math
 import numpy as np
 import pandas as pd
 
+import uwm_layout as layout
+
 from .load import Study
 from .probe import probe_at
 from .stats import DEFAULT_BOOT, DEFAULT_LEVEL, bootstrap_ci, wilson_interval
@@ -36,7 +38,7 @@ from .stats import DEFAULT_BOOT, DEFAULT_LEVEL, bootstrap_ci, wilson_interval
 SPEED_MEASURES = ("auc_reward", "episodes_to_threshold", "final_reward")
 SPEED_UNITS = {"auc_reward": "reward (mean over training)", "episodes_to_threshold": "episodes",
                "final_reward": "reward"}
-FINAL_STATUSES = ("finished", "diverged", "stopped")
+FINAL_STATUSES = layout.TRAINED
 
 
 def seed_speed(study: Study) -> pd.DataFrame:

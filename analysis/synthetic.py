@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+import uwm_layout as layout
+
 RULE_MODEL = {  # v_r, a_r (variance-width exponent), k_r (norm exponent), s_r (seconds prefactor)
     "reinforce": (4.0, 1.0, 0.0, 2.0e-7),
     "ste": (0.2, 0.2, 0.5, 1.5e-7),
@@ -99,11 +101,11 @@ def write_synthetic_study(tracking_uri: str, name: str = "synthetic", rules=("re
 
     spec_text = yaml.safe_dump(spec, sort_keys=False)
     parent = client.create_run(exp_id, run_name=name, tags={
-        "uwm.role": "study", "uwm.study": name, "uwm.spec_hash": hashlib.sha256(spec_text.encode()).hexdigest(),
-        "uwm.git_commit": "synthetic", "uwm.version": "0.1.0"})
+        layout.ROLE: "study", layout.STUDY: name, layout.SPEC_HASH: hashlib.sha256(spec_text.encode()).hexdigest(),
+        layout.GIT_COMMIT: "synthetic", layout.VERSION: "0.1.0"})
     pid = parent.info.run_id
     with tempfile.TemporaryDirectory() as tmp:
-        p = Path(tmp) / "spec.yaml"
+        p = Path(tmp) / layout.SPEC_ARTIFACT
         p.write_text(spec_text)
         client.log_artifact(pid, str(p))
 
@@ -125,15 +127,15 @@ def write_synthetic_study(tracking_uri: str, name: str = "synthetic", rules=("re
         cell = f"rule={rule}|hidden=[{width}, {width}]|outgoing_norm={norm}"
         # a failed trial: RUNNING/FAILED run without uwm.status nor summaries
         run = client.create_run(exp_id, run_name="failed-trial", tags={
-            "mlflow.parentRunId": pid, "uwm.role": "trial", "uwm.study": name, "uwm.cell": cell,
-            "uwm.point_id": "failed-point", "uwm.stage": "search"})
+            layout.PARENT: pid, layout.ROLE: "trial", layout.STUDY: name, layout.CELL: cell,
+            layout.POINT_ID: "failed-point", layout.STAGE: "search"})
         client.log_param(run.info.run_id, "rule", rule)
         client.log_param(run.info.run_id, "hidden", f"[{width}, {width}]")
         client.set_terminated(run.info.run_id, "FAILED")
         # a stale duplicate of the first point (the killed attempt of a retried trial)
         run = client.create_run(exp_id, run_name="stale-duplicate", start_time=0, tags={
-            "mlflow.parentRunId": pid, "uwm.role": "trial", "uwm.study": name, "uwm.cell": cell,
-            "uwm.point_id": _point_id(name, cell, lrs[0], "search", 0), "uwm.stage": "search"})
+            layout.PARENT: pid, layout.ROLE: "trial", layout.STUDY: name, layout.CELL: cell,
+            layout.POINT_ID: _point_id(name, cell, lrs[0], "search", 0), layout.STAGE: "search"})
         client.log_param(run.info.run_id, "rule", rule)
     client.set_terminated(pid, "FINISHED")
     planted = {
@@ -244,16 +246,16 @@ def _write_point(client, exp_id, pid, name, rule, width, norm, lr, stage, s0, se
     metrics += [Metric(k, v, t0 + episodes + 1, episodes) for k, v in final.items() if math.isfinite(v)]
     metrics = [m for m in metrics if math.isfinite(m.value)]
     run = client.create_run(exp_id, run_name=f"{rule}-w{width}-c{norm}-lr{lr}-{stage}", tags={
-        "mlflow.parentRunId": pid, "uwm.role": "trial", "uwm.study": name, "uwm.cell": cell,
-        "uwm.point_id": _point_id(name, cell, lr, stage, s0), "uwm.stage": stage,
-        "uwm.status": "diverged" if ever_diverged else "finished"})
+        layout.PARENT: pid, layout.ROLE: "trial", layout.STUDY: name, layout.CELL: cell,
+        layout.POINT_ID: _point_id(name, cell, lr, stage, s0), layout.STAGE: stage,
+        layout.STATUS: layout.DIVERGED if ever_diverged else layout.FINISHED})
     rid = run.info.run_id
     params = [Param(k, str(v)) for k, v in params.items()]
     client.log_batch(rid, params=params, metrics=metrics[:1000 - len(params)])
     for i in range(1000 - len(params), len(metrics), 1000):
         client.log_batch(rid, metrics=metrics[i:i + 1000])
     with tempfile.TemporaryDirectory() as tmp:
-        p = Path(tmp) / "curves_per_seed.csv"
+        p = Path(tmp) / layout.SEED_CURVES
         pd.DataFrame(seed_rows, columns=["episode", "seed", "metric", "value"]).to_csv(p, index=False)
         client.log_artifact(rid, str(p))
     client.set_terminated(rid, "FINISHED")

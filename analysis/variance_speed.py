@@ -22,7 +22,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from .load import Study, cross_rule_label
+from uwm_model.metrics import cross_rule_label
+
+from .load import Study
 from .probe import cross_rule_labels, probe_at
 from .speed import FINAL_STATUSES, select_tuned, trial_speed
 from .stats import DEFAULT_BOOT, DEFAULT_LEVEL, spearman_ci

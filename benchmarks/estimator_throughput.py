@@ -16,6 +16,7 @@ import torch
 
 import uwm_model as um
 from uwm_model.rules import RULES
+from uwm_model.settings import torch_settings
 
 
 def time_rule(rule, net, task, x, options, repeats):
@@ -40,7 +41,7 @@ def main():
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    torch_settings(args.threads, args.device)
     device = um.resolve_device(args.device)
     task = um.Multiplexer(address_bits=3)
     options = {"hwm": {"order": 3}}

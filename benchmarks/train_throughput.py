@@ -23,6 +23,7 @@ import yaml
 
 import uwm_model as um
 from uwm_model.parallel import run_parallel
+from uwm_model.settings import torch_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "tune_configs" / "trials" / "chung2022-multiplexer.yaml"
@@ -44,6 +45,7 @@ def ours(rule: str, episodes: int, workers: int, compile_mode: str):
     data.update(rule=rule, rule_options={"p": 2} if rule == "wm" else {}, episodes=episodes,
                 report_every=episodes // 4, compile=compile_mode, device="cpu", probe={"enabled": False})
     cfg = um.TrialConfig.model_validate(data)
+    torch_settings(cfg.threads, cfg.device)   # as the CLI does; workers > 1 set their own
     tic = time.perf_counter()
     reports = list(run_parallel(cfg, workers=workers))
     total = time.perf_counter() - tic

@@ -104,13 +104,16 @@ def cmd_run(args) -> int:
                                               "sqlite:////path on a shared disk)")
     uri = tracking.resolve_tracking_uri(args.tracking_uri)
     storage = runner.resolve_storage(args.storage)
+    runner.leave_job_working_dir()   # every path is absolute now
     return runner.run_study(spec, uri, storage, args.address)
 
 
 def cmd_resume(args) -> int:
     from . import runner
 
-    return runner.resume_study(args.name, runner.resolve_storage(args.storage), args.address)
+    storage = runner.resolve_storage(args.storage)
+    runner.leave_job_working_dir()   # every path is absolute now
+    return runner.resume_study(args.name, storage, args.address)
 
 
 def cmd_status(args) -> int:
@@ -154,9 +157,11 @@ def cmd_train(args) -> int:
     from tqdm import tqdm
 
     from uwm_model.parallel import run_parallel
+    from uwm_model.settings import torch_settings
 
     if args.workers < 1:
         raise UserError("--workers", f"must be >= 1, got {args.workers}")
+    torch_settings(cfg.threads, cfg.device)
     rows, seed_rows, report = [], [], None
     start = time.time()
     with tqdm(total=cfg.episodes, unit="ep", desc=f"{cfg.rule} {cfg.hidden} x{cfg.seeds} seeds", dynamic_ncols=True) as bar:

@@ -10,7 +10,9 @@ Where things live (defaults chosen so a laptop needs no setup):
 - Tracking: ``--tracking-uri`` or ``MLFLOW_TRACKING_URI``, default ``sqlite:///<cwd>/mlflow.db``
   (:mod:`study.tracking`).
 - ``<storage>/<name>/uwm-study.json`` records the spec, the tracking URI and the parent run,
-  so ``uwm-study resume NAME`` and ``uwm-study status NAME`` need only the name.
+  so ``uwm-study resume NAME`` and ``uwm-study status NAME`` need only the name, and
+  ``<storage>/<name>/uwm-progress.json`` the searcher's progress, which decides whether the study
+  is complete and what ``status`` shows (:mod:`study.progress`).
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from . import progress
 from .errors import UserError
 from .spec import StudySpec, validate_spec
 from . import tracking
+import uwm_layout as layout
 
-META = "uwm-study.json"
 DEFAULT_STORAGE = "runs"
 
 
@@ -40,31 +43,21 @@ DEFAULT_STORAGE = "runs"
 
 def resolve_storage(arg: str | None) -> str:
     storage = arg or os.environ.get("UWM_STUDY_STORAGE") or DEFAULT_STORAGE
-    return storage if "://" in storage else str(Path(storage).resolve())
-
-
-def _fs(path: str):
-    import pyarrow.fs
-
-    return pyarrow.fs.FileSystem.from_uri(path if "://" in path else Path(path).resolve().as_uri())
+    return storage if layout.is_remote(storage) else str(Path(storage).resolve())
 
 
 def read_meta(storage: str, name: str) -> dict | None:
-    fs, root = _fs(storage)
-    path = f"{root}/{name}/{META}"
-    import pyarrow.fs
-
-    if fs.get_file_info(path).type == pyarrow.fs.FileType.NotFound:
-        return None
-    with fs.open_input_stream(path) as f:
-        return json.loads(f.readall())
+    return progress.read_json(experiment_path(storage, name), progress.META)
 
 
 def write_meta(storage: str, name: str, meta: dict) -> None:
-    fs, root = _fs(storage)
-    fs.create_dir(f"{root}/{name}", recursive=True)
-    with fs.open_output_stream(f"{root}/{name}/{META}") as f:
-        f.write(json.dumps(meta, indent=1).encode())
+    progress.write_json(experiment_path(storage, name), progress.META, meta)
+
+
+def read_progress(storage: str, spec: StudySpec) -> dict | None:
+    """The searcher's progress record of this study (None before the first save, or for another spec)."""
+    record = progress.read_json(experiment_path(storage, spec.name), progress.PROGRESS)
+    return record if record is not None and record.get("spec_hash") == spec.spec_hash() else None
 
 
 def experiment_path(storage: str, name: str) -> str:
@@ -75,7 +68,8 @@ def experiment_path(storage: str, name: str) -> str:
 
 
 def init_ray(address: str | None) -> str:
-    """Join ``address`` / RAY_ADDRESS, or start a small local Ray; return a description."""
+    """Join ``address`` / RAY_ADDRESS, or start a small local Ray; return a description. (Inside a Ray job
+    call :func:`leave_job_working_dir` first.)"""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")   # MLflow is the record
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -87,10 +81,6 @@ def init_ray(address: str | None) -> str:
     if ray.is_initialized():
         return "Ray (already connected)"
     address = address or os.environ.get("RAY_ADDRESS")
-    if in_ray_job() or not _cwd_exists():
-        # Ray removes a job's working_dir copy (the driver's cwd) soon after the driver connects;
-        # every path is absolute by now, so leave it first
-        os.chdir(tempfile.gettempdir())
     quiet = dict(logging_level=logging.WARNING, log_to_driver=True)
     if address:
         try:
@@ -102,6 +92,14 @@ def init_ray(address: str | None) -> str:
     cpus = os.cpu_count() or 1
     ray.init(num_cpus=cpus, object_store_memory=200 * 1024**2, include_dashboard=False, **quiet)
     return f"local Ray ({cpus} CPUs)"
+
+
+def leave_job_working_dir() -> None:
+    """In the driver of a ``ray job submit`` job, or where the working directory was removed, change to
+    the temporary folder. Ray removes a job's working_dir copy (the driver's cwd) soon after the driver
+    connects, so the CLI calls this once every path it was given has been made absolute, before Ray starts."""
+    if in_ray_job() or not _cwd_exists():
+        os.chdir(tempfile.gettempdir())
 
 
 def _cwd_exists() -> bool:
@@ -138,10 +136,7 @@ def _stamp(start: float) -> str:
     return f"[{time.time() - start:6.0f}s]"
 
 
-try:
-    from ray.tune import Callback
-except ImportError:  # pragma: no cover
-    Callback = object
+from ray.tune import Callback
 
 
 class Progress(Callback):
@@ -160,9 +155,9 @@ class Progress(Callback):
         for t in trials:
             cells = {p["point_id"]: p["cell"] for p in t.config.get("points", [])}
             for pid in cells:
-                s = (t.last_result or {}).get(f"point_status/{pid}", "pending")
-                if t.status == "ERROR" and s in ("running", "pending"):
-                    s = "failed"
+                s = (t.last_result or {}).get(f"point_status/{pid}", layout.PENDING)
+                if t.status == "ERROR" and s in (layout.RUNNING, layout.PENDING):
+                    s = layout.FAILED
                 status[pid] = s
                 v = (t.last_result or {}).get(f"point_value/{pid}")
                 if v is not None and math.isfinite(v) and (best is None or (v > best[0] if self.mode == "max" else v < best[0])):
@@ -171,8 +166,8 @@ class Progress(Callback):
 
     def _line(self, trials, ending=None) -> str:
         status, best = self._points(trials)
-        ended = {s: n for s in ("finished", "diverged", "stopped", "failed") if (n := sum(v == s for v in status.values()))}
-        running = sum(v == "running" for v in status.values())
+        ended = {s: n for s in layout.ENDED if (n := sum(v == s for v in status.values()))}
+        running = sum(v == layout.RUNNING for v in status.values())
         packs = {s: sum((t.status if t is not ending else "TERMINATED") == s for t in trials)
                  for s in ("TERMINATED", "RUNNING", "ERROR")}
         text = (f"{_stamp(self.start)} points {sum(ended.values())}/{self.bound}{self.total} ended"
@@ -298,7 +293,7 @@ def resume_study(name: str, storage: str, address: str | None = None, rerun: boo
         raise UserError("name", f"no study '{name}' in {storage} (pass the --storage it was run with)")
     spec = validate_spec(meta["spec"])
     tracking.check_tracking(meta["tracking_uri"])
-    if "://" not in storage and study_complete(spec, storage):
+    if not layout.is_remote(storage) and study_complete(spec, storage):
         tracker = tracking.StudyTracker(meta["tracking_uri"], name)
         print(f"study {name} is complete: nothing to run" + (" (it ran before with this spec; choose another --name "
                                                               "to run it again)" if rerun else ""))
@@ -312,7 +307,7 @@ def resume_study(name: str, storage: str, address: str | None = None, rerun: boo
     path = experiment_path(storage, name)
     tracker = tracking.StudyTracker(meta["tracking_uri"], name)
     tracker.reopen_parent(meta["parent_run_id"])
-    if _has_tune_state(path):
+    if read_progress(storage, spec) is not None and tune.Tuner.can_restore(path):
         print(f"{'continuing' if rerun else 'resuming'} study {name} on {where}"
               + (" (it ran before with this spec and stopped early)" if rerun else ""), flush=True)
         tuner = tune.Tuner.restore(path, trainable(_context(spec, meta), spec.resources.cpus, spec.resources.gpus),
@@ -321,18 +316,6 @@ def resume_study(name: str, storage: str, address: str | None = None, rerun: boo
         print(f"study {name} stopped before its first trial was saved: starting it again on {where}", flush=True)
         tuner = _new_tuner(spec, meta, spec.max_concurrent or default_concurrency(spec))
     return _fit(tuner, spec, meta, tracker)
-
-
-def _has_tune_state(path: str) -> bool:
-    """Ray Tune saved experiment and search state (tuner.pkl alone, written at start, is not enough)."""
-    import glob
-
-    from ray import tune
-
-    if "://" in path:
-        return tune.Tuner.can_restore(path)
-    return all(glob.glob(os.path.join(path, pattern)) for pattern in
-               ("tuner.pkl", "experiment_state-*.json", "search_gen_state-*.json", "searcher-state-*.pkl"))
 
 
 def _fit(tuner, spec: StudySpec, meta: dict, tracker: tracking.StudyTracker) -> int:
@@ -357,17 +340,11 @@ def _fit(tuner, spec: StudySpec, meta: dict, tracker: tracking.StudyTracker) -> 
 
 
 def study_complete(spec: StudySpec, storage: str) -> bool:
-    """Whether the searcher saved a state in which every point was suggested and ended."""
-    from .searcher import GridOptunaSearcher, load_searcher_state
-
-    if "://" in storage:
+    """Whether the searcher's last progress record says every point was suggested and ended."""
+    if layout.is_remote(storage):
         return True   # remote storage: trust Tune, which returns only when the search is finished
-    state = load_searcher_state(experiment_path(storage, spec.name))
-    if state is None:
-        return False
-    searcher = GridOptunaSearcher(spec)
-    searcher.set_state(state)
-    return searcher.complete()
+    record = read_progress(storage, spec)
+    return bool(record and record["complete"])
 
 
 # ----------------------------------------------------------------------------- summaries
@@ -375,13 +352,13 @@ def study_complete(spec: StudySpec, storage: str) -> bool:
 
 def best_per_cell(spec: StudySpec, runs: list) -> list[tuple[str, float | None, str, dict]]:
     """(cell, best final metric, point id, params) per cell, from the child runs."""
-    key = f"final_{spec.metric}"
+    key = f"{layout.FINAL_PREFIX}{spec.metric}"
     sign = 1 if spec.mode == "max" else -1
     rows = []
     for cell in spec.cells():
         best = None
         for run in runs:
-            if run.data.tags.get("uwm.cell") != cell.key or run.data.tags.get("uwm.status") != "finished":
+            if run.data.tags.get(layout.CELL) != cell.key or run.data.tags.get(layout.STATUS) != layout.FINISHED:
                 continue
             v = run.data.metrics.get(key)
             if v is not None and (best is None or sign * v > sign * best[0]):
@@ -391,7 +368,7 @@ def best_per_cell(spec: StudySpec, runs: list) -> list[tuple[str, float | None, 
         else:
             v, run = best
             tuned = {k: _short(run.data.params.get(k)) for k in spec.search}
-            rows.append((cell.key, v, run.data.tags.get("uwm.point_id", "?"), tuned))
+            rows.append((cell.key, v, run.data.tags.get(layout.POINT_ID, "?"), tuned))
     return rows
 
 
@@ -440,34 +417,17 @@ def status_text(name: str, storage: str) -> str:
     runs = tracker.children(meta["parent_run_id"])
     by_status: dict[str, int] = {}
     for run in runs:
-        s = run.data.tags.get("uwm.status", "running")
+        s = run.data.tags.get(layout.STATUS, layout.RUNNING)
         by_status[s] = by_status.get(s, 0) + 1
     parent = tracker.client.get_run(meta["parent_run_id"])
-    packs = _pack_states(experiment_path(storage, name))
+    record = read_progress(storage, spec)
     lines = [f"study {name}: {len(spec.cells())} cells, {spec.total_points} points planned; parent run "
              f"{parent.info.status.lower()}",
              "points: " + (", ".join(f"{n} {s}" for s, n in sorted(by_status.items())) or "none yet")
              + f" (of {spec.total_points})"]
-    if packs:
-        lines.append("packs (Ray trials): " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(packs.items())))
+    if record:
+        packs = record["packs"]
+        lines.append(f"packs (Ray trials): {packs['suggested'] - packs['running']} ended, {packs['running']} running; "
+                     f"stage {record['stage']}")
     return "\n".join(lines + [summary(name, meta, tracker)])
 
-
-def _pack_states(path: str) -> dict[str, int]:
-    """Trial statuses from the newest Ray Tune experiment state (read without starting Ray)."""
-    import glob
-
-    if "://" in path:
-        return {}
-    files = sorted(glob.glob(os.path.join(path, "experiment_state-*.json")))   # by session start time
-    if not files:
-        return {}
-    try:   # plain JSON: pickled payloads stay unread dicts
-        state = json.loads(Path(files[-1]).read_text())
-        counts: dict[str, int] = {}
-        for trial_json, _ in state["trial_data"]:
-            status = json.loads(trial_json).get("status", "UNKNOWN")
-            counts[status] = counts.get(status, 0) + 1
-        return counts
-    except Exception:  # noqa: BLE001 - the summary from MLflow is still useful
-        return {}

@@ -36,29 +36,34 @@ completed points are re-run with ``confirm.seeds`` fresh seeds (first seed = bas
 ``seed_offset``) as stage ``confirm``; they are packed like search points and not told to Optuna.
 
 The whole state (Optuna studies, open packs, rung board) is saved with Tune's experiment state
-and restored by ``Tuner.restore``, so an interrupted study resumes where it stopped.
+and restored by ``Tuner.restore``, so an interrupted study resumes where it stopped. Each save
+also writes the study's own progress record (:meth:`GridOptunaSearcher.progress`) beside it,
+which Tune syncs to ``<storage>/<study>/uwm-progress.json`` (:mod:`study.progress`): the driver
+reads that, never Tune's files, to tell whether the study is complete.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import pickle
-from collections import defaultdict
+import time
+from collections import Counter, defaultdict
 
 import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
+import uwm_layout as layout
+
+from . import progress
 from .spec import Cell, SearchParam, StudySpec
 from .stopping import RungBoard, board_name
 
 log = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-TERMINAL = ("finished", "stopped", "diverged")
-
 
 def distribution(param: SearchParam):
     if param.type == "categorical":
@@ -118,10 +123,10 @@ class GridOptunaSearcher(Searcher):
         point_id = search_point_id(cell.index, trial.number)
         self.optuna_trials[point_id] = trial
         self.asked[cell.index] += 1
-        return self._point(cell, point_id, "search", trial.params, self.spec.point_config(cell, trial.params))
+        return self._point(cell, point_id, layout.STAGE_SEARCH, trial.params, self.spec.point_config(cell, trial.params))
 
     def _point(self, cell: Cell, point_id: str, stage: str, params: dict, config: dict) -> dict:
-        self.points[point_id] = {"value": math.nan, "status": "pending", "step": -1, "cell": cell.index,
+        self.points[point_id] = {"value": math.nan, "status": layout.PENDING, "step": -1, "cell": cell.index,
                                  "stage": stage, "params": dict(params)}
         return {"point_id": point_id, "cell": cell.key, "cell_index": cell.index, "stage": stage,
                 "axes": cell.axes, "params": dict(params), "config": config}
@@ -184,7 +189,7 @@ class GridOptunaSearcher(Searcher):
         episode = result.get("episode")
         for point in self.packs.get(trial_id, []):
             self._record(point["point_id"], result, episode)
-            if self.points[point["point_id"]]["status"] in TERMINAL:
+            if self.points[point["point_id"]]["status"] in layout.TRAINED:
                 self._end(point)   # told now, so the cell's next points already learn from it
 
     def _record(self, point_id: str, result: dict, episode) -> None:
@@ -207,8 +212,8 @@ class GridOptunaSearcher(Searcher):
             for point in points:
                 self._record(point["point_id"], result, result.get("episode"))
         for point in points:
-            if self.points[point["point_id"]]["status"] not in TERMINAL:
-                self.points[point["point_id"]]["status"] = "failed"
+            if self.points[point["point_id"]]["status"] not in layout.TRAINED:
+                self.points[point["point_id"]]["status"] = layout.FAILED
             self._end(point)
 
     def _end(self, point: dict) -> None:
@@ -217,7 +222,7 @@ class GridOptunaSearcher(Searcher):
         if state.get("ended"):
             return
         state["ended"] = True
-        if point["stage"] != "search":
+        if point["stage"] != layout.STAGE_SEARCH:
             return
         self._tell(point["point_id"], state)
         cell = point["cell_index"]
@@ -230,9 +235,9 @@ class GridOptunaSearcher(Searcher):
         if trial is None:
             return
         study = self.study(state["cell"])
-        if state["status"] == "finished" and math.isfinite(state["value"]):
+        if state["status"] == layout.FINISHED and math.isfinite(state["value"]):
             study.tell(trial, state["value"])
-        elif state["status"] in ("stopped", "diverged"):
+        elif state["status"] in (layout.STOPPED, layout.DIVERGED):
             study.tell(trial, state=TrialState.PRUNED)
         else:
             study.tell(trial, state=TrialState.FAIL)
@@ -246,22 +251,24 @@ class GridOptunaSearcher(Searcher):
         for k, trial in enumerate(done[: confirm.top_k]):
             seed = int(cell.config["seed"]) + confirm.seed_offset
             config = self.spec.point_config(cell, trial.params, seed=seed, seeds=confirm.seeds)
-            self.confirm_queue.append(self._point(cell, confirm_point_id(cell_index, k), "confirm", trial.params, config))
+            self.confirm_queue.append(self._point(cell, confirm_point_id(cell_index, k), layout.STAGE_CONFIRM, trial.params, config))
 
     # ------------------------------------------------------------------ summaries
-
-    def best(self, cell_index: int) -> tuple[float, dict] | None:
-        """The best completed search point of a cell: (value, Optuna params), or None."""
-        study = self.studies.get(cell_index)
-        done = [t for t in study.trials if t.state == TrialState.COMPLETE] if study else []
-        if not done:
-            return None
-        best = max(done, key=lambda t: t.value) if self.spec.mode == "max" else min(done, key=lambda t: t.value)
-        return best.value, best.params
 
     def complete(self) -> bool:
         """Every point suggested and ended (with the confirm stage, if any)."""
         return self.done_suggesting() and not self.packs and all(p.get("ended") for p in self.points.values())
+
+    def progress(self) -> dict:
+        """The study's progress record: spec hash, stage, points by status, packs, completeness."""
+        complete = self.complete()
+        search_open = any(a < self.spec.samples_per_cell for a in self.asked) or any(
+            not p.get("ended") for p in self.points.values() if p["stage"] == layout.STAGE_SEARCH)
+        stage = "done" if complete else layout.STAGE_SEARCH if search_open or not self.spec.confirm else layout.STAGE_CONFIRM
+        return {"spec_hash": self.spec.spec_hash(), "stage": stage, "complete": complete,
+                "points": {"planned": self.spec.total_points, **Counter(p["status"] for p in self.points.values())},
+                "packs": {"suggested": self.pack_count, "running": len(self.packs)},
+                "saved": time.strftime("%Y-%m-%d %H:%M:%S")}
 
     def trial_counts(self) -> dict[int, dict[str, int]]:
         """Optuna trials per cell by state name."""
@@ -321,6 +328,10 @@ class GridOptunaSearcher(Searcher):
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as f:
             pickle.dump(self.get_state(), f)   # one dump: Optuna trials keep pointing at their studies
+        # beside it, in the folder Tune syncs to the study's storage (after its experiment state, so a
+        # record there means Tune can restore; a file written straight to the storage would be
+        # overwritten by the stale copy a resumed Tune downloaded into that folder)
+        progress.write_json(os.path.dirname(checkpoint_path), progress.PROGRESS, self.progress())
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
@@ -332,7 +343,8 @@ class GridOptunaSearcher(Searcher):
 
 
 def load_searcher_state(experiment_dir: str) -> dict | None:
-    """The newest saved searcher state of a study's experiment folder (for status and tests)."""
+    """The newest saved searcher state of a study's experiment folder (for tests and debugging; the
+    study itself reads its progress record)."""
     import glob
     import os
 

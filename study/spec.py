@@ -54,7 +54,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from uwm_model.config import PER_MEMBER_FIELDS, TrialConfig
+from uwm_model import metrics
+from uwm_model.config import TrialConfig, per_member_fields
 
 from .errors import UserError, from_validation_error
 
@@ -237,8 +238,9 @@ def format_value(value: Any) -> str:
 
 # ----------------------------------------------------------------------------- the spec
 
-# per-member hyperparameters (they may differ within one population); seeds and labels are not searched
-SEARCHABLE = tuple(f for f in PER_MEMBER_FIELDS if f not in ("seed", "seeds", "name"))
+def searchable_fields() -> tuple[str, ...]:
+    """Per-member hyperparameters (they may differ within one population); seeds and labels are not searched."""
+    return tuple(f for f in per_member_fields() if f not in ("seed", "seeds", "name"))
 
 
 class _Strict(BaseModel):
@@ -313,9 +315,6 @@ class Resources(_Strict):
     gpus: float = Field(0.0, ge=0, description="GPUs per trial, fractional allowed (e.g. 0.25 runs four packs per GPU)")
 
 
-_AGGREGATE = re.compile(r"^(train_reward|eval_reward|running_reward|episodes_to_threshold|diverged|diverged_at|"
-                        r"max_abs_outgoing_l\d+|outgoing_norm_l\d+|probe_\w+)_(mean|std|sem)$")
-_POINT_METRICS = ("diverged_fraction", "threshold_reached_fraction", "episodes", "seconds_per_episode")
 
 
 class StudySpec(_Strict):
@@ -359,9 +358,9 @@ class StudySpec(_Strict):
     @field_validator("metric")
     @classmethod
     def _known_metric(cls, metric):
-        if not (_AGGREGATE.match(metric) or metric in _POINT_METRICS):
+        if not metrics.is_point_metric(metric):
             raise ValueError(f"unknown metric '{metric}': use an aggregate such as eval_reward_mean, "
-                             f"running_reward_mean, episodes_to_threshold_mean, or one of {', '.join(_POINT_METRICS)}")
+                             f"running_reward_mean, episodes_to_threshold_mean, or one of {', '.join(metrics.PER_POINT)}")
         return metric
 
     # ------------------------------------------------------------------ derived
@@ -472,8 +471,9 @@ def _expand(spec: StudySpec) -> list[Cell]:
             check_path(path)
         except ValueError as err:
             raise UserError(f"search.{path}", str(err)) from None
-        if path not in SEARCHABLE:
-            raise UserError(f"search.{path}", f"only per-member numeric fields can be searched ({', '.join(SEARCHABLE)}); "
+        if path not in searchable_fields():
+            raise UserError(f"search.{path}", f"only per-member numeric fields can be searched "
+                                              f"({', '.join(searchable_fields())}); "
                                               "put shape-fixing fields in the grid")
         if param.per_layer and path != "lr":
             raise UserError(f"search.{path}.per_layer", "only lr has one value per layer")

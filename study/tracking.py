@@ -1,16 +1,10 @@
-"""MLflow layout of a study: one parent run per study, one nested child run per point.
+"""Writing a study to MLflow: one parent run per study, one nested child run per point.
 
-- Experiment: the study name. Parent run ``run_name = <study>``, tags ``uwm.role=study``,
-  ``uwm.study``, ``uwm.spec_hash`` (sha256 of the canonical spec), ``uwm.git_commit``,
-  ``uwm.version``; artifact ``spec.yaml``; at the end, metrics ``points_<status>`` (counts).
-- Child run per point (a TrialConfig trained with all its seeds), ``run_name = <point id>``,
-  tag ``mlflow.parentRunId``, tags ``uwm.role=trial``, ``uwm.study``, ``uwm.cell``,
-  ``uwm.point_id``, ``uwm.stage`` (search|confirm), ``uwm.pack``, ``uwm.config_hash``,
-  ``uwm.node`` and ``uwm.host`` (the Ray node and host of its latest attempt) and
-  ``uwm.status`` (running, then finished|diverged|stopped|failed); params
-  ``TrialConfig.flat()`` (lists as strings) plus ``cell.<path>`` for every grid axis; metrics:
-  every aggregate the trainer reports, step = episode; summaries ``final_*`` and
-  ``auc_reward_mean``; artifact ``curves_per_seed.csv`` (episode, seed, metric, value).
+The layout itself (every tag, status, artifact and run name) is :mod:`uwm_layout`, shared with
+``analysis``. Parent run ``run_name = <study>``; child run per point ``run_name = <point id>``,
+params ``TrialConfig.flat()`` (lists as strings) plus ``cell.<path>`` for every grid axis,
+metrics every aggregate the trainer reports (step = episode), summaries ``final_*`` and
+``auc_reward_mean``, and the per-seed curves artifact.
 
 No duplicates. A child run is found by its point id (tag search) before one is created, so a
 retried or resumed trial reuses its run, and metric steps at or below the run's last logged
@@ -36,13 +30,14 @@ import subprocess
 import time
 from pathlib import Path
 from typing import Any, Iterable
-from urllib.parse import urlparse
+
+import uwm_layout as layout
+from uwm_layout import is_server
 
 from .errors import UserError
 
 FINAL_KEYS = ("eval_reward_mean", "train_reward_mean", "episodes_to_threshold_mean", "threshold_reached_fraction",
               "diverged_fraction", "seconds_per_episode")
-STATUSES = ("finished", "diverged", "stopped", "failed")
 
 
 # ----------------------------------------------------------------------------- where
@@ -55,13 +50,9 @@ def default_tracking_uri(cwd: str | Path | None = None) -> str:
 def resolve_tracking_uri(arg: str | None) -> str:
     """--tracking-uri, else MLFLOW_TRACKING_URI, else the local SQLite file."""
     uri = arg or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
-    if "://" not in uri and not uri.startswith(("sqlite:", "file:", "databricks")):
+    if not layout.is_remote(uri) and not uri.startswith(("sqlite:", "file:", "databricks")):
         uri = Path(uri).resolve().as_uri()   # a plain folder: MLflow's file store
     return uri
-
-
-def is_server(uri: str) -> bool:
-    return urlparse(uri).scheme in ("http", "https")
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -114,10 +105,6 @@ def _retry(fn, *args, attempts: int = 8, **kwargs):
             time.sleep(0.2 * 2**attempt)
 
 
-def quote(value: str) -> str:
-    return value.replace("'", "\\'")
-
-
 def git_commit() -> str:
     root = Path(__file__).resolve().parent.parent
     try:
@@ -141,14 +128,8 @@ def config_hash(config: dict) -> str:
 
 
 def search_all(mlflow_client, experiment_ids: list[str], filter_string: str) -> list:
-    """Every run matching the filter (all pages)."""
-    runs, token = [], None
-    while True:
-        page = _retry(mlflow_client.search_runs, experiment_ids, filter_string, max_results=1000, page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
+    """Every run matching the filter (all pages), retried while a SQLite store is locked."""
+    return layout.search_all(mlflow_client, experiment_ids, filter_string, retry=_retry)
 
 
 # ----------------------------------------------------------------------------- the study (driver side)
@@ -184,18 +165,18 @@ class StudyTracker:
         exp = self.experiment_id()
         if exp is None:
             return None
-        runs = search_all(self.client, [exp], f"tags.`uwm.role` = 'study' and tags.`uwm.study` = '{quote(self.study)}'")
+        runs = search_all(self.client, [exp], layout.parent_filter(self.study))
         return min(runs, key=lambda r: r.info.start_time) if runs else None
 
     def open_parent(self, spec_yaml: str, spec_hash: str, description: str = "") -> str:
         """Create the parent run (RUNNING) with its tags and spec.yaml artifact; return its id."""
         exp = self.experiment_id(create=True)
-        tags = {"uwm.role": "study", "uwm.study": self.study, "uwm.spec_hash": spec_hash,
-                "uwm.git_commit": git_commit(), "uwm.version": package_version()}
+        tags = {layout.ROLE: layout.ROLE_STUDY, layout.STUDY: self.study, layout.SPEC_HASH: spec_hash,
+                layout.GIT_COMMIT: git_commit(), layout.VERSION: package_version()}
         if description:
-            tags["mlflow.note.content"] = description
+            tags[layout.NOTE] = description
         run = _retry(self.client.create_run, exp, run_name=self.study, tags=tags)
-        _retry(self.client.log_text, run.info.run_id, spec_yaml, "spec.yaml")
+        _retry(self.client.log_text, run.info.run_id, spec_yaml, layout.SPEC_ARTIFACT)
         return run.info.run_id
 
     def reopen_parent(self, run_id: str) -> None:
@@ -203,17 +184,18 @@ class StudyTracker:
 
     def children(self, parent_id: str) -> list:
         exp = self.experiment_id()
-        return search_all(self.client, [exp], f"tags.`mlflow.parentRunId` = '{parent_id}'") if exp else []
+        return search_all(self.client, [exp], layout.point_filter(parent_id)) if exp else []
 
     def close_parent(self, run_id: str, status: str = "FINISHED") -> dict[str, int]:
         """Log the point counts by status and end the parent run; return the counts."""
-        counts = {s: 0 for s in (*STATUSES, "running")}
+        counts = {s: 0 for s in (*layout.ENDED, layout.RUNNING)}
         for run in self.children(run_id):
-            counts[run.data.tags.get("uwm.status", "running")] = counts.get(run.data.tags.get("uwm.status", "running"), 0) + 1
+            point_status = run.data.tags.get(layout.STATUS, layout.RUNNING)
+            counts[point_status] = counts.get(point_status, 0) + 1
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        _retry(self.client.log_batch, run_id, metrics=[Metric(f"points_{k}", v, now, 0) for k, v in counts.items()])
+        _retry(self.client.log_batch, run_id, metrics=[Metric(f"{layout.POINT_COUNT_PREFIX}{k}", v, now, 0) for k, v in counts.items()])
         _retry(self.client.set_terminated, run_id, status=status)
         return counts
 
@@ -223,7 +205,7 @@ class StudyTracker:
         for point in points:
             run = PointRun(self.client, exp, parent_id, self.study, pack_id, point)
             if run.ensure() and not run.closed:
-                run.finish("failed", {}, [])
+                run.finish(layout.FAILED, {}, [])
 
 
 # ----------------------------------------------------------------------------- one point (trainable side)
@@ -236,7 +218,7 @@ class PointRun:
                  where: dict[str, str] | None = None):
         self.client, self.experiment_id, self.parent_id = mlflow_client, experiment_id, parent_id
         self.study, self.pack_id, self.point = study, pack_id, point
-        self.where = where or {}   # uwm.node / uwm.host: where this attempt trains
+        self.where = where or {}   # layout.NODE / layout.HOST: where this attempt trains
         self.run_id: str | None = None
         self.last_step = -1
         self.closed = False
@@ -248,12 +230,11 @@ class PointRun:
         from mlflow.entities import Param
 
         pid, chash = self.point["point_id"], config_hash(self.point["config"])
-        found = search_all(self.client, [self.experiment_id],
-                           f"tags.`mlflow.parentRunId` = '{self.parent_id}' and tags.`uwm.point_id` = '{quote(pid)}'")
+        found = search_all(self.client, [self.experiment_id], layout.point_filter(self.parent_id, pid))
         for run in sorted(found, key=lambda r: r.info.start_time):
-            if run.data.tags.get("uwm.config_hash") == chash and self.run_id is None:
+            if run.data.tags.get(layout.CONFIG_HASH) == chash and self.run_id is None:
                 self.run_id = run.info.run_id
-                self.closed = run.data.tags.get("uwm.status", "running") in STATUSES
+                self.closed = run.data.tags.get(layout.STATUS, layout.RUNNING) in layout.ENDED
                 history = _retry(self.client.get_metric_history, self.run_id, "episodes")
                 self.last_step = max((m.step for m in history), default=-1)
                 if not self.closed and run.info.status != "RUNNING":
@@ -265,9 +246,9 @@ class PointRun:
                 _retry(self.client.delete_run, run.info.run_id)
         if self.run_id is not None:
             return self.run_id
-        tags = {"mlflow.parentRunId": self.parent_id, "uwm.role": "trial", "uwm.study": self.study,
-                "uwm.cell": self.point["cell"], "uwm.point_id": pid, "uwm.stage": self.point["stage"],
-                "uwm.pack": self.pack_id, "uwm.config_hash": chash, "uwm.status": "running", **self.where}
+        tags = {layout.PARENT: self.parent_id, layout.ROLE: layout.ROLE_TRIAL, layout.STUDY: self.study,
+                layout.CELL: self.point["cell"], layout.POINT_ID: pid, layout.STAGE: self.point["stage"],
+                layout.PACK: self.pack_id, layout.CONFIG_HASH: chash, layout.STATUS: layout.RUNNING, **self.where}
         run = _retry(self.client.create_run, self.experiment_id, run_name=pid, tags=tags)
         self.run_id = run.info.run_id
         params = {k: _param(v) for k, v in _flat(self.point["config"]).items()}
@@ -303,12 +284,12 @@ class PointRun:
             _retry(self.client.log_batch, self.run_id, metrics=metrics)
         if rows:
             buf = io.StringIO()
-            buf.write("episode,seed,metric,value\n")
+            buf.write(",".join(layout.SEED_CURVE_COLUMNS) + "\n")
             for episode, seed, metric, value in rows:
                 buf.write(f"{episode},{seed},{metric},{value!r}\n")
-            _retry(self.client.log_text, self.run_id, buf.getvalue(), "curves_per_seed.csv")
-        _retry(self.client.set_tag, self.run_id, "uwm.status", status)
-        _retry(self.client.set_terminated, self.run_id, status="FAILED" if status == "failed" else "FINISHED")
+            _retry(self.client.log_text, self.run_id, buf.getvalue(), layout.SEED_CURVES)
+        _retry(self.client.set_tag, self.run_id, layout.STATUS, status)
+        _retry(self.client.set_terminated, self.run_id, status="FAILED" if status == layout.FAILED else "FINISHED")
         self.closed = True
 
 
@@ -318,14 +299,10 @@ def summary_metrics(last: dict[str, float], eval_curve: list[tuple[int, float]],
     ``auc_reward_mean`` = sum over reports of eval_reward_mean x the episodes since the previous
     report, divided by the episodes trained: the mean eval reward over training, 1 for a point
     that was perfect from the start."""
-    out = {f"final_{k}": last[k] for k in (*FINAL_KEYS, metric) if k in last}
+    out = {f"{layout.FINAL_PREFIX}{k}": last[k] for k in (*FINAL_KEYS, metric) if k in last}
     points = [(e, v) for e, v in eval_curve if _finite(v)]
     if points:
-        area, previous = 0.0, 0
-        for episode, value in points:
-            area += value * (episode - previous)
-            previous = episode
-        out["auc_reward_mean"] = area / points[-1][0] if points[-1][0] else math.nan
+        out[layout.AUC_REWARD] = layout.auc_reward(points)
     return out
 
 

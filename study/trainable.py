@@ -33,7 +33,9 @@ from pathlib import Path
 import ray
 from ray import tune
 
+import uwm_layout as layout
 from uwm_model.config import TrialConfig
+from uwm_model.settings import torch_settings
 from uwm_model.trainer import Trainer
 
 from . import tracking
@@ -92,6 +94,7 @@ def train_pack(config: dict, ctx: StudyContext) -> None:
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)   # one line per checkpoint otherwise
     points, pack_id = config["points"], config["pack_id"]
     configs = [TrialConfig.model_validate(p["config"]) for p in points]
+    torch_settings(configs[0].threads, configs[0].device)   # the trial owns its worker process while it trains
     mlflow_client = _POOL.submit(_client, ctx.tracking_uri)   # MLflow starts while the first report trains
 
     checkpoint = tune.get_checkpoint()
@@ -109,7 +112,7 @@ def train_pack(config: dict, ctx: StudyContext) -> None:
         rungs = rung_episodes(ctx.early_stopping["grace_period"], ctx.early_stopping["reduction_factor"],
                               configs[0].episodes)
 
-    where = {"uwm.node": ray.get_runtime_context().get_node_id(), "uwm.host": socket.gethostname()}
+    where = {layout.NODE: ray.get_runtime_context().get_node_id(), layout.HOST: socket.gethostname()}
     runs: list[tracking.PointRun] | None = None
     for report in trainer.run():
         if runs is None:
@@ -127,12 +130,12 @@ def train_pack(config: dict, ctx: StudyContext) -> None:
                 trainer.stop_points(stop)
                 for i in stop:
                     diverged = report.points[i].metrics.get("diverged_fraction", 0) > 0
-                    _end(runs[i], state, i, "diverged" if diverged else "stopped", ctx.metric)
+                    _end(runs[i], state, i, layout.DIVERGED if diverged else layout.STOPPED, ctx.metric)
 
         last = report.episode >= configs[0].episodes
         for i, pr in enumerate(report.points):
             if not state.ended[i] and (last or pr.metrics.get("diverged_fraction", 0) >= 1):
-                _end(runs[i], state, i, "diverged" if pr.status == "diverged" else "finished", ctx.metric)
+                _end(runs[i], state, i, layout.DIVERGED if pr.status == layout.DIVERGED else layout.FINISHED, ctx.metric)
         done = all(state.ended)
 
         with tempfile.TemporaryDirectory() as folder:
@@ -162,7 +165,7 @@ def _rung_decisions(board, state: PackState, points: list[dict], report, rungs: 
     """Points that reached a rung at this report and are told to stop."""
     asks = []
     for i, pr in enumerate(report.points):
-        if state.ended[i] or points[i]["stage"] != "search" or pr.metrics.get("diverged_fraction", 0) >= 1:
+        if state.ended[i] or points[i]["stage"] != layout.STAGE_SEARCH or pr.metrics.get("diverged_fraction", 0) >= 1:
             continue   # confirm points always train to the end
         rung = None
         while state.next_rung[i] < len(rungs) and rungs[state.next_rung[i]] <= report.episode:
@@ -180,7 +183,7 @@ def _result(points: list[dict], state: PackState, report, mode: str) -> dict:
               "best": best, "episodes_per_second": report.episodes_per_second}
     for p, value, ended in zip(points, state.value, state.ended):
         result[f"point_value/{p['point_id']}"] = value
-        result[f"point_status/{p['point_id']}"] = ended or "running"
+        result[f"point_status/{p['point_id']}"] = ended or layout.RUNNING
     return result
 
 

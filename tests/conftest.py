@@ -4,6 +4,14 @@ import pytest
 import torch
 
 import uwm_model as um
+from uwm_model.settings import torch_settings
+
+
+@pytest.fixture(scope="session", autouse=True)
+def training_torch_settings():
+    """The process-wide torch settings an entry point sets before training (restored after the session)."""
+    with torch_settings():
+        yield
 
 
 def spec_table_networks():

@@ -182,3 +182,33 @@ def test_rung_board_keeps_the_top_fraction_per_cell_and_answers_repeats_the_same
 
     median = RungBoard("median", reduction_factor=3, min_points=2, mode="min")
     assert [median.decide("c", 10, f"p{i}", v) for i, v in enumerate([3.0, 1.0, 2.0, 5.0])] == [True, True, True, False]
+
+
+def test_each_save_writes_the_progress_record_the_driver_reads(tmp_path):
+    """The study's own progress record (study.progress): stage, points by status, packs, completeness."""
+    from study import progress
+
+    spec = validate_spec({**SPEC, "grid": {"rule": ["uwm", "wm"]}, "samples_per_cell": 4, "pack_size": 4,
+                          "confirm": {"top_k": 1, "seeds": 2, "seed_offset": 500}})
+    searcher = GridOptunaSearcher(spec)
+    searcher.save(str(tmp_path / "state.pkl"))
+    record = progress.read_json(str(tmp_path), progress.PROGRESS)
+    assert record["spec_hash"] == spec.spec_hash() and record["stage"] == "search" and not record["complete"]
+    assert record["packs"] == {"suggested": 0, "running": 0} and record["points"] == {"planned": spec.total_points}
+
+    drive(searcher, stop_after=2)          # both cells' search points asked and ended: confirm is next
+    in_flight = searcher.suggest("x1")
+    assert in_flight["points"][0]["stage"] == "confirm"
+    searcher.save(str(tmp_path / "state.pkl"))
+    record = progress.read_json(str(tmp_path), progress.PROGRESS)
+    assert record["stage"] == "confirm" and not record["complete"]
+    assert record["packs"] == {"suggested": 3, "running": 1}
+    assert record["points"]["finished"] == 8 and record["points"]["pending"] == 2   # both confirm points: one in flight
+
+    drive(searcher)
+    searcher.on_trial_complete("x1", {f"point_status/{p['point_id']}": "finished" for p in in_flight["points"]})
+    drive(searcher)
+    searcher.save(str(tmp_path / "state.pkl"))
+    record = progress.read_json(str(tmp_path), progress.PROGRESS)
+    assert record["stage"] == "done" and record["complete"] and record["packs"]["running"] == 0
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["state.pkl", progress.PROGRESS]   # no temporary left

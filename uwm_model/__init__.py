@@ -6,22 +6,35 @@
     gen = torch.Generator().manual_seed(0)
     g = um.estimate("uwm", net, task, task.sample_inputs(32, gen), generator=gen)
     J, grad = um.exact_gradient(net, task)
+
+The names below load on first use, so ``uwm_model.metrics`` (the metric registry, plain Python)
+can be read without importing torch (the analysis package does).
 """
 
-from .network import Episode, Network, init_network, resolve_device, resolve_dtype, sample_episode
-from .optim import SGD, Adam, adam_update, sgd_update
-from .oracle import exact_gradient, expected_reward
-from .rules import RULES, Estimate, Gradient, estimate, resolve_rule
-from .tasks import Multiplexer
+from importlib import import_module
 
-__all__ = [
-    "Adam", "Episode", "Estimate", "Gradient", "Multiplexer", "Network", "RULES", "SGD", "adam_update",
-    "estimate", "exact_gradient", "expected_reward", "init_network", "resolve_device", "resolve_dtype",
-    "resolve_rule", "sample_episode", "sgd_update",
-]
+_EXPORTS = {
+    "network": ("Episode", "Network", "init_network", "resolve_device", "resolve_dtype", "sample_episode"),
+    "optim": ("SGD", "Adam", "adam_update", "sgd_update"),
+    "oracle": ("exact_gradient", "expected_reward"),
+    "rules": ("RULES", "Estimate", "Gradient", "estimate", "resolve_rule"),
+    "tasks": ("Multiplexer",),
+    "config": ("CrossRule", "ProbeConfig", "TaskConfig", "TrialConfig"),
+    "trainer": ("PointReport", "Report", "Trainer"),
+    "settings": ("torch_settings",),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_MODULE_OF)
 __version__ = "0.1.0"
 
-from .config import CrossRule, ProbeConfig, TaskConfig, TrialConfig  # noqa: E402
-from .trainer import PointReport, Report, Trainer  # noqa: E402
 
-__all__ += ["CrossRule", "PointReport", "ProbeConfig", "Report", "TaskConfig", "TrialConfig", "Trainer"]
+def __getattr__(name: str):
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module 'uwm_model' has no attribute '{name}'")
+    value = getattr(import_module(f".{_MODULE_OF[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

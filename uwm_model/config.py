@@ -12,11 +12,21 @@ import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
-from .rules import RULES, resolve_rule
+from .metrics import cross_rule_label
+from .rules import REWARD_BASELINE, RULES, resolve_rule
 
-PER_MEMBER_FIELDS = ("seed", "seeds", "lr", "outgoing_norm", "baseline_decay", "adam_beta1", "adam_beta2", "adam_eps",
-                     "rule_options.p", "name", "threshold")
+# trial fields that may differ between the members of one population; rules add their own options
+TRIAL_PER_MEMBER_FIELDS = ("seed", "seeds", "lr", "outgoing_norm", "baseline_decay", "adam_beta1", "adam_beta2",
+                           "adam_eps", "name", "threshold")
+
+
+def per_member_fields() -> tuple[str, ...]:
+    """Every field that may differ per member: the trial's, then ``rule_options.<option>`` of every
+    option some rule declares per member (:attr:`uwm_model.rules.Rule.per_member`)."""
+    options = dict.fromkeys(f"rule_options.{o}" for rule in RULES.values() for o in rule.per_member)
+    return (*TRIAL_PER_MEMBER_FIELDS[:-2], *options, *TRIAL_PER_MEMBER_FIELDS[-2:])
 
 
 class _Strict(BaseModel):
@@ -42,9 +52,7 @@ class CrossRule(_Strict):
 
     @property
     def name(self) -> str:
-        if self.label:
-            return self.label
-        return "_".join([self.rule] + [f"{k}-{v}" for k, v in sorted(self.options.items())])
+        return self.label or cross_rule_label(self.rule, self.options)
 
 
 def _default_cross_rules() -> list[CrossRule]:
@@ -62,9 +70,10 @@ class TrialConfig(_Strict):
     name: str | None = Field(None, description="free label of this configuration (per member)")
     task: TaskConfig = Field(default_factory=TaskConfig, description="the task")
     hidden: list[int] = Field([64, 32], min_length=1, description="hidden layer widths, input side first")
-    rule: Literal["reinforce", "ste", "wm", "hwm", "uwm"] = Field("uwm", description="learning rule")
+    rule: str = Field("uwm", description="learning rule: a name in uwm_model.rules.RULES")
     rule_options: dict[str, Any] = Field(default_factory=dict,
-                                         description="rule options (spec 3.6); wm's p may differ per member")
+                                         description="rule options (spec 3.6); those a rule declares per_member "
+                                                     "(wm's p) may differ per member")
     baseline: Literal["none", "ema"] = Field("none", description="REINFORCE baseline: none or an EMA of rewards")
     baseline_decay: float = Field(0.99, gt=0, lt=1, description="EMA decay of the REINFORCE baseline (per member)")
     optimizer: Literal["adam", "sgd"] = Field("adam", description="optimiser, ascending the expected reward")
@@ -94,6 +103,15 @@ class TrialConfig(_Strict):
         # YAML 1.1 reads a bare on/off as true/false
         return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
 
+    @field_validator("rule")
+    @classmethod
+    def _known_rule(cls, v):
+        if v not in RULES:   # worded like pydantic's own Literal error
+            names = [repr(name) for name in RULES]
+            raise PydanticCustomError("literal_error", "Input should be {expected}",
+                                      {"expected": " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)})
+        return v
+
     @field_validator("hidden")
     @classmethod
     def _positive_widths(cls, v):
@@ -118,11 +136,14 @@ class TrialConfig(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self):
-        if "baseline" in self.rule_options:
-            raise ValueError("rule_options.baseline is not a trial option: set `baseline: ema` (reinforce only)")
+        with_baseline = [name for name, rule in RULES.items() if rule.reward_baseline]
+        if REWARD_BASELINE in self.rule_options:
+            raise ValueError(f"rule_options.{REWARD_BASELINE} is not a trial option: set `baseline: ema` "
+                             f"({', '.join(with_baseline)} only)")
         resolve_rule(self.rule, self.rule_options)
-        if self.baseline == "ema" and self.rule != "reinforce":
-            raise ValueError(f"baseline: ema applies to rule reinforce only, not {self.rule}")
+        if self.baseline == "ema" and not RULES[self.rule].reward_baseline:
+            raise ValueError(f"baseline: ema applies to rule{'s' * (len(with_baseline) > 1)} "
+                             f"{', '.join(with_baseline)} only, not {self.rule}")
         if isinstance(self.lr, list) and len(self.lr) != self.layers:
             raise ValueError(f"lr lists {len(self.lr)} learning rates for {self.layers} layers (hidden {self.hidden} + output)")
         for name in ("episodes", "report_every", "threshold_window"):
@@ -155,11 +176,10 @@ class TrialConfig(_Strict):
     def pack_key(self) -> str:
         """Everything that must be equal for two configurations to train in one population."""
         data = self.model_dump(mode="json")
-        for field in PER_MEMBER_FIELDS:
-            if field.startswith("rule_options."):
-                data["rule_options"].pop(field.split(".", 1)[1], None)
-            else:
-                data.pop(field, None)
+        for field in TRIAL_PER_MEMBER_FIELDS:
+            data.pop(field, None)
+        for option in RULES[self.rule].per_member:
+            data["rule_options"].pop(option, None)
         return json.dumps(data, sort_keys=True)
 
     def flat(self) -> dict[str, Any]:

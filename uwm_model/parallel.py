@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import math
 import multiprocessing as mp
+import traceback
 from collections.abc import Iterator, Sequence
 
 from .config import TrialConfig
+from .settings import torch_settings
 from .trainer import Report, Trainer, point_report
 
 
@@ -37,16 +39,19 @@ def split_members(points: Sequence[TrialConfig], workers: int) -> list[list[tupl
 
 def _worker(configs: list[dict], queue) -> None:
     try:
-        trainer = Trainer([TrialConfig.model_validate(c) for c in configs])
+        points = [TrialConfig.model_validate(c) for c in configs]
+        torch_settings(points[0].threads, points[0].device)   # this process is the worker's own
+        trainer = Trainer(points)
         for report in trainer.run():
             queue.put(("report", report))
         queue.put(("done", None))
     except BaseException as error:  # reported to the parent, which raises it
-        queue.put(("error", f"{type(error).__name__}: {error}"))
+        queue.put(("error", traceback.format_exc()))
 
 
 def run_parallel(points: TrialConfig | Sequence[TrialConfig], workers: int = 2) -> Iterator[Report]:
-    """Like ``Trainer(points).run()``, with the members spread over ``workers`` processes."""
+    """Like ``Trainer(points).run()``, with the members spread over ``workers`` processes (each sets
+    :func:`~uwm_model.settings.torch_settings` for itself; one part trains in the caller's process, as set)."""
     points = [points] if isinstance(points, TrialConfig) else list(points)
     parts = split_members(points, workers)
     if len(parts) == 1:
@@ -63,7 +68,7 @@ def run_parallel(points: TrialConfig | Sequence[TrialConfig], workers: int = 2) 
             replies = [q.get() for q in queues]
             for kind, payload in replies:
                 if kind == "error":
-                    raise RuntimeError(f"a training worker failed: {payload}")
+                    raise RuntimeError(f"a training worker failed:\n{payload}")
             if all(kind == "done" for kind, _ in replies):
                 return
             yield _merge(points, parts, [payload for _, payload in replies])

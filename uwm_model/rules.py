@@ -192,20 +192,38 @@ def uwm(weights, ep: Episode, R: Tensor, U, signal="individual", form="reinforce
 # ----------------------------------------------------------------------------- registry
 
 
+REWARD_BASELINE = "baseline"   # the option through which a rule receives the trainer's reward baseline
+
+
 @dataclass(frozen=True)
 class Rule:
+    """A rule and its options: how they are checked and how they enter the trainer's step.
+
+    Every option is passed to ``fn`` by keyword. The trainer passes each option as the trial's
+    ``rule_options`` set it, except the options in ``per_member``, which may differ between the
+    members of one population: they are numbers, passed as a ``[P]`` tensor (or one number when
+    all members agree), so ``fn`` must broadcast them (:func:`_per_member`). A rule with
+    ``reward_baseline`` takes option :data:`REWARD_BASELINE`, which the trainer fills with its
+    per-member EMA of the rewards when the trial sets ``baseline: ema`` (and 0 otherwise).
+    """
+
     name: str
     fn: Callable
     defaults: dict
     choices: dict = field(default_factory=dict)    # option -> allowed string values
     numbers: dict = field(default_factory=dict)    # option -> (type, minimum)
-    needs_uniforms: bool = False
+    needs_uniforms: bool = False                   # fn takes U: one U(0, 1) per hidden unit and sample
+    per_member: tuple[str, ...] = ()               # number options that may differ per member
+    reward_baseline: bool = False                  # fn takes the trainer's reward baseline
+    hints: dict = field(default_factory=dict)      # option this rule lacks -> why
 
 
 RULES: dict[str, Rule] = {
-    "reinforce": Rule("reinforce", reinforce, {"baseline": 0.0}, numbers={"baseline": (float, None)}),
+    "reinforce": Rule("reinforce", reinforce, {REWARD_BASELINE: 0.0}, numbers={REWARD_BASELINE: (float, None)},
+                      reward_baseline=True),
     "ste": Rule("ste", ste, {"surrogate": "sigmoid"}, choices={"surrogate": ("sigmoid", "identity")}),
-    "wm": Rule("wm", wm, {"p": 2.0}, numbers={"p": (float, 1.0)}),
+    "wm": Rule("wm", wm, {"p": 2.0}, numbers={"p": (float, 1.0)}, per_member=("p",),
+               hints={"form": "wm has no rb form: its estimate is a first-order term around u = 1"}),
     "hwm": Rule("hwm", hwm, {"order": 3, "form": "reinforce"}, choices={"form": ("reinforce", "rb")},
                 numbers={"order": (int, 1)}),
     "uwm": Rule("uwm", uwm, {"signal": "individual", "form": "reinforce"},
@@ -221,7 +239,7 @@ def resolve_rule(name: str, options: dict | None = None) -> tuple[Rule, dict]:
     options = dict(options or {})
     for key, value in options.items():
         if key not in rule.defaults:
-            extra = " (wm has no rb form: its estimate is a first-order term around u = 1)" if (name, key) == ("wm", "form") else ""
+            extra = f" ({rule.hints[key]})" if key in rule.hints else ""
             raise ValueError(f"rule '{name}' has no option '{key}'{extra}; valid options: {', '.join(rule.defaults)}")
         if key in rule.choices and value not in rule.choices[key]:
             raise ValueError(f"rule '{name}' option {key}={value!r} is not one of: {', '.join(rule.choices[key])}")
@@ -252,16 +270,12 @@ class Gradient:
 
 @dataclass
 class Estimate:
-    """Per-sample estimates: ``weights[l]``: [P, B, n_{l+1}, n_l], ``biases[l]`` and ``logits[l]``:
-    [P, B, n_{l+1}], ``reward``: [P, B]. ``mean()`` is the update (ascent direction)."""
+    """Per-sample estimates: ``weights[l]``: [P, B, n_{l+1}, n_l], ``biases[l]`` (also the estimates of
+    the logits): [P, B, n_{l+1}], ``reward``: [P, B]. ``mean()`` is the update (ascent direction)."""
 
     weights: list[Tensor]
     biases: list[Tensor]
     reward: Tensor
-
-    @property
-    def logits(self) -> list[Tensor]:
-        return self.biases
 
     def mean(self) -> Gradient:
         return Gradient([w.mean(1) for w in self.weights], [b.mean(1) for b in self.biases])

@@ -6,7 +6,7 @@ axis: seed, per-layer learning rates, initial outgoing norm, Adam betas and epsi
 REINFORCE baseline decay, WM's p. Each member draws from its own counter-based stream
 (:mod:`uwm_model.streams`), so a point's numbers never depend on which points share its
 population. A report comes every ``report_every`` episodes with per-seed metrics and their
-aggregates per point (names in :data:`METRIC_NOTES`).
+aggregates per point (names and meanings in :mod:`uwm_model.metrics`).
 
     trainer = Trainer([cfg_a, cfg_b])
     for report in trainer.run():
@@ -19,30 +19,19 @@ import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from . import streams
-from .config import TrialConfig
+from .metrics import DIVERGED, FINISHED, RUNNING, STOPPED
+from .config import TrialConfig, per_member_fields
 from .network import Network, init_network, resolve_device, resolve_dtype, sample_episode
 from .optim import adam_update, sgd_update
 from .oracle import MAX_TRANSITION_ENTRIES, exact_gradient
-from .rules import RULES, Gradient, batch_mean_parameters, resolve_rule
+from .rules import REWARD_BASELINE, RULES, Gradient, batch_mean_parameters, resolve_rule
 from .tasks import Multiplexer
-
-METRIC_NOTES = {
-    "train_reward": "mean training reward over the report window",
-    "eval_reward": "mean reward of the stochastic network on eval_episodes fresh inputs, no learning",
-    "running_reward": "mean training reward over the last threshold_window episodes",
-    "episodes_to_threshold": "first episode at which running_reward >= threshold (absent until reached)",
-    "diverged": "1 once the member's parameters or estimates became non-finite",
-    "max_abs_outgoing_l{l}": "max |W^{l+1}|: largest outgoing weight of hidden layer l",
-    "outgoing_norm_l{l}": "mean over units i of hidden layer l of ||W^{l+1}_{:,i}||_2",
-    "probe_var_l{l}": "total per-sample variance of the weight and bias estimates of layer l (K fresh episodes)",
-    "probe_mean_sq_l{l}": "squared norm of the mean estimate of layer l",
-    "probe_bias_l{l}": "||mean estimate - exact gradient|| of layer l (small networks only)",
-}
 
 # "auto" compiles when the expected saving exceeds the cost of compiling (about 30 s on 2 cores with
 # a cold cache). An eager step costs a fixed ~0.5 ms of operator launches plus ~30 ns per parameter
@@ -52,6 +41,20 @@ COMPILE_SECONDS = 30.0
 EAGER_STEP_FIXED_SECONDS, EAGER_STEP_PER_ENTRY_SECONDS, COMPILE_SAVING = 5e-4, 3e-8, 0.8
 DRAW_BLOCK = 1024
 STEPS_PER_CALL = 4  # steps unrolled into one compiled call (DRAW_BLOCK must be a multiple)
+
+
+class TrainState(NamedTuple):
+    """What one step reads and writes, per member ([P, N] parameters and moments, [P, 1] Adam powers,
+    [P] the rest). Immutable: a step returns a new state (optax-style), so compiled steps stay pure."""
+
+    theta: torch.Tensor
+    adam_m: torch.Tensor
+    adam_v: torch.Tensor
+    beta1_power: torch.Tensor       # Adam's beta1^t, per member
+    beta2_power: torch.Tensor
+    baseline: torch.Tensor          # EMA of the batch-mean rewards (a rule's reward baseline)
+    active: torch.Tensor            # neither diverged nor stopped
+    updates: torch.Tensor           # updates applied
 
 
 @dataclass
@@ -84,12 +87,12 @@ class Trainer:
         keys = {cfg.pack_key() for cfg in self.points}
         if len(keys) > 1:
             raise ValueError("configurations packed into one Trainer must agree on every shape-fixing field "
-                             "(all but seed, seeds, lr, outgoing_norm, Adam betas/eps, baseline_decay, wm p, name, threshold)")
+                             f"(all but {', '.join(per_member_fields())})")
         cfg = self.cfg = self.points[0]
         self.task = _task(cfg)
         self.device, self.dtype = resolve_device(cfg.device), resolve_dtype(cfg.dtype)
         self.sizes = cfg.sizes(self.task.input_size)
-        self.rule, self.rule_options = resolve_rule(cfg.rule, {k: v for k, v in cfg.rule_options.items() if k != "p"})
+        self.rule = RULES[cfg.rule]
         self.member_point = [i for i, c in enumerate(self.points) for _ in range(c.seeds)]
         members = [(c, s) for c in self.points for s in c.member_seeds]
         self.P = P = len(members)
@@ -107,10 +110,14 @@ class Trainer:
         self.beta2 = per_member([c.adam_beta2 for c, _ in members]).unsqueeze(1)
         self.eps = per_member([c.adam_eps for c, _ in members]).unsqueeze(1)
         self.baseline_decay = per_member([c.baseline_decay for c, _ in members])
-        self.p = per_member([float(c.rule_options.get("p", 2.0)) for c, _ in members])
         self.threshold = per_member([c.threshold for c, _ in members])
-        # WM's p per member, or the plain number when all members share it (p = 2 needs no pow)
-        self.wm_p = self.p if len(set(self.p.tolist())) > 1 else float(self.p[0])
+        # the rule's options; those it declares per member as a [P] tensor, or as the plain number when
+        # all members share it (so a rule can take a cheaper path, as wm does for p = 2)
+        member_options = [resolve_rule(c.rule, c.rule_options)[1] for c, _ in members]
+        self.rule_options = dict(member_options[0])
+        for name in self.rule.per_member:
+            values = per_member([float(o[name]) for o in member_options])
+            self.rule_options[name] = values if len(set(values.tolist())) > 1 else float(values[0])
         self.train_keys = streams.member_keys(self.seeds, streams.TRAIN)
         self.eval_keys = streams.member_keys(self.seeds, streams.EVAL)
         self.probe_keys = streams.member_keys(self.seeds, streams.PROBE)
@@ -197,15 +204,24 @@ class Trainer:
         return weights, ep, self.task.reward(x, ep.action), parts[1 + len(widths):]
 
     def _rule_options(self, baseline):
-        if self.cfg.rule == "reinforce":
-            return {"baseline": baseline if self.cfg.baseline == "ema" else 0.0}
-        if self.cfg.rule == "wm":
-            return {"p": self.wm_p}
-        return self.rule_options
+        """The options of the trained rule in this step: the reward baseline is the trainer's EMA ([P])."""
+        if not self.rule.reward_baseline:
+            return self.rule_options
+        return {**self.rule_options, REWARD_BASELINE: baseline if self.cfg.baseline == "ema" else 0.0}
 
-    def train_step(self, theta, adam_m, adam_v, beta1_power, beta2_power, baseline, active, updates, u):
+    @property
+    def train_state(self) -> TrainState:
+        return TrainState(*(getattr(self, name) for name in TrainState._fields))
+
+    @train_state.setter
+    def train_state(self, state: TrainState) -> None:
+        for name, value in zip(TrainState._fields, state):
+            setattr(self, name, value)
+
+    def train_step(self, state: TrainState, u) -> tuple[TrainState, torch.Tensor]:
         """One update of every active member: sample a batch from the step's uniforms u ([P, D]), estimate,
-        ascend. A pure function of its inputs."""
+        ascend. A pure function of its inputs; returns the new state and the batch-mean rewards [P]."""
+        theta, adam_m, adam_v, beta1_power, beta2_power, baseline, active, updates = state
         weights, ep, reward, U = self._episode(theta, u, self.cfg.batch_size, self.rule.needs_uniforms)
         logit_grads = self.rule.fn(weights, ep, reward, U, **self._rule_options(baseline))
         mean = batch_mean_parameters(logit_grads, ep)
@@ -222,30 +238,28 @@ class Trainer:
         # overflow near the float limit): one reduction, not a full-size elementwise test.
         update = active & torch.isfinite(new_theta.sum(1))
         keep = update.unsqueeze(1)
-        return (torch.where(keep, new_theta, theta), torch.where(keep, new_m, adam_m), torch.where(keep, new_v, adam_v),
-                torch.where(keep, beta1_power * self.beta1, beta1_power), torch.where(keep, beta2_power * self.beta2, beta2_power),
-                torch.where(update, self.baseline_decay * baseline + (1 - self.baseline_decay) * reward.mean(1), baseline),
-                update, updates + update.to(updates.dtype), reward.mean(1))
+        return TrainState(
+            theta=torch.where(keep, new_theta, theta), adam_m=torch.where(keep, new_m, adam_m),
+            adam_v=torch.where(keep, new_v, adam_v),
+            beta1_power=torch.where(keep, beta1_power * self.beta1, beta1_power),
+            beta2_power=torch.where(keep, beta2_power * self.beta2, beta2_power),
+            baseline=torch.where(update, self.baseline_decay * baseline + (1 - self.baseline_decay) * reward.mean(1), baseline),
+            active=update, updates=updates + update.to(updates.dtype)), reward.mean(1)
 
-    def train_steps(self, theta, adam_m, adam_v, beta1_power, beta2_power, baseline, active, updates, u):
+    def train_steps(self, state: TrainState, u) -> tuple[TrainState, torch.Tensor]:
         """``len(u)`` consecutive steps (u: [S, P, D]) in one call: compiled, they unroll into one graph,
         so the per-call overhead is paid once per S steps. Returns the state and rewards [S, P]."""
-        state, rewards = (theta, adam_m, adam_v, beta1_power, beta2_power, baseline, active, updates), []
+        rewards = []
         for i in range(u.shape[0]):
-            *state, reward = self.train_step(*state, u[i])
+            state, reward = self.train_step(state, u[i])
             rewards.append(reward)
-        return (*state, torch.stack(rewards))
+        return state, torch.stack(rewards)
 
     def _prepare(self) -> None:
-        """Choose eager or compiled execution once: compiling pays off only for long runs on the CPU."""
+        """Choose eager or compiled execution once: compiling pays off only for long runs on the CPU.
+        (Threads and denormal handling are the caller's: :func:`uwm_model.settings.torch_settings`.)"""
         if self._step is not None:
             return
-        if self.device.type == "cpu":
-            torch.set_num_threads(self.cfg.threads)
-            # Adam's moments of parameters whose estimate is often exactly zero (units that did not
-            # fire) decay into subnormal floats, which cost x86 cores ~100 cycles per operation:
-            # flushing them to zero halved the step time of the replication config.
-            torch.set_flush_denormal(True)
         steps = self.cfg.episodes // self.cfg.batch_size
         mode = self.cfg.compile
         entries = self.P * self.cfg.batch_size * self.theta.shape[1]
@@ -254,20 +268,17 @@ class Trainer:
         if not self.compiled:
             self._step, self._steps, self._uniforms = self.train_step, None, streams.uniforms
             return
-        # every Trainer compiles its own bound methods; let one process hold many (tests, reused workers)
-        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
         compile = lambda fn: torch.compile(fn, fullgraph=True, dynamic=False)  # noqa: E731
         self._step, self._steps, self._uniforms = compile(self.train_step), compile(self.train_steps), compile(streams.uniforms)
         # compile now, on the real state (the step functions are pure), so training time excludes it;
         # torch's compile cache makes later trials of the same shapes start in seconds
         tic = time.perf_counter()
-        state = (self.theta, self.adam_m, self.adam_v, self.beta1_power, self.beta2_power, self.baseline, self.active,
-                 self.updates)
+        state = self.train_state
         draws = self.cfg.batch_size * sum(self._draws_per_episode(self.rule.needs_uniforms))
         block = self._uniforms(self.train_keys, torch.arange(DRAW_BLOCK, device=self.device), draws, self.dtype)
-        self._steps(*state, block[:STEPS_PER_CALL])
+        self._steps(state, block[:STEPS_PER_CALL])
         if (self.cfg.report_every // self.cfg.batch_size) % STEPS_PER_CALL or steps % STEPS_PER_CALL:
-            self._step(*state, block[0])
+            self._step(state, block[0])
         self.compile_seconds = time.perf_counter() - tic
 
     # ------------------------------------------------------------------ training loop
@@ -299,8 +310,7 @@ class Trainer:
 
     def _train(self, n: int) -> torch.Tensor:
         """n steps from the current state; returns the batch-mean rewards [n, P]."""
-        state = (self.theta, self.adam_m, self.adam_v, self.beta1_power, self.beta2_power, self.baseline, self.active,
-                 self.updates)
+        state = self.train_state
         draws = self.cfg.batch_size * sum(self._draws_per_episode(self.rule.needs_uniforms))
         unroll = STEPS_PER_CALL if self.compiled else 1
         rewards = []
@@ -311,14 +321,13 @@ class Trainer:
             count, i = min(DRAW_BLOCK, n - start), 0
             while i < count:
                 if count - i >= unroll > 1:
-                    *state, reward = self._steps(*state, block[i: i + unroll])
+                    state, reward = self._steps(state, block[i: i + unroll])
                     i += unroll
                 else:
-                    *state, reward = self._step(*state, block[i])
+                    state, reward = self._step(state, block[i])
                     reward, i = reward.unsqueeze(0), i + 1
                 rewards.append(reward)
-        (self.theta, self.adam_m, self.adam_v, self.beta1_power, self.beta2_power, self.baseline, self.active,
-         self.updates) = state
+        self.train_state = state
         return torch.cat(rewards)
 
     def _track_threshold(self, rewards: torch.Tensor) -> None:
@@ -462,11 +471,11 @@ def point_report(per_seed: list[dict[str, float]], stopped: bool, done: bool, ep
     metrics["episodes"] = float(episode)
     metrics["seconds_per_episode"] = seconds_per_episode
     if metrics["diverged_fraction"] > 0:
-        status = "diverged"
+        status = DIVERGED
     elif stopped:
-        status = "stopped"
+        status = STOPPED
     else:
-        status = "finished" if done else "running"
+        status = FINISHED if done else RUNNING
     return PointReport(status, metrics, per_seed)
 
 

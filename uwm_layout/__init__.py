@@ -1,0 +1,108 @@
+"""The MLflow layout of a study: every tag, status, artifact and run name, in one place.
+
+The ``study`` package writes this layout and ``analysis`` reads it; both import the names from
+here, so renaming a tag or adding a status is a one-line change. Standard library and the torch-free
+:mod:`uwm_model.metrics` only, so ``analysis`` imports it without importing ``study`` (Ray, Optuna)
+or torch.
+
+- Experiment: the study name. Parent run ``run_name = <study>``, tags :data:`ROLE` = ``study``,
+  :data:`STUDY`, :data:`SPEC_HASH` (sha256 of the canonical spec), :data:`GIT_COMMIT`,
+  :data:`VERSION`; artifact :data:`SPEC_ARTIFACT`; at the end, metrics ``points_<status>``.
+- Child run per point, ``run_name = <point id>``, tag :data:`PARENT`, tags :data:`ROLE` = ``trial``,
+  :data:`STUDY`, :data:`CELL`, :data:`POINT_ID`, :data:`STAGE`, :data:`PACK`, :data:`CONFIG_HASH`,
+  :data:`NODE`, :data:`HOST` and :data:`STATUS` (:data:`RUNNING`, then one of :data:`ENDED`);
+  params ``TrialConfig.flat()`` plus ``cell.<axis>``; metrics every aggregate the trainer reports
+  (step = episode), summaries ``final_*`` and :data:`AUC_REWARD`; artifact :data:`SEED_CURVES`.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlparse
+
+# ---------------------------------------------------------------- tags
+PARENT = "mlflow.parentRunId"
+NOTE = "mlflow.note.content"
+ROLE = "uwm.role"
+STUDY = "uwm.study"
+SPEC_HASH = "uwm.spec_hash"
+GIT_COMMIT = "uwm.git_commit"
+VERSION = "uwm.version"
+CELL = "uwm.cell"
+POINT_ID = "uwm.point_id"
+STAGE = "uwm.stage"
+PACK = "uwm.pack"
+CONFIG_HASH = "uwm.config_hash"
+NODE = "uwm.node"
+HOST = "uwm.host"
+STATUS = "uwm.status"
+
+ROLE_STUDY, ROLE_TRIAL = "study", "trial"
+STAGE_SEARCH, STAGE_CONFIRM = "search", "confirm"
+
+# ---------------------------------------------------------------- point statuses
+# running, finished, diverged and stopped are the trainer's (PointReport.status); the study adds two
+from uwm_model.metrics import DIVERGED, FINISHED, RUNNING, STOPPED  # noqa: E402,F401  (torch-free)
+
+PENDING = "pending"          # suggested, not yet reporting (searcher only)
+FAILED = "failed"            # its trial errored after its retries, or never reported
+TRAINED = (FINISHED, DIVERGED, STOPPED)   # ended with results the trainer reported
+ENDED = (*TRAINED, FAILED)                # final: a run with one of these is never written again
+
+# ---------------------------------------------------------------- artifacts and metrics
+SPEC_ARTIFACT = "spec.yaml"
+SEED_CURVES = "curves_per_seed.csv"
+SEED_CURVE_COLUMNS = ("episode", "seed", "metric", "value")
+FINAL_PREFIX = "final_"
+AUC_REWARD = "auc_reward_mean"
+POINT_COUNT_PREFIX = "points_"
+
+
+def point_filter(parent_run_id: str, point_id: str | None = None) -> str:
+    """MLflow filter of a study's child runs (of one point when ``point_id`` is given)."""
+    text = f"tags.`{PARENT}` = '{parent_run_id}'"
+    return text + (f" and tags.`{POINT_ID}` = '{quote(point_id)}'" if point_id is not None else "")
+
+
+def parent_filter(study: str | None = None) -> str:
+    """MLflow filter of a study's parent run (of any study when ``study`` is None)."""
+    text = f"tags.`{ROLE}` = '{ROLE_STUDY}'"
+    return text + (f" and tags.`{STUDY}` = '{quote(study)}'" if study is not None else "")
+
+
+def quote(value: str) -> str:
+    return value.replace("'", "\\'")
+
+
+def search_all(client, experiment_ids: list[str], filter_string: str, retry=None, **kwargs) -> list:
+    """Every run matching ``filter_string`` (all pages). ``retry(fn, *args, **kwargs)`` wraps each call
+    (the study retries while a SQLite store is locked); ``kwargs`` go to ``search_runs`` (``order_by``)."""
+    call = retry or (lambda fn, *a, **k: fn(*a, **k))
+    runs, token = [], None
+    while True:
+        page = call(client.search_runs, experiment_ids, filter_string, max_results=1000, page_token=token, **kwargs)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def is_remote(path: str) -> bool:
+    """Whether a storage path is a URI (``s3://``, ``gs://``, ``file://``...) rather than a local folder:
+    URIs are reached through their filesystem client, never globbed or resolved as local paths."""
+    return "://" in path
+
+
+def is_server(uri: str) -> bool:
+    """Whether a tracking URI names an MLflow server (http or https)."""
+    return urlparse(uri).scheme in ("http", "https")
+
+
+def auc_reward(curve) -> float:
+    """Area under an eval-reward curve over the episodes trained: sum over reports of the reward times the
+    episodes since the previous report, divided by the last report's episode; 1 for a point perfect from the
+    start. ``curve``: (episode, reward) pairs in episode order, finite rewards only; NaN when empty."""
+    area, previous = 0.0, 0
+    for episode, value in curve:
+        area += value * (episode - previous)
+        previous = episode
+    return area / previous if previous else float("nan")
