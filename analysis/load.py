@@ -42,7 +42,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-import uwm_layout as layout
+from uwm_model import layout
 
 SUMMARY_PREFIXES = (layout.FINAL_PREFIX, "auc_")
 SEED_CSV = layout.SEED_CURVES

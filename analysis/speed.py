@@ -29,7 +29,7 @@ import math
 import numpy as np
 import pandas as pd
 
-import uwm_layout as layout
+from uwm_model import layout
 
 from .load import Study
 from .probe import probe_at

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-import uwm_layout as layout
+from uwm_model import layout
 
 RULE_MODEL = {  # v_r, a_r (variance-width exponent), k_r (norm exponent), s_r (seconds prefactor)
     "reinforce": (4.0, 1.0, 0.0, 2.0e-7),

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import uwm_layout as layout
+from uwm_model import layout
 
 META = "uwm-study.json"
 PROGRESS = "uwm-progress.json"

@@ -33,7 +33,7 @@ from . import progress
 from .errors import UserError
 from .spec import StudySpec, validate_spec
 from . import tracking
-import uwm_layout as layout
+from uwm_model import layout
 
 DEFAULT_STORAGE = "runs"
 

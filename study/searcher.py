@@ -56,7 +56,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
-import uwm_layout as layout
+from uwm_model import layout
 
 from . import progress
 from .spec import Cell, SearchParam, StudySpec

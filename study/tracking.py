@@ -1,6 +1,6 @@
 """Writing a study to MLflow: one parent run per study, one nested child run per point.
 
-The layout itself (every tag, status, artifact and run name) is :mod:`uwm_layout`, shared with
+The layout itself (every tag, status, artifact and run name) is :mod:`uwm_model.layout`, shared with
 ``analysis``. Parent run ``run_name = <study>``; child run per point ``run_name = <point id>``,
 params ``TrialConfig.flat()`` (lists as strings) plus ``cell.<path>`` for every grid axis,
 metrics every aggregate the trainer reports (step = episode), summaries ``final_*`` and
@@ -31,8 +31,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-import uwm_layout as layout
-from uwm_layout import is_server
+from uwm_model import layout
+from uwm_model.layout import is_server
 
 from .errors import UserError
 

@@ -33,7 +33,7 @@ from pathlib import Path
 import ray
 from ray import tune
 
-import uwm_layout as layout
+from uwm_model import layout
 from uwm_model.config import TrialConfig
 from uwm_model.settings import torch_settings
 from uwm_model.trainer import Trainer

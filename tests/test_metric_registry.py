@@ -27,5 +27,5 @@ def test_the_registry_imports_without_torch():
     import subprocess
     import sys
 
-    code = "import sys, uwm_model.metrics, uwm_layout, analysis.load; assert 'torch' not in sys.modules"
+    code = "import sys, uwm_model.metrics, uwm_model.layout, analysis.load; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

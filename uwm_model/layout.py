@@ -2,8 +2,8 @@
 
 The ``study`` package writes this layout and ``analysis`` reads it; both import the names from
 here, so renaming a tag or adding a status is a one-line change. Standard library and the torch-free
-:mod:`uwm_model.metrics` only, so ``analysis`` imports it without importing ``study`` (Ray, Optuna)
-or torch.
+:mod:`uwm_model.metrics` only (names, no MLflow import), so ``analysis`` imports it without importing
+``study`` (Ray, Optuna) or torch.
 
 - Experiment: the study name. Parent run ``run_name = <study>``, tags :data:`ROLE` = ``study``,
   :data:`STUDY`, :data:`SPEC_HASH` (sha256 of the canonical spec), :data:`GIT_COMMIT`,
