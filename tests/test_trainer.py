@@ -219,5 +219,5 @@ def test_evaluation_and_probes_in_member_slices_give_the_same_numbers(monkeypatc
     sliced_trainer = um.Trainer(points)
     probe_draws = 8 * sum(sliced_trainer._draws_per_episode(True))
     monkeypatch.setattr(trainer_module, "DRAW_BUDGET_BYTES", 2 * probe_draws * trainer_module.DRAW_BYTES_PER_UNIFORM)
-    assert len(sliced_trainer._member_slices(probe_draws)) == 3
+    assert len(sliced_trainer._member_slices(probe_draws)) == 4       # 7 members: 2 + 2 + 2 + 1
     assert [p.per_seed for p in final(sliced_trainer).points] == whole
