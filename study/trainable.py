@@ -109,7 +109,8 @@ def train_pack(config: dict, ctx: StudyContext) -> None:
         rungs = rung_episodes(ctx.early_stopping["grace_period"], ctx.early_stopping["reduction_factor"],
                               configs[0].episodes)
 
-    where = {"uwm.node": ray.get_runtime_context().get_node_id(), "uwm.host": socket.gethostname()}
+    where = {"uwm.node": ray.get_runtime_context().get_node_id(), "uwm.host": socket.gethostname(),
+             "uwm.device": str(trainer.device)}   # cuda, or cpu where a GPU trial found no CUDA device
     runs: list[tracking.PointRun] | None = None
     for report in trainer.run():
         if runs is None:
