@@ -259,7 +259,7 @@ def run_study(spec: StudySpec, tracking_uri: str, storage: str, address: str | N
 
     concurrent = spec.max_concurrent or default_concurrency(spec)
     print(f"study {spec.name}: {len(spec.cells())} cells x {spec.samples_per_cell} points"
-          + (" + confirm" if spec.confirm else "") + f" = {spec.total_points} points, packs of <= {spec.pack_size}, "
+          + (" + confirm" if spec.confirm else "") + f" = {spec.total_points} points, packs of <= {spec.points_per_pack}, "
           f"{concurrent} trial{'s' * (concurrent != 1)} at once on {where}", flush=True)
     return _fit(_new_tuner(spec, meta, concurrent), spec, meta, tracker)
 

@@ -8,7 +8,7 @@ Ray's search algorithms cannot combine a grid with Optuna, and a Tune trial here
 - each Tune trial it suggests is one pack: ``{"pack_id": ..., "points": [point, ...]}`` where
   every point is a full TrialConfig (``point["config"]``) with a stable ``point_id``
   (``c003-search-007``: cell 3, Optuna trial 7; ``c003-confirm-0``: cell 3's first confirm
-  point). ``pack_size: 1`` gives one trial per point.
+  point). ``pack_size: 1`` gives one trial per point; ``auto`` fills a GPU (``StudySpec.points_per_pack``).
 
 Packing. A pack holds at most ``pack_size`` points that share ``TrialConfig.pack_key()`` (the
 shape-fixing fields), so the trainer can run them as one population. Points of one cell always
@@ -153,9 +153,9 @@ class GridOptunaSearcher(Searcher):
             self.next_group = g + 1
             pack = []
             for c in open_cells:
-                while self.asked[c] < self.spec.samples_per_cell and len(pack) < self.spec.pack_size:
+                while self.asked[c] < self.spec.samples_per_cell and len(pack) < self.spec.points_per_pack:
                     pack.append(self._ask(cells[c]))
-                if len(pack) == self.spec.pack_size:
+                if len(pack) == self.spec.points_per_pack:
                     break
             return pack
         return []
@@ -170,8 +170,8 @@ class GridOptunaSearcher(Searcher):
             if not waiting:
                 continue
             open_search = any(self.ended[c] < self.spec.samples_per_cell for c in members)
-            if len(waiting) >= self.spec.pack_size or not open_search:
-                pack = waiting[: self.spec.pack_size]
+            if len(waiting) >= self.spec.points_per_pack or not open_search:
+                pack = waiting[: self.spec.points_per_pack]
                 self.confirm_queue = [p for p in self.confirm_queue if p not in pack]
                 return pack
         return []

@@ -49,7 +49,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
@@ -312,7 +312,10 @@ class Resources(_Strict):
 
     cpus: float = Field(1.0, gt=0, description="CPU cores a trial holds; its trainer uses base.threads of them "
                                                "(default 1: several one-thread trials use the cores best)")
-    gpus: float = Field(0.0, ge=0, description="GPUs per trial, fractional allowed (e.g. 0.25 runs four packs per GPU)")
+    gpus: float = Field(0.0, ge=0, description="GPUs per trial, fractional allowed (e.g. 0.25 runs four packs per GPU); "
+                                               "a trial that finds no CUDA device (base.device auto) trains on its CPUs")
+    gpu_memory_gib: float | None = Field(None, gt=0, description="memory of one GPU of the cluster, for pack_size auto "
+                                                                 "(default: the driver's first CUDA device, else 80)")
 
 
 
@@ -338,7 +341,11 @@ class StudySpec(_Strict):
     early_stopping: EarlyStopping | None = Field(None, description="optional member-level ASHA or median stopping")
     confirm: Confirm | None = Field(None, description="optional confirm stage: best point(s) per cell re-run with fresh seeds")
     resources: Resources = Field(default_factory=Resources, description="resources per trial (pack)")
-    pack_size: int = Field(16, ge=1, description="most points trained together as one population in one trial; 1 = no packing")
+    pack_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        16, description="most points trained together as one population in one trial; 1 = no packing; auto: 16 on "
+                        "CPUs, and with resources.gpus > 0 as many as fill the trial's share of a GPU: "
+                        "members = min(65536, (0.8 x gpus x GPU memory - 2 GiB) / bytes per member) for the "
+                        "largest cell (uwm_model.memory), divided by the members per point (seeds)")
     max_concurrent: int | None = Field(None, ge=1, description="most trials running at once; default: as many as the "
                                                                "cluster fits when the study starts, so each cell's search "
                                                                "sees results early (set it on an autoscaling cluster, "
@@ -346,6 +353,7 @@ class StudySpec(_Strict):
     max_failures: int = Field(2, ge=0, description="retries of a failed trial (from its last checkpoint)")
 
     _cells: list | None = PrivateAttr(None)
+    _points_per_pack: int | None = PrivateAttr(None)
 
     @field_validator("grid")
     @classmethod
@@ -403,9 +411,33 @@ class StudySpec(_Strict):
         return TrialConfig.model_validate(data).model_dump(mode="json")
 
     @property
+    def points_per_pack(self) -> int:
+        """``pack_size`` resolved: the number itself, or the ``auto`` rule (see the field)."""
+        if self.pack_size != "auto":
+            return self.pack_size
+        if self._points_per_pack is None:
+            self._points_per_pack = 16
+            if self.resources.gpus:
+                from uwm_model.memory import members_that_fit
+
+                gpu = self.resources.gpu_memory_gib * 2**30 if self.resources.gpu_memory_gib else local_gpu_bytes()
+                members = min(members_that_fit(TrialConfig.model_validate(c.config), self.resources.gpus * gpu)
+                              for c in self.cells())
+                seeds = max([c.config["seeds"] for c in self.cells()] + ([self.confirm.seeds] if self.confirm else []))
+                self._points_per_pack = max(1, members // seeds)
+        return self._points_per_pack
+
+    @property
     def total_points(self) -> int:
         cells = len(self.cells())
         return cells * self.samples_per_cell + (cells * min(self.confirm.top_k, self.samples_per_cell) if self.confirm else 0)
+
+
+def local_gpu_bytes() -> float:
+    """Memory of this machine's first CUDA device, or 80 GiB (an A100/H100) where torch sees none."""
+    import torch
+
+    return torch.cuda.get_device_properties(0).total_memory if torch.cuda.is_available() else 80 * 2**30
 
 
 @dataclass(frozen=True)

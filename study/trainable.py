@@ -112,7 +112,8 @@ def train_pack(config: dict, ctx: StudyContext) -> None:
         rungs = rung_episodes(ctx.early_stopping["grace_period"], ctx.early_stopping["reduction_factor"],
                               configs[0].episodes)
 
-    where = {layout.NODE: ray.get_runtime_context().get_node_id(), layout.HOST: socket.gethostname()}
+    where = {layout.NODE: ray.get_runtime_context().get_node_id(), layout.HOST: socket.gethostname(),
+             layout.DEVICE: str(trainer.device)}   # cuda, or cpu where a GPU trial found no CUDA device
     runs: list[tracking.PointRun] | None = None
     for report in trainer.run():
         if runs is None:

@@ -158,3 +158,64 @@ def test_ray_job_submit_runs_studies_across_two_nodes(cluster, tmp_path):
         assert len(kids) == 4 and {r.data.tags["uwm.status"] for r in kids} == {"finished"}
         nodes |= {r.data.tags["uwm.node"] for r in kids}
     assert len(nodes) == 2                                       # trials ran on both nodes
+
+
+@pytest.fixture
+def gpu_head(tmp_path):
+    """A one-node Ray cluster that declares one GPU (2 CPUs, --num-gpus=1) on this machine without CUDA;
+    yields (env, GCS address)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+    env.update(RAY_USAGE_STATS_ENABLED="0")
+    gcs, client, listen, grpc, runtime_env, metrics = free_ports(6)
+    ray_tmp = tempfile.mkdtemp(prefix="uwm-ray-", dir="/tmp")
+    log = tmp_path / "head.log"
+    head = subprocess.Popen(
+        [str(BIN / "ray"), "start", "--head", f"--port={gcs}", f"--ray-client-server-port={client}",
+         "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={ray_tmp}",
+         f"--dashboard-agent-listen-port={listen}", f"--dashboard-agent-grpc-port={grpc}",
+         f"--runtime-env-agent-port={runtime_env}", f"--metrics-export-port={metrics}",
+         "--num-cpus=2", "--num-gpus=1", "--object-store-memory=200000000", "--block"],
+        env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    pids = set()
+    try:
+        _wait(lambda: "block forever" in log.read_text(), 90, "the head node", head)
+        pids.update(p.pid for p in _family(head.pid))
+        yield env, f"127.0.0.1:{gcs}"
+    finally:
+        pids.update(p.pid for p in _family(head.pid))
+        head.terminate()
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            head.kill()
+        for pid in pids:
+            try:
+                psutil.Process(pid).kill()
+            except psutil.Error:
+                pass
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_four_quarter_gpu_trials_share_one_declared_gpu_at_once_and_fall_back_to_the_cpu(gpu_head, tmp_path):
+    """resources.gpus 0.25 on a node declaring one GPU: the study plans four trials at once, Ray runs the four
+    packs concurrently (their MLflow runs overlap in time), and each, finding no CUDA device, trains on the CPU."""
+    env, address = gpu_head
+    spec = {"name": "gpu-share", **SPEC, "base": {**SPEC["base"], "episodes": 6000, "report_every": 300},
+            "resources": {"cpus": 0.5, "gpus": 0.25}}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    db = tmp_path / "mlflow.db"
+    out = subprocess.run([sys.executable, "-m", "study.cli", "run", "spec.yaml", "--address", address,
+                          "--storage", str(tmp_path / "runs"), "--tracking-uri", f"sqlite:///{db}"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+    assert "4 trials at once" in out.stdout, out.stdout[-2000:]
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{db}")
+    runs = client.search_runs([client.get_experiment_by_name("gpu-share").experiment_id])
+    kids = [r for r in runs if r.data.tags.get("uwm.role") == "trial"]
+    assert len(kids) == 4 and {r.data.tags["uwm.status"] for r in kids} == {"finished"}
+    assert len({r.data.tags["uwm.pack"] for r in kids}) == 4
+    assert {r.data.tags["uwm.device"] for r in kids} == {"cpu"}
+    assert max(r.info.start_time for r in kids) < min(r.info.end_time for r in kids)   # all four trained at once

@@ -217,3 +217,31 @@ def test_a_huge_spec_file_is_refused_before_it_is_read(tmp_path):
     path.write_text("name: big\ndescription: " + "x" * (2 << 20) + "\n")
     with pytest.raises(UserError, match="too large"):
         read_yaml(path)
+
+
+def test_pack_size_auto_fills_the_trials_share_of_a_gpu():
+    from uwm_model.memory import FIXED_BYTES, MAX_MEMBERS, member_bytes
+
+    big = {**TINY, "base": {**TINY["base"], "task": {"address_bits": 4}, "hidden": [64, 32], "batch_size": 8, "seeds": 4, "report_every": 200},
+           "pack_size": "auto"}
+    assert validate_spec(big).points_per_pack == 16                              # no GPU asked for: the CPU default
+    quarter = validate_spec({**big, "resources": {"gpus": 0.25, "gpu_memory_gib": 80}})
+    widest = max(member_bytes(TrialConfig.model_validate(c.config)) for c in quarter.cells())
+    members = int((0.8 * 0.25 * 80 * 2**30 - FIXED_BYTES) // widest)
+    assert quarter.points_per_pack == members // 4 > 1000
+    whole = validate_spec({**big, "resources": {"gpus": 1, "gpu_memory_gib": 80}})
+    assert whole.points_per_pack == min(MAX_MEMBERS, int((0.8 * 80 * 2**30 - FIXED_BYTES) // widest)) // 4
+    assert whole.points_per_pack > quarter.points_per_pack
+    small = validate_spec({**big, "resources": {"gpus": 0.25, "gpu_memory_gib": 8}})
+    assert small.points_per_pack == 1                                           # nothing fits: one point a pack
+    tiny = validate_spec({**TINY, "pack_size": "auto", "resources": {"gpus": 1, "gpu_memory_gib": 80}})
+    assert tiny.points_per_pack == MAX_MEMBERS // 2                              # tiny nets: capped at 65 536 members
+    assert validate_spec({**TINY, "pack_size": 5}).points_per_pack == 5
+
+
+def test_the_gpu_sweep_is_sized_for_one_gpu():
+    spec = load_spec(ROOT / "tune_configs/gpu-sweep.yaml")
+    assert spec.resources.gpus == 0.25 and spec.pack_size == "auto" and spec.total_points >= 2000
+    assert {c.config["rule"] for c in spec.cells()} == RULES
+    packed = validate_spec({**spec.model_dump(mode="json"), "resources": {"gpus": 0.25, "gpu_memory_gib": 80}})
+    assert packed.points_per_pack >= 1024                                       # a rule's 4 x 256 points in one pack

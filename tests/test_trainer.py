@@ -144,13 +144,50 @@ def test_ema_baseline_reduces_reinforce_probe_variance():
 def test_compiled_training_matches_eager_training():
     """torch.compile fuses the step (and unrolls STEPS_PER_CALL steps per call): the same numbers up to
     round-off. float64 and a tiny net keep the compile short (~20 s on 2 cores, cold cache)."""
-    common = dict(rule="uwm", hidden=[4, 3], episodes=96, report_every=48, batch_size=2, seeds=2, dtype="float64",
+    # windows of 25 steps: four-step calls and single steps, each generating its own uniforms in the graph
+    common = dict(rule="uwm", hidden=[4, 3], episodes=100, report_every=50, batch_size=2, seeds=2, dtype="float64",
                   probe={"enabled": False})
     eager, compiled = um.Trainer(config(compile="off", **common)), um.Trainer(config(compile="on", **common))
     list(eager.run())
     reports = list(compiled.run())
     assert compiled.compiled and reports[-1].compile_seconds > 0
     assert torch.allclose(eager.theta, compiled.theta, rtol=0, atol=1e-10)
+
+
+def test_eager_training_draws_each_windows_steps_once_in_bounded_blocks(monkeypatch):
+    """Only the steps a window trains are drawn, each once, in order; blocks and member slices stay within
+    the draw budget, and the numbers do not depend on the budget."""
+    from uwm_model import streams, trainer as trainer_module
+
+    cfg = config(rule="uwm", hidden=[4, 3], episodes=50 * 2, report_every=25 * 2, batch_size=2, seeds=3)
+    reference = um.Trainer(cfg)
+    list(reference.run())
+
+    calls, real = [], streams.uniforms
+    monkeypatch.setattr(streams, "uniforms", lambda keys, counter, n, dtype: calls.append((keys.shape[0], torch.as_tensor(counter).flatten().tolist(), n))
+                        or real(keys, counter, n, dtype))
+    trainer = um.Trainer(cfg)
+    per_uniform = trainer_module.DRAW_BYTES_PER_UNIFORM
+    draws = trainer._draws_per_step()
+    budget = 2 * draws * per_uniform                       # one step of two members
+    monkeypatch.setattr(trainer_module, "DRAW_BUDGET_BYTES", budget)
+    assert trainer.draw_block_steps() == 1                 # one step of three members exceeds it ...
+    list(trainer.run())
+    train = [(members, counters) for members, counters, n in calls if n == draws]
+    assert {members for members, _ in train} == {1, 2}     # ... so each is drawn for 2 + 1 members
+    assert [c for members, counters in train if members == 2 for c in counters] == list(range(50))
+    assert all(members * len(counters) * draws * per_uniform <= budget for members, counters in train)
+    assert torch.equal(trainer.theta, reference.theta)
+
+    calls.clear()
+    monkeypatch.setattr(trainer_module, "DRAW_BUDGET_BYTES", 10 * 3 * draws * per_uniform)
+    trainer = um.Trainer(cfg)
+    assert trainer.draw_block_steps() == 10
+    list(trainer.run())
+    blocks = [counters for members, counters, n in calls if n == draws]
+    assert blocks == [list(range(s, s + 10)) for s in (0, 10)] + [list(range(20, 25))] + \
+                     [list(range(s, s + 10)) for s in (25, 35)] + [list(range(45, 50))]   # never past a window
+    assert torch.equal(trainer.theta, reference.theta)
 
 
 def test_members_split_across_processes_give_the_same_numbers():
@@ -169,3 +206,18 @@ def test_members_split_across_processes_give_the_same_numbers():
         for pa, pb in zip(a.points, b.points):
             assert pa.per_seed == pb.per_seed and pa.status == pb.status
             assert pa.metrics["eval_reward_mean"] == pb.metrics["eval_reward_mean"]
+
+
+def test_evaluation_and_probes_in_member_slices_give_the_same_numbers(monkeypatch):
+    """Large populations evaluate and probe slice by slice within the draw budget: same numbers."""
+    from uwm_model import trainer as trainer_module
+
+    cfg = config(rule="wm", rule_options={"p": 2}, hidden=[4, 3], episodes=32, report_every=32, batch_size=2, seeds=5,
+                 eval_episodes=16, probe={"enabled": True, "samples": 8, "cross_rule": True})
+    points = [cfg, cfg.model_copy(update={"rule_options": {"p": 3}, "seed": 50, "seeds": 2})]   # p per member
+    whole = [p.per_seed for p in final(um.Trainer(points)).points]
+    sliced_trainer = um.Trainer(points)
+    probe_draws = 8 * sum(sliced_trainer._draws_per_episode(True))
+    monkeypatch.setattr(trainer_module, "DRAW_BUDGET_BYTES", 2 * probe_draws * trainer_module.DRAW_BYTES_PER_UNIFORM)
+    assert len(sliced_trainer._member_slices(probe_draws)) == 4       # 7 members: 2 + 2 + 2 + 1
+    assert [p.per_seed for p in final(sliced_trainer).points] == whole

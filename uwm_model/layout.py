@@ -34,6 +34,7 @@ PACK = "uwm.pack"
 CONFIG_HASH = "uwm.config_hash"
 NODE = "uwm.node"
 HOST = "uwm.host"
+DEVICE = "uwm.device"       # the torch device a pack trained on (cpu where a GPU trial found no CUDA)
 STATUS = "uwm.status"
 
 ROLE_STUDY, ROLE_TRIAL = "study", "trial"

@@ -39,8 +39,15 @@ from .tasks import Multiplexer
 # compiling saves about 80% of it (benchmarks/train_throughput.py).
 COMPILE_SECONDS = 30.0
 EAGER_STEP_FIXED_SECONDS, EAGER_STEP_PER_ENTRY_SECONDS, COMPILE_SAVING = 5e-4, 3e-8, 0.8
+STEPS_PER_CALL = 4  # steps unrolled into one compiled call
+# Eager training draws the uniforms of up to DRAW_BLOCK steps at once (one vectorised generator call
+# instead of one per step): as many steps as fit DRAW_BUDGET_BYTES, counting the generator's int64
+# words and temporaries (DRAW_BYTES_PER_UNIFORM; the measured peak is 24 bytes per uniform on the CPU,
+# float32 or float64), never more than the report window trains, and a step too large for the budget
+# in slices of members. Compiled training generates each call's uniforms inside the graph.
 DRAW_BLOCK = 1024
-STEPS_PER_CALL = 4  # steps unrolled into one compiled call (DRAW_BLOCK must be a multiple)
+DRAW_BUDGET_BYTES = 256 * 2**20
+DRAW_BYTES_PER_UNIFORM = 32
 
 
 class TrainState(NamedTuple):
@@ -139,7 +146,8 @@ class Trainer:
         self.reward_tail = torch.zeros(0, P, dtype=dt, device=dev)   # last window of per-step rewards
         self.wall_seconds = 0.0
         self.compile_seconds = 0.0
-        self._step = None
+        self.compiled: bool | None = None   # chosen by _prepare
+        self._steps = None
 
     # ------------------------------------------------------------------ layout
 
@@ -246,19 +254,39 @@ class Trainer:
             baseline=torch.where(update, self.baseline_decay * baseline + (1 - self.baseline_decay) * reward.mean(1), baseline),
             active=update, updates=updates + update.to(updates.dtype)), reward.mean(1)
 
-    def train_steps(self, state: TrainState, u) -> tuple[TrainState, torch.Tensor]:
-        """``len(u)`` consecutive steps (u: [S, P, D]) in one call: compiled, they unroll into one graph,
-        so the per-call overhead is paid once per S steps. Returns the state and rewards [S, P]."""
+    def train_steps(self, state: TrainState, counters) -> tuple[TrainState, torch.Tensor]:
+        """The steps numbered ``counters`` ([S] int64, consecutive) in one call, their uniforms generated
+        here: compiled, the generator and S steps unroll into one graph, so the per-call overhead is paid
+        once per S steps and no uniforms outlive the call. Returns the state and rewards [S, P]."""
+        u = streams.uniforms(self.train_keys, counters, self._draws_per_step(), state.theta.dtype)
         rewards = []
         for i in range(u.shape[0]):
             state, reward = self.train_step(state, u[i])
             rewards.append(reward)
         return state, torch.stack(rewards)
 
+    def _draws_per_step(self) -> int:
+        return self.cfg.batch_size * sum(self._draws_per_episode(self.rule.needs_uniforms))
+
+    def draw_block_steps(self) -> int:
+        """Steps whose uniforms eager training draws at once: as many as fit DRAW_BUDGET_BYTES, 1 to DRAW_BLOCK."""
+        per_step = self.P * self._draws_per_step() * DRAW_BYTES_PER_UNIFORM
+        return max(1, min(DRAW_BLOCK, DRAW_BUDGET_BYTES // per_step))
+
+    def draw_steps(self, counters: torch.Tensor) -> torch.Tensor:
+        """The training uniforms [T, P, D] of the steps ``counters`` ([T]), generated for as many members
+        at a time as fit DRAW_BUDGET_BYTES (all of them unless one step alone exceeds it)."""
+        draws = self._draws_per_step()
+        members = max(1, DRAW_BUDGET_BYTES // (len(counters) * draws * DRAW_BYTES_PER_UNIFORM))
+        if members >= self.P:
+            return streams.uniforms(self.train_keys, counters, draws, self.dtype)
+        return torch.cat([streams.uniforms(self.train_keys[i: i + members], counters, draws, self.dtype)
+                          for i in range(0, self.P, members)], 1)
+
     def _prepare(self) -> None:
         """Choose eager or compiled execution once: compiling pays off only for long runs on the CPU.
         (Threads and denormal handling are the caller's: :func:`uwm_model.settings.torch_settings`.)"""
-        if self._step is not None:
+        if self.compiled is not None:
             return
         steps = self.cfg.episodes // self.cfg.batch_size
         mode = self.cfg.compile
@@ -266,19 +294,17 @@ class Trainer:
         eager_step = EAGER_STEP_FIXED_SECONDS + EAGER_STEP_PER_ENTRY_SECONDS * entries
         self.compiled = mode == "on" or (mode == "auto" and steps * eager_step * COMPILE_SAVING > COMPILE_SECONDS)
         if not self.compiled:
-            self._step, self._steps, self._uniforms = self.train_step, None, streams.uniforms
+            self._steps = None
             return
-        compile = lambda fn: torch.compile(fn, fullgraph=True, dynamic=False)  # noqa: E731
-        self._step, self._steps, self._uniforms = compile(self.train_step), compile(self.train_steps), compile(streams.uniforms)
-        # compile now, on the real state (the step functions are pure), so training time excludes it;
-        # torch's compile cache makes later trials of the same shapes start in seconds
+        self._steps = torch.compile(self.train_steps, fullgraph=True, dynamic=False)
+        # compile now, on the real state (the step functions are pure), so training time excludes it:
+        # one graph of STEPS_PER_CALL steps and, when a window's length is not a multiple, one of a single
+        # step; torch's compile cache makes later trials of the same shapes start in seconds
         tic = time.perf_counter()
         state = self.train_state
-        draws = self.cfg.batch_size * sum(self._draws_per_episode(self.rule.needs_uniforms))
-        block = self._uniforms(self.train_keys, torch.arange(DRAW_BLOCK, device=self.device), draws, self.dtype)
-        self._steps(state, block[:STEPS_PER_CALL])
+        self._steps(state, torch.arange(STEPS_PER_CALL, device=self.device))
         if (self.cfg.report_every // self.cfg.batch_size) % STEPS_PER_CALL or steps % STEPS_PER_CALL:
-            self._step(state, block[0])
+            self._steps(state, torch.arange(1, device=self.device))
         self.compile_seconds = time.perf_counter() - tic
 
     # ------------------------------------------------------------------ training loop
@@ -311,22 +337,24 @@ class Trainer:
     def _train(self, n: int) -> torch.Tensor:
         """n steps from the current state; returns the batch-mean rewards [n, P]."""
         state = self.train_state
-        draws = self.cfg.batch_size * sum(self._draws_per_episode(self.rule.needs_uniforms))
-        unroll = STEPS_PER_CALL if self.compiled else 1
-        rewards = []
-        for start in range(0, n, DRAW_BLOCK):
-            # the uniforms of a block of steps at once, always DRAW_BLOCK long so the compiled hash has one shape
-            counters = torch.arange(self.step_count + start, self.step_count + start + DRAW_BLOCK, device=self.device)
-            block = self._uniforms(self.train_keys, counters, draws, self.dtype)
-            count, i = min(DRAW_BLOCK, n - start), 0
-            while i < count:
-                if count - i >= unroll > 1:
-                    state, reward = self._steps(state, block[i: i + unroll])
-                    i += unroll
-                else:
-                    state, reward = self._step(state, block[i])
-                    reward, i = reward.unsqueeze(0), i + 1
+        first, rewards = self.step_count, []
+        if self.compiled:
+            # each call generates the uniforms of its own steps: nothing is drawn ahead
+            i = 0
+            while i < n:
+                count = STEPS_PER_CALL if n - i >= STEPS_PER_CALL else 1
+                state, reward = self._steps(state, torch.arange(first + i, first + i + count, device=self.device))
                 rewards.append(reward)
+                i += count
+        else:
+            # bounded blocks of the window's own steps (see DRAW_BUDGET_BYTES)
+            block = self.draw_block_steps()
+            for start in range(0, n, block):
+                count = min(block, n - start)
+                u = self.draw_steps(torch.arange(first + start, first + start + count, device=self.device))
+                for i in range(count):
+                    state, reward = self.train_step(state, u[i])
+                    rewards.append(reward.unsqueeze(0))
         self.train_state = state
         return torch.cat(rewards)
 
@@ -350,24 +378,40 @@ class Trainer:
 
     # ------------------------------------------------------------------ reports
 
+    def _member_slices(self, draws_per_member: int) -> list[slice]:
+        """Consecutive slices of the members whose draws (draws_per_member each) fit DRAW_BUDGET_BYTES
+        together: evaluation and probes of large populations go slice by slice (each member's numbers
+        depend only on its own stream, so slicing changes none of them)."""
+        per = max(1, DRAW_BUDGET_BYTES // (draws_per_member * DRAW_BYTES_PER_UNIFORM))
+        return [slice(i, min(i + per, self.P)) for i in range(0, self.P, per)]
+
     @torch.no_grad()
     def evaluate(self, counter: int) -> torch.Tensor:
         """[P] mean reward of each member's stochastic network on eval_episodes fresh inputs."""
-        _, _, reward, _ = self._draw_episode(self.theta, self.eval_keys, counter, self.cfg.eval_episodes, False)
-        return reward.mean(1)
+        E = self.cfg.eval_episodes
+        return torch.cat([self._draw_episode(self.theta[m], self.eval_keys[m], counter, E, False)[2].mean(1)
+                          for m in self._member_slices(E * sum(self._draws_per_episode(False)))])
 
     @torch.no_grad()
     def probe(self, counter: int) -> dict[str, torch.Tensor]:
         """Spec section 5: per layer, the total per-sample variance V and the squared norm of the mean
         of the weight and bias estimates over K fresh episodes, for the trained rule and (cross-rule)
         for every probe rule on the same episodes and state. Values [P] in float64."""
+        slices = self._member_slices(self.cfg.probe.samples * sum(self._draws_per_episode(True)))
+        parts = [self._probe(members, counter) for members in slices]
+        return {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
+
+    def _probe(self, members: slice, counter: int) -> dict[str, torch.Tensor]:
+        """:meth:`probe` of the members in one slice."""
         K = self.cfg.probe.samples
-        theta = self.theta.double()
-        weights, ep, reward, U = self._draw_episode(theta, self.probe_keys, counter, K, True)
-        rules = [("", self.rule, self._rule_options(self.baseline.double()))]
+        theta = self.theta[members].double()
+        weights, ep, reward, U = self._draw_episode(theta, self.probe_keys[members], counter, K, True)
+        options = {name: value[members] if isinstance(value, torch.Tensor) and value.dim() else value
+                   for name, value in self._rule_options(self.baseline.double()).items()}
+        rules = [("", self.rule, options)]
         if self.cfg.probe.cross_rule:
             rules += [(f"{c.name}_", RULES[c.rule], resolve_rule(c.rule, c.options)[1]) for c in self.cfg.probe.rules]
-        exact = self._exact_gradient(weights)
+        exact = self._exact_gradient(theta, weights)
         out = {}
         for prefix, rule, options in rules:
             logit_grads = rule.fn(weights, ep, reward, U, **options)
@@ -383,11 +427,11 @@ class Trainer:
                     out[f"probe_{prefix}bias_l{l + 1}"] = diff.sqrt()
         return out
 
-    def _exact_gradient(self, weights) -> Gradient | None:
+    def _exact_gradient(self, theta, weights) -> Gradient | None:
         configs = [self.task.input_size] + self.sizes[1:]
         if self.task.input_size > 12 or any(self.P * 2**a * 2**b > MAX_TRANSITION_ENTRIES for a, b in zip(configs[:-1], configs[1:])):
             return None
-        _, biases = self.unflatten(self.theta.double())
+        _, biases = self.unflatten(theta)
         return exact_gradient(Network(list(weights), list(biases)), self.task)[1]
 
     @torch.no_grad()
