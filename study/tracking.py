@@ -6,7 +6,7 @@
 - Child run per point (a TrialConfig trained with all its seeds), ``run_name = <point id>``,
   tag ``mlflow.parentRunId``, tags ``uwm.role=trial``, ``uwm.study``, ``uwm.cell``,
   ``uwm.point_id``, ``uwm.stage`` (search|confirm), ``uwm.pack``, ``uwm.config_hash``,
-  ``uwm.node`` and ``uwm.host`` (the Ray node and host of its latest attempt) and
+  ``uwm.node``, ``uwm.node_ip`` and ``uwm.host`` (the Ray node of its latest attempt) and
   ``uwm.status`` (running, then finished|diverged|stopped|failed); params
   ``TrialConfig.flat()`` (lists as strings) plus ``cell.<path>`` for every grid axis; metrics:
   every aggregate the trainer reports, step = episode; summaries ``final_*`` and
@@ -236,7 +236,7 @@ class PointRun:
                  where: dict[str, str] | None = None):
         self.client, self.experiment_id, self.parent_id = mlflow_client, experiment_id, parent_id
         self.study, self.pack_id, self.point = study, pack_id, point
-        self.where = where or {}   # uwm.node / uwm.host: where this attempt trains
+        self.where = where or {}   # uwm.node / uwm.node_ip / uwm.host: where this attempt trains
         self.run_id: str | None = None
         self.last_step = -1
         self.closed = False
