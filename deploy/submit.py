@@ -1,10 +1,10 @@
 """Run `uwm-study` on the head node with `ray submit` (ray submit uploads and runs one script):
 
-    ray submit deploy/cluster.yaml deploy/submit.py run '~/uwm-study/tune_configs/width-scaling.yaml'
-    ray submit deploy/cluster.yaml deploy/submit.py status width-scaling
+    ray submit deploy/cluster.yaml deploy/submit.py -- run '~/uwm-study/tune_configs/width-scaling.yaml'
+    ray submit deploy/cluster.yaml deploy/submit.py -- status width-scaling
 
-Arguments are those of `uwm-study`; quote paths that start with `~` so that they reach the head
-unexpanded. The head's shell has the cluster's settings from deploy/cluster.yaml
+Arguments (after `--`) are those of `uwm-study`; quote paths that start with `~` so that they
+reach the head unexpanded. The head's shell has the cluster's settings from deploy/cluster.yaml
 (~/uwm-study.env: RAY_ADDRESS, UWM_STUDY_STORAGE, MLFLOW_TRACKING_URI), so the study joins the
 running cluster and writes where every node can reach. Without them (a cluster.yaml of your own)
 it joins the cluster running on this node and needs --storage and --tracking-uri.

@@ -9,6 +9,7 @@ The nodes run with `--block` under this test, which ends them (and only them) by
 """
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -130,7 +131,8 @@ def test_cluster_launcher_config_is_valid_for_ray_up():
     assert all("RAY_AUTH_MODE=token" in " ".join(c) for c in (config["head_setup_commands"],   # read by ray start
                                                             config["worker_start_ray_commands"]))
     for node_type in ("head", "cpu", "gpu"):   # Ubuntu 24.04 (Python 3.12), not Ray's default image
-        assert "ubuntu/server/24.04" in config["available_node_types"][node_type]["node_config"]["ImageId"]
+        assert re.fullmatch(r"resolve:ssm:/aws/service/\S+ubuntu\S+24\.04\S+/ami-id",
+                            config["available_node_types"][node_type]["node_config"]["ImageId"])
 
 
 def test_cluster_launcher_installs_the_clients_ray_version():
