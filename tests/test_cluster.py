@@ -161,6 +161,7 @@ def test_ray_job_submit_runs_studies_across_two_nodes(cluster, tmp_path):
             time.sleep(3)
         assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
         assert f"study {name} ended" in out.stdout and "2 nodes" in out.stdout
+        assert f"uwm-study status {name} --storage {storage}" in out.stdout     # the hint carries the job's flag
 
     from mlflow import MlflowClient
 

@@ -167,7 +167,7 @@ def _wait(condition, timeout, what, process=None):
 
 @pytest.fixture
 def launcher(tmp_path):
-    """Two ssh machines and a client environment with a fresh HOME; yields a `ray` runner."""
+    """Two ssh machines; yields (base folder, the client's environment with a fresh HOME, machines, cluster name)."""
     assert shutil.which("rsync"), "ray up syncs files with rsync (./dev test installs it): apt-get install rsync"
     base = Path(tempfile.mkdtemp(prefix="uwm-l-", dir="/tmp"))   # short: Ray's socket paths must fit 107 bytes
     (base / "tmp").mkdir()
@@ -283,6 +283,7 @@ def test_ray_up_submit_job_submit_exec_down(launcher):
         time.sleep(3)
     assert job.returncode == 0, job.stdout[-5000:] + job.stderr[-5000:]
     assert "study via-job ended" in job.stdout and "View run" not in job.stdout, job.stdout[-5000:]
+    assert len(re.findall(r"pack-\d+ done \(2 points\) on node \w{8} at ", job.stdout)) == 5, job.stdout[-5000:]
 
     # 3. ray exec: status on the head, with the node of every point
     status = ray(env, "exec", str(config), "uwm-study status via-job")
@@ -292,17 +293,20 @@ def test_ray_up_submit_job_submit_exec_down(launcher):
 
     client = MlflowClient(f"http://127.0.0.1:{ports['mlflow']}")
     nodes = set()
-    for name in ("via-submit", "via-job"):
-        runs = client.search_runs([client.get_experiment_by_name(name).experiment_id])
+    for study in ("via-submit", "via-job"):
+        runs = client.search_runs([client.get_experiment_by_name(study).experiment_id])
         parents = [r for r in runs if r.data.tags.get("uwm.role") == "study"]
         kids = [r for r in runs if r.data.tags.get("uwm.role") == "trial"]
         assert len(parents) == 1 and parents[0].info.status == "FINISHED"
         assert len(kids) == 10 and {r.data.tags["uwm.status"] for r in kids} == {"finished"}
         assert {r.data.tags["mlflow.parentRunId"] for r in kids} == {parents[0].info.run_id}
         nodes |= {r.data.tags["uwm.node"] for r in kids}
+        assert (base / "shared-runs" / study / "uwm-study.json").exists()   # the cluster's storage, not ./runs
     assert len(nodes) == 2                                     # trials ran on both machines
-    assert (base / "shared-runs/via-submit/uwm-study.json").exists()   # the cluster's storage, not ./runs
 
-    ray(env, "down", "-y", str(config), timeout=300)
-    _wait(lambda: not any("raylet" in p or "gcs_server" in p for p in head.processes()), 60,
-          "ray down to stop Ray on the head")
+    def ray_on(machine):
+        return any("raylet" in p or "gcs_server" in p for p in machine.processes())
+    assert ray_on(head) and ray_on(worker)
+    ray(env, "down", "-y", str(config), timeout=300)     # its `ray stop` sees only the head's namespace
+    _wait(lambda: not ray_on(head), 60, "ray down to stop Ray on the head")
+    # (the local provider only marks workers terminated; ending the worker's namespace ends its Ray)
