@@ -23,7 +23,7 @@ os.environ.setdefault("RAY_ADDRESS", "auto")   # the Ray this node runs, never a
 if args[:1] == ["run"]:
     for flag, var in (("--storage", "UWM_STUDY_STORAGE"), ("--tracking-uri", "MLFLOW_TRACKING_URI")):
         if not (var in os.environ or any(a == flag or a.startswith(flag + "=") for a in args)):
-            print(f"uwm-study: error: {flag}: on a cluster pass {flag} (or set {var} on the head, as "
-                  "deploy/cluster.yaml does in ~/uwm-study.env): ./runs and ./mlflow.db are not shared", file=sys.stderr)
+            print(f"error: {flag}: on a cluster pass {flag} (or set {var} on the head, as deploy/cluster.yaml "
+                  "does in ~/uwm-study.env): ./runs and ./mlflow.db are not shared", file=sys.stderr)
             sys.exit(2)
 sys.exit(main(args))

@@ -220,7 +220,7 @@ def test_submit_py_refuses_storage_and_tracking_no_node_can_share():
     out = subprocess.run([sys.executable, "deploy/submit.py", "run", "tune_configs/quickstart.yaml"], cwd=ROOT,
                          env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and out.stdout == ""
-    assert out.stderr.startswith("uwm-study: error: --storage: ") and out.stderr.count("\n") == 1
+    assert out.stderr.startswith("error: --storage: ") and out.stderr.count("\n") == 1   # as the CLI's own errors
     flags = ["--storage", "/shared/runs", "--tracking-uri=http://10.0.0.1:5000", "--set", "nonsense=1"]
     out = subprocess.run([sys.executable, "deploy/submit.py", "run", "tune_configs/quickstart.yaml", *flags], cwd=ROOT,
                          env=env, capture_output=True, text=True, timeout=120)
