@@ -115,7 +115,7 @@ def train_pack(config: dict, ctx: StudyContext) -> None:
                               configs[0].episodes)
 
     node = ray.get_runtime_context().get_node_id()
-    node_ip = next((n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == node), "?")   # as the cluster knows it
+    node_ip = next((n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == node), "?")   # as Ray knows it
     where = {"uwm.node": node, "uwm.node_ip": node_ip, "uwm.host": socket.gethostname()}
     runs: list[tracking.PointRun] | None = None
     for report in trainer.run():

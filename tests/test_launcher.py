@@ -145,7 +145,7 @@ class Machine:
 
 def _sshd() -> str:
     sshd = shutil.which("sshd") or "/usr/sbin/sshd"
-    assert Path(sshd).exists(), "this test needs openssh-server (./dev test installs it): apt-get install openssh-server"
+    assert Path(sshd).exists(), "this test needs openssh-server (./dev test installs it where it is missing)"
     return sshd
 
 
@@ -187,8 +187,8 @@ def launcher(tmp_path):
     client = base / "client"
     client.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "MLFLOW_", "UWM_"))}
-    env.update(HOME=str(client), RAY_TMPDIR=str(base / "tmp"), TMPDIR=str(base / "tmp"), PATH=f"{bin_dir}:{BIN}:{env['PATH']}",
-               RAY_USAGE_STATS_ENABLED="0")
+    env.update(HOME=str(client), RAY_TMPDIR=str(base / "tmp"), TMPDIR=str(base / "tmp"),
+               PATH=f"{bin_dir}:{BIN}:{env['PATH']}", RAY_USAGE_STATS_ENABLED="0")
     name = f"uwm-test-{secrets.token_hex(4)}"
     machines = []
     try:
@@ -211,7 +211,7 @@ def ray(env, *args, timeout=600, check=True):
     out = subprocess.run([str(BIN / "ray"), *args], env=env, cwd=ROOT, capture_output=True, text=True,
                          timeout=timeout)
     if check:
-        assert out.returncode == 0, f"ray {' '.join(args)}: exit {out.returncode}\n{out.stdout[-5000:]}\n{out.stderr[-5000:]}"
+        assert out.returncode == 0, f"ray {args[0]}: exit {out.returncode}\n{out.stdout[-5000:]}{out.stderr[-5000:]}"
     return out.stdout + out.stderr
 
 
