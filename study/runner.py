@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import os
+import shlex
 import sys
 import tempfile
 import time
@@ -185,7 +186,9 @@ class Progress(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.last = time.time()
-        print(f"{_stamp(self.start)} {trial_name(trial)} done ({len(trial.config.get('points', []))} points)", flush=True)
+        node = (trial.last_result or {}).get("node")
+        print(f"{_stamp(self.start)} {trial_name(trial)} done ({len(trial.config.get('points', []))} points)"
+              + (f" on node {node}" if node else ""), flush=True)
         print(self._line(trials, ending=trial), flush=True)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
@@ -401,8 +404,11 @@ def summary(name: str, meta: dict, tracker: tracking.StudyTracker) -> str:
         lines.append(f"  open     {uri.rstrip('/')}/#/experiments/{meta['experiment_id']}")
     else:
         lines.append(f"  open     uwm-study ui   then http://127.0.0.1:5000/#/experiments/{meta['experiment_id']}")
-    lines.append(f"  Ray Tune {experiment_path(meta['storage'], name)}   (uwm-study status {name} | uwm-study resume {name})")
-    lines.append(f"  report   uwm-study report {name} --out reports/{name}")
+    # the flag this study needs again, unless it is where these commands look anyway
+    flag = "" if meta["storage"] == resolve_storage(None) else f" --storage {shlex.quote(meta['storage'])}"
+    lines.append(f"  Ray Tune {experiment_path(meta['storage'], name)}   "
+                 f"(uwm-study status {name}{flag} | uwm-study resume {name}{flag})")
+    lines.append(f"  report   uwm-study report {name}{flag} --out reports/{name}")
     return "\n".join(lines)
 
 
@@ -429,5 +435,20 @@ def status_text(name: str, storage: str) -> str:
         packs = record["packs"]
         lines.append(f"packs (Ray trials): {packs['suggested'] - packs['running']} ended, {packs['running']} running; "
                      f"stage {record['stage']}")
+    nodes = points_by_node(runs)
+    if nodes:
+        lines.append("nodes: " + ", ".join(f"{where} {n} point{'s' * (n != 1)}" for where, n in nodes.items()))
     return "\n".join(lines + [summary(name, meta, tracker)])
+
+
+def points_by_node(runs: list) -> dict[str, int]:
+    """'<node id[:8]> at <ip>' -> points whose latest attempt trained there (MLflow tags uwm.node*)."""
+    counts: dict[str, int] = {}
+    for run in runs:
+        tags = run.data.tags
+        if layout.NODE in tags:
+            where = f"{tags[layout.NODE][:8]} at {tags.get(layout.NODE_IP) or tags.get(layout.HOST, '?')}"
+            counts[where] = counts.get(where, 0) + 1
+    return dict(sorted(counts.items()))
+
 

@@ -218,7 +218,7 @@ class PointRun:
                  where: dict[str, str] | None = None):
         self.client, self.experiment_id, self.parent_id = mlflow_client, experiment_id, parent_id
         self.study, self.pack_id, self.point = study, pack_id, point
-        self.where = where or {}   # layout.NODE / layout.HOST: where this attempt trains
+        self.where = where or {}   # layout.NODE / NODE_IP / HOST / DEVICE: where this attempt trains
         self.run_id: str | None = None
         self.last_step = -1
         self.closed = False

@@ -24,6 +24,7 @@ import torch  # noqa: F401,I001 - import torch first in every entry module (oneM
 import json
 import logging
 import math
+import os
 import socket
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +41,10 @@ from uwm_model.trainer import Trainer
 
 from . import tracking
 from .stopping import board_name, rung_episodes
+
+# MLflow prints "View run ... at: http://..." for every run it ends on a tracking server: one
+# line per point in the job log; the summary links the study instead
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 @dataclass(frozen=True)
@@ -112,7 +117,9 @@ def train_pack(config: dict, ctx: StudyContext) -> None:
         rungs = rung_episodes(ctx.early_stopping["grace_period"], ctx.early_stopping["reduction_factor"],
                               configs[0].episodes)
 
-    where = {layout.NODE: ray.get_runtime_context().get_node_id(), layout.HOST: socket.gethostname(),
+    node = ray.get_runtime_context().get_node_id()
+    node_ip = next((n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == node), "?")   # as Ray knows it
+    where = {layout.NODE: node, layout.NODE_IP: node_ip, layout.HOST: socket.gethostname(),
              layout.DEVICE: str(trainer.device)}   # cuda, or cpu where a GPU trial found no CUDA device
     runs: list[tracking.PointRun] | None = None
     for report in trainer.run():
@@ -142,7 +149,9 @@ def train_pack(config: dict, ctx: StudyContext) -> None:
         with tempfile.TemporaryDirectory() as folder:
             trainer.save(Path(folder) / "trainer.pt")
             (Path(folder) / "pack.json").write_text(json.dumps(state.to_json()))
-            tune.report(_result(points, state, report, ctx.mode), checkpoint=tune.Checkpoint.from_directory(folder))
+            result = _result(points, state, report, ctx.mode)
+            result["node"] = f"{node[:8]} at {node_ip}"   # the driver's log names it with the pack
+            tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
         if done:
             break
 

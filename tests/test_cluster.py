@@ -9,7 +9,7 @@ The nodes run with `--block` under this test, which ends them (and only them) by
 """
 
 import os
-import secrets
+import re
 import shutil
 import socket
 import subprocess
@@ -46,10 +46,14 @@ def free_ports(n):
 @pytest.fixture
 def cluster(tmp_path):
     """A two-node Ray cluster (1 CPU each) with token authentication; yields (env, dashboard URL)."""
-    token = tmp_path / "ray_token"
-    token.write_text(secrets.token_hex(32))
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
-    env.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
+    # deploy/README.md's one-host recipe from a HOME that never ran Ray: generate, then token mode
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "MLFLOW_"))}
+    env.update(HOME=str(home), RAY_USAGE_STATS_ENABLED="0")
+    subprocess.run([str(BIN / "ray"), "get-auth-token", "--generate"], env=env, check=True, capture_output=True)
+    assert len((home / ".ray/auth_token").read_text()) >= 32
+    env["RAY_AUTH_MODE"] = "token"
     gcs, dashboard, client, *agents = free_ports(11)
 
     def own_ports(i):   # every node's agents on ports of their own: other Ray instances may hold the defaults
@@ -124,8 +128,18 @@ def test_cluster_launcher_config_is_valid_for_ray_up():
     assert config["file_mounts"]["~/uwm-study"] == "."
     setup = " ".join(config["setup_commands"])
     assert "pip install -q -e ~/uwm-study" in setup and "torch" in setup
-    assert all("RAY_AUTH_MODE=token" in " ".join(c) for c in (config["head_start_ray_commands"],
+    assert all("RAY_AUTH_MODE=token" in " ".join(c) for c in (config["head_setup_commands"],   # read by ray start
                                                             config["worker_start_ray_commands"]))
+    for node_type in ("head", "cpu", "gpu"):   # Ubuntu 24.04 (Python 3.12), not Ray's default image
+        assert re.fullmatch(r"resolve:ssm:/aws/service/\S+ubuntu\S+24\.04\S+/ami-id",
+                            config["available_node_types"][node_type]["node_config"]["ImageId"])
+
+
+def test_cluster_launcher_installs_the_clients_ray_version():
+    import ray
+
+    config = yaml.safe_load((Path(__file__).resolve().parent.parent / "deploy/cluster.yaml").read_text())
+    assert f'"ray[tune,default]=={ray.__version__}"' in " ".join(config["setup_commands"])
 
 
 @pytest.mark.cluster
@@ -147,6 +161,7 @@ def test_ray_job_submit_runs_studies_across_two_nodes(cluster, tmp_path):
             time.sleep(3)
         assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
         assert f"study {name} ended" in out.stdout and "2 nodes" in out.stdout
+        assert f"uwm-study status {name} --storage {storage}" in out.stdout     # the hint carries the job's flag
 
     from mlflow import MlflowClient
 

@@ -6,6 +6,7 @@ few minutes on 2 cores; what is checked is the bookkeeping, not the learning.
 """
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -194,6 +195,8 @@ def test_quickstart_end_to_end_on_the_sqlite_default(tmp_path, procs):
 
     status = uwm_study("status", "quickstart", cwd=tmp_path)
     assert status.returncode == 0 and "10 finished" in status.stdout, status.stdout + status.stderr
+    assert re.search(r"^nodes: \w{8} at \S+ 10 points$", status.stdout, re.M), status.stdout   # one local node
+    assert len(re.findall(r"pack-\d+ done \(2 points\) on node \w{8} at ", out.stdout)) == 5
     again = uwm_study("run", str(ROOT / "tune_configs/quickstart.yaml"), *tiny, cwd=tmp_path)   # same spec: no-op
     assert again.returncode == 0 and "study quickstart is complete: nothing to run" in again.stdout
     other = uwm_study("run", str(ROOT / "tune_configs/quickstart.yaml"), *tiny, "--set", "seed=1", cwd=tmp_path)

@@ -45,7 +45,7 @@ def _worker(configs: list[dict], queue) -> None:
         for report in trainer.run():
             queue.put(("report", report))
         queue.put(("done", None))
-    except BaseException as error:  # reported to the parent, which raises it
+    except BaseException:  # reported to the parent (with its traceback), which raises it
         queue.put(("error", traceback.format_exc()))
 
 
