@@ -106,4 +106,4 @@ def uniforms(keys: torch.Tensor, counter, n: int, dtype: torch.dtype) -> torch.T
 def join(parts: tuple[torch.Tensor, ...], n: int) -> torch.Tensor:
     """The first n draws of the four parts of :func:`uniform_parts`, in draw order."""
     shape = torch.broadcast_shapes(*(p.shape for p in parts))
-    return torch.cat([p.expand(shape) for p in parts], -1)[..., :n]
+    return torch.cat([p.expand(shape) for p in parts], -1)[..., :n].contiguous()
