@@ -179,8 +179,10 @@ def test_ray_job_submit_runs_studies_across_two_nodes(cluster, tmp_path):
 def gpu_head(tmp_path):
     """A one-node Ray cluster that declares one GPU (2 CPUs, --num-gpus=1) on this machine without CUDA;
     yields (env, GCS address)."""
+    token = tmp_path / "ray_token"
+    token.write_text(secrets.token_hex(32))
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
-    env.update(RAY_USAGE_STATS_ENABLED="0")
+    env.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
     gcs, client, listen, grpc, runtime_env, metrics = free_ports(6)
     ray_tmp = tempfile.mkdtemp(prefix="uwm-ray-", dir="/tmp")
     log = tmp_path / "head.log"

@@ -163,9 +163,9 @@ def test_eager_training_draws_each_windows_steps_once_in_bounded_blocks(monkeypa
     reference = um.Trainer(cfg)
     list(reference.run())
 
-    calls, real = [], streams.uniforms
-    monkeypatch.setattr(streams, "uniforms", lambda keys, counter, n, dtype: calls.append((keys.shape[0], torch.as_tensor(counter).flatten().tolist(), n))
-                        or real(keys, counter, n, dtype))
+    calls, real = [], streams.uniform_parts
+    monkeypatch.setattr(streams, "uniform_parts", lambda keys, counter, n, dtype: calls.append(
+        (keys.shape[0], torch.as_tensor(counter).flatten().tolist(), n)) or real(keys, counter, n, dtype))
     trainer = um.Trainer(cfg)
     per_uniform = trainer_module.DRAW_BYTES_PER_UNIFORM
     draws = trainer._draws_per_step()

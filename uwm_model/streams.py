@@ -86,13 +86,24 @@ def to_uniform(w: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return ((w >> 9) * 2 + 1).to(dtype) * 2.0**-24
 
 
+def uniform_parts(keys: torch.Tensor, counter, n: int, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    """The uniforms of :func:`uniforms` as four [..., P, B] tensors (B = ceil(n / 4)), part i holding word i
+    of blocks 0..B-1: four outputs of one loop when compiled (a concatenation inside the loop would make
+    the compiler recompute the generator per output word)."""
+    return tuple(to_uniform(w, dtype) for w in words(keys, counter, -(-n // 4)))
+
+
 def uniforms(keys: torch.Tensor, counter, n: int, dtype: torch.dtype) -> torch.Tensor:
     """Uniforms in (0, 1): draws ``0..n-1`` of counter ``counter`` of each stream.
 
     keys: [P, 2] from :func:`member_keys`; counter: an int, or an int64 tensor of shape [T] for T
     consecutive counters at once. Returns [P, n], or [T, P, n]. Draw ``i * B + j`` (B = ceil(n / 4)
-    blocks) is word i of block j: word-major, so no interleaving copy is needed.
+    blocks) is word i of block j (word-major).
     """
-    parts = [to_uniform(w, dtype) for w in words(keys, counter, -(-n // 4))]
+    return join(uniform_parts(keys, counter, n, dtype), n)
+
+
+def join(parts: tuple[torch.Tensor, ...], n: int) -> torch.Tensor:
+    """The first n draws of the four parts of :func:`uniform_parts`, in draw order."""
     shape = torch.broadcast_shapes(*(p.shape for p in parts))
-    return torch.cat([p.expand(shape) for p in parts], -1)[..., :n]
+    return torch.cat([p.expand(shape) for p in parts], -1)[..., :n].contiguous()

@@ -40,11 +40,12 @@ from .tasks import Multiplexer
 COMPILE_SECONDS = 30.0
 EAGER_STEP_FIXED_SECONDS, EAGER_STEP_PER_ENTRY_SECONDS, COMPILE_SAVING = 5e-4, 3e-8, 0.8
 STEPS_PER_CALL = 4  # steps unrolled into one compiled call
-# Eager training draws the uniforms of up to DRAW_BLOCK steps at once (one vectorised generator call
-# instead of one per step): as many steps as fit DRAW_BUDGET_BYTES, counting the generator's int64
-# words and temporaries (DRAW_BYTES_PER_UNIFORM; the measured peak is 24 bytes per uniform on the CPU,
-# float32 or float64), never more than the report window trains, and a step too large for the budget
-# in slices of members. Compiled training generates each call's uniforms inside the graph.
+# Training draws the uniforms of up to DRAW_BLOCK steps at once (one vectorised generator call instead
+# of one per step): as many steps as fit DRAW_BUDGET_BYTES, counting the generator's int64 words and
+# temporaries (DRAW_BYTES_PER_UNIFORM; the measured peak is 24 bytes per uniform on the CPU, float32 or
+# float64), never more than the report window trains, and a step too large for the budget in slices of
+# members. (Generating them inside the compiled step instead cost the replication config 12% more CPU
+# time per step: the compiler recomputes the generator in every loop that reads a uniform.)
 DRAW_BLOCK = 1024
 DRAW_BUDGET_BYTES = 256 * 2**20
 DRAW_BYTES_PER_UNIFORM = 32
@@ -147,7 +148,7 @@ class Trainer:
         self.wall_seconds = 0.0
         self.compile_seconds = 0.0
         self.compiled: bool | None = None   # chosen by _prepare
-        self._steps = None
+        self._step = self._steps = self._uniform_parts = None
 
     # ------------------------------------------------------------------ layout
 
@@ -254,11 +255,9 @@ class Trainer:
             baseline=torch.where(update, self.baseline_decay * baseline + (1 - self.baseline_decay) * reward.mean(1), baseline),
             active=update, updates=updates + update.to(updates.dtype)), reward.mean(1)
 
-    def train_steps(self, state: TrainState, counters) -> tuple[TrainState, torch.Tensor]:
-        """The steps numbered ``counters`` ([S] int64, consecutive) in one call, their uniforms generated
-        here: compiled, the generator and S steps unroll into one graph, so the per-call overhead is paid
-        once per S steps and no uniforms outlive the call. Returns the state and rewards [S, P]."""
-        u = streams.uniforms(self.train_keys, counters, self._draws_per_step(), state.theta.dtype)
+    def train_steps(self, state: TrainState, u) -> tuple[TrainState, torch.Tensor]:
+        """``len(u)`` consecutive steps (u: [S, P, D]) in one call: compiled, they unroll into one graph,
+        so the per-call overhead is paid once per S steps. Returns the state and rewards [S, P]."""
         rewards = []
         for i in range(u.shape[0]):
             state, reward = self.train_step(state, u[i])
@@ -269,19 +268,28 @@ class Trainer:
         return self.cfg.batch_size * sum(self._draws_per_episode(self.rule.needs_uniforms))
 
     def draw_block_steps(self) -> int:
-        """Steps whose uniforms eager training draws at once: as many as fit DRAW_BUDGET_BYTES, 1 to DRAW_BLOCK."""
+        """Steps whose uniforms are drawn at once: as many as fit DRAW_BUDGET_BYTES, 1 to DRAW_BLOCK (compiled:
+        a multiple of STEPS_PER_CALL where more than one fits)."""
         per_step = self.P * self._draws_per_step() * DRAW_BYTES_PER_UNIFORM
-        return max(1, min(DRAW_BLOCK, DRAW_BUDGET_BYTES // per_step))
+        steps = max(1, min(DRAW_BLOCK, DRAW_BUDGET_BYTES // per_step))
+        return steps - steps % STEPS_PER_CALL if self.compiled and steps >= STEPS_PER_CALL else steps
 
     def draw_steps(self, counters: torch.Tensor) -> torch.Tensor:
         """The training uniforms [T, P, D] of the steps ``counters`` ([T]), generated for as many members
         at a time as fit DRAW_BUDGET_BYTES (all of them unless one step alone exceeds it)."""
         draws = self._draws_per_step()
         members = max(1, DRAW_BUDGET_BYTES // (len(counters) * draws * DRAW_BYTES_PER_UNIFORM))
-        if members >= self.P:
-            return streams.uniforms(self.train_keys, counters, draws, self.dtype)
-        return torch.cat([streams.uniforms(self.train_keys[i: i + members], counters, draws, self.dtype)
-                          for i in range(0, self.P, members)], 1)
+        generate = self._uniform_parts or streams.uniform_parts
+        return torch.cat([streams.join(generate(self.train_keys[i: i + members], counters, draws, self.dtype), draws)
+                          for i in range(0, self.P, members)], 1) if members < self.P else \
+            streams.join(generate(self.train_keys, counters, draws, self.dtype), draws)
+
+    def _window_blocks(self) -> set[int]:
+        """Every block length training will draw: full blocks and the remainders of each window length."""
+        window, steps, block = self.cfg.report_every // self.cfg.batch_size, self.cfg.episodes // self.cfg.batch_size, \
+            self.draw_block_steps()
+        lengths = {window} | ({steps % window} if steps % window else set())
+        return {b for n in lengths for b in (min(block, n), n % block) if b}
 
     def _prepare(self) -> None:
         """Choose eager or compiled execution once: compiling pays off only for long runs on the CPU.
@@ -294,17 +302,23 @@ class Trainer:
         eager_step = EAGER_STEP_FIXED_SECONDS + EAGER_STEP_PER_ENTRY_SECONDS * entries
         self.compiled = mode == "on" or (mode == "auto" and steps * eager_step * COMPILE_SAVING > COMPILE_SECONDS)
         if not self.compiled:
-            self._steps = None
             return
-        self._steps = torch.compile(self.train_steps, fullgraph=True, dynamic=False)
-        # compile now, on the real state (the step functions are pure), so training time excludes it:
-        # one graph of STEPS_PER_CALL steps and, when a window's length is not a multiple, one of a single
-        # step; torch's compile cache makes later trials of the same shapes start in seconds
+        compile = lambda fn: torch.compile(fn, fullgraph=True, dynamic=False)  # noqa: E731
+        self._step, self._steps, self._uniform_parts = compile(self.train_step), compile(self.train_steps), \
+            compile(streams.uniform_parts)
+        # compile now, on the real state (the step functions are pure), so training time excludes it: the
+        # generator for every block length, one graph of STEPS_PER_CALL steps and, when a block's length is
+        # not a multiple, one of a single step; torch's compile cache makes later trials start in seconds
         tic = time.perf_counter()
         state = self.train_state
-        self._steps(state, torch.arange(STEPS_PER_CALL, device=self.device))
-        if (self.cfg.report_every // self.cfg.batch_size) % STEPS_PER_CALL or steps % STEPS_PER_CALL:
-            self._steps(state, torch.arange(1, device=self.device))
+        blocks = self._window_blocks()
+        for length in blocks:
+            u = self.draw_steps(torch.arange(length, device=self.device))
+        if max(blocks) >= STEPS_PER_CALL:
+            self._steps(state, u[:STEPS_PER_CALL] if len(u) >= STEPS_PER_CALL else
+                        self.draw_steps(torch.arange(STEPS_PER_CALL, device=self.device)))
+        if any(length % STEPS_PER_CALL for length in blocks):
+            self._step(state, u[0])
         self.compile_seconds = time.perf_counter() - tic
 
     # ------------------------------------------------------------------ training loop
@@ -337,24 +351,20 @@ class Trainer:
     def _train(self, n: int) -> torch.Tensor:
         """n steps from the current state; returns the batch-mean rewards [n, P]."""
         state = self.train_state
-        first, rewards = self.step_count, []
-        if self.compiled:
-            # each call generates the uniforms of its own steps: nothing is drawn ahead
-            i = 0
-            while i < n:
-                count = STEPS_PER_CALL if n - i >= STEPS_PER_CALL else 1
-                state, reward = self._steps(state, torch.arange(first + i, first + i + count, device=self.device))
+        first, rewards, block = self.step_count, [], self.draw_block_steps()
+        unroll = STEPS_PER_CALL if self.compiled else 1
+        for start in range(0, n, block):
+            # bounded blocks of the window's own steps (see DRAW_BUDGET_BYTES): nothing is drawn ahead
+            count, i = min(block, n - start), 0
+            u = self.draw_steps(torch.arange(first + start, first + start + count, device=self.device))
+            while i < count:
+                if count - i >= unroll > 1:
+                    state, reward = self._steps(state, u[i: i + unroll])
+                    i += unroll
+                else:
+                    state, reward = (self._step or self.train_step)(state, u[i])
+                    reward, i = reward.unsqueeze(0), i + 1
                 rewards.append(reward)
-                i += count
-        else:
-            # bounded blocks of the window's own steps (see DRAW_BUDGET_BYTES)
-            block = self.draw_block_steps()
-            for start in range(0, n, block):
-                count = min(block, n - start)
-                u = self.draw_steps(torch.arange(first + start, first + start + count, device=self.device))
-                for i in range(count):
-                    state, reward = self.train_step(state, u[i])
-                    rewards.append(reward.unsqueeze(0))
         self.train_state = state
         return torch.cat(rewards)
 
