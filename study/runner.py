@@ -331,6 +331,9 @@ def _fit(tuner, spec: StudySpec, meta: dict, tracker: tracking.StudyTracker) -> 
         return 130
     errors = len(results.errors)
     complete = study_complete(spec, meta["storage"])
+    best = best_per_cell(spec, tracker.children(meta["parent_run_id"]))
+    tracker.log_best(meta["parent_run_id"], spec.metric, spec.mode,
+                     [{"cell": c, "value": v, "point_id": p, "params": t} for c, v, p, t in best])
     counts = tracker.close_parent(meta["parent_run_id"], status="FINISHED" if complete else "KILLED")
     print()
     print(f"study {spec.name} {'ended' if complete else 'stopped before the end'} after {time.time() - start:.0f} s: "

@@ -1,7 +1,8 @@
 """Writing a study to MLflow: one parent run per study, one nested child run per point.
 
 The layout itself (every tag, status, artifact and run name) is :mod:`uwm_model.layout`, shared with
-``analysis``. Parent run ``run_name = <study>``; child run per point ``run_name = <point id>``,
+``analysis``. Parent run ``run_name = <study>``; child run per point named by
+:func:`~uwm_model.layout.point_run_name` (point id, rule, widths, norm, lr, seeds),
 params ``TrialConfig.flat()`` (lists as strings) plus ``cell.<path>`` for every grid axis,
 metrics every aggregate the trainer reports (step = episode), summaries ``final_*`` and
 ``auc_reward_mean``, and the per-seed curves artifact.
@@ -20,6 +21,7 @@ that does not answer ``/health`` within a few seconds is reported before anythin
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import json
@@ -153,7 +155,7 @@ class StudyTracker:
             return None
         try:
             return _retry(self.client.create_experiment, self.study, artifact_location=artifact_root(self.uri) and
-                          f"{artifact_root(self.uri)}/{self.study}")
+                          f"{artifact_root(self.uri)}/{self.study}", tags={layout.EXPERIMENT_KIND: layout.KIND_TRAINING})
         except Exception:  # created meanwhile by another process
             exp = self.client.get_experiment_by_name(self.study)
             if exp is None:
@@ -171,6 +173,10 @@ class StudyTracker:
     def open_parent(self, spec_yaml: str, spec_hash: str, description: str = "") -> str:
         """Create the parent run (RUNNING) with its tags and spec.yaml artifact; return its id."""
         exp = self.experiment_id(create=True)
+        # the experiments page shows these: a training experiment (not GenAI) described by the spec
+        _retry(self.client.set_experiment_tag, exp, layout.EXPERIMENT_KIND, layout.KIND_TRAINING)
+        if description:
+            _retry(self.client.set_experiment_tag, exp, layout.NOTE, description)
         tags = {layout.ROLE: layout.ROLE_STUDY, layout.STUDY: self.study, layout.SPEC_HASH: spec_hash,
                 layout.GIT_COMMIT: git_commit(), layout.VERSION: package_version()}
         if description:
@@ -185,6 +191,21 @@ class StudyTracker:
     def children(self, parent_id: str) -> list:
         exp = self.experiment_id()
         return search_all(self.client, [exp], layout.point_filter(parent_id)) if exp else []
+
+    def log_best(self, run_id: str, metric: str, mode: str, rows: list[dict]) -> None:
+        """The study's answer on its parent run: the best finished point of every cell as a table
+        artifact, and the best of all as the tag ``uwm.best_point`` and the metric ``best_<metric>``.
+        ``rows``: one mapping per cell (cell, point_id, value, tuned parameters), value None if none finished."""
+        header = ["cell", "point_id", f"final_{metric}", *sorted({k for r in rows for k in r.get("params", {})})]
+        buf = io.StringIO()
+        csv.writer(buf).writerows([header] + [[r["cell"], r["point_id"], "" if r["value"] is None else r["value"],
+                                               *(r.get("params", {}).get(k, "") for k in header[3:])] for r in rows])
+        _retry(self.client.log_text, run_id, buf.getvalue(), layout.BEST_PER_CELL)
+        done = [r for r in rows if r["value"] is not None]
+        if done:
+            best = (max if mode == "max" else min)(done, key=lambda r: r["value"])
+            _retry(self.client.set_tag, run_id, layout.BEST_POINT, f"{best['point_id']} ({best['cell']})")
+            _retry(self.client.log_metric, run_id, f"best_{metric}", float(best["value"]))
 
     def close_parent(self, run_id: str, status: str = "FINISHED") -> dict[str, int]:
         """Log the point counts by status and end the parent run; return the counts."""
@@ -249,7 +270,8 @@ class PointRun:
         tags = {layout.PARENT: self.parent_id, layout.ROLE: layout.ROLE_TRIAL, layout.STUDY: self.study,
                 layout.CELL: self.point["cell"], layout.POINT_ID: pid, layout.STAGE: self.point["stage"],
                 layout.PACK: self.pack_id, layout.CONFIG_HASH: chash, layout.STATUS: layout.RUNNING, **self.where}
-        run = _retry(self.client.create_run, self.experiment_id, run_name=pid, tags=tags)
+        run = _retry(self.client.create_run, self.experiment_id, run_name=layout.point_run_name(pid, self.point["config"]),
+                     tags=tags)
         self.run_id = run.info.run_id
         params = {k: _param(v) for k, v in _flat(self.point["config"]).items()}
         params.update({f"cell.{k}": _param(v) for k, v in self.point["axes"].items()})

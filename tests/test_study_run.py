@@ -159,6 +159,7 @@ def test_quickstart_end_to_end_on_the_sqlite_default(tmp_path, procs):
     ui = start("ui", "--port", str(port), cwd=tmp_path, log=tmp_path / "ui.log")   # starts while we check
 
     from mlflow import MlflowClient
+    import pandas as pd
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     parent, kids = children(client, "quickstart")
@@ -177,14 +178,18 @@ def test_quickstart_end_to_end_on_the_sqlite_default(tmp_path, procs):
     assert {r.data.tags["uwm.status"] for r in kids} == {"finished"}
     assert_no_duplicates(client, kids, [200, 400, 600])
     run = kids[0]
-    assert run.data.tags["uwm.stage"] == "search" and run.data.tags["uwm.point_id"] == run.info.run_name
+    assert run.data.tags["uwm.stage"] == "search"
+    for kid in kids:   # named by point id, rule, widths, lr and seeds
+        assert re.fullmatch(rf"{kid.data.tags['uwm.point_id']} {kid.data.params['rule']}\S*( \S+=\S+)* \[4\] "
+                            r"lr \S+ s0-1", kid.info.run_name), kid.info.run_name
+    best = client.download_artifacts(parent.info.run_id, "best_per_cell.csv", str(tmp_path))
+    assert len(pd.read_csv(best)) == 5 and tags["uwm.best_point"].split(" ")[0] in {r.data.tags["uwm.point_id"] for r in kids}
+    assert client.get_experiment(parent.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     assert run.data.params["hidden"] == "[4]" and "cell.rule" in run.data.params and "lr" in run.data.params
     for key in ("final_eval_reward_mean", "final_train_reward_mean", "final_diverged_fraction", "auc_reward_mean",
                 "eval_reward_std", "seconds_per_episode"):
         assert key in run.data.metrics, key
     curves = client.download_artifacts(run.info.run_id, "curves_per_seed.csv", str(tmp_path))
-    import pandas as pd
-
     table = pd.read_csv(curves)
     assert list(table.columns) == ["episode", "seed", "metric", "value"]
     assert set(table["seed"]) == {0, 1} and set(table["episode"]) == {200, 400, 600}

@@ -38,6 +38,10 @@ HOST = "uwm.host"
 DEVICE = "uwm.device"       # the torch device a pack trained on (cpu where a GPU trial found no CUDA)
 STATUS = "uwm.status"
 
+BEST_POINT = "uwm.best_point"  # parent run: the point id of the best finished point of the study
+EXPERIMENT_KIND = "mlflow.experimentKind"          # experiment tag: which MLflow UI the experiment opens in
+KIND_TRAINING = "custom_model_development"         # model training (MLflow would guess GenAI otherwise)
+
 ROLE_STUDY, ROLE_TRIAL = "study", "trial"
 STAGE_SEARCH, STAGE_CONFIRM = "search", "confirm"
 
@@ -53,10 +57,26 @@ ENDED = (*TRAINED, FAILED)                # final: a run with one of these is ne
 # ---------------------------------------------------------------- artifacts and metrics
 SPEC_ARTIFACT = "spec.yaml"
 SEED_CURVES = "curves_per_seed.csv"
+BEST_PER_CELL = "best_per_cell.csv"   # parent run: the best finished point of every cell, with its metrics
 SEED_CURVE_COLUMNS = ("episode", "seed", "metric", "value")
 FINAL_PREFIX = "final_"
 AUC_REWARD = "auc_reward_mean"
 POINT_COUNT_PREFIX = "points_"
+
+
+def point_run_name(point_id: str, config: dict) -> str:
+    """A child run's name: the point id, then what tells points apart in MLflow's run list (rule and
+    options, hidden widths, outgoing norm, learning rate(s), seed range), e.g.
+    ``c003-search-007 uwm signal=global [64x64] norm 4 lr 0.012 s0-3``."""
+    options = "".join(f" {k}={v}" for k, v in sorted((config.get("rule_options") or {}).items()))
+    baseline = " baseline=ema" if config.get("baseline") == "ema" else ""
+    hidden = "x".join(str(n) for n in config.get("hidden", []))
+    norm = "" if config.get("outgoing_norm") is None else f" norm {config['outgoing_norm']:g}"
+    lr = config.get("lr")
+    lr_text = "/".join(f"{v:.2g}" for v in lr) if isinstance(lr, list) else f"{lr:.2g}"
+    first = config.get("seed", 0)
+    seeds = f"s{first}" if config.get("seeds", 1) == 1 else f"s{first}-{first + config['seeds'] - 1}"
+    return f"{point_id} {config.get('rule')}{options}{baseline} [{hidden}]{norm} lr {lr_text} {seeds}"
 
 
 def point_filter(parent_run_id: str, point_id: str | None = None) -> str:
