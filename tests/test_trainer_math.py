@@ -128,3 +128,59 @@ def test_a_float32_run_stays_close_to_the_same_float64_run():
     assert torch.allclose(t32, t64, rtol=0, atol=1e-4), (t32 - t64).abs().max()
     assert [r.points[0].metrics["train_reward_mean"] for r in r32] == pytest.approx(
         [r.points[0].metrics["train_reward_mean"] for r in r64], abs=0.1)
+
+
+def test_the_ema_baseline_and_adam_follow_their_equations_over_steps():
+    """Three steps of the real trainer: the baseline is decay * b + (1 - decay) * batch-mean reward, and the
+    parameters follow torch.optim.Adam (minimising -update) with each member's betas, eps and per-layer lr."""
+    cfg = um.TrialConfig(rule="reinforce", baseline="ema", baseline_decay=0.7, batch_size=4, dtype="float64", seeds=2,
+                         lr=[0.05, 0.02, 0.1], adam_beta1=0.8, adam_beta2=0.95, adam_eps=1e-3,
+                         **{**TINY, "optimizer": "adam"})
+    trainer = um.Trainer(cfg)
+    params = [trainer.theta[:, trainer.layer_of_param == l].clone().requires_grad_(True) for l in range(3)]
+    adam = torch.optim.Adam([{"params": [p], "lr": lr} for p, lr in zip(params, cfg.layer_lrs)],
+                            betas=(0.8, 0.95), eps=1e-3)
+    state, baseline = trainer.train_state, torch.zeros(2, dtype=torch.float64)
+    u = trainer.draw_steps(torch.arange(3))
+    for step in range(3):
+        # the step's update direction from the same draws with SGD at lr 1 (train_step at the current state)
+        sgd = um.Trainer(cfg.model_copy(update={"optimizer": "sgd", "lr": 1.0}))
+        sgd_state = sgd.train_state._replace(theta=state.theta, baseline=state.baseline)
+        direction = sgd.train_step(sgd_state, u[step])[0].theta - state.theta
+        state, reward = trainer.train_step(state, u[step])
+        baseline = 0.7 * baseline + 0.3 * reward
+        assert torch.allclose(state.baseline, baseline, rtol=0, atol=1e-14)
+        adam.zero_grad()
+        for l, p in enumerate(params):
+            p.grad = -direction[:, trainer.layer_of_param == l]
+        adam.step()
+        expected = torch.empty_like(state.theta)
+        for l, p in enumerate(params):
+            expected[:, trainer.layer_of_param == l] = p.detach()
+        assert torch.allclose(state.theta, expected, rtol=0, atol=1e-12), (step, (state.theta - expected).abs().max())
+    assert state.updates.tolist() == [3, 3]
+
+
+def test_episodes_to_threshold_and_running_reward_match_a_plain_running_mean():
+    """One report per step gives each step's batch-mean reward; the first episode at which the running mean
+    over threshold_window episodes reaches the threshold, and the running reward, recomputed by hand."""
+    batch, window = 2, 12
+    cfg = um.TrialConfig(rule="uwm", batch_size=batch, dtype="float64", seeds=4, lr=0.2, threshold=0.3,
+                         threshold_window=window,
+                         **{**TINY, "optimizer": "adam", "episodes": 160, "report_every": batch, "eval_episodes": 2})
+    reports = list(um.Trainer(cfg).run())
+    per_step = torch.tensor([[row["train_reward"] for row in r.points[0].per_seed] for r in reports],
+                            dtype=torch.float64)   # [T, P]
+    steps = window // batch
+    reached_any = False
+    for m in range(cfg.seeds):
+        running = [per_step[t - steps + 1: t + 1, m].mean().item() for t in range(steps - 1, len(per_step))]
+        hits = [t for t, value in zip(range(steps - 1, len(per_step)), running) if value >= cfg.threshold]
+        row = reports[-1].points[0].per_seed[m]
+        if hits:
+            reached_any = True
+            assert row["episodes_to_threshold"] == (hits[0] + 1) * batch, m
+        else:
+            assert "episodes_to_threshold" not in row
+        assert row["running_reward"] == pytest.approx(running[-1], abs=1e-12)
+    assert reached_any
