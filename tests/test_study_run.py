@@ -181,6 +181,14 @@ def test_quickstart_end_to_end_on_the_sqlite_default(tmp_path, procs):
     for key in ("final_eval_reward_mean", "final_train_reward_mean", "final_diverged_fraction", "auc_reward_mean",
                 "eval_reward_std", "seconds_per_episode"):
         assert key in run.data.metrics, key
+    # values, not only names: the summaries agree with the logged curves
+    history = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "eval_reward_mean"))
+    assert [step for step, _ in history] == [200, 400, 600]
+    assert run.data.metrics["final_eval_reward_mean"] == pytest.approx(history[-1][1])
+    assert run.data.metrics["auc_reward_mean"] == pytest.approx(sum(v * 200 for _, v in history) / 600)
+    assert run.data.metrics["final_diverged_fraction"] == 0.0
+    assert -1.0 <= run.data.metrics["final_train_reward_mean"] <= 1.0
+    assert run.data.metrics["eval_reward_std"] >= 0 and run.data.metrics["seconds_per_episode"] > 0
     curves = client.download_artifacts(run.info.run_id, "curves_per_seed.csv", str(tmp_path))
     import pandas as pd
 
