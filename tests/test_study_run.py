@@ -252,6 +252,17 @@ def test_packed_and_unpacked_studies_on_sqlite_and_a_real_mlflow_server(tmp_path
         assert len(parent) == 1 and all(t["mlflow.parentRunId"] for t in kids)
         server_status = Counter(t["uwm.status"] for t in kids)
         server_packs = Counter(t["uwm.pack"] for t in kids)
+        # values of every unpacked point: its parameters, status and eval-reward curve
+        server_points = {}
+        for run, t in zip(runs, tags):
+            if t.get("uwm.role") != "trial":
+                continue
+            history = requests.get(f"{uri}/api/2.0/mlflow/metrics/get-history",
+                                   params={"run_id": run["info"]["run_id"], "metric_key": "eval_reward_mean"}).json()
+            params = {p["key"]: p["value"] for p in run["data"].get("params", [])}
+            server_points[t["uwm.point_id"]] = (
+                t["uwm.status"], {k: params[k] for k in ("lr", "outgoing_norm", "seed", "seeds")},
+                {m["step"]: m["value"] for m in history.get("metrics", [])})
 
         from mlflow import MlflowClient
 
@@ -268,6 +279,19 @@ def test_packed_and_unpacked_studies_on_sqlite_and_a_real_mlflow_server(tmp_path
                      for d in (packed, plain)]
     assert optuna_counts[0] == optuna_counts[1] == {0: 3, 1: 3}
     assert len(server_packs) == 7 and server_status["diverged"] == 3
+    # ... and the same numbers: each point trained in a pack equals the same point trained alone (float32,
+    # so up to round-off), over the reports both recorded (early stopping may end a point at another report)
+    compared = 0
+    for run in packed_kids:
+        status, params, curve = server_points[run.data.tags["uwm.point_id"]]
+        assert {k: run.data.params[k] for k in params} == params
+        if "stopped" not in (status, run.data.tags["uwm.status"]):
+            assert run.data.tags["uwm.status"] == status
+        packed_curve = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "eval_reward_mean")}
+        for step in set(curve) & set(packed_curve):
+            assert packed_curve[step] == pytest.approx(curve[step], rel=1e-5, abs=1e-6), (run.info.run_name, step)
+            compared += 1
+    assert compared >= 10
 
     # packed: the diverged members got their own diverged runs, their pack trained on
     by_pack = Counter(r.data.tags["uwm.pack"] for r in packed_kids)

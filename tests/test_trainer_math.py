@@ -184,3 +184,16 @@ def test_episodes_to_threshold_and_running_reward_match_a_plain_running_mean():
             assert "episodes_to_threshold" not in row
         assert row["running_reward"] == pytest.approx(running[-1], abs=1e-12)
     assert reached_any
+
+
+def test_wm_p2_fast_path_equals_the_general_power():
+    """wm with p = 2 takes a shortcut (2 w); the general |w|^(p-1) sign(w) path with p a [P] tensor of 2s must agree."""
+    from uwm_model.rules import wm
+
+    trainer = trainer_for("wm", 4, "float64")
+    weights, ep, reward, _ = trainer._draw_episode(trainer.theta, trainer.train_keys, 0, 4, False)
+    fast = wm(weights, ep, reward, None, p=2.0)
+    general = wm(weights, ep, reward, None, p=torch.full((trainer.P,), 2.0, dtype=torch.float64))
+    for a, b in zip(fast, general):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-14)
+    assert any(g.abs().max() > 0 for g in fast[:-1])

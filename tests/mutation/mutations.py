@@ -23,7 +23,7 @@ MUTATIONS = [
     m("rules.signal_drops_h", "uwm_model/rules.py",
       "signal = h * delta", "signal = delta", [MATH]),
     m("rules.wm_p2_fast_path_halved", "uwm_model/rules.py",
-      "dnorm = 2 * w", "dnorm = w", [*CORE, PACK]),
+      "dnorm = 2 * w", "dnorm = w", [MATH]),
     m("rules.reinforce_output_sign", "uwm_model/rules.py",
       "return R.unsqueeze(-1) * (ep.h[-1] - ep.pi[-1])", "return R.unsqueeze(-1) * (ep.pi[-1] - ep.h[-1])", [MATH]),
     m("rules.uwm_shift_sign", "uwm_model/rules.py",
