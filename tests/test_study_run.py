@@ -318,9 +318,30 @@ def _healthy(uri: str) -> bool:
         return False
 
 
+def pack_reports(storage: Path) -> dict[str, list[dict]]:
+    """Every pack's Tune results (result.json, one line per report) under a study's storage folder."""
+    import json
+
+    return {path.parent.name: [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            for path in sorted(storage.glob("pack-*/result.json"))}
+
+
+def assert_resumed_from_checkpoints(storage: Path, expected_episodes: list[int]) -> int:
+    """Each pack reported each episode once, in order (a pack restarted from scratch would report its first
+    episodes again); returns how many packs were restored mid-way (Tune's iterations_since_restore restarts
+    at 1 while training_iteration goes on from the checkpoint)."""
+    restored = 0
+    for pack, rows in pack_reports(storage).items():
+        assert [r["episode"] for r in rows] == expected_episodes, (pack, [r["episode"] for r in rows])
+        if any(r["iterations_since_restore"] < r["training_iteration"] for r in rows):
+            restored += 1
+    return restored
+
+
 def test_a_killed_driver_resumes_without_duplicate_runs(tmp_path, procs):
-    # four times LONGER's episodes, so packs are still training when the first one has ended
-    spec = write(tmp_path, {**LONGER, "base": {**LONGER["base"], "episodes": 12_000, "report_every": 1_200}})
+    # one pack at a time, so when the first pack has ended the others have not, whatever the number of cores
+    spec = write(tmp_path, {**LONGER, "max_concurrent": 1,
+                            "base": {**LONGER["base"], "episodes": 12_000, "report_every": 1_200}})
     log = tmp_path / "run.log"
     driver = start("run", str(spec), cwd=tmp_path, log=log)
     wait_for(lambda: " done (" in log.read_text(), 240, "a first pack to finish", procs, driver)
@@ -343,6 +364,8 @@ def test_a_killed_driver_resumes_without_duplicate_runs(tmp_path, procs):
     assert_no_duplicates(client, kids, list(range(1_200, 12_001, 1_200)))
     state = load_searcher_state(str(tmp_path / "runs/longer"))
     assert {c: len(s.trials) for c, s in state["studies"].items()} == {0: 4, 1: 4}
+    assert len(pack_reports(tmp_path / "runs/longer")) == 4
+    assert_resumed_from_checkpoints(tmp_path / "runs/longer", list(range(1_200, 12_001, 1_200)))
 
 
 def test_a_killed_trial_worker_is_retried_and_recorded_once(tmp_path, procs):
@@ -378,3 +401,6 @@ def test_a_killed_trial_worker_is_retried_and_recorded_once(tmp_path, procs):
     assert len(kids) == 8 and {r.data.tags["uwm.status"] for r in kids} == {"finished"}
     assert_no_duplicates(client, kids, list(range(3_000, 30_001, 3_000)))
     assert not any(r.info.status == "RUNNING" for r in kids)
+    # the retried pack went on from its checkpoint: no pack reported an episode twice (the tracker skips
+    # steps it already logged, so the MLflow checks above would pass after a restart from scratch too)
+    assert assert_resumed_from_checkpoints(tmp_path / "runs/worker", list(range(3_000, 30_001, 3_000))) >= 1
