@@ -85,3 +85,39 @@ def test_the_packing_tests_cover_every_per_member_field():
     covered = {"seed", "seeds", "lr", "outgoing_norm", "baseline_decay", "adam_beta1", "adam_beta2", "adam_eps",
                "name", "threshold", "rule_options.p"}
     assert set(per_member_fields()) == covered
+
+
+def test_stop_points_freezes_the_chosen_points_and_leaves_the_others_as_if_alone():
+    """Member-level early stopping outside Ray: after the first report point 1 stops; its parameters and
+    optimiser state stay as they were, it reports "stopped" from then on, and points 0 and 2 go on exactly
+    as if trained alone."""
+    common = {**COMMON, "probe": {"enabled": False}}
+    points = [um.TrialConfig(rule="uwm", seed=s, seeds=2, lr=lr, **common) for s, lr in ((0, 0.05), (10, 0.1), (20, 0.02))]
+    pack = um.Trainer(points)
+    runner = pack.run()
+    first = next(runner)
+    assert [p.status for p in first.points] == ["running"] * 3
+    pack.stop_points([1])
+    frozen = pack.theta[2:4].clone(), pack.adam_m[2:4].clone(), pack.updates[2:4].clone()
+    rest = list(runner)
+    assert [p.status for p in rest[-1].points] == ["finished", "stopped", "finished"]
+    assert torch.equal(pack.theta[2:4], frozen[0]) and torch.equal(pack.adam_m[2:4], frozen[1])
+    assert torch.equal(pack.updates[2:4], frozen[2])
+    assert pack.updates[:2].tolist() == [120, 120]
+    for i, members in ((0, slice(0, 2)), (2, slice(4, 6))):
+        alone = um.Trainer(points[i])
+        reports = list(alone.run())
+        assert torch.allclose(pack.theta[members], alone.theta, rtol=0, atol=1e-12)
+        assert rest[-1].points[i].per_seed == reports[-1].points[0].per_seed
+    pack.stop_points([0])                              # stopping a finished or diverged member changes nothing else
+    assert pack.stopped.tolist() == [True, True, True, True, False, False]
+
+
+def test_training_leaves_the_process_wide_torch_settings_alone():
+    """Threads and denormal handling are the entry point's (uwm_model.settings): a Trainer must not change them,
+    or results would depend on which test ran first."""
+    threads, interop = torch.get_num_threads(), torch.get_num_interop_threads()
+    default_dtype = torch.get_default_dtype()
+    list(um.Trainer(um.TrialConfig(rule="wm", threads=2, **{**COMMON, "episodes": 80, "probe": {"enabled": False}})).run())
+    assert (torch.get_num_threads(), torch.get_num_interop_threads(), torch.get_default_dtype()) == \
+        (threads, interop, default_dtype)
