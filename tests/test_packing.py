@@ -121,3 +121,18 @@ def test_training_leaves_the_process_wide_torch_settings_alone():
     list(um.Trainer(um.TrialConfig(rule="wm", threads=2, **{**COMMON, "episodes": 80, "probe": {"enabled": False}})).run())
     assert (torch.get_num_threads(), torch.get_num_interop_threads(), torch.get_default_dtype()) == \
         (threads, interop, default_dtype)
+
+
+def test_stopping_a_diverged_point_keeps_it_diverged():
+    common = {**COMMON, "probe": {"enabled": False}}
+    points = [um.TrialConfig(rule="uwm", seed=0, lr=0.05, **common), um.TrialConfig(rule="uwm", seed=5, lr=1e308, **common)]
+    pack = um.Trainer(points)
+    runner = pack.run()
+    first = next(runner)
+    assert first.points[1].status == "diverged"
+    diverged_at = pack.diverged_at.clone()
+    pack.stop_points([1])
+    last = list(runner)[-1]
+    assert [p.status for p in last.points] == ["finished", "diverged"]
+    assert torch.equal(pack.diverged_at, diverged_at) and (diverged_at[1:] > 0).all()
+    assert [row["diverged_at"] for row in last.points[1].per_seed] == diverged_at[1:].tolist()

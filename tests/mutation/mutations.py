@@ -8,7 +8,9 @@ PACK = "tests/test_packing.py"
 PROBE = "tests/test_probe_metrics.py"
 RESUME = ["tests/test_trainer.py::test_resume_equals_uninterrupted",
           "tests/test_trainer.py::test_resume_of_reinforce_with_ema_baseline_after_the_threshold_was_reached"]
-CORE = ["tests/test_core.py", "tests/test_oracle.py", "tests/test_unbiasedness.py"]
+STEPS = f"{MATH}::test_the_ema_baseline_and_adam_follow_their_equations_over_steps"
+THRESHOLD = f"{MATH}::test_episodes_to_threshold_and_running_reward_match_a_plain_running_mean"
+STOP = f"{PACK}::test_stop_points_freezes_the_chosen_points_and_leaves_the_others_as_if_alone"
 
 
 def m(name, file, original, mutant, tests):
@@ -23,7 +25,7 @@ MUTATIONS = [
     m("rules.signal_drops_h", "uwm_model/rules.py",
       "signal = h * delta", "signal = delta", [MATH]),
     m("rules.wm_p2_fast_path_halved", "uwm_model/rules.py",
-      "dnorm = 2 * w", "dnorm = w", [MATH]),
+      "dnorm = 2 * w", "dnorm = w", f"{MATH}::test_wm_p2_fast_path_equals_the_general_power"),
     m("rules.reinforce_output_sign", "uwm_model/rules.py",
       "return R.unsqueeze(-1) * (ep.h[-1] - ep.pi[-1])", "return R.unsqueeze(-1) * (ep.pi[-1] - ep.h[-1])", [MATH]),
     m("rules.uwm_shift_sign", "uwm_model/rules.py",
@@ -42,13 +44,17 @@ MUTATIONS = [
     m("trainer.ema_decay_swapped", "uwm_model/trainer.py",
       "baseline=torch.where(update, self.baseline_decay * baseline + (1 - self.baseline_decay) * reward.mean(1), baseline)",
       "baseline=torch.where(update, (1 - self.baseline_decay) * baseline + self.baseline_decay * reward.mean(1), baseline)",
-      [MATH]),
+      STEPS),
     m("trainer.adam_power_not_advanced", "uwm_model/trainer.py",
       "beta1_power=torch.where(keep, beta1_power * self.beta1, beta1_power)",
-      "beta1_power=beta1_power", [MATH]),
+      "beta1_power=beta1_power", STEPS),
     m("trainer.threshold_off_by_one_step", "uwm_model/trainer.py",
       "episode = (first_step + window + first) * self.cfg.batch_size",
-      "episode = (first_step + window + first - 1) * self.cfg.batch_size", [MATH]),
+      "episode = (first_step + window + first - 1) * self.cfg.batch_size", THRESHOLD),
+    m("trainer.stopped_members_keep_training", "uwm_model/trainer.py",
+      "update = active & torch.isfinite(new_theta.sum(1))", "update = torch.isfinite(new_theta.sum(1))", STOP),
+    m("trainer.stop_points_marks_finished_as_stopped", "uwm_model/trainer.py",
+      "self.stopped |= mask & (self.diverged_at < 0)", "self.stopped |= mask", PACK),
     m("trainer.eval_on_train_stream", "uwm_model/trainer.py",
       "self._draw_episode(self.theta[m], self.eval_keys[m], counter, E, False)",
       "self._draw_episode(self.theta[m], self.train_keys[m], counter, E, False)", [PROBE]),
