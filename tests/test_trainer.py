@@ -135,6 +135,7 @@ def test_resume_of_reinforce_with_ema_baseline_after_the_threshold_was_reached(t
     first.save(tmp_path / "ckpt.pt")
     resumed = um.Trainer.load(tmp_path / "ckpt.pt")
     assert torch.equal(resumed.baseline, first.baseline) and torch.equal(resumed.reached_at, first.reached_at)
+    assert first.resumed_from == [] and resumed.resumed_from == [300]     # the marker the study tests read
     rest = list(resumed.run())
     assert_reports_equal(head + rest, expected)
     assert torch.equal(resumed.theta, whole.theta) and torch.equal(resumed.baseline, whole.baseline)
