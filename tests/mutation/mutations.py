@@ -85,6 +85,10 @@ MUTATIONS = [
       '"updates", "reached_at",', '"updates",', RESUME),
     m("checkpoint.drops_reward_tail", "uwm_model/trainer.py",
       '"stopped", "reward_tail", "running_reward")', '"stopped", "running_reward")', RESUME),
+    # ---- the study's trainable (an end-to-end test: about 3 minutes)
+    m("study.retry_ignores_checkpoint", "study/trainable.py",
+      "checkpoint = tune.get_checkpoint()", "checkpoint = None",
+      "tests/test_study_run.py::test_a_killed_trial_worker_is_retried_and_recorded_once"),
     # ---- tracking
     m("tracking.relogs_logged_steps", "study/tracking.py",
       "if self.closed or episode <= self.last_step:", "if self.closed or episode < self.last_step:",
