@@ -55,11 +55,10 @@ def test_report_on_a_study_that_does_not_exist(tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "report").exists() or not any((tmp_path / "report").iterdir())
 
 
-def test_ui_without_a_store_and_status_of_an_unknown_study(tmp_path, capsys, monkeypatch):
+def test_ui_without_a_store_and_status_or_resume_of_an_unknown_study(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert cli.main(["ui", "--tracking-uri", f"sqlite:///{tmp_path / 'missing.db'}"]) == 2
     one_error_line(capsys, "missing.db")
-    code = cli.main(["status", "no-such-study", "--storage", str(tmp_path / "runs")])
-    captured = capsys.readouterr()
-    assert code in (0, 2), code
-    assert "no-such-study" in captured.out + captured.err
+    for command in ("status", "resume"):
+        assert cli.main([command, "no-such-study", "--storage", str(tmp_path / "runs")]) == 2
+        one_error_line(capsys, "no-such-study", "--storage")
