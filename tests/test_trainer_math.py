@@ -165,25 +165,28 @@ def test_episodes_to_threshold_and_running_reward_match_a_plain_running_mean():
     """One report per step gives each step's batch-mean reward; the first episode at which the running mean
     over threshold_window episodes reaches the threshold, and the running reward, recomputed by hand."""
     batch, window = 2, 12
-    cfg = um.TrialConfig(rule="uwm", batch_size=batch, dtype="float64", seeds=4, lr=0.2, threshold=0.3,
+    # rewards +-1: running means over 6 steps of batch 2 are multiples of 1/6, so 0.5 can be met exactly
+    # (the boundary counts as reached: >=, not >)
+    cfg = um.TrialConfig(rule="uwm", batch_size=batch, dtype="float64", seeds=4, lr=0.2, threshold=0.5,
                          threshold_window=window,
                          **{**TINY, "optimizer": "adam", "episodes": 160, "report_every": batch, "eval_episodes": 2})
     reports = list(um.Trainer(cfg).run())
     per_step = torch.tensor([[row["train_reward"] for row in r.points[0].per_seed] for r in reports],
                             dtype=torch.float64)   # [T, P]
     steps = window // batch
-    reached_any = False
+    reached_any = exactly = False
     for m in range(cfg.seeds):
         running = [per_step[t - steps + 1: t + 1, m].mean().item() for t in range(steps - 1, len(per_step))]
         hits = [t for t, value in zip(range(steps - 1, len(per_step)), running) if value >= cfg.threshold]
         row = reports[-1].points[0].per_seed[m]
         if hits:
             reached_any = True
+            exactly |= running[hits[0] - steps + 1] == cfg.threshold
             assert row["episodes_to_threshold"] == (hits[0] + 1) * batch, m
         else:
             assert "episodes_to_threshold" not in row
         assert row["running_reward"] == pytest.approx(running[-1], abs=1e-12)
-    assert reached_any
+    assert reached_any and exactly
 
 
 def test_wm_p2_fast_path_equals_the_general_power():

@@ -83,12 +83,12 @@ def run_one(mutation: dict, timeout: float) -> tuple[str, float, str]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="", help="run the mutations whose name contains this")
+    parser.add_argument("--only", default="", help="run the mutations whose name contains one of these (comma-separated)")
     parser.add_argument("--list", action="store_true", help="list the mutations and exit")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per mutation's tests")
     parser.add_argument("--min-kill", type=float, default=0.9, help="required fraction killed")
     args = parser.parse_args(argv)
-    chosen = [m for m in MUTATIONS if args.only in m["name"]]
+    chosen = [m for m in MUTATIONS if any(part in m["name"] for part in args.only.split(","))]
     if args.list:
         for m in chosen:
             print(f"{m['name']:40s} {m['file']}  tests: {' '.join(m['tests'])}")
