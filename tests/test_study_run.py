@@ -356,9 +356,11 @@ def test_a_killed_driver_resumes_without_duplicate_runs(tmp_path, procs):
     assert_no_duplicates(client, kids, list(range(1_200, 12_001, 1_200)))
     state = load_searcher_state(str(tmp_path / "runs/longer"))
     assert {c: len(s.trials) for c, s in state["studies"].items()} == {0: 4, 1: 4}
+    # packs that had started came back from a checkpoint (pack-0001 too, when the driver died before Tune
+    # recorded its end: it retrains its last window, which MLflow does not record twice); later ones never left
     resumed = resumed_from(tmp_path / "runs/longer")
-    assert len(resumed) == 4 and resumed["pack-0001"] == []        # ended before the kill: never restored
-    assert all(e > 0 for episodes in resumed.values() for e in episodes)
+    assert len(resumed) == 4 and resumed["pack-0003"] == resumed["pack-0004"] == [], resumed
+    assert all(e > 0 for episodes in resumed.values() for e in episodes), resumed
 
 
 def test_a_killed_trial_worker_is_retried_and_recorded_once(tmp_path, procs):
