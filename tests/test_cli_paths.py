@@ -2,7 +2,6 @@
 ``ui`` and ``status`` where there is nothing to read (one error line naming the problem, exit 2)."""
 
 import pandas as pd
-import pytest
 import yaml
 
 from study import cli

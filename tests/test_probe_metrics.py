@@ -7,7 +7,7 @@ import torch
 
 import uwm_model as um
 from uwm_model import streams
-from uwm_model.rules import RULES, resolve_rule
+from uwm_model.rules import resolve_rule
 
 
 def per_episode_estimates(net, task, u, sizes, rule, options):
