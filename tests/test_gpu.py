@@ -17,7 +17,10 @@ import uwm_model as um
 from uwm_model import memory, streams
 from uwm_model.rules import RULES, resolve_rule
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def cuda(test):
+    """A CUDA check: marked ``cuda`` (``pytest -m cuda`` selects them) and skipped without a CUDA device."""
+    return pytest.mark.cuda(pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")(test))
+
 TOL = 1e-12
 
 

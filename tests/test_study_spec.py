@@ -4,7 +4,6 @@ import math
 import os
 import socket
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -145,11 +144,13 @@ def test_cli_reports_an_unreachable_tracking_server_before_starting(tmp_path, mo
         port = s.getsockname()[1]
     spec = tmp_path / "ok.yaml"
     spec.write_text(yaml.safe_dump(TINY))
-    start = time.time()
     assert main(["run", str(spec), "--tracking-uri", f"http://127.0.0.1:{port}"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: tracking: cannot reach the MLflow server at http://127.0.0.1:{port}"), err
-    assert "\n" not in err and time.time() - start < 20
+    assert "\n" not in err
+    import ray
+
+    assert not ray.is_initialized()     # refused before any work: no Ray started (state, not wall-clock time)
     assert sorted(os.listdir(tmp_path)) == ["ok.yaml"]
 
 

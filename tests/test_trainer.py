@@ -89,6 +89,20 @@ def test_a_diverging_member_stops_and_leaves_the_others_untouched():
     assert torch.isfinite(pack.theta).all(), "a diverged member keeps its last finite values"
 
 
+def assert_reports_equal(got, expected):
+    """Same number of reports, and every report's episode, statuses, per-seed rows and aggregates equal
+    (no zip truncation; wall-clock metrics excepted)."""
+    assert [r.episode for r in got] == [r.episode for r in expected]
+    for a, b in zip(got, expected, strict=True):
+        assert len(a.points) == len(b.points)
+        for pa, pb in zip(a.points, b.points, strict=True):
+            assert pa.status == pb.status
+            assert pa.per_seed == pb.per_seed
+            clock = {"seconds_per_episode"}
+            assert {k: v for k, v in pa.metrics.items() if k not in clock} == \
+                {k: v for k, v in pb.metrics.items() if k not in clock}
+
+
 def test_resume_equals_uninterrupted(tmp_path):
     cfg = config(rule="uwm", episodes=480, report_every=160, batch_size=4, seeds=3, probe={"enabled": True, "samples": 8})
     whole = um.Trainer(cfg)
@@ -100,10 +114,31 @@ def test_resume_equals_uninterrupted(tmp_path):
     resumed = um.Trainer.load(tmp_path / "ckpt.pt")
     rest = list(resumed.run())
     assert torch.equal(resumed.theta, whole.theta)
-    for a, b in zip(rest, expected[1:]):
-        assert a.episode == b.episode
-        for x, y in zip(a.points[0].per_seed, b.points[0].per_seed):
-            assert x == y
+    assert_reports_equal(rest, expected[1:])
+
+
+def test_resume_of_reinforce_with_ema_baseline_after_the_threshold_was_reached(tmp_path):
+    """The checkpoint must carry the EMA baseline, the threshold window and the episode at which each
+    member reached the threshold: saved mid-window after some members reached it, resumed runs must
+    report exactly what the uninterrupted run reports."""
+    cfg = config(rule="reinforce", baseline="ema", baseline_decay=0.9, task={"address_bits": 1}, hidden=[6, 4],
+                 episodes=600, report_every=100, batch_size=4, seeds=4, lr=0.05, threshold=0.2, threshold_window=40,
+                 dtype="float64", eval_episodes=64, probe={"enabled": True, "samples": 8})
+    whole = um.Trainer(cfg)
+    expected = list(whole.run())
+    first = um.Trainer(cfg)
+    runner = first.run()
+    head = [next(runner) for _ in range(3)]
+    reached = [r.get("episodes_to_threshold") for r in head[-1].points[0].per_seed]
+    assert any(e is not None for e in reached), "the checkpoint must come after the threshold was reached"
+    assert (first.baseline != 0).all()
+    first.save(tmp_path / "ckpt.pt")
+    resumed = um.Trainer.load(tmp_path / "ckpt.pt")
+    assert torch.equal(resumed.baseline, first.baseline) and torch.equal(resumed.reached_at, first.reached_at)
+    assert first.resumed_from == [] and resumed.resumed_from == [300]     # the marker the study tests read
+    rest = list(resumed.run())
+    assert_reports_equal(head + rest, expected)
+    assert torch.equal(resumed.theta, whole.theta) and torch.equal(resumed.baseline, whole.baseline)
 
 
 def test_same_config_and_seed_give_the_same_numbers():

@@ -148,6 +148,7 @@ class Trainer:
         self.wall_seconds = 0.0
         self.compile_seconds = 0.0
         self.compiled: bool | None = None   # chosen by _prepare
+        self.resumed_from: list[int] = []   # the episode of every checkpoint this run was restored from (checked by tests)
         self._step = self._steps = self._uniform_parts = None
 
     # ------------------------------------------------------------------ layout
@@ -491,7 +492,7 @@ class Trainer:
         Random streams are counter-based, so the step count is their whole state."""
         state = {name: getattr(self, name).cpu().clone() for name in self._STATE if hasattr(self, name)}
         state.update(step_count=self.step_count, wall_seconds=self.wall_seconds, compile_seconds=self.compile_seconds,
-                     configs=[c.model_dump(mode="json") for c in self.points])
+                     resumed_from=list(self.resumed_from), configs=[c.model_dump(mode="json") for c in self.points])
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -503,6 +504,7 @@ class Trainer:
                 setattr(self, name, value.to(self.dtype) if value.is_floating_point() else value)
         self.step_count, self.wall_seconds = state["step_count"], state["wall_seconds"]
         self.compile_seconds = state["compile_seconds"]
+        self.resumed_from = [*state.get("resumed_from", []), self.episode]
 
     def save(self, path) -> None:
         torch.save(self.state_dict(), path)

@@ -1,0 +1,91 @@
+"""Reported metrics against an independent computation: the probe's variance, squared mean norm and bias,
+the evaluation reward and the weight norms, recomputed member by member and episode by episode from the
+same streams with plain loops (centred variances, explicit per-sample weight estimates)."""
+
+import pytest
+import torch
+
+import uwm_model as um
+from uwm_model import streams
+from uwm_model.rules import resolve_rule
+
+
+def per_episode_estimates(net, task, u, sizes, rule, options):
+    """Per-episode flat estimates [K, layer entries] per layer, one episode at a time (member 0 of ``net``)."""
+    K = u.shape[0]
+    widths = sizes[1:]
+    layout = [sizes[0], *widths, *widths[:-1]]
+    rows = [[] for _ in widths]
+    rule_spec, opts = resolve_rule(rule, options)
+    for k in range(K):
+        parts = list(torch.split(u[k].view(1, 1, -1), layout, dim=2))
+        x = task.inputs_from_uniforms(parts[0], torch.float64)
+        ep = um.sample_episode(net.weights, net.biases, x, parts[1: 1 + len(widths)])
+        R = task.reward(x, ep.action)
+        grads = rule_spec.fn(net.weights, ep, R, parts[1 + len(widths):], **opts)
+        for l, g in enumerate(grads):
+            weight = g[0, 0].unsqueeze(1) * ep.h[l][0, 0].unsqueeze(0)      # g_i h_j, [n_out, n_in]
+            rows[l].append(torch.cat([weight.flatten(), g[0, 0]]))
+    return [torch.stack(r) for r in rows]
+
+
+def test_probe_eval_and_norm_metrics_match_an_independent_computation():
+    K, E = 32, 48
+    cfg = um.TrialConfig(rule="uwm", task={"address_bits": 1}, hidden=[3, 2], seeds=2, seed=5, batch_size=2,
+                         episodes=32, report_every=16, lr=0.05, outgoing_norm=2.0, dtype="float64", device="cpu",
+                         compile="off", eval_episodes=E,
+                         probe={"enabled": True, "samples": K, "cross_rule": True,
+                                "rules": [{"rule": "reinforce"}, {"rule": "wm", "options": {"p": 3}},
+                                          {"rule": "uwm", "options": {"signal": "global"}}]})
+    trainer = um.Trainer(cfg)
+    report = list(trainer.run())[-1]
+    counter = 2                                     # the report's index: probes and evaluation draw counter 2
+    task, sizes = trainer.task, trainer.sizes
+    probe_draws = K * (sizes[0] + sum(sizes[1:]) + sum(sizes[1:-1]))
+    eval_draws = E * (sizes[0] + sum(sizes[1:]))
+    probe_u = streams.uniforms(trainer.probe_keys, counter, probe_draws, torch.float64)
+    eval_u = streams.uniforms(trainer.eval_keys, counter, eval_draws, torch.float64)
+    rules = [("", "uwm", {}), ("reinforce_", "reinforce", {}), ("wm_p-3_", "wm", {"p": 3}),
+             ("uwm_signal-global_", "uwm", {"signal": "global"})]
+    for m, row in enumerate(report.points[0].per_seed):
+        weights, biases = trainer.unflatten(trainer.theta[m: m + 1])
+        net = um.Network([w.clone() for w in weights], [b.clone() for b in biases])
+        _, exact = um.exact_gradient(net, task)
+        for prefix, rule, options in rules:
+            samples = per_episode_estimates(net, task, probe_u[m].view(K, -1), sizes, rule, options)
+            for l, s in enumerate(samples):
+                mean = s.mean(0)
+                variance = ((s - mean) ** 2).sum(1).sum() / (K - 1)          # total per-sample variance
+                exact_flat = torch.cat([exact.weights[l][0].flatten(), exact.biases[l][0]])
+                name = f"l{l + 1}"
+                assert row[f"probe_{prefix}var_{name}"] == pytest.approx(variance.item(), rel=1e-9, abs=1e-12)
+                assert row[f"probe_{prefix}mean_sq_{name}"] == pytest.approx(mean.pow(2).sum().item(), rel=1e-9)
+                assert row[f"probe_{prefix}bias_{name}"] == pytest.approx((mean - exact_flat).norm().item(), rel=1e-9)
+
+        # evaluation: E fresh episodes of the stochastic network, mean reward
+        rewards = []
+        layout = [sizes[0], *sizes[1:]]
+        for e in range(E):
+            parts = list(torch.split(eval_u[m].view(E, -1)[e].view(1, 1, -1), layout, dim=2))
+            x = task.inputs_from_uniforms(parts[0], torch.float64)
+            ep = um.sample_episode(net.weights, net.biases, x, parts[1:])
+            rewards.append(task.reward(x, ep.action).item())
+        assert row["eval_reward"] == pytest.approx(sum(rewards) / E, abs=1e-12)
+
+        for l in range(1, len(weights)):
+            w = net.weights[l][0]                                   # [n_out, n_in]: column i is unit i's outgoing
+            assert row[f"max_abs_outgoing_l{l}"] == pytest.approx(w.abs().max().item())
+            assert row[f"outgoing_norm_l{l}"] == pytest.approx(w.norm(dim=0).mean().item())
+
+
+def test_aggregates_are_mean_std_and_sem_over_seeds():
+    cfg = um.TrialConfig(rule="wm", task={"address_bits": 1}, hidden=[3, 2], seeds=5, batch_size=2, episodes=16,
+                         report_every=16, dtype="float64", device="cpu", compile="off", eval_episodes=32,
+                         probe={"enabled": False})
+    point = list(um.Trainer(cfg).run())[-1].points[0]
+    for key in ("eval_reward", "train_reward", "outgoing_norm_l1"):
+        values = torch.tensor([row[key] for row in point.per_seed], dtype=torch.float64)
+        assert point.metrics[f"{key}_mean"] == pytest.approx(values.mean().item())
+        assert point.metrics[f"{key}_std"] == pytest.approx(values.std().item())
+        assert point.metrics[f"{key}_sem"] == pytest.approx(values.std().item() / 5 ** 0.5)
+    assert len({row["eval_reward"] for row in point.per_seed}) > 1     # seeds differ: std is not trivially 0
