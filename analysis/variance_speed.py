@@ -68,18 +68,36 @@ def _setting_key(trials: pd.DataFrame, cols: list[str]) -> pd.Series:
 
 
 def _label_of(row) -> str | None:
-    """The cross-rule probe label that measures this trial's own rule (and options), if any."""
+    """The cross-rule probe label that measures exactly this trial's rule variant (rule and every option),
+    or None. Never another variant's: hwm of order 5 is not measured by an order-3 probe, nor REINFORCE
+    with an EMA baseline by plain REINFORCE (a cross-rule entry has no baseline, so those trials keep
+    their own probe)."""
+    if row.get("baseline") not in (None, "none") and not _isnan(row.get("baseline")):
+        return None
     rules = row.get("probe.rules")
     options = {k.split(".", 1)[1]: v for k, v in row.items()
                if isinstance(k, str) and k.startswith("rule_options.") and not _isnan(v)}
     if isinstance(rules, list):
-        same = [r for r in rules if isinstance(r, dict) and r.get("rule") == row["rule"]]
-        exact = [r for r in same if (r.get("options") or {}) == options]
-        chosen = exact[0] if exact else (same[0] if len(same) == 1 else None)
-        if chosen is None:
+        exact = [r for r in rules if isinstance(r, dict) and r.get("rule") == row["rule"]
+                 and _same_options(r.get("options") or {}, options)]
+        if not exact:
             return None
-        return chosen.get("label") or cross_rule_label(chosen["rule"], chosen.get("options") or {})
+        return exact[0].get("label") or cross_rule_label(exact[0]["rule"], exact[0].get("options") or {})
     return cross_rule_label(row["rule"], options)
+
+
+def _same_options(a: dict, b: dict) -> bool:
+    """Option mappings equal up to number types (a param read back from MLflow may be 3.0 for 3)."""
+    if a.keys() != b.keys():
+        return False
+    return all(x == y or (_number(x) is not None and _number(x) == _number(y)) for x, y in ((a[k], b[k]) for k in a))
+
+
+def _number(v):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
 
 
 def _isnan(v) -> bool:

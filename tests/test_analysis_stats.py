@@ -193,11 +193,14 @@ def test_parse_param_reads_json_and_python_reprs():
     ("probe_uwm_var_l2_mean", {"label": "uwm", "kind": "var", "layer": 2}),
     ("probe_hwm_form-rb_order-5_bias_l1_mean", {"label": "hwm_form-rb_order-5", "kind": "bias", "layer": 1}),
     ("probe_reinforce_mean_sq_l12_mean", {"label": "reinforce", "kind": "mean_sq", "layer": 12}),
+    ("probe_hwm_order-3_bias_sq_se_l2_mean", {"label": "hwm_order-3", "kind": "bias_sq_se", "layer": 2}),
+    ("probe_bias_sq_l1_mean", {"label": None, "kind": "bias_sq", "layer": 1}),
+    ("init_probe_uwm_nsr_l1_mean", {"label": "uwm", "kind": "nsr", "layer": 1, "init": True}),
     ("probe_var_l1_sem", None),
     ("eval_reward_mean", None),
 ])
 def test_parse_probe_metric(name, expected):
-    assert parse_probe_metric(name) == expected
+    assert parse_probe_metric(name) == (None if expected is None else {"init": False, **expected})
 
 
 def _study(trials, curves=None, seeds=None):
