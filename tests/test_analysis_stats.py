@@ -225,7 +225,8 @@ def test_select_episode_matches_points_of_training():
 
 def test_seed_speed_auc_threshold_and_censoring():
     """AUC as the study runner defines it: each report's reward stands for the episodes since the
-    previous report, divided by the episodes trained; an unreached threshold is censored at the budget."""
+    previous report, divided by the episodes trained; an unreached threshold is censored at the budget;
+    a diverged seed scores the task's lowest reward from its divergence on."""
     rows = []
     for seed, rewards in ((0, [0.0, 0.5, 1.0]), (1, [0.2, 0.2, 0.2])):
         for ep, r in zip((100, 200, 400), rewards):
@@ -237,8 +238,9 @@ def test_seed_speed_auc_threshold_and_censoring():
     st = _study([{"run_id": "r", "episodes": 400}], seeds=seeds)
     s = seed_speed(st).set_index("seed")
     assert s.loc[0, "auc_reward"] == pytest.approx((0 * 100 + 0.5 * 100 + 1.0 * 200) / 400)
-    assert s.loc[1, "auc_reward"] == pytest.approx(0.2)
-    assert s.loc[0, "final_reward"] == 1.0
+    # seed 1 diverged at its report of episode 400: a failure from there on (the task's floor, -1)
+    assert s.loc[1, "auc_reward"] == pytest.approx((0.2 * 200 - 1.0 * 200) / 400)
+    assert s.loc[0, "final_reward"] == 1.0 and s.loc[1, "final_reward"] == -1.0
     assert (s.loc[0, "episodes_to_threshold"], s.loc[0, "reached"]) == (150.0, True)
     assert (s.loc[1, "episodes_to_threshold"], s.loc[1, "reached"]) == (400.0, False)
     assert (bool(s.loc[0, "diverged"]), bool(s.loc[1, "diverged"])) == (False, True)
