@@ -282,3 +282,74 @@ def cell_summary(study: Study, objective: str | None = None, mode: str | None = 
     out = pd.DataFrame(rows)
     out.attrs["variance_at"] = var_when
     return out
+
+
+MIN_TUNING_POINTS = 5   # fewer search points than this in a cell: the chosen lr is close to a random draw
+
+
+def tuning_warnings(study: Study) -> pd.DataFrame:
+    """Per cell, what makes its tuned learning rate less trustworthy: the numbers come from the search's
+    own seeds (no confirm stage: the best of several draws, picked and reported on the same seeds, is
+    optimistic); the chosen lr is the smallest or largest the search tried (the optimum may lie outside
+    the range); too few search points (TPE samples its first points at random). Columns: cell,
+    rule_variant, lr, lr_min, lr_max, n_search, confirmed, warnings (text, empty when none)."""
+    t = study.trials
+    tuned = select_tuned(study)
+    rows = []
+    for cell, g in tuned.groupby("cell", sort=False, dropna=False):
+        search = t[(t["cell"] == cell) & (t["stage"] != "confirm") & t["lr"].notna()] if len(t) else t
+        lr = float(g["lr"].iloc[0]) if g["lr"].notna().any() else math.nan
+        confirmed = bool((g["stage"] == "confirm").any())
+        lr_min, lr_max = (float(search["lr"].min()), float(search["lr"].max())) if len(search) else (math.nan, math.nan)
+        n = int(search["lr"].nunique()) if len(search) else 0
+        warn = []
+        if not confirmed:
+            warn.append("no confirm stage: reported on the seeds it was picked on (optimistic)")
+        if n > 1 and np.isfinite(lr) and (np.isclose(lr, lr_min) or np.isclose(lr, lr_max)):
+            warn.append(f"lr {lr:.3g} is at the {'lower' if np.isclose(lr, lr_min) else 'upper'} edge of the searched "
+                        f"range [{lr_min:.3g}, {lr_max:.3g}]")
+        if 1 < n < MIN_TUNING_POINTS:
+            warn.append(f"only {n} learning rates tried (fewer than {MIN_TUNING_POINTS}: close to random search)")
+        rows.append({"cell": cell, "rule_variant": g["rule_variant"].iloc[0] if "rule_variant" in g else None,
+                     "lr": lr, "lr_min": lr_min, "lr_max": lr_max, "n_search": n, "confirmed": confirmed,
+                     "warnings": "; ".join(warn)})
+    return pd.DataFrame(rows, columns=["cell", "rule_variant", "lr", "lr_min", "lr_max", "n_search", "confirmed",
+                                       "warnings"])
+
+
+# Chung (AAAI 2022), Weight Maximization on the 20-bit multiplexer: mean training reward over all
+# 800 000 episodes, mean (std) over 10 runs
+PUBLISHED = {"replicate-chung2022": {"rule_variant": "wm(p=2)", "train_reward_all": 0.81, "std": 0.01,
+                                     "source": "Chung 2022, 10 runs"}}
+
+
+def replication_table(study: Study) -> pd.DataFrame:
+    """Per tuned cell: ``train_reward_all`` at each seed's last report (the mean training reward over every
+    episode it trained), its mean and standard deviation over seeds (ddof 0, as published), and the
+    published figure beside the variant it reports on (:data:`PUBLISHED`, by study name). Diverged seeds
+    keep the value they logged and are counted in ``n_diverged``."""
+    cols = ["cell", "rule_variant", "n_seeds", "n_diverged", "train_reward_all", "std_ddof0", "published",
+            "published_std", "source"]
+    sc = study.seed_curves
+    if not len(sc) or not (sc["metric"] == "train_reward_all").any():
+        return pd.DataFrame(columns=cols)
+    last = (sc[sc["metric"] == "train_reward_all"].sort_values("episode")
+            .groupby(["run_id", "seed"])["value"].last().reset_index())
+    seeds = seed_speed(study)[["run_id", "seed", "diverged"]]
+    last = last.merge(seeds, on=["run_id", "seed"], how="left")
+    pub = PUBLISHED.get(study.name, {})
+    rows = []
+    for cell, g in select_tuned(study).groupby("cell", sort=False, dropna=False):
+        v = last[last["run_id"].isin(g["run_id"])]
+        x = v["value"].to_numpy(float)
+        x = x[np.isfinite(x)]
+        variant = g["rule_variant"].iloc[0] if "rule_variant" in g else None
+        mine = pub.get("rule_variant") == variant
+        rows.append({"cell": cell, "rule_variant": variant, "n_seeds": int(x.size),
+                     "n_diverged": int(v["diverged"].fillna(False).sum()),
+                     "train_reward_all": float(x.mean()) if x.size else math.nan,
+                     "std_ddof0": float(x.std(ddof=0)) if x.size else math.nan,
+                     "published": pub.get("train_reward_all", math.nan) if mine else math.nan,
+                     "published_std": pub.get("std", math.nan) if mine else math.nan,
+                     "source": pub.get("source", "") if mine else ""})
+    return pd.DataFrame(rows, columns=cols)

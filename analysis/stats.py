@@ -486,14 +486,16 @@ def fit_cost(x, y, n_boot: int = 200, level: float = DEFAULT_LEVEL, seed: int = 
     lo = hi = math.nan
     if min(g.size for g in groups) >= 2:
         rng = generator(seed, x, y)
-        out = []
+        out: list[float] = []
         for _ in range(n_boot):
             idx = np.concatenate([g[rng.integers(0, g.size, g.size)] for g in groups])
             try:
                 out.append(_fit_cost(x[idx], y[idx], start=(math.log(max(a, 1e-26)), math.log(b), k))[2])
             except RuntimeError:       # curve_fit did not converge on this resample
                 continue
-        draws = np.asarray(out)
+        # a stratified bootstrap of m replicates per x has variance (m - 1)/m of the truth: widen it back
+        m = min(g.size for g in groups)
+        draws = k + (np.asarray(out) - k) * math.sqrt(m / (m - 1))
         tail = (1 - level) / 2
         lo, hi = (float(v) for v in np.quantile(draws, [tail, 1 - tail]))
     return CostFit(a, b, k, lo, hi, r2, float(top / (a + top)), int(levels.size), int(x.size), draws)

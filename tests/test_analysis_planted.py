@@ -1,0 +1,226 @@
+"""Planted answers the analysis must recover (issue 12), in process on hand-built studies: each test
+names the wrong method it guards against."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.load import Study
+from analysis.speed import cell_summary, seed_speed
+
+
+def _study(trials, seed_rows=(), name="t", curves=None):
+    seeds = pd.DataFrame(list(seed_rows), columns=["run_id", "episode", "seed", "metric", "value"])
+    empty = pd.DataFrame(columns=["run_id", "episode", "metric", "value"])
+    return Study(name=name, parent_run_id="p", experiment_id="0", tracking_uri=None, tags={}, spec=None,
+                 trials=pd.DataFrame(trials), curves=curves if curves is not None else empty, seed_curves=seeds)
+
+
+def _trial(run_id, cell, rule="uwm", lr=0.01, stage="search", episodes=1000, **extra):
+    return {"run_id": run_id, "cell": cell, "status": "finished", "stage": stage, "rule": rule, "rule_variant": rule,
+            "lr": lr, "episodes": episodes, "seeds": 4, **extra}
+
+
+def _curve(run_id, seed, rewards, every=250, reached=None, diverged_at=None):
+    rows = []
+    for i, r in enumerate(rewards, 1):
+        ep = i * every
+        rows.append((run_id, ep, seed, "eval_reward", r))
+        rows.append((run_id, ep, seed, "diverged", float(diverged_at is not None and ep >= diverged_at)))
+        if reached is not None and ep >= reached:
+            rows.append((run_id, ep, seed, "episodes_to_threshold", float(reached)))
+        if diverged_at is not None and ep >= diverged_at:
+            rows.append((run_id, ep, seed, "diverged_at", float(diverged_at)))
+    return rows
+
+
+# ----------------------------------------------------------------------------- divergence and censoring
+
+
+def test_diverged_seeds_are_failures_not_successes():
+    """Planted: every seed learns to reward 1.0 and then diverges at episode 500 (its frozen parameters
+    would still score 1.0). Old: AUC 1.0, final 1.0, 100 % reached. Right: final = the task's floor,
+    never reached, AUC pulled down by the failed half of the budget."""
+    rows = []
+    for s in range(4):
+        rows += _curve("r", s, [1.0, 1.0, 1.0, 1.0], reached=250, diverged_at=500)
+    st = _study([_trial("r", "c")], rows)
+    s = seed_speed(st)
+    assert (s["final_reward"] == -1.0).all() and not s["reached"].any()
+    # the report at the divergence no longer counts: 1.0 up to episode 250, the floor -1 for the other 750
+    assert s["auc_reward"].to_numpy() == pytest.approx([(1.0 * 250 - 1.0 * 750) / 1000] * 4)
+    cell = cell_summary(st, n_boot=200).iloc[0]
+    assert cell["reached_fraction"] == 0 and cell["final_reward"] == -1.0
+
+
+def test_censored_seeds_give_a_kaplan_meier_median_not_the_budget():
+    """Planted: 3 of 5 seeds reach the threshold at 200, 300, 400; two never do within 1000. The mean with
+    the budget filled in (old) is 580 and its interval pretends to be observed; KM: median 400 (the third
+    event), restricted mean = area under the KM curve (580 here too, labelled as restricted), and with all
+    seeds censored the median is unknown (inf), never "1,000 [1,000, 1,000]"."""
+    rows = []
+    for s, reach in enumerate([200, 300, 400, None, None]):
+        rows += _curve("r", s, [0.1, 0.5, 0.9, 0.9], reached=reach)
+    cell = cell_summary(_study([_trial("r", "c")], rows), n_boot=200).iloc[0]
+    assert cell["episodes_to_threshold_median"] == 400
+    assert cell["episodes_to_threshold"] == pytest.approx(200 + 0.8 * 100 + 0.6 * 100 + 0.4 * 600)
+    none = []
+    for s in range(4):
+        none += _curve("r", s, [0.1, 0.2, 0.2, 0.2])
+    cell = cell_summary(_study([_trial("r", "c")], none), n_boot=200).iloc[0]
+    assert math.isinf(cell["episodes_to_threshold_median"]) and cell["censored_fraction"] == 1
+
+
+def test_km_restricted_mean_matches_statsmodels_curve():
+    from statsmodels.duration.survfunc import SurvfuncRight
+
+    from analysis.stats import km_rmst
+
+    rng = np.random.default_rng(4)
+    t = rng.integers(1, 20, 30).astype(float)
+    e = rng.random(30) < 0.6
+    sf = SurvfuncRight(t, e.astype(int))
+    grid = np.concatenate([[0.0], sf.surv_times, [25.0]])
+    surv = np.concatenate([[1.0], sf.surv_prob])
+    assert km_rmst(t, e, 25.0) == pytest.approx(float((surv * np.diff(grid)).sum()))
+
+
+# ----------------------------------------------------------------------------- wrong variant
+
+
+def test_variance_is_never_taken_from_another_variant():
+    """Planted trap: hwm of order 5 trained, the cross-rule probe lists only hwm of order 3. Old: order 3's
+    variance is used for order 5 (the only hwm entry). Right: no matched label (the trial keeps its own)."""
+    from analysis.variance_speed import _label_of
+
+    row = pd.Series({"rule": "hwm", "rule_options.order": 5, "probe.rules": [{"rule": "hwm", "options": {"order": 3}}]})
+    assert _label_of(row) is None
+    row = pd.Series({"rule": "hwm", "rule_options.order": 5.0,
+                     "probe.rules": [{"rule": "hwm", "options": {"order": 3}}, {"rule": "hwm", "options": {"order": 5}}]})
+    assert _label_of(row) == "hwm_order-5"
+    ema = pd.Series({"rule": "reinforce", "baseline": "ema", "probe.rules": [{"rule": "reinforce", "options": {}}]})
+    assert _label_of(ema) is None        # plain REINFORCE's probe does not measure the EMA-baseline variant
+
+
+# ----------------------------------------------------------------------------- compute scaling
+
+
+def test_fixed_cost_does_not_hide_a_cubic_cost():
+    """Planted: t = 2e-4 + 1e-11 n^3 (an O(m²n) rule behind a fixed cost), 3 timings per width. The bare
+    power law (old) finds an exponent ~0.4 and declares O(m²n) excluded; t = a + b n^k recovers k = 3."""
+    from analysis.stats import cost_verdict, fit_cost
+
+    rng = np.random.default_rng(1)
+    n = np.repeat([8, 16, 32, 64, 128, 256, 512], 3).astype(float)
+    t = (2e-4 + 1e-11 * n ** 3) * np.exp(0.03 * rng.standard_normal(n.size))
+    fit = fit_cost(n, t, n_boot=100)
+    assert fit.lo <= 3 <= fit.hi and fit.hi - fit.lo < 0.3
+    assert "consistent with O(m²n)" in cost_verdict(fit) and "O(mn) excluded" in cost_verdict(fit)
+    # a fixed cost dominating every width gives no verdict at all
+    flat = (1e-3 + 1e-12 * n ** 2) * np.exp(0.03 * rng.standard_normal(n.size))
+    assert "no verdict" in cost_verdict(fit_cost(n, flat, n_boot=50))
+
+
+def test_compute_difference_uwm_minus_reinforce():
+    """Planted: uwm k = 2, reinforce k = 2 (same O(mn)), both behind fixed costs: the difference interval
+    contains 0 and the verdict says they scale alike; a planted k = 3 uwm is found to exceed."""
+    from analysis.scaling import compare_compute, compute_fits
+
+    rng = np.random.default_rng(2)
+    widths = np.repeat([16, 32, 64, 128, 256, 512], 4).astype(float)
+    rows = []
+    for rule, b, k in (("uwm", 3e-9, 2.0), ("reinforce", 2e-9, 2.0), ("uwm3", 1e-11, 3.0)):
+        t = (5e-5 + b * widths ** k) * np.exp(0.03 * rng.standard_normal(widths.size))
+        rows += [{"quantity": "seconds_per_episode", "rule_variant": rule, "context": "", "width": w, "value": v}
+                 for w, v in zip(widths, t)]
+    table, fits = compute_fits(pd.DataFrame(rows), n_boot=100)
+    same = compare_compute(fits).iloc[0]
+    assert same["difference_lo"] <= 0 <= same["difference_hi"] and "alike" in same["verdict"]
+    more = compare_compute(fits, rule="uwm3").iloc[0]
+    assert more["difference_lo"] > 0.5 and "exceeds" in more["verdict"]
+
+
+# ----------------------------------------------------------------------------- bootstrap streams
+
+
+def test_intervals_do_not_depend_on_row_order_and_fits_are_not_coupled():
+    """Planted: fit B is fit A's data times width^0.1 (the same noise realisation). Old: both fits draw the
+    same indices (one seed), so the difference's interval collapses to ~0 width; permuting B's rows inside
+    each width widens it tenfold. Right: independent streams, the interval is the same either way (up to
+    Monte-Carlo error) and as wide as the two fits' own spreads combined."""
+    from analysis.stats import exponent_difference, fit_power_law
+
+    rng = np.random.default_rng(0)
+    x = np.repeat([8, 16, 32, 64, 128], 6).astype(float)
+    y = 3 * x ** 1.5 * np.exp(0.2 * rng.standard_normal(x.size))
+    a = fit_power_law(x, y, n_boot=2000)
+    b = fit_power_law(x, y * x ** 0.1, n_boot=2000)
+    perm = np.concatenate([rng.permutation(np.flatnonzero(x == v)) for v in np.unique(x)])
+    b_perm = fit_power_law(x[perm], (y * x ** 0.1)[perm], n_boot=2000)
+    d, d_perm = exponent_difference(a, b), exponent_difference(a, b_perm)
+    width, width_perm = d.hi - d.lo, d_perm.hi - d_perm.lo
+    single = float(np.diff(np.quantile(a.draws, [0.025, 0.975]))[0])    # plain percentiles, as the difference
+    assert width == pytest.approx(width_perm, rel=0.15)
+    assert width == pytest.approx(math.sqrt(2) * single, rel=0.25)
+
+
+def test_bootstrap_interval_is_invariant_to_permutation():
+    from analysis.stats import bootstrap_ci
+
+    x = np.random.default_rng(5).normal(size=12)
+    a = bootstrap_ci(x, n_boot=4000)
+    b = bootstrap_ci(x[::-1], n_boot=4000)
+    assert a.lo == pytest.approx(b.lo, abs=0.08) and a.hi == pytest.approx(b.hi, abs=0.08)
+
+
+# ----------------------------------------------------------------------------- fastest rule, tuning, replication
+
+
+def test_fastest_rule_ranking_with_paired_differences():
+    """Planted: per seed s, uwm reaches at 200 + 10 s and reinforce 40 episodes later (the same seed's luck);
+    ste never reaches. Paired: reinforce slower than uwm with an interval excluding 0 (an unpaired interval
+    on 4 seeds with this spread would not); ste ranked last."""
+    from analysis.fastest import fastest_rules
+
+    trials, rows = [], []
+    luck = [0, 300, 100, 500]
+    for rule, shift in (("uwm", 0), ("reinforce", 40), ("ste", None)):
+        trials.append(_trial(rule, f"rule={rule}", rule=rule))
+        for s in range(4):
+            reach = None if shift is None else 200 + luck[s] + shift
+            rows += _curve(rule, s, [0.5, 0.9, 0.9, 0.9], reached=reach)
+    table = fastest_rules(_study(trials, rows), n_boot=1000).set_index("rule_variant")
+    assert list(table.sort_values("rank").index) == ["uwm", "reinforce", "ste"]
+    assert table.loc["reinforce", "paired"] and table.loc["reinforce", "difference"] == pytest.approx(40)
+    assert table.loc["reinforce", "slower_than_reference"] and table.loc["ste", "slower_than_reference"]
+
+
+def test_tuning_warnings_flag_edge_few_points_and_no_confirm():
+    from analysis.speed import tuning_warnings
+
+    trials = [_trial(f"a{i}", "c1", lr=lr, auc_reward_mean=score) for i, (lr, score) in
+              enumerate([(0.001, 0.1), (0.01, 0.2), (0.1, 0.9)])]
+    trials += [_trial(f"b{i}", "c2", lr=lr, auc_reward_mean=score) for i, (lr, score) in
+               enumerate([(0.001, 0.1), (0.003, 0.2), (0.01, 0.9), (0.03, 0.3), (0.1, 0.2), (0.3, 0.1)])]
+    trials.append(_trial("b9", "c2", lr=0.01, stage="confirm", auc_reward_mean=0.8))
+    w = tuning_warnings(_study(trials)).set_index("cell")["warnings"]
+    assert "upper edge" in w["c1"] and "only 3" in w["c1"] and "no confirm" in w["c1"]
+    assert w["c2"] == ""
+
+
+def test_replication_reports_train_reward_all_with_population_std():
+    from analysis.speed import replication_table
+
+    values = [0.80, 0.79, 0.81, 0.80]
+    rows = []
+    for s, v in enumerate(values):
+        rows += _curve("w", s, [0.5, 0.9])
+        rows += [("w", 250, s, "train_reward_all", 0.3), ("w", 500, s, "train_reward_all", v)]
+    trials = [_trial("w", "rule=wm", rule="wm", rule_variant="wm(p=2)")]
+    trials[0]["rule_variant"] = "wm(p=2)"
+    t = replication_table(_study(trials, rows, name="replicate-chung2022")).iloc[0]
+    assert t["train_reward_all"] == pytest.approx(np.mean(values))
+    assert t["std_ddof0"] == pytest.approx(np.std(values, ddof=0))
+    assert (t["published"], t["published_std"]) == (0.81, 0.01)
