@@ -31,6 +31,11 @@ PER_SEED = {
     "train_reward_all": "mean training reward over every episode trained so far (Chung 2022's figure of merit)",
     "max_abs_outgoing_l{l}": "max |W^{l+1}|: largest outgoing weight of hidden layer l",
     "outgoing_norm_l{l}": "mean over units i of hidden layer l of ||W^{l+1}_{:,i}||_2",
+    "init_unit_max_outgoing_l{l}": "on the initial parameters: mean over units i of hidden layer l of their largest "
+                                   "outgoing |W^{l+1}_{ji}|",
+    "init_beyond_radius_l{l}": "on the initial parameters, over the probe's episodes: fraction of (unit i of hidden "
+                               "layer l, unit j of the next layer, episode) with |W_ji| > sqrt(z'_j^2 + pi^2), the "
+                               "radius of convergence of hwm's Taylor series of sigmoid around z'_j",
 }
 AGGREGATES = {"mean": "mean over seeds", "std": "standard deviation over seeds (ddof 1; 0 for one seed)",
               "sem": "standard error of the mean over seeds"}
@@ -47,6 +52,7 @@ PROBE_KINDS = {
                "(a U-statistic; may be negative; small networks only)",
     "bias_sq_se": "jackknife standard error of bias_sq (small networks only)",
     "cos": "cosine of the mean estimate of layer l to the exact gradient (small networks only)",
+    "exact_sq": "squared norm of the exact gradient of layer l (small networks only; the scale of bias_sq)",
     "nsr": "noise-to-signal ratio V / (B (||mean||^2 - V/K)) of layer l: the variance of one update's "
            "batch-B estimate over the debiased squared norm of its mean (scale-free; absent when that is <= 0)",
 }

@@ -332,6 +332,7 @@ class Trainer:
         if cfg.probe.enabled and self.init_probe is None and self.step_count == 0:
             # counter 0 is the initial state's: report probes count from 1, so no draw is shared
             self.init_probe = {f"init_{k}": v for k, v in self.probe(0).items()}
+            self.init_probe.update(self._taylor_radius(0))
         while self.step_count < total_steps:
             n = min(steps_per_report - self.step_count % steps_per_report, total_steps - self.step_count)
             started = time.perf_counter()
@@ -431,6 +432,28 @@ class Trainer:
                 stats = _layer_statistics(g, h, mean.weights[l], mean.biases[l], self.cfg.batch_size,
                                           None if exact is None else (exact.weights[l], exact.biases[l]))
                 out.update({f"probe_{prefix}{kind}_l{l + 1}": value for kind, value in stats.items()})
+        return out
+
+    @torch.no_grad()
+    def _taylor_radius(self, counter: int) -> dict[str, torch.Tensor]:
+        """Where the initial outgoing weights sit against hwm's Taylor radius (the ``init_unit_max_outgoing``
+        and ``init_beyond_radius`` metrics), on the probe's episodes of ``counter``, over chunks of samples."""
+        weights, _ = self.unflatten(self.theta.double())
+        out = {f"init_unit_max_outgoing_l{l}": w.abs().amax(1).mean(1) for l, w in enumerate(weights[1:], start=1)}
+        K = self.cfg.probe.samples
+        beyond = [torch.zeros(self.P, dtype=torch.float64, device=self.device) for _ in weights[1:]]
+        for members in self._member_slices(K * sum(self._draws_per_episode(True))):
+            theta = self.theta[members].double()
+            w_all, ep, _, _ = self._draw_episode(theta, self.probe_keys[members], counter, K, True)
+            for l, w in enumerate(w_all[1:]):
+                n_out, n_in = w.shape[1:]
+                chunk = max(1, PROBE_CHUNK_BYTES // (w.shape[0] * n_out * n_in * 8 * 2))
+                for start in range(0, K, chunk):
+                    z = ep.z[l + 1][:, start: start + chunk]                       # [m, c, n_out]
+                    radius = (z.pow(2) + math.pi ** 2).sqrt().unsqueeze(-1)          # [m, c, n_out, 1]
+                    beyond[l][members] += (w.abs().unsqueeze(1) > radius).double().sum((1, 2, 3))
+        for l, (w, count) in enumerate(zip(weights[1:], beyond), start=1):
+            out[f"init_beyond_radius_l{l}"] = count / (K * w.shape[1] * w.shape[2])
         return out
 
     def _chunked_rule(self, rule, options, weights, ep, reward, U) -> list[torch.Tensor]:
@@ -577,7 +600,7 @@ def _layer_statistics(g, h, mean_w, mean_b, batch: int, exact) -> dict[str, torc
     else:
         se = torch.full_like(bias_sq, torch.nan)
     cos = mean_e / (mean_sq * e_sq).sqrt()
-    out.update(bias=diff_sq.sqrt(), bias_sq=bias_sq, bias_sq_se=se, cos=cos)
+    out.update(bias=diff_sq.sqrt(), bias_sq=bias_sq, bias_sq_se=se, cos=cos, exact_sq=e_sq)
     return out
 
 
