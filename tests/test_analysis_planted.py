@@ -224,3 +224,48 @@ def test_replication_reports_train_reward_all_with_population_std():
     assert t["train_reward_all"] == pytest.approx(np.mean(values))
     assert t["std_ddof0"] == pytest.approx(np.std(values, ddof=0))
     assert (t["published"], t["published_std"]) == (0.81, 0.01)
+
+
+# ----------------------------------------------------------------------------- the π boundary at initialisation
+
+
+def _init_bias_study(seed=0):
+    """Planted: relative squared bias 0 for uwm at every norm; for hwm of order k, 0.02 / k below π (falls
+    with the order) and 0.05 k above π (grows with it); exact_sq 1, per-seed standard error 0.005."""
+    rng = np.random.default_rng(seed)
+    norms = [0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0]
+    labels = {"uwm": lambda c: 0.0}
+    for k in (1, 3, 5):
+        labels[f"hwm_order-{k}"] = (lambda k: lambda c: 0.02 / k if c < math.pi else 0.05 * k)(k)
+    trials, rows = [], []
+    for c in norms:
+        rid = f"uwm-{c}"
+        trials.append(_trial(rid, f"rule=uwm|outgoing_norm={c}", outgoing_norm=c))
+        for s in range(6):
+            rows += [(rid, 250, s, "eval_reward", 0.5), (rid, 250, s, "diverged", 0.0),
+                     (rid, 250, s, "init_unit_max_outgoing_l1", 0.75 * c), (rid, 250, s, "init_beyond_radius_l1",
+                                                                             float(c > math.pi) * 0.2)]
+            for label, planted in labels.items():
+                for layer in (1, 2):
+                    value = (planted(c) if layer == 1 else 0.0) + 0.005 * rng.standard_normal()
+                    rows += [(rid, 250, s, f"init_probe_{label}_bias_sq_l{layer}", value),
+                             (rid, 250, s, f"init_probe_{label}_bias_sq_se_l{layer}", 0.005),
+                             (rid, 250, s, f"init_probe_{label}_exact_sq_l{layer}", 1.0)]
+    return _study(trials, rows)
+
+
+def test_pi_boundary_from_the_debiased_bias_at_initialisation():
+    """uwm unbiased at every norm (no breakdown, with the power stated); hwm of order 3 biased from norm 4,
+    the first norm above π; the order x norm interaction has the planted signs."""
+    from analysis.norm_stress import init_bias_breakdown, init_bias_table, order_norm_interaction
+
+    table = init_bias_table(_init_bias_study())
+    bd = init_bias_breakdown(table).set_index("label")
+    assert math.isnan(bd.loc["uwm", "breakdown_norm"]) and "no bias detected up to norm 8" in bd.loc["uwm", "verdict"]
+    assert bd.loc["uwm", "min_power_below"] > 0.95
+    assert bd.loc["hwm_order-3", "breakdown_norm"] == 4.0 and "above π" in bd.loc["hwm_order-3", "verdict"]
+    row = table[(table["label"] == "hwm_order-3") & (table["outgoing_norm"] == 4.0) & (table["layer"] == 1)].iloc[0]
+    assert row["relative_bias"] == pytest.approx(math.sqrt(0.15), rel=0.05)
+    assert row["unit_max_outgoing"] == pytest.approx(3.0) and row["beyond_radius"] == pytest.approx(0.2)
+    inter = order_norm_interaction(table)
+    assert inter["order_below"] < 0 and inter["order_x_above"] > 0 and inter["order_x_above_p"] < 0.01
