@@ -256,8 +256,8 @@ def init_bias_breakdown(table: pd.DataFrame) -> pd.DataFrame:
 
 def order_norm_interaction(table: pd.DataFrame) -> dict | None:
     """Does hwm's bias fall with the order inside the Taylor radius and grow with it outside? OLS
-    (statsmodels) of the relative squared bias on order, above (norm > π) and their interaction over the
-    hwm variants' rows (every layer). Returns the coefficients with p-values, or None without at least two
+    (statsmodels, HC3 errors) of the relative squared bias on order, above (norm > π), their interaction
+    and a layer effect, over the hwm variants' rows of the hidden layers. Returns the coefficients with p-values, or None without at least two
     hwm orders on both sides of π."""
     import statsmodels.formula.api as smf
 
@@ -267,10 +267,12 @@ def order_norm_interaction(table: pd.DataFrame) -> dict | None:
     hwm["order"] = hwm["label"].str.extract(r"order-(\d+)")[0].astype(float)
     hwm["above"] = (hwm["outgoing_norm"] > PI).astype(float)
     hwm["rel"] = hwm["bias_sq"] / hwm["exact_sq"]
-    hwm = hwm[np.isfinite(hwm["rel"])]
+    # the output layer's estimates carry no Taylor bias (no outgoing weights): hidden layers only
+    hwm = hwm[np.isfinite(hwm["rel"]) & (hwm["layer"] < table["layer"].max())]
     if hwm["order"].nunique() < 2 or hwm["above"].nunique() < 2:
         return None
-    fit = smf.ols("rel ~ order * above", data=hwm).fit(cov_type="HC3")
+    formula = "rel ~ order * above" + (" + C(layer)" if hwm["layer"].nunique() > 1 else "")
+    fit = smf.ols(formula, data=hwm).fit(cov_type="HC3")
     return {"order_below": float(fit.params["order"]), "order_below_p": float(fit.pvalues["order"]),
             "order_x_above": float(fit.params["order:above"]), "order_x_above_p": float(fit.pvalues["order:above"]),
             "n": int(fit.nobs)}
