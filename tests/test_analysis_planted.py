@@ -272,3 +272,24 @@ def test_pi_boundary_from_the_debiased_bias_at_initialisation():
     assert row["unit_max_outgoing"] == pytest.approx(3.0) and row["beyond_radius"] == pytest.approx(0.2)
     inter = order_norm_interaction(table)
     assert inter["order_below"] < 0 and inter["order_x_above"] > 0 and inter["order_x_above_p"] < 0.01
+
+
+# ----------------------------------------------------------------------------- variance versus speed
+
+
+def test_within_setting_correlation_survives_a_sign_flipping_confound():
+    """Planted: in each of two settings (width 8, width 512) the 5 rules' speed falls with their variance;
+    the wide setting has 100x the variance (parameter count) and learns faster. Pooled raw (old 'all rules'
+    scope), rho is positive; within settings, pooled, it is -1 with an interval below 0."""
+    from analysis.variance_speed import pooled_within_setting, variance_speed_correlations
+
+    rows = []
+    for width, scale, base in ((8, 1.0, 0.5), (512, 100.0, 0.9)):
+        for i, rule in enumerate(["reinforce", "ste", "wm", "hwm", "uwm"]):
+            rows.append({"layer": "total", "rule_variant": rule, "setting": f"width={width}", "cell": f"{rule}|{width}",
+                         "variance": scale * (1 + i), "auc_reward": base - 0.02 * i})
+    table = pd.DataFrame(rows)
+    old = variance_speed_correlations(table, n_boot=500)
+    assert old[old["scope"] == "all rules"]["rho"].iloc[0] > 0.5
+    new = pooled_within_setting(table, n_boot=500).iloc[0]
+    assert new["rho"] == pytest.approx(-1, abs=1e-3) and new["rho_hi"] < 0 and new["n_settings"] == 2
