@@ -8,8 +8,9 @@ outgoing norm and other grid axes that vary, so that only the width changes with
                            width where fewer than half the seeds reached the threshold has no median
                            and is left out of the fit (``attrs["censored"]`` lists them), so an
                            exponent never comes from budgets standing in for unobserved times;
-``probe_variance``         the trained rule's probe variance summed over layers at a matched
-                           episode, per seed, in squared gradient units;
+``probe_variance``         the trained rule's probe variance summed over layers on the initial
+                           parameters (``init_probe_*``) when logged, else at a matched episode,
+                           per seed, in squared gradient units;
 ``seconds_per_episode``    measured compute per episode per member, one value per pack (points
                            trained together in one population share one timing; every finished
                            trial at that width counts, whatever its learning rate: compute does
@@ -31,7 +32,8 @@ import pandas as pd
 from .load import Study
 from .probe import probe_at
 from .speed import FINAL_STATUSES, seed_speed, select_tuned
-from .stats import (DEFAULT_BOOT, DEFAULT_LEVEL, CostFit, PowerLawFit, cost_exponent_difference, cost_verdict,
+from .stats import (DEFAULT_BOOT, DEFAULT_LEVEL, CostFit, PowerLawFit, complexity_verdict, cost_exponent_difference,
+                    cost_verdict,
                     exponent_difference, fit_cost, fit_power_law, km_summary)
 from .variance_speed import setting_columns
 
@@ -83,7 +85,11 @@ def scaling_data(study: Study, at=None) -> pd.DataFrame:
         s = tuned.assign(context=ctx(tuned).to_numpy())
         if "final_episodes_to_threshold_mean" in s:
             parts.append(s.assign(quantity="episodes_to_threshold", value=s["final_episodes_to_threshold_mean"])[cols])
-    var, _ = probe_at(study, tuned["run_id"], at=at, per_seed=bool(len(study.seed_curves)))
+    # the initial state when the study probed it (the same kind of state at every width), else matched reports
+    per_seed = bool(len(study.seed_curves))
+    var, _ = probe_at(study, tuned["run_id"], per_seed=per_seed, init=True)
+    if not len(var):
+        var, _ = probe_at(study, tuned["run_id"], at=at, per_seed=per_seed)
     if len(var):
         v = var.merge(info, on="run_id")
         parts.append(v.assign(quantity="probe_variance", value=v["total"])[cols])
@@ -127,7 +133,7 @@ def scaling_fits(data: pd.DataFrame, n_boot: int = DEFAULT_BOOT, level: float = 
                      "exponent_lo": fit.lo, "exponent_hi": fit.hi, "method": fit.method, "r2": fit.r2,
                      "prefactor": fit.prefactor, "n_widths": fit.n_levels, "n_obs": fit.n_obs,
                      "widths": ", ".join(str(int(w)) for w in sorted(g["width"].unique())),
-                     "verdict": "see compute_fits (t = a + b·n^k)" if q == "seconds_per_episode" else ""})
+                     "verdict": complexity_verdict(fit) if q == "seconds_per_episode" else ""})
     cols = ["quantity", "rule_variant", "context", "exponent", "exponent_lo", "exponent_hi", "method", "r2",
             "prefactor", "n_widths", "n_obs", "widths", "verdict"]
     return pd.DataFrame(rows, columns=cols), fits

@@ -325,7 +325,8 @@ def exponent_difference(fit_a: PowerLawFit, fit_b: PowerLawFit, level: float = D
 
 
 def complexity_verdict(fit: PowerLawFit, width_axis: str = "equal widths") -> str:
-    """Read the compute exponent of time per episode against the width n of an equal-width net.
+    """Read the exponent of a *bare* power law of time per episode against the width n of an equal-width net
+    (valid only where fixed costs are negligible; :func:`cost_verdict` reads the fit with a fixed cost).
 
     One update of a layer with m inputs and n outputs costs O(mn), so a whole equal-width net costs
     O(n²) per episode (exponent 2); an O(m²n) rule would give exponent 3.
@@ -336,8 +337,9 @@ def complexity_verdict(fit: PowerLawFit, width_axis: str = "equal widths") -> st
     if fit.lo <= 2 <= fit.hi and fit.hi < 3:
         return f"{iv}: consistent with O(mn) per layer (2 expected for {width_axis}), O(m²n) (3) excluded"
     if fit.hi < 2:
-        return (f"{iv}: below 2 — fixed per-episode overheads dominate at these widths; "
-                f"O(m²n) (3) excluded, O(mn) not yet reached")
+        # a fixed cost per episode drags a bare power law's exponent below the true one: nothing is excluded
+        return (f"{iv}: below 2 — fixed per-episode overheads dominate at these widths; no verdict from a bare "
+                f"power law (fit t = a + b·n^k: analysis.scaling.compute_fits)")
     if fit.lo > 2 and fit.hi < 3:
         return f"{iv}: between 2 and 3 — super-O(mn) but below O(m²n) at these widths"
     if fit.lo <= 3 <= fit.hi:
