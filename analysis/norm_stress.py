@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from .load import Study
-from .probe import probe_at
+from .probe import probe_at, probe_index
 from .speed import FINAL_STATUSES, seed_speed, select_tuned
 from .stats import DEFAULT_BOOT, DEFAULT_LEVEL, NAN_INTERVAL, bootstrap_ci, wilson_interval
 from .variance_speed import setting_columns
@@ -129,3 +129,150 @@ def breakdown_norms(table: pd.DataFrame, diverged_threshold: float = 0.5) -> pd.
                      "criterion": why, "max_norm": max_norm, "relative_to_pi": rel})
     return pd.DataFrame(rows, columns=["rule_variant", "context", "last_ok_norm", "breakdown_norm", "criterion",
                                        "max_norm", "relative_to_pi"])
+
+
+# ----------------------------------------------------------------------------- bias at initialisation
+
+BREAKDOWN_RELATIVE_BIAS = 0.1    # a rule has broken down where its bias exceeds 10 % of the exact gradient's norm
+RELATIVE_BIAS_FOR_POWER = 0.2    # the breakdown test's power is stated against a relative bias of 20 %
+INIT_BIAS_COLUMNS = ["label", "context", "outgoing_norm", "layer", "n_seeds", "unit_max_outgoing", "beyond_radius",
+                     "bias_sq", "bias_sq_lo", "bias_sq_hi", "exact_sq", "relative_bias", "z", "p", "biased",
+                     "p_breakdown", "broken", "power"]
+
+
+def init_bias_table(study: Study, level: float = DEFAULT_LEVEL) -> pd.DataFrame:
+    """The debiased squared bias of every probed rule variant on the *initial* parameters, per (variant,
+    setting, outgoing norm, layer), from the ``init_probe_*`` metrics (every rule on the same states and
+    episodes; trials sharing a setting and seed share their initial state, so each seed counts once).
+
+    ``bias_sq``: mean over seeds of ``||mean - exact||² - V/K`` with its interval (Monte-Carlo error of
+    the probe, seeds' states fixed: ``± z · sqrt(Σ se²) / n``); ``relative_bias``: ``sqrt(max(bias_sq, 0) /
+    exact_sq)``; ``z``: Stouffer's combination of the per-seed oracle z-scores ``bias_sq / se`` and ``p`` its
+    one-sided p-value (H0: unbiased); ``biased``: ``p`` below ``(1 - level)`` Bonferroni-corrected over the
+    norms and layers of the variant. Breakdown: ``p_breakdown`` tests H0: relative bias <=
+    :data:`BREAKDOWN_RELATIVE_BIAS` (one-sided, the same correction), ``broken`` where it rejects, and
+    ``power`` is that test's power against a relative bias of :data:`RELATIVE_BIAS_FOR_POWER`. ``unit_max_outgoing``: each hidden unit's largest outgoing |w| (mean over
+    units, the x-axis of the Taylor radius), ``beyond_radius``: the fraction of (unit, next unit, episode)
+    with |w| beyond sqrt(z'² + π²) (layer's own outgoing weights; NaN for the output layer)."""
+    from scipy.stats import norm as normal
+
+    sc = study.seed_curves
+    if not len(sc):
+        return pd.DataFrame(columns=INIT_BIAS_COLUMNS)
+    names = pd.Series(sc["metric"].unique())
+    idx = probe_index(names, None)
+    idx = idx[idx["init"] & idx["kind"].isin(["bias_sq", "bias_sq_se", "exact_sq"])] if len(idx) else idx
+    if not len(idx) or not (idx["kind"] == "bias_sq").any():
+        return pd.DataFrame(columns=INIT_BIAS_COLUMNS)
+    t = study.trials[study.trials["status"].isin(FINAL_STATUSES)]
+    ctx_cols = [c for c in setting_columns(t) if c not in ("outgoing_norm", "rule", "rule_variant")]
+    ctx = _context_label(t, ctx_cols)
+    info = pd.DataFrame({"run_id": t["run_id"], "context": ctx.to_numpy(), "outgoing_norm": t["outgoing_norm"],
+                         "own": t["rule_variant"]})
+    first = sc[sc["metric"].isin(set(probe_index(names, None).query("init")["metric"]) | {m for m in names if m.startswith("init_unit_max_outgoing_l")
+                                                        or m.startswith("init_beyond_radius_l")})]
+    first = first[first["episode"] == first.groupby("run_id")["episode"].transform("min")]
+    first = first.merge(info, on="run_id")
+    if idx["label"].notna().any():     # the cross-rule entries hold the trained rule too: use only them
+        idx = idx[idx["label"].notna()]
+    meta = idx.set_index("metric")
+    probe = first[first["metric"].isin(meta.index)].copy()
+    probe["label"] = probe["metric"].map(meta["label"]).fillna(probe["own"])
+    probe["kind"] = probe["metric"].map(meta["kind"])
+    probe["layer"] = probe["metric"].map(meta["layer"])
+    # one value per (setting, norm, seed, label, layer, kind): trials of a setting share the initial state
+    probe = probe.drop_duplicates(["context", "outgoing_norm", "seed", "label", "layer", "kind"])
+    wide = probe.pivot_table(index=["label", "context", "outgoing_norm", "layer", "seed"], columns="kind",
+                             values="value", aggfunc="first").reset_index()
+    geo = first[~first["metric"].isin(meta.index)].copy()
+    geo["layer"] = geo["metric"].str.extract(r"_l(\d+)$")[0].astype(int)
+    geo["kind"] = np.where(geo["metric"].str.startswith("init_unit_max"), "unit_max_outgoing", "beyond_radius")
+    geo = geo.groupby(["context", "outgoing_norm", "layer", "kind"])["value"].mean().unstack("kind")
+    rows = []
+    z_level = normal.ppf(1 - (1 - level) / 2)
+    for (label, context, norm_c, layer), g in wide.groupby(["label", "context", "outgoing_norm", "layer"]):
+        g = g.dropna(subset=["bias_sq", "bias_sq_se"])
+        g = g[g["bias_sq_se"] > 0]
+        n = len(g)
+        if not n:
+            continue
+        mean = float(g["bias_sq"].mean())
+        se = float(np.sqrt((g["bias_sq_se"] ** 2).sum()) / n)
+        z = float((g["bias_sq"] / g["bias_sq_se"]).sum() / math.sqrt(n))
+        exact = float(g["exact_sq"].mean()) if "exact_sq" in g else math.nan
+        row = {"label": label, "context": context, "outgoing_norm": float(norm_c), "layer": int(layer), "n_seeds": n,
+               "bias_sq": mean, "bias_sq_lo": mean - z_level * se, "bias_sq_hi": mean + z_level * se,
+               "exact_sq": exact, "relative_bias": math.sqrt(max(mean, 0) / exact) if exact > 0 else math.nan,
+               "z": z, "p": float(normal.sf(z)), "_se": se}
+        key = (context, norm_c, layer)
+        row["unit_max_outgoing"] = geo["unit_max_outgoing"].get(key, math.nan) if "unit_max_outgoing" in geo else math.nan
+        row["beyond_radius"] = geo["beyond_radius"].get(key, math.nan) if "beyond_radius" in geo else math.nan
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    if not len(out):
+        return pd.DataFrame(columns=INIT_BIAS_COLUMNS)
+    tests = out.groupby("label")["p"].transform("size")
+    alpha = (1 - level) / tests
+    crit = normal.isf(alpha)
+    out["biased"] = out["p"] < alpha
+    margin = BREAKDOWN_RELATIVE_BIAS ** 2 * out["exact_sq"]
+    out["p_breakdown"] = normal.sf((out["bias_sq"] - margin) / out["_se"])
+    out["broken"] = out["p_breakdown"] < alpha
+    effect = (RELATIVE_BIAS_FOR_POWER ** 2 - BREAKDOWN_RELATIVE_BIAS ** 2) * out["exact_sq"]
+    out["power"] = normal.cdf(effect / out["_se"] - crit)
+    return out.sort_values(["label", "context", "layer", "outgoing_norm"])[INIT_BIAS_COLUMNS].reset_index(drop=True)
+
+
+def init_bias_breakdown(table: pd.DataFrame) -> pd.DataFrame:
+    """Per (variant, setting): the smallest norm at which some layer's relative bias exceeds
+    :data:`BREAKDOWN_RELATIVE_BIAS` by the test of :func:`init_bias_table`, relative to π, whether any
+    bias at all is detected (``biased_norms``), and the weakest power among the norms below the breakdown
+    (a "no breakdown" claim is only as strong as that power). Columns: label, context, breakdown_norm,
+    min_power_below, biased_norms, verdict."""
+    rows = []
+    for (label, context), g in table.groupby(["label", "context"], sort=True):
+        hit = g[g["broken"]]
+        found = float(hit["outgoing_norm"].min()) if len(hit) else math.nan
+        below = g[g["outgoing_norm"] < found] if len(hit) else g
+        power = float(below["power"].min()) if len(below) else math.nan
+        top = float(g["outgoing_norm"].max())
+        if len(hit):
+            layers = ", ".join(str(int(v)) for v in sorted(hit[hit["outgoing_norm"] == found]["layer"].unique()))
+            verdict = (f"relative bias above {BREAKDOWN_RELATIVE_BIAS:.0%} from norm {found:g} "
+                       f"({'above' if found > PI else 'at or below'} π; layer {layers}, relative bias "
+                       f"{hit[hit['outgoing_norm'] == found]['relative_bias'].max():.2f})")
+        else:
+            verdict = f"relative bias not shown above {BREAKDOWN_RELATIVE_BIAS:.0%} up to norm {top:g}"
+        biased = sorted(g.loc[g["biased"], "outgoing_norm"].unique())
+        verdict += ("; unbiased by the oracle z-test at every norm" if not biased else
+                    f"; some bias detected at norms {', '.join(f'{v:g}' for v in biased)}")
+        verdict += (f"; power against a {RELATIVE_BIAS_FOR_POWER:.0%} relative bias at the norms "
+                    f"{'below' if len(hit) else 'tested'}: at least {power:.0%}" if np.isfinite(power) else "")
+        rows.append({"label": label, "context": context, "breakdown_norm": found, "min_power_below": power,
+                     "biased_norms": ", ".join(f"{v:g}" for v in biased), "verdict": verdict})
+    return pd.DataFrame(rows, columns=["label", "context", "breakdown_norm", "min_power_below", "biased_norms",
+                                       "verdict"])
+
+
+def order_norm_interaction(table: pd.DataFrame) -> dict | None:
+    """Does hwm's bias fall with the order inside the Taylor radius and grow with it outside? OLS
+    (statsmodels, HC3 errors) of the relative squared bias on order, above (norm > π), their interaction
+    and a layer effect, over the hwm variants' rows of the hidden layers. Returns the coefficients with p-values, or None without at least two
+    hwm orders on both sides of π."""
+    import statsmodels.formula.api as smf
+
+    hwm = table[table["label"].str.match(r"^hwm_order-\d+$", na=False)].copy()
+    if not len(hwm):
+        return None
+    hwm["order"] = hwm["label"].str.extract(r"order-(\d+)")[0].astype(float)
+    hwm["above"] = (hwm["outgoing_norm"] > PI).astype(float)
+    hwm["rel"] = hwm["bias_sq"] / hwm["exact_sq"]
+    # the output layer's estimates carry no Taylor bias (no outgoing weights): hidden layers only
+    hwm = hwm[np.isfinite(hwm["rel"]) & (hwm["layer"] < table["layer"].max())]
+    if hwm["order"].nunique() < 2 or hwm["above"].nunique() < 2:
+        return None
+    formula = "rel ~ order * above" + (" + C(layer)" if hwm["layer"].nunique() > 1 else "")
+    fit = smf.ols(formula, data=hwm).fit(cov_type="HC3")
+    return {"order_below": float(fit.params["order"]), "order_below_p": float(fit.pvalues["order"]),
+            "order_x_above": float(fit.params["order:above"]), "order_x_above_p": float(fit.pvalues["order:above"]),
+            "n": int(fit.nobs)}

@@ -26,12 +26,14 @@ import pandas as pd
 
 from . import figures as F
 from .load import Study, load_study
-from .norm_stress import breakdown_norms, norm_stress_table
+from .fastest import fastest_rules
+from .norm_stress import (BREAKDOWN_RELATIVE_BIAS, breakdown_norms, init_bias_breakdown, init_bias_table,
+                          norm_stress_table, order_norm_interaction)
 from .probe import cross_rule_labels
-from .scaling import QUANTITIES, compare_exponents, scaling_data, scaling_fits
-from .speed import cell_summary, seed_speed, select_tuned
+from .scaling import QUANTITIES, compare_compute, compare_exponents, compute_fits, scaling_data, scaling_fits
+from .speed import cell_summary, replication_table, seed_speed, select_tuned, tuning_warnings
 from .stats import DEFAULT_BOOT, DEFAULT_LEVEL
-from .variance_speed import variance_speed_correlations, variance_speed_table
+from .variance_speed import pooled_within_setting, variance_speed_correlations, variance_speed_table
 
 log = logging.getLogger("analysis.report")
 FORMATS = ("html", "md")
@@ -66,6 +68,16 @@ def _num(v, digits=3) -> str:
             return f"{v:,.0f}"
         return f"{v:.{digits}g}"
     return str(v)
+
+
+def _median(est, lo, hi, budget) -> str:
+    """A Kaplan-Meier median: unknown (beyond the budget) when fewer than half the seeds reached it."""
+    if est is None or (isinstance(est, float) and np.isinf(est)):
+        return f"> {_num(budget)} (not reached by half)" if budget is not None and np.isfinite(budget) else "not reached"
+    text = _num(est)
+    if lo is not None and np.isfinite(lo):
+        text += f" [{_num(lo)}, {'∞' if hi is None or not np.isfinite(hi) else _num(hi)}]"
+    return text
 
 
 def _pct(v) -> str:
@@ -107,9 +119,12 @@ def _cell_section(study: Study, cells: pd.DataFrame, level: float) -> Section:
     sec.text.append(
         f"Speed measures are means over the seeds of the tuned trial(s) with {pct} bootstrap intervals over "
         f"seeds. AUC: area under the eval-reward curve divided by the episodes trained (reward; higher is "
-        f"faster). Episodes to threshold: seeds that never reached the threshold count with the episode "
-        f"budget, so the mean is a lower bound when 'reached' is below 100%. Variance: the trained rule's probe "
-        f"variance summed over layers (grad² units) at {cells.attrs.get('variance_at', 'matched episodes')}.")
+        f"faster). Episodes to threshold, censoring-aware (Kaplan-Meier over seeds; a seed that never reached "
+        f"the threshold is censored at its budget): the median with its interval ('not reached by half' when "
+        f"fewer than half the seeds got there) and the restricted mean up to the budget. Diverged seeds are "
+        f"failures: they never reach the threshold and score the task's lowest reward from their divergence on. "
+        f"Variance: the trained rule's probe variance summed over layers (grad² units) at "
+        f"{cells.attrs.get('variance_at', 'matched episodes')}.")
     rows = []
     for _, r in cells.iterrows():
         row = {"cell": r["cell"], "rule": r.get("rule_variant"), "width": _num(r.get("width")),
@@ -117,8 +132,12 @@ def _cell_section(study: Study, cells: pd.DataFrame, level: float) -> Section:
                "tuned lr": r.get("lr_text") if r.get("lr_per_layer") else _num(r.get("lr")),
                "seeds": _num(r.get("n_seeds")),
                "AUC reward": _ci(r.get("auc_reward"), r.get("auc_reward_lo"), r.get("auc_reward_hi")),
-               "episodes to threshold": _ci(r.get("episodes_to_threshold"), r.get("episodes_to_threshold_lo"),
-                                            r.get("episodes_to_threshold_hi")),
+               "episodes to threshold (median)": _median(r.get("episodes_to_threshold_median"),
+                                                         r.get("episodes_to_threshold_median_lo"),
+                                                         r.get("episodes_to_threshold_median_hi"),
+                                                         r.get("episodes_budget")),
+               "restricted mean": _ci(r.get("episodes_to_threshold"), r.get("episodes_to_threshold_lo"),
+                                      r.get("episodes_to_threshold_hi")),
                "reached": _pct(r.get("reached_fraction")),
                "final reward": _ci(r.get("final_reward"), r.get("final_reward_lo"), r.get("final_reward_hi")),
                "diverged": _pct(r.get("diverged_fraction")),
@@ -130,6 +149,12 @@ def _cell_section(study: Study, cells: pd.DataFrame, level: float) -> Section:
     if ident.is_unique and "hidden" in cells and cells["hidden"].astype(str).nunique() == cells["width"].nunique():
         show = show.drop(columns="cell")  # rule, width and norm identify the cell: the key adds nothing
     sec.tables.append(("One row per cell at its tuned learning rate (intervals: " + pct + ")", show))
+    warn = tuning_warnings(study)
+    warn = warn[warn["warnings"] != ""]
+    if len(warn):
+        sec.text.append(f"Tuning warnings in {len(warn)} of {len(cells)} cells: the tuned learning rate is less "
+                        "trustworthy there (see the table).")
+        sec.tables.append(("Tuning warnings", warn[["cell", "rule_variant", "lr", "n_search", "confirmed", "warnings"]]))
     return sec
 
 
@@ -165,8 +190,24 @@ def _variance_section(study: Study, vs: pd.DataFrame, corr: pd.DataFrame, level:
            "states its own trajectory reached (variance and speed are then confounded through the trajectory)."))
     sec.text.append("Speed is the AUC reward (higher = faster), so a negative ρ means higher variance goes with "
                     f"slower learning. Spearman's ρ with {level:.0%} bootstrap intervals over cells.")
+    pooled = pooled_within_setting(vs, level=level)
+    kind = vs.attrs.get("kind", "var")
+    sec.text.append(f"Variance measure: {'the noise-to-signal ratio V / (B ||mean||²), scale-free' if kind == 'nsr' else 'total variance (grows with the parameter count and the gradient scale: compare within a setting only)'}. "
+                    "The answer pools Spearman's ρ within each setting (Fisher z, weighted by cells) with a bootstrap "
+                    "that resamples whole cells within settings; the raw correlation over all settings is shown "
+                    "below but mixes settings, which can flip its sign.")
+    ptotal = pooled[pooled["layer"] == "total"] if len(pooled) else pooled
     total = corr[(corr["layer"] == "total") & (corr["scope"] == "all rules")]
-    if len(total) and np.isfinite(total["rho"].iloc[0]):
+    if len(ptotal) and np.isfinite(ptotal["rho"].iloc[0]):
+        r = ptotal.iloc[0]
+        verdict = ("higher variance goes with slower learning" if r["rho_hi"] < 0 else
+                   "higher variance goes with faster learning" if r["rho_lo"] > 0 else
+                   "no monotone relation is resolved (the interval contains 0)")
+        sec.answer.append(f"within settings, pooled over {int(r['n_settings'])} settings ({int(r['n_cells'])} cells), "
+                          f"ρ(variance, AUC reward) = {_ci(r['rho'], r['rho_lo'], r['rho_hi'], 2)}: {verdict}.")
+        sec.text.append("Answer: " + " ".join(sec.answer))
+        sec.tables.append(("Spearman's ρ within settings, pooled, per layer", pooled))
+    elif len(total) and np.isfinite(total["rho"].iloc[0]):
         r = total.iloc[0]
         verdict = ("higher variance goes with slower learning" if r["rho_hi"] < 0 else
                    "higher variance goes with faster learning" if r["rho_lo"] > 0 else
@@ -206,22 +247,37 @@ def _scaling_section(study: Study, data: pd.DataFrame, fits: pd.DataFrame, comps
         "the exponent b: stratified bootstrap over seeds or trials at each width (t-interval over the widths when a "
         "width has fewer than 3 values). For an equal-width net, an O(mn) rule costs O(width²) per episode: compute exponent 2; "
         "an O(m²n) rule gives 3.")
-    comp = fits[fits["quantity"] == "seconds_per_episode"]
-    for _, r in comp.iterrows():
-        sec.text.append(f"Compute, {r['rule_variant']}" + (f" ({r['context']})" if r["context"] else "")
-                        + f": {r['verdict']}.")
-    for q, name in (("seconds_per_episode", "compute exponent"),
-                    ("episodes_to_threshold", "speed exponent (episodes to threshold)"),
+    cfits, cobjs = compute_fits(data, level=level)
+    if len(cfits):
+        sec.text.append("Compute is fitted as t = a + b·width^k (a fixed cost per episode plus a power law; a bare "
+                        "power law's exponent is dragged towards 0 by the fixed cost); the verdict reads k's interval "
+                        "and only when the fit is good and the power-law part is at least half the time at the "
+                        "largest width.")
+        for _, r in cfits.iterrows():
+            sec.text.append(f"Compute, {r['rule_variant']}" + (f" ({r['context']})" if r["context"] else "")
+                            + f": {r['verdict']}.")
+        sec.tables.append(("Compute fits t = a + b·width^k", cfits))
+        cc = compare_compute(cobjs, level=level)
+        for _, r in cc.iterrows():
+            sec.answer.append(f"compute, k(uwm) − k(reinforce) = {_ci(r['difference'], r['difference_lo'], r['difference_hi'], 2)}"
+                              + (f" ({r['context']})" if r["context"] else "") + f": {r['verdict']}.")
+    else:
+        sec.text.append("Compute: no t = a + b·width^k fit (it needs 4 or more widths); the bare power law's reading "
+                        "below holds only where fixed costs per episode are negligible.")
+        for _, r in fits[fits["quantity"] == "seconds_per_episode"].iterrows():
+            sec.text.append(f"Compute (bare power law), {r['rule_variant']}"
+                            + (f" ({r['context']})" if r["context"] else "") + f": {r['verdict']}.")
+    censored = data.attrs.get("censored", [])
+    if censored:
+        sec.text.append("Speed exponents use Kaplan-Meier medians; left out where fewer than half the seeds reached "
+                        "the threshold: " + "; ".join(censored) + ".")
+    for q, name in (("episodes_to_threshold", "speed exponent (KM median episodes to threshold)"),
                     ("probe_variance", "variance exponent")):
         f = fits[fits["quantity"] == q]
         if len(f):
             line = f"{name}: " + "; ".join(
                 f"{r['rule_variant']} {_ci(r['exponent'], r['exponent_lo'], r['exponent_hi'], 3)}"
                 + (f" ({r['context']})" if r["context"] else "") for _, r in f.iterrows())
-            if q == "seconds_per_episode":
-                ok = sum("consistent with O(mn)" in v for v in f["verdict"])
-                line += (f" — {ok} of {len(f)} consistent with O(mn) per layer (exponent 2) and excluding O(m²n) "
-                         f"(exponent 3)")
             sec.answer.append(line + ".")
     show = fits.assign(**{"b [interval]": [_ci(a, b, c, 3) for a, b, c in
                                            zip(fits["exponent"], fits["exponent_lo"], fits["exponent_hi"])],
@@ -258,11 +314,29 @@ def _pi_section(study: Study, table: pd.DataFrame, breakdown: pd.DataFrame, leve
         "variance summed over layers at each trial's first report (bootstrap over seeds), the probe bias against "
         "the exact gradient where the net is small enough for the oracle, and the final eval "
         f"reward (bootstrap over seeds); {level:.0%} intervals. A rule counts as broken down at the smallest "
-        "norm where half its seeds diverged or its final reward fell wholly below its reward at the smallest norm.")
+        "norm where half its seeds diverged or its final reward fell wholly below its reward at the smallest norm "
+        "(after training; the answer uses the bias at initialisation when the study logged it).")
+    init = init_bias_table(study, level=level)
+    if len(init):
+        sec.text.append(
+            "At initialisation (every rule on the same initial states and episodes): the debiased squared bias "
+            "||mean − exact||² − V/K per layer against the exact gradient, mean over seeds; 'broken down' where a "
+            f"one-sided test rejects a relative bias of at most {BREAKDOWN_RELATIVE_BIAS:.0%} (Bonferroni over norms "
+            "and layers), with the power stated; 'unbiased' by the oracle z-test (Stouffer over seeds).")
+        ibd = init_bias_breakdown(init)
+        for _, r in ibd.iterrows():
+            sec.answer.append(f"{r['label']}" + (f" ({r['context']})" if r["context"] else "") + f": {r['verdict']}.")
+        inter = order_norm_interaction(init)
+        if inter:
+            sec.answer.append(
+                f"hwm order × norm: slope of the relative squared bias in the order {inter['order_below']:+.3g} "
+                f"below π (p = {inter['order_below_p']:.2g}), change above π {inter['order_x_above']:+.3g} "
+                f"(p = {inter['order_x_above_p']:.2g}), OLS over {inter['n']} rows.")
+        sec.tables.append(("Bias at initialisation per variant, norm and layer", init))
     for _, r in breakdown.iterrows():
         sec.text.append(f"{r['rule_variant']}" + (f" ({r['context']})" if r["context"] else "") + ": "
                         + r["relative_to_pi"] + (f" ({r['criterion']})." if r["criterion"] else "."))
-    for rule, g in breakdown.groupby("rule_variant", sort=True):
+    for rule, g in breakdown.groupby("rule_variant", sort=True) if not len(init) else []:
         counts = g["relative_to_pi"].value_counts()
         if len(g) == 1:
             sec.answer.append(f"{rule}: {g['relative_to_pi'].iloc[0]}.")
@@ -291,14 +365,61 @@ def _pi_section(study: Study, table: pd.DataFrame, breakdown: pd.DataFrame, leve
     return sec
 
 
+def _fastest_section(fast: pd.DataFrame, level: float) -> Section:
+    sec = Section("fastest", "Which rule learns fastest?", bool(len(fast)))
+    if not len(fast):
+        sec.text.append("Not answerable from this study: it needs per-seed curves of tuned trials.")
+        return sec
+    sec.text.append(
+        "Per setting, rules ranked by the Kaplan-Meier restricted mean of episodes to threshold (lower is faster; "
+        f"censoring-aware, diverged seeds never reach it), with {level:.0%} bootstrap intervals of the difference to "
+        "uwm that resample seeds jointly (paired: seed s of every rule starts from the same network and inputs).")
+    for setting, g in fast.groupby("setting", sort=True):
+        g = g.sort_values("rank")
+        parts = []
+        for _, r in g.iterrows():
+            text = f"{int(r['rank'])}. {r['rule_variant']} {_num(r['rmst'])}"
+            if np.isfinite(r["difference"]):
+                sign = ("faster than uwm" if r["faster_than_reference"] else "slower than uwm"
+                        if r["slower_than_reference"] else "not resolved from uwm")
+                text += f" (Δ {_ci(r['difference'], r['difference_lo'], r['difference_hi'])}, {sign})"
+            parts.append(text)
+        sec.answer.append((f"{setting}: " if setting != "all" else "") + "; ".join(parts) + ".")
+    sec.tables.append(("Ranking per setting, with paired differences to uwm", fast))
+    return sec
+
+
+def _replication_section(table: pd.DataFrame) -> Section:
+    sec = Section("replication", "Replication: mean training reward over all episodes", bool(len(table)))
+    if not len(table):
+        sec.text.append("This study did not log train_reward_all (the mean training reward over every episode).")
+        return sec
+    sec.text.append("train_reward_all at each seed's last report (the mean training reward over every episode it "
+                    "trained), mean and standard deviation over seeds (ddof 0), beside the published figure where "
+                    "one exists for the variant.")
+    for _, r in table.iterrows():
+        line = f"{r['rule_variant']}: {r['train_reward_all']:.3f} (std {r['std_ddof0']:.3f}, {int(r['n_seeds'])} seeds)"
+        if np.isfinite(r["published"]):
+            line += f"; published {r['published']:.2f} ({r['published_std']:.2f}), {r['source']}"
+        if r["n_diverged"]:
+            line += f"; {int(r['n_diverged'])} seeds diverged"
+        sec.answer.append(line + ".")
+    sec.tables.append(("train_reward_all over seeds", table))
+    return sec
+
+
 def _methods(level: float, n_boot: int, seed: int) -> Section:
     sec = Section("methods", "Methods", True)
     sec.text += [
         "Tuned learning rate: within a cell, trials of stage 'confirm' are preferred; among the candidates the "
         "best by the study's objective is chosen and every candidate trial at that learning rate is pooled.",
-        f"Intervals: percentile bootstrap over seeds ({n_boot} resamples, seed {seed}) with the small-sample "
-        f"expansion of Hesterberg (2015), nominal {level:.0%}; proportions use Wilson intervals; rank correlations "
-        "a pairs bootstrap over cells; power-law exponents a bootstrap stratified by width or a t-interval.",
+        f"Intervals: percentile bootstrap over seeds (scipy.stats.bootstrap, {n_boot} resamples, seed {seed}, each "
+        f"analysis on its own stream derived from its data) with the small-sample expansion of Hesterberg (2015), "
+        f"nominal {level:.0%}; proportions use Wilson intervals (statsmodels); episodes to threshold Kaplan-Meier "
+        "(statsmodels; median interval by Brookmeyer-Crowley, restricted mean by bootstrap); rank correlations "
+        "within settings, pooled by Fisher z, with a whole-cell bootstrap; power-law exponents a bootstrap "
+        "stratified by width or a t-interval; compute t = a + b·width^k (scipy curve_fit) with a stratified "
+        "bootstrap.",
         "Matched points of training: probe values are compared at the first report episode every trial shares "
         "(each trial's first report when they share none).",
         "Tables: the CSV files beside this report hold every number shown here and more (trials.csv, cells.csv, "
@@ -338,6 +459,13 @@ def analyse(study: Study, n_boot: int = DEFAULT_BOOT, level: float = DEFAULT_LEV
     bd = breakdown_norms(ns) if len(ns) else pd.DataFrame()
     tables["norm_stress"], tables["norm_stress_breakdown"] = ns, bd
     sections.append(_pi_section(study, ns, bd, level))
+    say("fastest rule")
+    fast = fastest_rules(study, n_boot=n_boot, level=level, seed=seed)
+    tables["fastest"] = fast
+    sections.append(_fastest_section(fast, level))
+    rep_table = replication_table(study)
+    tables["replication"] = rep_table
+    sections.append(_replication_section(rep_table))
     sections.append(_methods(level, n_boot, seed))
     sections.insert(1, _answers(sections))
     return sections, tables
@@ -348,7 +476,8 @@ def _answers(sections: list[Section]) -> Section:
     by = {s.key: s for s in sections}
     sec = Section("answers", "Answers at a glance", True)
     for key, question in (("variance_speed", "Variance versus speed"), ("scaling", "Scaling with width"),
-                          ("norm_stress", "The π boundary")):
+                          ("norm_stress", "The π boundary"), ("fastest", "Which rule learns fastest"),
+                          ("replication", "Replication")):
         s = by[key]
         if not s.present:
             sec.bullets.append(f"{question}: not answerable from this study (see its section).")

@@ -15,13 +15,23 @@ The planted model, per rule ``r``, width ``n``, outgoing norm ``c``, learning ra
   so episodes to threshold scale as ``n^{a_r/2}`` at the tuned lr ``lr* = 0.03``;
 - seconds per episode: ``s_r · n^2 · e^{0.03 ε}`` per trial (the O(mn) answer: exponent 2);
 - rules in ``PI_SENSITIVE`` diverge with probability 0.8 per seed when ``c > π``;
-- probe bias (all layers) 0.01 for rules in ``PI_SENSITIVE``, times ``(c/π)^6`` above π, else 0.002.
+- probe bias (all layers) 0.01 for rules in ``PI_SENSITIVE``, times ``(c/π)^6`` above π, else 0.002;
+- at initialisation (``init_probe_{label}_*`` for every cross-rule label, the same state for every rule of a
+  setting and seed): relative squared bias 0 for rules outside ``PI_SENSITIVE``, for the others 0.002 below
+  π and ``0.05 (c/π)²`` above; debiased estimates with standard error ``0.002 · exact_sq``.
+
+Realism: rewards stay within the task's range [-1, 1]; a seed that diverges collapses towards chance
+(reward 0) in the window before its divergence and logs NaN after it; the trained rule's own probe
+variance drifts down as its seed learns, while the cross-rule (matched) probe of a rule follows the state
+of the trial that carries it, so own and matched variances differ; ``train_reward_all`` is the mean of the
+training-reward curve so far.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import zlib
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,15 +199,30 @@ def _write_point(client, exp_id, pid, name, rule, width, norm, lr, stage, s0, se
     seed_rows = []
     metrics = []
     t0 = 1_700_000_000_000
+    init_rng = np.random.default_rng(zlib.crc32(repr((width, norm, s0)).encode()))   # one initial state per setting
+    init = {}
+    for r2 in (rules if cross_rule else [rule]):
+        rel = 0.0 if r2 not in PI_SENSITIVE else (0.002 if norm is None or norm <= math.pi else 0.05 * (norm / math.pi) ** 2)
+        for l in range(1, L + 1):
+            exact = LAYER_SHARES[l - 1]
+            planted = rel * exact if l < L else 0.0          # no Taylor bias in the output layer
+            prefix = f"init_probe_{_cross_label(r2)}_" if cross_rule else "init_probe_"
+            init[(prefix, l)] = (planted + 0.002 * exact * init_rng.standard_normal(seeds), exact)
     for step in range(report_every, episodes + 1, report_every):
         per_seed = []
         for k in range(seeds):
             d = {}
             dead = 0 <= diverge_at[k] < step
+            collapsing = 0 <= diverge_at[k] < step + report_every and not dead   # the window before divergence
             r = 1 - 2 * math.exp(-step / tau[k])
-            d["eval_reward"] = float("nan") if dead else r + 0.01 * rng.standard_normal()
-            d["train_reward"] = float("nan") if dead else 1 - 2 * math.exp(-(step - report_every / 2) / tau[k])
+            if collapsing:
+                r *= 0.2                                        # weights blowing up: back towards chance
+            clip = lambda v: min(1.0, max(-1.0, v))             # noqa: E731  rewards stay within the task's range
+            d["eval_reward"] = float("nan") if dead else clip(r + 0.01 * rng.standard_normal())
+            d["train_reward"] = float("nan") if dead else clip(1 - 2 * math.exp(-(step - report_every / 2) / tau[k]))
             d["running_reward"] = float("nan") if dead else r
+            d["train_reward_all"] = float("nan") if dead else 1 - 2 * tau[k] * (1 - math.exp(-step / tau[k])) / step
+            drift = 0.3 + 0.7 * math.exp(-step / tau[k])      # the own probe follows the seed's own trajectory
             d["diverged"] = 1.0 if dead else 0.0
             if dead:
                 d["diverged_at"] = float(diverge_at[k])
@@ -206,15 +231,27 @@ def _write_point(client, exp_id, pid, name, rule, width, norm, lr, stage, s0, se
             for l in range(1, L):
                 d[f"max_abs_outgoing_l{l}"] = (norm or 1.0) * 1.1
                 d[f"outgoing_norm_l{l}"] = norm or 1.0
+                d[f"init_unit_max_outgoing_l{l}"] = (norm or 1.0) * 0.75
+                d[f"init_beyond_radius_l{l}"] = 0.0 if norm is None or norm <= math.pi else 0.1 * (norm - math.pi)
+            if step == report_every:      # the probe of the initial state: the trained rule's variance, no drift yet
+                for l in range(1, L + 1):
+                    d[f"init_probe_var_l{l}"] = LAYER_SHARES[l - 1] * var_seed[k]
+                    d[f"init_probe_mean_sq_l{l}"] = LAYER_SHARES[l - 1] * 0.1
+            for (prefix, l), (values, exact) in (init.items() if step == report_every else ()):   # first report only
+                d[f"{prefix}bias_sq_l{l}"] = float(values[k])
+                d[f"{prefix}bias_sq_se_l{l}"] = 0.002 * exact
+                d[f"{prefix}exact_sq_l{l}"] = exact
             for l in range(1, L + 1):
                 share = LAYER_SHARES[l - 1]
-                d[f"probe_var_l{l}"] = float("nan") if dead else share * var_seed[k] * math.exp(
+                d[f"probe_var_l{l}"] = float("nan") if dead else share * var_seed[k] * drift * math.exp(
                     0.02 * rng.standard_normal())
                 d[f"probe_mean_sq_l{l}"] = float("nan") if dead else share * 0.1
                 d[f"probe_bias_l{l}"] = float("nan") if dead else bias * math.sqrt(share) * math.exp(
                     0.05 * rng.standard_normal())
                 for r2, cv in cross_var.items():
-                    d[f"probe_{_cross_label(r2)}_var_l{l}"] = float("nan") if dead else share * cv[k]
+                    # another rule on this trial's state: its variance at this state, not along its own path
+                    state = 0.3 + 0.7 * math.exp(-step / (tau[k] * (0.5 + RULE_MODEL[r2][0])))
+                    d[f"probe_{_cross_label(r2)}_var_l{l}"] = float("nan") if dead else share * cv[k] * state
                     d[f"probe_{_cross_label(r2)}_mean_sq_l{l}"] = float("nan") if dead else share * 0.1
             per_seed.append(d)
             for m, v in d.items():

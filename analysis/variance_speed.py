@@ -27,7 +27,7 @@ from uwm_model.metrics import cross_rule_label
 from .load import Study
 from .probe import cross_rule_labels, probe_at
 from .speed import FINAL_STATUSES, select_tuned, trial_speed
-from .stats import DEFAULT_BOOT, DEFAULT_LEVEL, spearman_ci
+from .stats import DEFAULT_BOOT, DEFAULT_LEVEL, generator, spearman, spearman_ci
 
 # part of a trial's rule variant or of its tuning, not of the setting the rules are compared in
 NON_SETTING = {"rule", "rule_variant", "baseline", "baseline_decay", "lr", "seed", "seeds", "name", "run_id", "cell",
@@ -68,18 +68,36 @@ def _setting_key(trials: pd.DataFrame, cols: list[str]) -> pd.Series:
 
 
 def _label_of(row) -> str | None:
-    """The cross-rule probe label that measures this trial's own rule (and options), if any."""
+    """The cross-rule probe label that measures exactly this trial's rule variant (rule and every option),
+    or None. Never another variant's: hwm of order 5 is not measured by an order-3 probe, nor REINFORCE
+    with an EMA baseline by plain REINFORCE (a cross-rule entry has no baseline, so those trials keep
+    their own probe)."""
+    if row.get("baseline") not in (None, "none") and not _isnan(row.get("baseline")):
+        return None
     rules = row.get("probe.rules")
     options = {k.split(".", 1)[1]: v for k, v in row.items()
                if isinstance(k, str) and k.startswith("rule_options.") and not _isnan(v)}
     if isinstance(rules, list):
-        same = [r for r in rules if isinstance(r, dict) and r.get("rule") == row["rule"]]
-        exact = [r for r in same if (r.get("options") or {}) == options]
-        chosen = exact[0] if exact else (same[0] if len(same) == 1 else None)
-        if chosen is None:
+        exact = [r for r in rules if isinstance(r, dict) and r.get("rule") == row["rule"]
+                 and _same_options(r.get("options") or {}, options)]
+        if not exact:
             return None
-        return chosen.get("label") or cross_rule_label(chosen["rule"], chosen.get("options") or {})
+        return exact[0].get("label") or cross_rule_label(exact[0]["rule"], exact[0].get("options") or {})
     return cross_rule_label(row["rule"], options)
+
+
+def _same_options(a: dict, b: dict) -> bool:
+    """Option mappings equal up to number types (a param read back from MLflow may be 3.0 for 3)."""
+    if a.keys() != b.keys():
+        return False
+    return all(x == y or (_number(x) is not None and _number(x) == _number(y)) for x, y in ((a[k], b[k]) for k in a))
+
+
+def _number(v):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
 
 
 def _isnan(v) -> bool:
@@ -87,7 +105,7 @@ def _isnan(v) -> bool:
 
 
 def variance_speed_table(study: Study, at=None, points: str = "tuned", n_boot: int = DEFAULT_BOOT,
-                         level: float = DEFAULT_LEVEL, seed: int = 0) -> pd.DataFrame:
+                         level: float = DEFAULT_LEVEL, seed: int = 0, kind: str | None = None) -> pd.DataFrame:
     """One row per (trial, layer) with the variance at the matched episode and the trial's speed.
 
     Args:
@@ -95,6 +113,9 @@ def variance_speed_table(study: Study, at=None, points: str = "tuned", n_boot: i
             episode all trials share.
         points: ``"tuned"``: each cell's tuned trial(s) (:func:`analysis.speed.select_tuned`), so every
             rule is represented at its best learning rate; ``"all"``: every finished trial.
+        kind: the probe measure: ``"nsr"`` (default when logged: the noise-to-signal ratio, scale-free, so
+            comparable across rules, widths and norms) or ``"var"`` (total variance, which grows with the
+            parameter count and the gradient's scale; ``attrs["kind"]`` says which was used).
 
     Columns: run_id, cell, rule_variant, width, outgoing_norm, lr, layer, episode, var_own,
     var_matched, variance, variance_source, auc_reward, episodes_to_threshold, final_reward,
@@ -110,7 +131,9 @@ def variance_speed_table(study: Study, at=None, points: str = "tuned", n_boot: i
                 "final_reward", "reached_fraction", "n_seeds"]
     if not len(chosen):
         return pd.DataFrame(columns=out_cols)
-    own, why = probe_at(study, chosen["run_id"], at=at)
+    if kind is None:
+        kind = "nsr" if any(m.startswith("probe_nsr_l") for m in study.metrics) else "var"
+    own, why = probe_at(study, chosen["run_id"], at=at, kind=kind)
     if not len(own):
         return pd.DataFrame(columns=out_cols)
     layer_cols = [c for c in own.columns if c.startswith("l") and c[1:].isdigit()] + ["total"]
@@ -123,7 +146,7 @@ def variance_speed_table(study: Study, at=None, points: str = "tuned", n_boot: i
         key = _setting_key(finished, setting)
         parts = []
         for label in labels:
-            cross, _ = probe_at(study, finished["run_id"], label=label, at=at)
+            cross, _ = probe_at(study, finished["run_id"], label=label, at=at, kind=kind)
             if not len(cross):
                 continue
             cross = cross.assign(_key=cross["run_id"].map(dict(zip(finished["run_id"], key))))
@@ -147,7 +170,11 @@ def variance_speed_table(study: Study, at=None, points: str = "tuned", n_boot: i
     df = df.merge(speed, on="run_id", how="left")
     df = study.with_trial_columns(df, ("cell", "rule_variant", "width", "outgoing_norm", "lr"))
     df["layer"] = df["layer"].map(lambda s: s[1:] if s != "total" else s)
-    df = df[out_cols].sort_values(["layer", "rule_variant", "width", "outgoing_norm"]).reset_index(drop=True)
+    setting = setting_columns(finished)
+    keys = dict(zip(finished["run_id"], _setting_key(finished, setting)))
+    df = df.assign(setting=df["run_id"].map(keys))
+    df = df[out_cols + ["setting"]].sort_values(["layer", "rule_variant", "width", "outgoing_norm"]).reset_index(drop=True)
+    df.attrs["kind"] = kind
     df.attrs["at"] = why
     return df
 
@@ -173,3 +200,50 @@ def variance_speed_correlations(table: pd.DataFrame, speed: str = "auc_reward", 
             rows.append({"layer": layer, "scope": scope, "n": iv.n, "rho": iv.estimate, "rho_lo": iv.lo,
                          "rho_hi": iv.hi, "excludes_zero": bool(iv.lo > 0 or iv.hi < 0)})
     return pd.DataFrame(rows)
+
+
+def pooled_within_setting(table: pd.DataFrame, speed: str = "auc_reward", variance: str = "variance",
+                          n_boot: int = DEFAULT_BOOT, level: float = DEFAULT_LEVEL, seed: int = 0) -> pd.DataFrame:
+    """Spearman's rho between variance and speed *within* each setting (the rules compared on the same
+    widths, norm and task), pooled over settings: the average of the settings' Fisher-z transformed rho
+    weighted by their number of cells, transformed back. Pooling raw values across settings instead lets
+    the setting drive both (wider nets: more variance and another speed), which can flip the sign.
+
+    Interval: a bootstrap that resamples whole cells within each setting (stratified: each setting keeps
+    its size; a cell carries its variance and speed together), with the percentile interval of the pooled
+    rho. Settings with fewer than 3 cells are left out. Columns: layer, n_settings, n_cells, rho, rho_lo,
+    rho_hi, excludes_zero."""
+    cols = ["layer", "n_settings", "n_cells", "rho", "rho_lo", "rho_hi", "excludes_zero"]
+    rows = []
+    if not len(table) or "setting" not in table:
+        return pd.DataFrame(columns=cols)
+    for layer, g in table.groupby("layer", sort=False):
+        g = g[np.isfinite(g[variance].astype(float)) & np.isfinite(g[speed].astype(float))]
+        groups = [(h[variance].to_numpy(float), h[speed].to_numpy(float)) for _, h in g.groupby("setting")]
+        groups = [(v, s) for v, s in groups if v.size >= 3]
+        if not groups:
+            continue
+        est = _pooled_rho(groups)
+        rng = generator(seed, g[variance].astype(float), g[speed].astype(float))
+        draws = np.empty(n_boot)
+        for b in range(n_boot):
+            picks = [rng.integers(0, v.size, v.size) for v, _ in groups]
+            draws[b] = _pooled_rho([(v[i], s[i]) for (v, s), i in zip(groups, picks)])
+        draws = draws[np.isfinite(draws)]
+        a = (1 - level) / 2
+        lo, hi = np.quantile(draws, [a, 1 - a]) if draws.size >= 20 else (math.nan, math.nan)
+        rows.append({"layer": layer, "n_settings": len(groups), "n_cells": int(sum(v.size for v, _ in groups)),
+                     "rho": est, "rho_lo": float(lo), "rho_hi": float(hi),
+                     "excludes_zero": bool(np.isfinite(lo) and (lo > 0 or hi < 0))})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _pooled_rho(groups) -> float:
+    """Cell-count-weighted mean of the settings' Fisher-z rho (|rho| clipped below 1), back-transformed."""
+    z, w = [], []
+    for v, s in groups:
+        r = spearman(v, s)
+        if np.isfinite(r):
+            z.append(np.arctanh(np.clip(r, -0.999999, 0.999999)))
+            w.append(v.size)
+    return float(np.tanh(np.average(z, weights=w))) if z else math.nan

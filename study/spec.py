@@ -56,6 +56,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from uwm_model import metrics
 from uwm_model.config import TrialConfig, per_member_fields
+from uwm_model.rules import RULES
 
 from .errors import UserError, from_validation_error
 
@@ -513,14 +514,20 @@ def _expand(spec: StudySpec) -> list[Cell]:
             raise UserError(f"search.{path}", f"is also the grid axis '{owner[path]}'")
 
     # ---- cells
-    cells, keys = [], set()
-    for index, combo in enumerate(itertools.product(*(s for _, s in axes))):
+    combos = []
+    for combo in itertools.product(*(s for _, s in axes)):
         data = copy.deepcopy(spec.base)
         sets: dict[str, Any] = {}
         for setting in combo:
             for path, value in setting.items():
                 set_path(data, path, value)
                 sets[path] = value
+        combos.append((data, sets))
+    probe_rules = _grid_probe_rules([data for data, _ in combos])
+    cells, keys = [], set()
+    for index, (data, sets) in enumerate(combos):
+        if probe_rules and (data.get("probe") or {}).get("cross_rule") and "rules" not in data["probe"]:
+            data["probe"] = {**data["probe"], "rules": probe_rules}
         raw_key = "|".join(f"{p}={format_value(v)}" for p, v in sets.items()) or "base"
         try:
             cfg = TrialConfig.model_validate(data)
@@ -538,6 +545,19 @@ def _expand(spec: StudySpec) -> list[Cell]:
         _check_search(spec, cell)
         cells.append(cell)
     return cells
+
+
+def _grid_probe_rules(configs: list[dict]) -> list[dict]:
+    """The cross-rule probe list a study gets by default: every rule with its default options, then every
+    rule variant (rule and rule_options) the grid trains, so each trial's own variant is measured on every
+    state; the analysis matches variants exactly and never substitutes another variant's probe."""
+    default = TrialConfig.model_fields["rule"].default
+    entries = [{"rule": name, "options": {}} for name in RULES]
+    for data in configs:
+        entry = {"rule": data.get("rule", default), "options": dict(data.get("rule_options") or {})}
+        if entry not in entries:
+            entries.append(entry)
+    return entries
 
 
 def _check_search(spec: StudySpec, cell: Cell) -> None:

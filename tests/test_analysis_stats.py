@@ -193,11 +193,14 @@ def test_parse_param_reads_json_and_python_reprs():
     ("probe_uwm_var_l2_mean", {"label": "uwm", "kind": "var", "layer": 2}),
     ("probe_hwm_form-rb_order-5_bias_l1_mean", {"label": "hwm_form-rb_order-5", "kind": "bias", "layer": 1}),
     ("probe_reinforce_mean_sq_l12_mean", {"label": "reinforce", "kind": "mean_sq", "layer": 12}),
+    ("probe_hwm_order-3_bias_sq_se_l2_mean", {"label": "hwm_order-3", "kind": "bias_sq_se", "layer": 2}),
+    ("probe_bias_sq_l1_mean", {"label": None, "kind": "bias_sq", "layer": 1}),
+    ("init_probe_uwm_nsr_l1_mean", {"label": "uwm", "kind": "nsr", "layer": 1, "init": True}),
     ("probe_var_l1_sem", None),
     ("eval_reward_mean", None),
 ])
 def test_parse_probe_metric(name, expected):
-    assert parse_probe_metric(name) == expected
+    assert parse_probe_metric(name) == (None if expected is None else {"init": False, **expected})
 
 
 def _study(trials, curves=None, seeds=None):
@@ -222,7 +225,8 @@ def test_select_episode_matches_points_of_training():
 
 def test_seed_speed_auc_threshold_and_censoring():
     """AUC as the study runner defines it: each report's reward stands for the episodes since the
-    previous report, divided by the episodes trained; an unreached threshold is censored at the budget."""
+    previous report, divided by the episodes trained; an unreached threshold is censored at the budget;
+    a diverged seed scores the task's lowest reward from its divergence on."""
     rows = []
     for seed, rewards in ((0, [0.0, 0.5, 1.0]), (1, [0.2, 0.2, 0.2])):
         for ep, r in zip((100, 200, 400), rewards):
@@ -234,8 +238,9 @@ def test_seed_speed_auc_threshold_and_censoring():
     st = _study([{"run_id": "r", "episodes": 400}], seeds=seeds)
     s = seed_speed(st).set_index("seed")
     assert s.loc[0, "auc_reward"] == pytest.approx((0 * 100 + 0.5 * 100 + 1.0 * 200) / 400)
-    assert s.loc[1, "auc_reward"] == pytest.approx(0.2)
-    assert s.loc[0, "final_reward"] == 1.0
+    # seed 1 diverged at its report of episode 400: a failure from there on (the task's floor, -1)
+    assert s.loc[1, "auc_reward"] == pytest.approx((0.2 * 200 - 1.0 * 200) / 400)
+    assert s.loc[0, "final_reward"] == 1.0 and s.loc[1, "final_reward"] == -1.0
     assert (s.loc[0, "episodes_to_threshold"], s.loc[0, "reached"]) == (150.0, True)
     assert (s.loc[1, "episodes_to_threshold"], s.loc[1, "reached"]) == (400.0, False)
     assert (bool(s.loc[0, "diverged"]), bool(s.loc[1, "diverged"])) == (False, True)

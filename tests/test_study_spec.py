@@ -68,6 +68,25 @@ def test_shipped_specs_ask_what_their_studies_need():
     assert len({c.config["lr"] for c in lrs.cells()}) >= 6
 
 
+def test_shipped_searches_confirm_their_choice_on_fresh_seeds():
+    for path in SPECS:
+        spec = load_spec(path)
+        if spec.search:
+            assert spec.confirm is not None and spec.confirm.seeds >= spec.base.get("seeds", 1), path.name
+
+
+def test_the_cross_rule_probe_measures_every_grid_variant_by_default():
+    probing = {**TINY, "base": {**TINY["base"], "probe": {"enabled": True, "cross_rule": True}}}
+    rules = validate_spec(probing).cells()[0].config["probe"]["rules"]
+    entries = [(r["rule"], r["options"]) for r in rules]
+    assert ("hwm", {"order": 3}) in entries and ("uwm", {}) in entries
+    assert {r for r, o in entries if not o} == RULES                   # every rule's default stays
+    assert len(entries) == len({(r, str(o)) for r, o in entries})      # no duplicates
+    chosen = [{"rule": "uwm", "options": {}}]                          # a list the user gives is kept as given
+    own = {**probing, "base": {**probing["base"], "probe": {"enabled": True, "cross_rule": True, "rules": chosen}}}
+    assert [(r["rule"], r["options"]) for r in validate_spec(own).cells()[0].config["probe"]["rules"]] == [("uwm", {})]
+
+
 def test_grid_cells_keys_and_pack_groups():
     spec = validate_spec(TINY)
     cells = spec.cells()

@@ -256,3 +256,100 @@ def test_evaluation_and_probes_in_member_slices_give_the_same_numbers(monkeypatc
     monkeypatch.setattr(trainer_module, "DRAW_BUDGET_BYTES", 2 * probe_draws * trainer_module.DRAW_BYTES_PER_UNIFORM)
     assert len(sliced_trainer._member_slices(probe_draws)) == 4       # 7 members: 2 + 2 + 2 + 1
     assert [p.per_seed for p in final(sliced_trainer).points] == whole
+
+
+def test_train_reward_all_is_the_mean_over_every_episode_and_resumes_exactly(tmp_path):
+    cfg = config(rule="uwm", hidden=[4, 3], episodes=96, report_every=32, batch_size=4, seeds=2,
+                 probe={"enabled": True, "samples": 16})
+    trainer = um.Trainer(cfg)
+    reports = list(trainer.run())
+    windows = torch.tensor([[r["train_reward"] for r in rep.points[0].per_seed] for rep in reports], dtype=torch.float64)
+    for i, rep in enumerate(reports):      # equal windows: the mean over all episodes is the mean of the window means
+        got = [r["train_reward_all"] for r in rep.points[0].per_seed]
+        assert torch.allclose(torch.tensor(got, dtype=torch.float64), windows[: i + 1].mean(0), atol=1e-12)
+    first = um.Trainer(cfg)
+    next(first.run())
+    first.save(tmp_path / "ckpt.pt")
+    resumed = um.Trainer.load(tmp_path / "ckpt.pt")
+    last = list(resumed.run())[-1].points[0].per_seed
+    for a, b in zip(last, reports[-1].points[0].per_seed):
+        assert a["train_reward_all"] == b["train_reward_all"]
+        assert a["init_probe_var_l1"] == b["init_probe_var_l1"]     # the initial probe travels in the checkpoint
+
+
+def test_init_probe_measures_the_initial_state_on_common_episodes():
+    """The init probe equals a probe taken on the untrained parameters at counter 0, and the cross-rule
+    probe of the trained rule matches its own probe there (same episodes for every rule)."""
+    cfg = config(rule="hwm", rule_options={"order": 3}, hidden=[4, 3], episodes=32, report_every=32, batch_size=4,
+                 seeds=2, probe={"enabled": True, "samples": 32, "cross_rule": True,
+                                 "rules": [{"rule": "hwm", "options": {"order": 3}}, {"rule": "uwm"}]})
+    fresh = um.Trainer(cfg).probe(0)
+    seed = final(um.Trainer(cfg)).points[0].per_seed[0]
+    assert seed["init_probe_var_l1"] == fresh["probe_var_l1"][0].item()
+    assert seed["init_probe_hwm_order-3_var_l1"] == seed["init_probe_var_l1"]
+    assert seed["init_probe_uwm_bias_sq_l1"] == fresh["probe_uwm_bias_sq_l1"][0].item()
+    assert seed["probe_var_l1"] != seed["init_probe_var_l1"]           # trained: a different state
+
+
+def test_layer_statistics_equal_the_brute_force_u_statistic_and_jackknife():
+    """The O(K) formulas against per-sample estimates materialised and a literal leave-one-out jackknife."""
+    from uwm_model.trainer import _layer_statistics
+
+    gen = torch.Generator().manual_seed(3)
+    P, K, n_in, n_out = 2, 9, 3, 2
+    g = torch.randn(P, K, n_out, generator=gen, dtype=torch.float64)
+    h = torch.randn(P, K, n_in, generator=gen, dtype=torch.float64)
+    e_w = torch.randn(P, n_out, n_in, generator=gen, dtype=torch.float64)
+    e_b = torch.randn(P, n_out, generator=gen, dtype=torch.float64)
+    x = torch.cat([(g.unsqueeze(-1) * h.unsqueeze(-2)).reshape(P, K, -1), g], -1)        # per-sample estimates
+    e = torch.cat([e_w.reshape(P, -1), e_b], -1)
+    mean = x.mean(1)
+    stats = _layer_statistics(g, h, mean[:, : n_out * n_in].view(P, n_out, n_in), mean[:, n_out * n_in:], 4, (e_w, e_b))
+    d = x - e.unsqueeze(1)
+
+    def u_stat(d):
+        gram = d @ d.transpose(1, 2)
+        k = d.shape[1]
+        return (gram.sum((1, 2)) - gram.diagonal(dim1=1, dim2=2).sum(1)) / (k * (k - 1))
+
+    var = x.var(1).sum(1)
+    assert torch.allclose(stats["var"], var)
+    assert torch.allclose(stats["bias_sq"], u_stat(d))
+    assert torch.allclose(stats["bias_sq"], (mean - e).pow(2).sum(1) - var / K)
+    loo = torch.stack([u_stat(torch.cat([d[:, :i], d[:, i + 1:]], 1)) for i in range(K)], 1)
+    jack = ((K - 1) / K * (loo - loo.mean(1, keepdim=True)).pow(2).sum(1)).sqrt()
+    assert torch.allclose(stats["bias_sq_se"], jack)
+    assert torch.allclose(stats["cos"], torch.nn.functional.cosine_similarity(mean, e, dim=1))
+    signal = mean.pow(2).sum(1) - var / K
+    assert torch.allclose(stats["nsr"], torch.where(signal > 0, var / (4 * signal), torch.nan), equal_nan=True)
+
+
+def test_debiased_bias_finds_hwm_bias_above_pi_and_none_for_uwm():
+    """Oracle z-test at initialisation, outgoing norm 4 (above the Taylor radius), the norm-stress net:
+    hwm of order 3 is biased in hidden layer 2, uwm in neither layer (z = mean debiased squared bias over
+    seeds over its standard error; measured z: uwm 0.4 and 0.6, hwm order 3 about 8)."""
+    cfg = config(rule="uwm", hidden=[6, 4], outgoing_norm=4.0, seeds=8, episodes=4, report_every=4, batch_size=4,
+                 probe={"enabled": True, "samples": 32768, "cross_rule": True,
+                        "rules": [{"rule": "uwm"}, {"rule": "hwm", "options": {"order": 3}}]})
+    probe = um.Trainer(cfg).probe(0)
+
+    def z(label, layer):
+        b, se = probe[f"probe_{label}_bias_sq_l{layer}"], probe[f"probe_{label}_bias_sq_se_l{layer}"]
+        return (b.mean() / (se.pow(2).sum().sqrt() / len(b))).item()
+
+    assert abs(z("uwm", 1)) < 4 and abs(z("uwm", 2)) < 4
+    assert z("hwm_order-3", 2) > 4
+
+
+def test_chunked_probe_equals_the_unchunked_probe(monkeypatch):
+    """uwm's probe goes over chunks of samples within PROBE_CHUNK_BYTES: the same numbers."""
+    from uwm_model import trainer as trainer_module
+
+    cfg = config(rule="uwm", hidden=[5, 4], seeds=3, episodes=4, report_every=4, batch_size=4,
+                 probe={"enabled": True, "samples": 40, "cross_rule": True})
+    whole = um.Trainer(cfg).probe(1)
+    monkeypatch.setattr(trainer_module, "PROBE_CHUNK_BYTES", 3 * 20 * 8 * trainer_module.PROBE_TEMPORARIES * 7)
+    chunked = um.Trainer(cfg).probe(1)       # chunks of 7 samples
+    assert whole.keys() == chunked.keys()
+    for k in whole:
+        assert torch.allclose(whole[k], chunked[k], rtol=1e-10, atol=1e-14, equal_nan=True), k

@@ -28,17 +28,41 @@ PER_SEED = {
     "episodes_to_threshold": "first episode at which running_reward >= threshold (absent until reached)",
     "diverged": "1 once the member's parameters or estimates became non-finite",
     "diverged_at": "episode of the member's first non-finite update (absent unless diverged)",
+    "train_reward_all": "mean training reward over every episode trained so far (Chung 2022's figure of merit)",
     "max_abs_outgoing_l{l}": "max |W^{l+1}|: largest outgoing weight of hidden layer l",
     "outgoing_norm_l{l}": "mean over units i of hidden layer l of ||W^{l+1}_{:,i}||_2",
-    "probe_var_l{l}": "total per-sample variance of the weight and bias estimates of layer l (K fresh episodes)",
-    "probe_mean_sq_l{l}": "squared norm of the mean estimate of layer l",
-    "probe_bias_l{l}": "||mean estimate - exact gradient|| of layer l (small networks only)",
-    "probe_{label}_var_l{l}": "probe_var_l{l} of the cross-rule probe's rule {label} on the same episodes",
-    "probe_{label}_mean_sq_l{l}": "probe_mean_sq_l{l} of the cross-rule probe's rule {label}",
-    "probe_{label}_bias_l{l}": "probe_bias_l{l} of the cross-rule probe's rule {label}",
+    "init_unit_max_outgoing_l{l}": "on the initial parameters: mean over units i of hidden layer l of their largest "
+                                   "outgoing |W^{l+1}_{ji}|",
+    "init_beyond_radius_l{l}": "on the initial parameters, over the probe's episodes: fraction of (unit i of hidden "
+                               "layer l, unit j of the next layer, episode) with |W_ji| > sqrt(z'_j^2 + pi^2), the "
+                               "radius of convergence of hwm's Taylor series of sigmoid around z'_j",
 }
 AGGREGATES = {"mean": "mean over seeds", "std": "standard deviation over seeds (ddof 1; 0 for one seed)",
               "sem": "standard error of the mean over seeds"}
+# What the probe measures per layer l, from K fresh episodes of one parameter state (spec section 5).
+# Each is logged for the trained rule (``probe_<kind>_l{l}``), for every cross-rule probe rule
+# (``probe_{label}_<kind>_l{l}``), and once more on the initial state, before any update
+# (``init_probe_...``: the same names with the prefix ``init_``, measured at episode 0 on probe
+# counter 0 and repeated in every report, so any report carries the initial state's numbers).
+PROBE_KINDS = {
+    "var": "total per-sample variance V of the weight and bias estimates of layer l (K fresh episodes, ddof 1)",
+    "mean_sq": "squared norm of the mean estimate of layer l",
+    "bias": "||mean estimate - exact gradient|| of layer l (small networks only; carries ~sqrt(V/K) of noise)",
+    "bias_sq": "debiased squared bias ||mean - exact||^2 - V/K of layer l: unbiased for ||E estimate - exact||^2 "
+               "(a U-statistic; may be negative; small networks only)",
+    "bias_sq_se": "jackknife standard error of bias_sq (small networks only)",
+    "cos": "cosine of the mean estimate of layer l to the exact gradient (small networks only)",
+    "exact_sq": "squared norm of the exact gradient of layer l (small networks only; the scale of bias_sq)",
+    "nsr": "noise-to-signal ratio V / (B (||mean||^2 - V/K)) of layer l: the variance of one update's "
+           "batch-B estimate over the debiased squared norm of its mean (scale-free; absent when that is <= 0)",
+}
+for _kind, _meaning in PROBE_KINDS.items():
+    PER_SEED[f"probe_{_kind}_l{{l}}"] = _meaning
+    PER_SEED[f"probe_{{label}}_{_kind}_l{{l}}"] = f"probe_{_kind}_l{{l}} of the cross-rule probe's rule {{label}}"
+    PER_SEED[f"init_probe_{_kind}_l{{l}}"] = f"probe_{_kind}_l{{l}} on the initial parameters (episode 0)"
+    PER_SEED[f"init_probe_{{label}}_{_kind}_l{{l}}"] = f"probe_{{label}}_{_kind}_l{{l}} on the initial parameters"
+INIT_PREFIX = "init_"
+
 PER_POINT = {
     "diverged_fraction": "fraction of the point's seeds that diverged",
     "threshold_reached_fraction": "fraction of the point's seeds whose running_reward reached the threshold",
@@ -46,7 +70,9 @@ PER_POINT = {
     "seconds_per_episode": "wall seconds of training per episode per member (whole pack)",
 }
 
-PROBE_RE = re.compile(r"^probe_(?:(?P<label>.+)_)?(?P<kind>var|mean_sq|bias)_l(?P<layer>\d+)$")
+# longest kinds first, so that "bias_sq_se" is never read as label "bias_sq" + kind "se"
+PROBE_RE = re.compile(r"^(?P<init>init_)?probe_(?:(?P<label>.+)_)?(?P<kind>"
+                      + "|".join(sorted(PROBE_KINDS, key=len, reverse=True)) + r")_l(?P<layer>\d+)$")
 
 
 def _pattern(name: str) -> str:

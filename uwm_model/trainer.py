@@ -27,7 +27,7 @@ import torch
 from . import streams
 from .metrics import DIVERGED, FINISHED, RUNNING, STOPPED
 from .config import TrialConfig, per_member_fields
-from .network import Network, init_network, resolve_device, resolve_dtype, sample_episode
+from .network import Episode, Network, init_network, resolve_device, resolve_dtype, sample_episode
 from .optim import adam_update, sgd_update
 from .oracle import MAX_TRANSITION_ENTRIES, exact_gradient
 from .rules import REWARD_BASELINE, RULES, Gradient, batch_mean_parameters, resolve_rule
@@ -49,6 +49,11 @@ STEPS_PER_CALL = 4  # steps unrolled into one compiled call
 DRAW_BLOCK = 1024
 DRAW_BUDGET_BYTES = 256 * 2**20
 DRAW_BYTES_PER_UNIFORM = 32
+# The probe evaluates every rule on K episodes in chunks of samples: uwm's importance weights form
+# [members, samples, n, n'] intermediates (about PROBE_TEMPORARIES of them live at once, float64), which
+# for K = 256 at width 512 would be ~8.6 GB unchunked; each chunk stays within PROBE_CHUNK_BYTES.
+PROBE_CHUNK_BYTES = 128 * 2**20
+PROBE_TEMPORARIES = 8
 
 
 class TrainState(NamedTuple):
@@ -145,6 +150,8 @@ class Trainer:
         self.stopped = torch.zeros(P, dtype=torch.bool, device=dev)
         self.step_count = 0
         self.reward_tail = torch.zeros(0, P, dtype=dt, device=dev)   # last window of per-step rewards
+        self.reward_sum = torch.zeros(P, dtype=torch.float64, device=dev)  # sum of every step's batch-mean reward
+        self.init_probe: dict[str, torch.Tensor] | None = None      # the probe of the initial state
         self.wall_seconds = 0.0
         self.compile_seconds = 0.0
         self.compiled: bool | None = None   # chosen by _prepare
@@ -337,10 +344,15 @@ class Trainer:
         self._prepare()
         steps_per_report = cfg.report_every // cfg.batch_size
         total_steps = cfg.episodes // cfg.batch_size
+        if cfg.probe.enabled and self.init_probe is None and self.step_count == 0:
+            # counter 0 is the initial state's: report probes count from 1, so no draw is shared
+            self.init_probe = {f"init_{k}": v for k, v in self.probe(0).items()}
+            self.init_probe.update(self._taylor_radius(0))
         while self.step_count < total_steps:
             n = min(steps_per_report - self.step_count % steps_per_report, total_steps - self.step_count)
             started = time.perf_counter()
             rewards = self._train(n)
+            self.reward_sum += rewards.double().sum(0)
             self._track_threshold(rewards)
             self.step_count += n
             if self.device.type == "cuda":
@@ -425,18 +437,50 @@ class Trainer:
         exact = self._exact_gradient(theta, weights)
         out = {}
         for prefix, rule, options in rules:
-            logit_grads = rule.fn(weights, ep, reward, U, **options)
+            logit_grads = self._chunked_rule(rule, options, weights, ep, reward, U)
             mean = batch_mean_parameters(logit_grads, ep)
             for l, (g, h) in enumerate(zip(logit_grads, ep.h[:-1])):
-                # ||g_k h_k^T||^2 + ||g_k||^2 per sample; V = (sum_k ||.||^2 - K ||mean||^2) / (K - 1)
-                sq = (g.pow(2).sum(-1) * (h.pow(2).sum(-1) + 1)).sum(1)
-                mean_sq = mean.weights[l].pow(2).sum((1, 2)) + mean.biases[l].pow(2).sum(1)
-                out[f"probe_{prefix}var_l{l + 1}"] = ((sq - K * mean_sq) / (K - 1)).clamp_min(0)
-                out[f"probe_{prefix}mean_sq_l{l + 1}"] = mean_sq
-                if exact is not None:
-                    diff = (mean.weights[l] - exact.weights[l]).pow(2).sum((1, 2)) + (mean.biases[l] - exact.biases[l]).pow(2).sum(1)
-                    out[f"probe_{prefix}bias_l{l + 1}"] = diff.sqrt()
+                stats = _layer_statistics(g, h, mean.weights[l], mean.biases[l], self.cfg.batch_size,
+                                          None if exact is None else (exact.weights[l], exact.biases[l]))
+                out.update({f"probe_{prefix}{kind}_l{l + 1}": value for kind, value in stats.items()})
         return out
+
+    @torch.no_grad()
+    def _taylor_radius(self, counter: int) -> dict[str, torch.Tensor]:
+        """Where the initial outgoing weights sit against hwm's Taylor radius (the ``init_unit_max_outgoing``
+        and ``init_beyond_radius`` metrics), on the probe's episodes of ``counter``, over chunks of samples."""
+        weights, _ = self.unflatten(self.theta.double())
+        out = {f"init_unit_max_outgoing_l{l}": w.abs().amax(1).mean(1) for l, w in enumerate(weights[1:], start=1)}
+        K = self.cfg.probe.samples
+        beyond = [torch.zeros(self.P, dtype=torch.float64, device=self.device) for _ in weights[1:]]
+        for members in self._member_slices(K * sum(self._draws_per_episode(True))):
+            theta = self.theta[members].double()
+            w_all, ep, _, _ = self._draw_episode(theta, self.probe_keys[members], counter, K, True)
+            for l, w in enumerate(w_all[1:]):
+                n_out, n_in = w.shape[1:]
+                chunk = max(1, PROBE_CHUNK_BYTES // (w.shape[0] * n_out * n_in * 8 * 2))
+                for start in range(0, K, chunk):
+                    z = ep.z[l + 1][:, start: start + chunk]                       # [m, c, n_out]
+                    radius = (z.pow(2) + math.pi ** 2).sqrt().unsqueeze(-1)          # [m, c, n_out, 1]
+                    beyond[l][members] += (w.abs().unsqueeze(1) > radius).double().sum((1, 2, 3))
+        for l, (w, count) in enumerate(zip(weights[1:], beyond), start=1):
+            out[f"init_beyond_radius_l{l}"] = count / (K * w.shape[1] * w.shape[2])
+        return out
+
+    def _chunked_rule(self, rule, options, weights, ep, reward, U) -> list[torch.Tensor]:
+        """The rule's per-sample logit gradients on the probe's episodes, computed over chunks of
+        samples (every rule is per sample, so chunking changes no number; see PROBE_CHUNK_BYTES)."""
+        members, K = reward.shape
+        pair = max(a * b for a, b in zip(self.sizes[1:-1], self.sizes[2:])) if len(self.sizes) > 2 else 1
+        chunk = max(1, PROBE_CHUNK_BYTES // (members * pair * 8 * PROBE_TEMPORARIES))
+        if chunk >= K:
+            return rule.fn(weights, ep, reward, U, **options)
+        parts = []
+        for start in range(0, K, chunk):
+            s = slice(start, start + chunk)
+            part = Episode([t[:, s] for t in ep.h], [t[:, s] for t in ep.z], [t[:, s] for t in ep.pi])
+            parts.append(rule.fn(weights, part, reward[:, s], [u[:, s] for u in U], **options))
+        return [torch.cat(layer, 1) for layer in zip(*parts)]
 
     def _exact_gradient(self, theta, weights) -> Gradient | None:
         configs = [self.task.input_size] + self.sizes[1:]
@@ -453,6 +497,7 @@ class Trainer:
             "train_reward": window_rewards.double().mean(0),
             "eval_reward": self.evaluate(index).double(),
             "running_reward": self.running_reward.double(),
+            "train_reward_all": self.reward_sum / self.step_count,
         }
         weights, _ = self.unflatten(self.theta.double())
         for l, w in enumerate(weights[1:], start=1):
@@ -460,6 +505,7 @@ class Trainer:
             per_member[f"outgoing_norm_l{l}"] = w.norm(dim=1).mean(1)
         if cfg.probe.enabled:
             per_member.update(self.probe(index))
+            per_member.update(self.init_probe or {})
         values = {k: v.cpu().tolist() for k, v in per_member.items()}
         reached, diverged_at = self.reached_at.cpu().tolist(), self.diverged_at.cpu().tolist()
         stopped = self.stopped.cpu().tolist()
@@ -470,7 +516,8 @@ class Trainer:
             ids = [m for m in range(self.P) if self.member_point[m] == i]
             per_seed = []
             for m in ids:
-                row = {k: v[m] for k, v in values.items()}
+                # a noise-to-signal ratio without a positive signal estimate is undefined: absent, not NaN
+                row = {k: v[m] for k, v in values.items() if not (math.isnan(v[m]) and "_nsr_l" in k)}
                 row["diverged"] = float(diverged_at[m] >= 0)
                 if diverged_at[m] >= 0:
                     row["diverged_at"] = float(diverged_at[m])
@@ -485,7 +532,8 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
 
     _STATE = ("theta", "adam_m", "adam_v", "beta1_power", "beta2_power", "baseline", "active", "updates", "reached_at",
-              "stopped", "reward_tail", "running_reward")
+              "stopped", "reward_tail", "running_reward", "reward_sum")
+    _FLOAT64_STATE = ("reward_sum",)   # accumulated in float64 whatever the training dtype
 
     def state_dict(self) -> dict:
         """The complete trainer state: parameters, optimiser, counters and the threshold window.
@@ -493,6 +541,8 @@ class Trainer:
         state = {name: getattr(self, name).cpu().clone() for name in self._STATE if hasattr(self, name)}
         state.update(step_count=self.step_count, wall_seconds=self.wall_seconds, compile_seconds=self.compile_seconds,
                      resumed_from=list(self.resumed_from), configs=[c.model_dump(mode="json") for c in self.points])
+        if self.init_probe is not None:
+            state["init_probe"] = {k: v.cpu().clone() for k, v in self.init_probe.items()}
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -501,7 +551,10 @@ class Trainer:
         for name in self._STATE:
             if name in state:
                 value = state[name].to(self.device)
-                setattr(self, name, value.to(self.dtype) if value.is_floating_point() else value)
+                keep = not value.is_floating_point() or name in self._FLOAT64_STATE
+                setattr(self, name, value if keep else value.to(self.dtype))
+        if "init_probe" in state:
+            self.init_probe = {k: v.to(self.device) for k, v in state["init_probe"].items()}
         self.step_count, self.wall_seconds = state["step_count"], state["wall_seconds"]
         self.compile_seconds = state["compile_seconds"]
         self.resumed_from = [*state.get("resumed_from", []), self.episode]
@@ -516,6 +569,51 @@ class Trainer:
         trainer = cls(configs if configs is not None else [TrialConfig.model_validate(c) for c in state["configs"]])
         trainer.load_state_dict(state)
         return trainer
+
+
+def _layer_statistics(g, h, mean_w, mean_b, batch: int, exact) -> dict[str, torch.Tensor]:
+    """A layer's probe statistics ([P] each) from its per-sample logit gradients g [P, K, n_out], inputs
+    h [P, K, n_in] and mean estimate (mean_w, mean_b); with ``exact`` = (weights, biases) of the exact
+    gradient also the bias measures. The per-sample estimate x_k = (g_k h_k^T, g_k) is never formed:
+    its inner products with any (M, c) are sum_o g_ko ((M h_k)_o + c_o).
+
+    The debiased squared bias is the U-statistic sum_{j != k} d_j.d_k / (K (K - 1)) of d_k = x_k - exact,
+    which equals ||mean - exact||^2 - V/K and is unbiased for ||E x - exact||^2; its standard error is the
+    jackknife's (leave-one-out U_(-i) = (T - 2 r_i) / ((K-1)(K-2)), r_i = sum_{j != i} d_i.d_j), computed
+    from O(K) inner products. Written here because it needs the per-sample inner products that only the
+    probe has; no library computes it from them."""
+    K = g.shape[1]
+
+    def dot(w, b):   # x_k . (w, b) for every sample: [P, K]
+        return (g * (torch.einsum("pki,poi->pko", h, w) + b.unsqueeze(1))).sum(-1)
+
+    def sq(w, b):
+        return w.pow(2).sum((1, 2)) + b.pow(2).sum(1)
+
+    x_sq = g.pow(2).sum(-1) * (h.pow(2).sum(-1) + 1)                 # ||x_k||^2
+    mean_sq = sq(mean_w, mean_b)
+    var = (x_sq.sum(1) - K * mean_sq) / (K - 1)                       # V, ddof 1
+    signal_sq = mean_sq - var / K                                     # unbiased for ||E x||^2
+    out = {"var": var.clamp_min(0), "mean_sq": mean_sq,
+           "nsr": torch.where(signal_sq > 0, var.clamp_min(0) / (batch * signal_sq), torch.nan)}
+    if exact is None:
+        return out
+    e_w, e_b = exact
+    x_e, x_mean = dot(e_w, e_b), dot(mean_w, mean_b)                  # x_k . e, x_k . mean
+    e_sq, mean_e = sq(e_w, e_b), (mean_w * e_w).sum((1, 2)) + (mean_b * e_b).sum(1)
+    # d_k . d_mean = x_k.mean - x_k.e - e.mean + ||e||^2 ;  ||d_k||^2 = ||x_k||^2 - 2 x_k.e + ||e||^2
+    d_mean = x_mean - x_e - mean_e.unsqueeze(1) + e_sq.unsqueeze(1)
+    d_sq = x_sq - 2 * x_e + e_sq.unsqueeze(1)
+    r = K * d_mean - d_sq                                              # r_k = sum_{j != k} d_k . d_j
+    bias_sq = r.sum(1) / (K * (K - 1))
+    diff_sq = (mean_sq - 2 * mean_e + e_sq).clamp_min(0)
+    if K > 2:
+        se = (4 * (K - 1) / K * (r - r.mean(1, keepdim=True)).pow(2).sum(1)).sqrt() / ((K - 1) * (K - 2))
+    else:
+        se = torch.full_like(bias_sq, torch.nan)
+    cos = mean_e / (mean_sq * e_sq).sqrt()
+    out.update(bias=diff_sq.sqrt(), bias_sq=bias_sq, bias_sq_se=se, cos=cos, exact_sq=e_sq)
+    return out
 
 
 def point_report(per_seed: list[dict[str, float]], stopped: bool, done: bool, episode: int,

@@ -1,0 +1,295 @@
+"""Planted answers the analysis must recover (issue 12), in process on hand-built studies: each test
+names the wrong method it guards against."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.load import Study
+from analysis.speed import cell_summary, seed_speed
+
+
+def _study(trials, seed_rows=(), name="t", curves=None):
+    seeds = pd.DataFrame(list(seed_rows), columns=["run_id", "episode", "seed", "metric", "value"])
+    empty = pd.DataFrame(columns=["run_id", "episode", "metric", "value"])
+    return Study(name=name, parent_run_id="p", experiment_id="0", tracking_uri=None, tags={}, spec=None,
+                 trials=pd.DataFrame(trials), curves=curves if curves is not None else empty, seed_curves=seeds)
+
+
+def _trial(run_id, cell, rule="uwm", lr=0.01, stage="search", episodes=1000, **extra):
+    return {"run_id": run_id, "cell": cell, "status": "finished", "stage": stage, "rule": rule, "rule_variant": rule,
+            "lr": lr, "episodes": episodes, "seeds": 4, **extra}
+
+
+def _curve(run_id, seed, rewards, every=250, reached=None, diverged_at=None):
+    rows = []
+    for i, r in enumerate(rewards, 1):
+        ep = i * every
+        rows.append((run_id, ep, seed, "eval_reward", r))
+        rows.append((run_id, ep, seed, "diverged", float(diverged_at is not None and ep >= diverged_at)))
+        if reached is not None and ep >= reached:
+            rows.append((run_id, ep, seed, "episodes_to_threshold", float(reached)))
+        if diverged_at is not None and ep >= diverged_at:
+            rows.append((run_id, ep, seed, "diverged_at", float(diverged_at)))
+    return rows
+
+
+# ----------------------------------------------------------------------------- divergence and censoring
+
+
+def test_diverged_seeds_are_failures_not_successes():
+    """Planted: every seed learns to reward 1.0 and then diverges at episode 500 (its frozen parameters
+    would still score 1.0). Old: AUC 1.0, final 1.0, 100 % reached. Right: final = the task's floor,
+    never reached, AUC pulled down by the failed half of the budget."""
+    rows = []
+    for s in range(4):
+        rows += _curve("r", s, [1.0, 1.0, 1.0, 1.0], reached=250, diverged_at=500)
+    st = _study([_trial("r", "c")], rows)
+    s = seed_speed(st)
+    assert (s["final_reward"] == -1.0).all() and not s["reached"].any()
+    # the report at the divergence no longer counts: 1.0 up to episode 250, the floor -1 for the other 750
+    assert s["auc_reward"].to_numpy() == pytest.approx([(1.0 * 250 - 1.0 * 750) / 1000] * 4)
+    cell = cell_summary(st, n_boot=200).iloc[0]
+    assert cell["reached_fraction"] == 0 and cell["final_reward"] == -1.0
+
+
+def test_censored_seeds_give_a_kaplan_meier_median_not_the_budget():
+    """Planted: 3 of 5 seeds reach the threshold at 200, 300, 400; two never do within 1000. The mean with
+    the budget filled in (old) is 580 and its interval pretends to be observed; KM: median 400 (the third
+    event), restricted mean = area under the KM curve (580 here too, labelled as restricted), and with all
+    seeds censored the median is unknown (inf), never "1,000 [1,000, 1,000]"."""
+    rows = []
+    for s, reach in enumerate([200, 300, 400, None, None]):
+        rows += _curve("r", s, [0.1, 0.5, 0.9, 0.9], reached=reach)
+    cell = cell_summary(_study([_trial("r", "c")], rows), n_boot=200).iloc[0]
+    assert cell["episodes_to_threshold_median"] == 400
+    assert cell["episodes_to_threshold"] == pytest.approx(200 + 0.8 * 100 + 0.6 * 100 + 0.4 * 600)
+    none = []
+    for s in range(4):
+        none += _curve("r", s, [0.1, 0.2, 0.2, 0.2])
+    cell = cell_summary(_study([_trial("r", "c")], none), n_boot=200).iloc[0]
+    assert math.isinf(cell["episodes_to_threshold_median"]) and cell["censored_fraction"] == 1
+
+
+def test_km_restricted_mean_matches_statsmodels_curve():
+    from statsmodels.duration.survfunc import SurvfuncRight
+
+    from analysis.stats import km_rmst
+
+    rng = np.random.default_rng(4)
+    t = rng.integers(1, 20, 30).astype(float)
+    e = rng.random(30) < 0.6
+    sf = SurvfuncRight(t, e.astype(int))
+    grid = np.concatenate([[0.0], sf.surv_times, [25.0]])
+    surv = np.concatenate([[1.0], sf.surv_prob])
+    assert km_rmst(t, e, 25.0) == pytest.approx(float((surv * np.diff(grid)).sum()))
+
+
+# ----------------------------------------------------------------------------- wrong variant
+
+
+def test_variance_is_never_taken_from_another_variant():
+    """Planted trap: hwm of order 5 trained, the cross-rule probe lists only hwm of order 3. Old: order 3's
+    variance is used for order 5 (the only hwm entry). Right: no matched label (the trial keeps its own)."""
+    from analysis.variance_speed import _label_of
+
+    row = pd.Series({"rule": "hwm", "rule_options.order": 5, "probe.rules": [{"rule": "hwm", "options": {"order": 3}}]})
+    assert _label_of(row) is None
+    row = pd.Series({"rule": "hwm", "rule_options.order": 5.0,
+                     "probe.rules": [{"rule": "hwm", "options": {"order": 3}}, {"rule": "hwm", "options": {"order": 5}}]})
+    assert _label_of(row) == "hwm_order-5"
+    ema = pd.Series({"rule": "reinforce", "baseline": "ema", "probe.rules": [{"rule": "reinforce", "options": {}}]})
+    assert _label_of(ema) is None        # plain REINFORCE's probe does not measure the EMA-baseline variant
+
+
+# ----------------------------------------------------------------------------- compute scaling
+
+
+def test_fixed_cost_does_not_hide_a_cubic_cost():
+    """Planted: t = 2e-4 + 1e-11 n^3 (an O(m²n) rule behind a fixed cost), 3 timings per width. The bare
+    power law (old) finds an exponent ~0.4 and declares O(m²n) excluded; t = a + b n^k recovers k = 3."""
+    from analysis.stats import cost_verdict, fit_cost
+
+    rng = np.random.default_rng(1)
+    n = np.repeat([8, 16, 32, 64, 128, 256, 512], 3).astype(float)
+    t = (2e-4 + 1e-11 * n ** 3) * np.exp(0.03 * rng.standard_normal(n.size))
+    fit = fit_cost(n, t, n_boot=100)
+    assert fit.lo <= 3 <= fit.hi and fit.hi - fit.lo < 0.3
+    assert "consistent with O(m²n)" in cost_verdict(fit) and "O(mn) excluded" in cost_verdict(fit)
+    # a fixed cost dominating every width gives no verdict at all
+    flat = (1e-3 + 1e-12 * n ** 2) * np.exp(0.03 * rng.standard_normal(n.size))
+    assert "no verdict" in cost_verdict(fit_cost(n, flat, n_boot=50))
+
+
+def test_compute_difference_uwm_minus_reinforce():
+    """Planted: uwm k = 2, reinforce k = 2 (same O(mn)), both behind fixed costs: the difference interval
+    contains 0 and the verdict says they scale alike; a planted k = 3 uwm is found to exceed."""
+    from analysis.scaling import compare_compute, compute_fits
+
+    rng = np.random.default_rng(2)
+    widths = np.repeat([16, 32, 64, 128, 256, 512], 4).astype(float)
+    rows = []
+    for rule, b, k in (("uwm", 3e-9, 2.0), ("reinforce", 2e-9, 2.0), ("uwm3", 1e-11, 3.0)):
+        t = (5e-5 + b * widths ** k) * np.exp(0.03 * rng.standard_normal(widths.size))
+        rows += [{"quantity": "seconds_per_episode", "rule_variant": rule, "context": "", "width": w, "value": v}
+                 for w, v in zip(widths, t)]
+    table, fits = compute_fits(pd.DataFrame(rows), n_boot=100)
+    same = compare_compute(fits).iloc[0]
+    assert same["difference_lo"] <= 0 <= same["difference_hi"] and "alike" in same["verdict"]
+    more = compare_compute(fits, rule="uwm3").iloc[0]
+    assert more["difference_lo"] > 0.5 and "exceeds" in more["verdict"]
+
+
+# ----------------------------------------------------------------------------- bootstrap streams
+
+
+def test_intervals_do_not_depend_on_row_order_and_fits_are_not_coupled():
+    """Planted: fit B is fit A's data times width^0.1 (the same noise realisation). Old: both fits draw the
+    same indices (one seed), so the difference's interval collapses to ~0 width; permuting B's rows inside
+    each width widens it tenfold. Right: independent streams, the interval is the same either way (up to
+    Monte-Carlo error) and as wide as the two fits' own spreads combined."""
+    from analysis.stats import exponent_difference, fit_power_law
+
+    rng = np.random.default_rng(0)
+    x = np.repeat([8, 16, 32, 64, 128], 6).astype(float)
+    y = 3 * x ** 1.5 * np.exp(0.2 * rng.standard_normal(x.size))
+    a = fit_power_law(x, y, n_boot=2000)
+    b = fit_power_law(x, y * x ** 0.1, n_boot=2000)
+    perm = np.concatenate([rng.permutation(np.flatnonzero(x == v)) for v in np.unique(x)])
+    b_perm = fit_power_law(x[perm], (y * x ** 0.1)[perm], n_boot=2000)
+    d, d_perm = exponent_difference(a, b), exponent_difference(a, b_perm)
+    width, width_perm = d.hi - d.lo, d_perm.hi - d_perm.lo
+    single = float(np.diff(np.quantile(a.draws, [0.025, 0.975]))[0])    # plain percentiles, as the difference
+    assert width == pytest.approx(width_perm, rel=0.15)
+    assert width == pytest.approx(math.sqrt(2) * single, rel=0.25)
+
+
+def test_bootstrap_interval_is_invariant_to_permutation():
+    from analysis.stats import bootstrap_ci
+
+    x = np.random.default_rng(5).normal(size=12)
+    a = bootstrap_ci(x, n_boot=4000)
+    b = bootstrap_ci(x[::-1], n_boot=4000)
+    assert a.lo == pytest.approx(b.lo, abs=0.08) and a.hi == pytest.approx(b.hi, abs=0.08)
+
+
+# ----------------------------------------------------------------------------- fastest rule, tuning, replication
+
+
+def test_fastest_rule_ranking_with_paired_differences():
+    """Planted: per seed s, uwm reaches at 200 + 10 s and reinforce 40 episodes later (the same seed's luck);
+    ste never reaches. Paired: reinforce slower than uwm with an interval excluding 0 (an unpaired interval
+    on 4 seeds with this spread would not); ste ranked last."""
+    from analysis.fastest import fastest_rules
+
+    trials, rows = [], []
+    luck = [0, 300, 100, 500]
+    for rule, shift in (("uwm", 0), ("reinforce", 40), ("ste", None)):
+        trials.append(_trial(rule, f"rule={rule}", rule=rule))
+        for s in range(4):
+            reach = None if shift is None else 200 + luck[s] + shift
+            rows += _curve(rule, s, [0.5, 0.9, 0.9, 0.9], reached=reach)
+    table = fastest_rules(_study(trials, rows), n_boot=1000).set_index("rule_variant")
+    assert list(table.sort_values("rank").index) == ["uwm", "reinforce", "ste"]
+    assert table.loc["reinforce", "paired"] and table.loc["reinforce", "difference"] == pytest.approx(40)
+    assert table.loc["reinforce", "slower_than_reference"] and table.loc["ste", "slower_than_reference"]
+
+
+def test_tuning_warnings_flag_edge_few_points_and_no_confirm():
+    from analysis.speed import tuning_warnings
+
+    trials = [_trial(f"a{i}", "c1", lr=lr, auc_reward_mean=score) for i, (lr, score) in
+              enumerate([(0.001, 0.1), (0.01, 0.2), (0.1, 0.9)])]
+    trials += [_trial(f"b{i}", "c2", lr=lr, auc_reward_mean=score) for i, (lr, score) in
+               enumerate([(0.001, 0.1), (0.003, 0.2), (0.01, 0.9), (0.03, 0.3), (0.1, 0.2), (0.3, 0.1)])]
+    trials.append(_trial("b9", "c2", lr=0.01, stage="confirm", auc_reward_mean=0.8))
+    w = tuning_warnings(_study(trials)).set_index("cell")["warnings"]
+    assert "upper edge" in w["c1"] and "only 3" in w["c1"] and "no confirm" in w["c1"]
+    assert w["c2"] == ""
+
+
+def test_replication_reports_train_reward_all_with_population_std():
+    from analysis.speed import replication_table
+
+    values = [0.80, 0.79, 0.81, 0.80]
+    rows = []
+    for s, v in enumerate(values):
+        rows += _curve("w", s, [0.5, 0.9])
+        rows += [("w", 250, s, "train_reward_all", 0.3), ("w", 500, s, "train_reward_all", v)]
+    trials = [_trial("w", "rule=wm", rule="wm", rule_variant="wm(p=2)")]
+    trials[0]["rule_variant"] = "wm(p=2)"
+    t = replication_table(_study(trials, rows, name="replicate-chung2022")).iloc[0]
+    assert t["train_reward_all"] == pytest.approx(np.mean(values))
+    assert t["std_ddof0"] == pytest.approx(np.std(values, ddof=0))
+    assert (t["published"], t["published_std"]) == (0.81, 0.01)
+
+
+# ----------------------------------------------------------------------------- the π boundary at initialisation
+
+
+def _init_bias_study(seed=0):
+    """Planted: relative squared bias 0 for uwm at every norm; for hwm of order k, 0.02 / k below π (falls
+    with the order) and 0.05 k above π (grows with it); exact_sq 1, per-seed standard error 0.005."""
+    rng = np.random.default_rng(seed)
+    norms = [0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0]
+    labels = {"uwm": lambda c: 0.0}
+    for k in (1, 3, 5):
+        labels[f"hwm_order-{k}"] = (lambda k: lambda c: 0.02 / k if c < math.pi else 0.05 * k)(k)
+    trials, rows = [], []
+    for c in norms:
+        rid = f"uwm-{c}"
+        trials.append(_trial(rid, f"rule=uwm|outgoing_norm={c}", outgoing_norm=c))
+        for s in range(6):
+            rows += [(rid, 250, s, "eval_reward", 0.5), (rid, 250, s, "diverged", 0.0),
+                     (rid, 250, s, "init_unit_max_outgoing_l1", 0.75 * c), (rid, 250, s, "init_beyond_radius_l1",
+                                                                             float(c > math.pi) * 0.2)]
+            for label, planted in labels.items():
+                for layer in (1, 2):
+                    value = (planted(c) if layer == 1 else 0.0) + 0.005 * rng.standard_normal()
+                    rows += [(rid, 250, s, f"init_probe_{label}_bias_sq_l{layer}", value),
+                             (rid, 250, s, f"init_probe_{label}_bias_sq_se_l{layer}", 0.005),
+                             (rid, 250, s, f"init_probe_{label}_exact_sq_l{layer}", 1.0)]
+    return _study(trials, rows)
+
+
+def test_pi_boundary_from_the_debiased_bias_at_initialisation():
+    """uwm unbiased at every norm (no breakdown, with the power stated); hwm of order 3 (relative bias 0.08
+    below π, 0.39 above) breaks down at norm 4, the first above π, though a bias is detected below too;
+    the order x norm interaction has the planted signs."""
+    from analysis.norm_stress import init_bias_breakdown, init_bias_table, order_norm_interaction
+
+    table = init_bias_table(_init_bias_study())
+    bd = init_bias_breakdown(table).set_index("label")
+    assert math.isnan(bd.loc["uwm", "breakdown_norm"]) and "unbiased by the oracle z-test at every norm" in \
+        bd.loc["uwm", "verdict"]
+    assert bd.loc["uwm", "min_power_below"] > 0.95
+    assert bd.loc["hwm_order-3", "breakdown_norm"] == 4.0 and "above π" in bd.loc["hwm_order-3", "verdict"]
+    assert "2, 3, 4" in bd.loc["hwm_order-3", "biased_norms"]          # a bias below π too, below the margin
+    row = table[(table["label"] == "hwm_order-3") & (table["outgoing_norm"] == 4.0) & (table["layer"] == 1)].iloc[0]
+    assert row["relative_bias"] == pytest.approx(math.sqrt(0.15), rel=0.05)
+    assert row["unit_max_outgoing"] == pytest.approx(3.0) and row["beyond_radius"] == pytest.approx(0.2)
+    inter = order_norm_interaction(table)
+    assert inter["order_below"] < 0 and inter["order_x_above"] > 0 and inter["order_x_above_p"] < 0.01
+
+
+# ----------------------------------------------------------------------------- variance versus speed
+
+
+def test_within_setting_correlation_survives_a_sign_flipping_confound():
+    """Planted: in each of two settings (width 8, width 512) the 5 rules' speed falls with their variance;
+    the wide setting has 100x the variance (parameter count) and learns faster. Pooled raw (old 'all rules'
+    scope), rho is positive; within settings, pooled, it is -1 with an interval below 0."""
+    from analysis.variance_speed import pooled_within_setting, variance_speed_correlations
+
+    rows = []
+    for width, scale, base in ((8, 1.0, 0.5), (512, 100.0, 0.9)):
+        for i, rule in enumerate(["reinforce", "ste", "wm", "hwm", "uwm"]):
+            rows.append({"layer": "total", "rule_variant": rule, "setting": f"width={width}", "cell": f"{rule}|{width}",
+                         "variance": scale * (1 + i), "auc_reward": base - 0.02 * i})
+    table = pd.DataFrame(rows)
+    old = variance_speed_correlations(table, n_boot=500)
+    assert old[old["scope"] == "all rules"]["rho"].iloc[0] > 0.5
+    new = pooled_within_setting(table, n_boot=500).iloc[0]
+    assert new["rho"] == pytest.approx(-1, abs=1e-3) and new["rho_hi"] < 0 and new["n_settings"] == 2
