@@ -1,0 +1,200 @@
+"""Every failure fails fast, exits right and leaves nothing behind (issue 13).
+
+In-process through ``study.cli.main`` wherever no study has to run: each bad input must give one
+line on stderr, exit 2, and start nothing (no Ray, no MLflow store). The end-to-end cases (local
+Ray, SQLite, a joined Ray cluster) are at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+import torch
+import yaml
+
+from study.cli import main
+
+TINY = {"name": "tiny",
+        "base": {"task": {"address_bits": 1}, "hidden": [4], "seeds": 2, "episodes": 400, "report_every": 100,
+                 "eval_episodes": 32, "compile": "off", "probe": {"enabled": False}, "threshold_window": 100},
+        "search": {"lr": {"low": 1e-3, "high": 0.1, "log": True}},
+        "samples_per_cell": 2}
+
+
+def with_(**changes) -> dict:
+    spec = yaml.safe_load(yaml.safe_dump(TINY))
+    for path, value in changes.items():
+        *parents, last = path.split("__")
+        node = spec
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return spec
+
+
+def refused(tmp_path, capsys, spec: dict | str, *extra: str, command: str = "run") -> str:
+    """Run ``uwm-study run`` in-process on ``spec``: exit 2, one line on stderr, nothing started."""
+    path = tmp_path / "spec.yaml"
+    path.write_text(spec if isinstance(spec, str) else yaml.safe_dump(spec))
+    db = tmp_path / "mlflow.db"
+    code = main([command, str(path), "--tracking-uri", f"sqlite:///{db}", "--storage", str(tmp_path / "runs"), *extra])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert err.startswith("error: ") and "\n" not in err, err
+    assert not db.exists() and not (tmp_path / "runs").exists()
+    assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
+    return err
+
+
+# ----------------------------------------------------------------------------- silent acceptance (6)
+
+
+@pytest.mark.parametrize("path, value, where", [
+    ("base__seeds", True, "base.seeds"),
+    ("base__hidden", [8, True], "base.hidden"),
+    ("base__episodes", False, "base.episodes"),
+    ("base__lr", True, "base.lr"),
+    ("samples_per_cell", True, "samples_per_cell"),
+    ("seed", True, "seed"),
+    ("resources__cpus", True, "resources.cpus"),
+    ("pack_size", True, "pack_size"),
+    ("search__lr__low", True, "search.lr.low"),
+])
+def test_a_boolean_where_a_number_is_meant_is_refused(tmp_path, capsys, path, value, where):
+    err = refused(tmp_path, capsys, with_(**{path: value}))
+    assert err.startswith(f"error: {where}") and "not a boolean" in err, err
+
+
+def test_booleans_stay_valid_where_they_are_meant(tmp_path):
+    from study.spec import validate_spec
+
+    spec = validate_spec(with_(base__probe={"enabled": True, "samples": 8}, base__compile=False,
+                               search__lr={"low": 1e-3, "high": 0.1, "log": False}))
+    assert spec.cells()[0].config["probe"]["enabled"] is True and spec.cells()[0].config["compile"] == "off"
+
+
+def test_a_duplicate_key_is_refused_naming_it(tmp_path, capsys):
+    text = yaml.safe_dump(TINY) + "samples_per_cell: 3\n"
+    err = refused(tmp_path, capsys, text)
+    assert "duplicate key 'samples_per_cell'" in err, err
+
+
+# ----------------------------------------------------------------------------- absurd sizes (3)
+
+
+@pytest.mark.parametrize("path, value, where", [
+    ("base__episodes", 1e12, "base.episodes"),
+    ("samples_per_cell", 1e9, "samples_per_cell"),
+    ("base__hidden", [100_000_000], "base.hidden"),
+    ("base__seeds", 10**6, "base.seeds"),
+    ("base__hidden", [4] * 1000, "base.hidden"),
+])
+def test_values_no_study_can_mean_are_refused(tmp_path, capsys, path, value, where):
+    err = refused(tmp_path, capsys, with_(**{path: value}))
+    assert err.startswith(f"error: {where}"), err
+
+
+def test_a_grid_of_too_many_cells_is_refused_before_any_cell_is_built(tmp_path, capsys):
+    err = refused(tmp_path, capsys, with_(grid={f"axis{i}": [{"outgoing_norm": 1.0 + j} for j in range(10)]
+                                                for i in range(6)}))
+    assert "1,000,000 cells" in err, err
+
+
+def test_a_trial_larger_than_this_machine_is_refused_with_the_estimate(tmp_path, capsys):
+    import psutil
+
+    # 20 000 x 20 000 weights x 4 bytes x (12 + 3) per member x 2 members: ~48 GB
+    err = refused(tmp_path, capsys, with_(base__hidden=[20_000, 20_000]))
+    assert err.startswith("error: base: a trial of cell base needs about") and "GiB" in err, err
+    assert f"{psutil.virtual_memory().total / 2**30:.1f} GiB" in err, err
+
+
+def test_the_memory_check_counts_a_full_pack_of_the_costliest_cell():
+    from study.runner import check_fits, trial_bytes
+    from study.spec import validate_spec
+    from uwm_model.config import TrialConfig
+    from uwm_model.memory import member_bytes
+
+    spec = validate_spec(with_(grid={"hidden": [[4], [512, 512]]}, samples_per_cell=8, pack_size=4))
+    need, members, cell = trial_bytes(spec)
+    big = TrialConfig.model_validate(spec.cells()[1].config)
+    assert (members, cell) == (4 * 2, spec.cells()[1].key) and need == 8 * member_bytes(big)
+    check_fits(spec, 2, 0, need / 0.8 + 2**30, None, "a node")   # fits
+    with pytest.raises(Exception, match="needs about"):
+        check_fits(spec, 2, 0, need / 0.8, None, "a node")       # the worker's own 0.5 GiB no longer fits
+
+
+# ----------------------------------------------------------------------------- resources and devices (1, 4)
+
+
+def test_resources_this_machine_can_never_offer_are_refused_up_front(tmp_path, capsys):
+    err = refused(tmp_path, capsys, with_(resources={"cpus": (os.cpu_count() or 1) + 98}))
+    assert err.startswith("error: resources.cpus: a trial asks for") and "wait forever" in err, err
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    err = refused(tmp_path, capsys, with_(resources={"gpus": gpus + 1}))
+    assert err.startswith("error: resources.gpus: a trial asks for") and "wait forever" in err, err
+
+
+@pytest.mark.parametrize("changes, start", [
+    ({"base__device": "cuda"}, "error: base.device: device cuda needs resources.gpus > 0"),
+    ({"base__device": "cuda:1", "resources": {"gpus": 1}}, "error: base.device: device cuda:1: a trial holding"),
+    ({"grid": {"device": ["cpu", "cuda"]}}, "error: grid.device: device cuda needs resources.gpus > 0"),
+])
+def test_a_device_no_trial_can_see_is_refused(tmp_path, capsys, changes, start):
+    err = refused(tmp_path, capsys, with_(**changes))
+    assert err.startswith(start), err
+
+
+def test_train_refuses_a_cuda_device_that_does_not_exist(tmp_path, capsys):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({**TINY["base"], "device": f"cuda:{torch.cuda.device_count()}"}))
+    assert main(["train", str(cfg), "--out", str(tmp_path / "c.csv")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: device: cuda:") and "does not exist here" in err and "\n" not in err, err
+    assert not (tmp_path / "c.csv").exists()
+
+
+# ----------------------------------------------------------------------------- noise and surprises (9)
+
+
+def test_set_with_a_trial_field_names_the_right_path(tmp_path, capsys):
+    err = refused(tmp_path, capsys, TINY, "--set", "episodes=200")
+    assert err == "error: --set: 'episodes' is not a field of the study spec; did you mean base.episodes?", err
+    path = tmp_path / "ok.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    from study.spec import load_spec
+
+    assert load_spec(path, ["base.episodes=200", "base.report_every=100"]).cells()[0].config["episodes"] == 200
+
+
+def test_report_every_left_at_its_default_is_named_as_the_culprit(tmp_path, capsys):
+    spec = with_()
+    del spec["base"]["report_every"]
+    err = refused(tmp_path, capsys, spec)
+    assert "report_every=10000 exceeds episodes=400 (report_every is at its default 10000: set report_every" in err
+    err = refused(tmp_path, capsys, with_(base__report_every=800))   # set by the user: no hint about defaults
+    assert err.endswith("report_every=800 exceeds episodes=400"), err
+
+
+def test_report_refuses_to_overwrite_a_folder_without_force(tmp_path, capsys):
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "index.html").write_text("an earlier report")
+    assert main(["report", "nothing-here", "--out", str(out), "--storage", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: --out: {out} already exists") and "--force" in err, err
+    assert (out / "index.html").read_text() == "an earlier report"
+    # with --force the check passes and the next problem (no such study) is reported instead
+    assert main(["report", "nothing-here", "--out", str(out), "--force", "--storage", str(tmp_path),
+                 "--tracking-uri", f"sqlite:///{tmp_path / 'none.db'}"]) == 2
+    assert "--out" not in capsys.readouterr().err
+
+
+def test_help_names_every_exit_code(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    for code in ("0 ", "1 ", "2 ", "3 ", "130 "):
+        assert f"\n  {code}" in text, code
