@@ -198,3 +198,85 @@ def test_help_names_every_exit_code(capsys):
     text = capsys.readouterr().out
     for code in ("0 ", "1 ", "2 ", "3 ", "130 "):
         assert f"\n  {code}" in text, code
+
+
+# ----------------------------------------------------------------------------- end to end (7, 8, 4, 1)
+
+import json  # noqa: E402
+import re  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+
+import psutil  # noqa: E402
+
+from tests.test_study_run import LONGER, assert_no_duplicates, children, procs, start, uwm_study, wait_for  # noqa: E402,F401
+
+
+def _client(tmp_path):
+    from study.tracking import client
+
+    return client(f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+def _running(pid: int, created: float) -> bool:
+    """The recorded process still runs (a zombie waiting for its reaper has ended)."""
+    try:
+        p = psutil.Process(pid)
+        return abs(p.create_time() - created) < 0.01 and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _training(tmp_path, name) -> bool:
+    try:
+        _, kids = children(_client(tmp_path), name)
+    except Exception:   # noqa: BLE001 - the store or the experiment does not exist yet
+        return False
+    return any(r.info.status == "RUNNING" for r in kids)
+
+
+def test_a_killed_driver_leaves_nothing_running_and_ctrl_c_exits_130(tmp_path, procs):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({**LONGER, "name": "cut", "base": {**LONGER["base"], "episodes": 6000}}))
+    session = tmp_path / "runs" / "cut" / "uwm-session.json"
+
+    # kill -9 of the driver: Ray's processes of its session stay behind ...
+    driver = start("run", str(spec), cwd=tmp_path, log=tmp_path / "run.log")
+    procs.remember(driver)
+    wait_for(lambda: session.exists() and _training(tmp_path, "cut"), 240, "a point training", procs, driver)
+    record = json.loads(session.read_text())
+    assert record["driver"][0] == driver.pid
+    driver.kill()
+    driver.wait()
+    time.sleep(3)
+    left = [pid for pid, created in record["processes"] if _running(pid, created)]
+    assert left, "the dead driver's Ray processes ended by themselves: nothing to clean up"
+
+    # ... until the next command of the study ends them, by the recorded pids
+    resumed = start("resume", "cut", cwd=tmp_path, log=tmp_path / "resume.log")
+    procs.remember(resumed)
+    log = tmp_path / "resume.log"
+    wait_for(lambda: "left running by a stopped session" in log.read_text()
+             and re.search(r"resuming study cut.*?, [1-9] training", log.read_text(), re.S),
+             240, "the resumed study training", procs, resumed)
+    assert not [pid for pid, created in record["processes"] if _running(pid, created)]
+
+    # Ctrl-C: exit 130, our hint only, running points marked interrupted (KILLED in MLflow)
+    resumed.send_signal(signal.SIGINT)
+    assert resumed.wait(120) == 130
+    log = (tmp_path / "resume.log").read_text()
+    assert "continue with `uwm-study resume cut`" in log and "Tuner.restore" not in log, log[-3000:]
+    parent, kids = children(_client(tmp_path), "cut")
+    assert parent.info.status == "KILLED" and not [r for r in kids if r.info.status == "RUNNING"]
+    assert any(r.info.status == "KILLED" and r.data.tags["uwm.status"] == "running" for r in kids)
+    assert not session.exists()
+
+    # and the study resumes cleanly: every point ended once, exit 0
+    out = uwm_study("resume", "cut", cwd=tmp_path)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    parent, kids = children(_client(tmp_path), "cut")
+    assert len(kids) == 8 and {r.data.tags["uwm.status"] for r in kids} <= {"finished", "diverged", "stopped"}
+    assert all(r.info.status == "FINISHED" for r in kids) and parent.info.status == "FINISHED"
+    assert_no_duplicates(_client(tmp_path), kids, list(range(300, 6001, 300)))
+    assert "View run" not in out.stdout and "Token authentication" not in out.stdout + out.stderr
