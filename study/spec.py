@@ -70,9 +70,23 @@ MAX_SAMPLES_PER_CELL = 10_000  # Optuna's TPE is far past any benefit long befor
 MAX_CELLS = 10_000            # grid product: each cell is validated up front and tuned separately
 
 
+class _TooDeep(yaml.YAMLError):
+    pass
+
+
 class _Loader(yaml.SafeLoader):
     """yaml.SafeLoader that reads exponent floats without a dot (``1e-4``) as floats and refuses
     duplicate keys in a mapping (plain YAML keeps the last one silently)."""
+
+    def compose_node(self, parent, index):
+        # refuse deep nesting while composing: the composer and constructor recurse once per level
+        self._depth = getattr(self, "_depth", 0) + 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise _TooDeep()
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def construct_mapping(self, node, deep=False):
         if isinstance(node, yaml.MappingNode):
@@ -123,12 +137,16 @@ def load_yaml_text(text: str, where: str) -> Any:
     """Plain data from YAML text with a safe loader; every problem is one UserError naming ``where``."""
     try:
         data = yaml.load(text, Loader=_Loader)  # a SafeLoader: builds plain data only
+    except _TooDeep:
+        raise UserError(where, f"the YAML is nested more than {MAX_YAML_DEPTH} levels deep") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         at = f"{where}:{mark.line + 1}" if mark else where
         raise UserError(at, f"invalid YAML: {getattr(err, 'problem', None) or err}") from None
     except RecursionError:
         raise UserError(where, f"the YAML is nested more than {MAX_YAML_DEPTH} levels deep") from None
+    except (ValueError, TypeError, OverflowError) as err:   # a tagged scalar the loader cannot build: !!int '12x'
+        raise UserError(where, f"invalid YAML value: {err}") from None
     _check_size(data, where)
     return data
 

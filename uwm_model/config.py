@@ -43,12 +43,16 @@ def _has_bool(value: Any) -> bool:
 
 
 def refuse_booleans(model: type[BaseModel], name: str, value: Any) -> Any:
-    """pydantic reads true/false as 1/0 where a number is meant (``seeds: true`` -> 1): a field whose type
-    admits no boolean refuses one, also inside a list."""
+    """pydantic reads true/false as 1/0 and '2' as 2 where a number is meant (``seeds: true`` -> 1): a field
+    whose type admits no boolean refuses one, also inside a list, and a numeric field refuses text."""
     annotation = repr(model.model_fields[name].annotation)
+    numeric = ("int" in annotation or "float" in annotation) and "Any" not in annotation
     if "bool" not in annotation and "Any" not in annotation and _has_bool(value):
         raise PydanticCustomError("bool_refused", "expected {kind}, not a boolean (true/false)",
-                                  {"kind": "a number" if "int" in annotation or "float" in annotation else "a value"})
+                                  {"kind": "a number" if numeric else "a value"})
+    if numeric and "str" not in annotation and "Literal" not in annotation and isinstance(value, str):
+        # and a quoted number ('2') is text: pydantic would read it as 2
+        raise PydanticCustomError("text_refused", "expected a number, not text ({value!r})", {"value": value[:40]})
     return value
 
 
