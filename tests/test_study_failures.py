@@ -280,3 +280,48 @@ def test_a_killed_driver_leaves_nothing_running_and_ctrl_c_exits_130(tmp_path, p
     assert all(r.info.status == "FINISHED" for r in kids) and parent.info.status == "FINISHED"
     assert_no_duplicates(_client(tmp_path), kids, list(range(300, 6001, 300)))
     assert "View run" not in out.stdout and "Token authentication" not in out.stdout + out.stderr
+
+
+def test_on_a_joined_cluster_failed_points_exit_3_and_an_unmet_request_times_out(tmp_path, procs):
+    """A joined Ray cluster (here a local head started apart, claiming one GPU it does not have):
+    device cuda gets its GPU from Ray but no CUDA device, so every pack fails -> exit 3; a request no
+    node can meet waits with one message and gives up after resources.wait_timeout_s -> exit 2."""
+    import shutil
+
+    from tests.test_study_run import env, free_port
+
+    port = free_port()
+    ray_cli = shutil.which("ray", path=os.path.dirname(sys.executable))
+    head = subprocess.Popen([ray_cli, "start", "--head", "--block", f"--port={port}", "--num-cpus=2", "--num-gpus=1",
+                             "--include-dashboard=false", "--disable-usage-stats"],
+                            env={**env(), "RAY_AUTH_MODE": "disabled"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs.remember(head)
+    try:
+        address = f"127.0.0.1:{port}"
+        wait_for(lambda: subprocess.run([ray_cli, "status", f"--address={address}"], env=env(),
+                                        capture_output=True).returncode == 0, 60, "the head node", procs, head)
+        base = {**TINY, "max_failures": 0, "samples_per_cell": 2}
+        spec = tmp_path / "gpu.yaml"
+        spec.write_text(yaml.safe_dump({**base, "name": "nogpu", "base": {**TINY["base"], "device": "cuda"},
+                                        "resources": {"gpus": 1}}))
+        out = uwm_study("run", str(spec), "--address", address, cwd=tmp_path)
+        procs.remember(head)
+        assert out.returncode == 3, out.stdout[-3000:] + out.stderr[-3000:]
+        assert "2 point(s) failed" in out.stderr and "uwm-study status nogpu" in out.stderr
+        _, kids = children(_client(tmp_path), "nogpu")
+        assert len(kids) == 2 and {r.data.tags["uwm.status"] for r in kids} == {"failed"}
+
+        spec.write_text(yaml.safe_dump({**base, "name": "toobig", "resources": {"cpus": 4, "wait_timeout_s": 5}}))
+        t0 = time.time()
+        out = uwm_study("run", str(spec), "--address", address, cwd=tmp_path)
+        assert out.returncode == 2, out.stdout[-3000:] + out.stderr[-3000:]
+        assert "waiting for a node with 4 CPUs: none of the 1 live nodes has them now" in out.stdout, out.stdout
+        assert out.stderr.strip().splitlines()[-1].startswith("error: resources.wait_timeout_s: no trial started "
+                                                              "within 5 s"), out.stderr[-2000:]
+        assert time.time() - t0 < 120
+    finally:
+        head.terminate()   # `ray start --block` stops the processes it started
+        try:
+            head.wait(30)
+        except subprocess.TimeoutExpired:
+            pass
