@@ -93,7 +93,8 @@ def init_ray(address: str | None) -> str:
     # a local cluster for this study alone: Ray warns on every start that token authentication is off
     # unless the mode is chosen explicitly; the user's own RAY_AUTH_MODE (or token) wins
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(num_cpus=cpus, object_store_memory=200 * 1024**2, include_dashboard=False, **quiet)
+    # address="local": always a new cluster of our own, never one `ray start` left on this host
+    ray.init(address="local", num_cpus=cpus, object_store_memory=200 * 1024**2, include_dashboard=False, **quiet)
     return f"local Ray ({cpus} CPUs)"
 
 

@@ -206,6 +206,7 @@ import json  # noqa: E402
 import re  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 
 import psutil  # noqa: E402
@@ -325,3 +326,60 @@ def test_on_a_joined_cluster_failed_points_exit_3_and_an_unmet_request_times_out
             head.wait(30)
         except subprocess.TimeoutExpired:
             pass
+        # `ray start` names itself the host's current cluster; a plain ray.init() would try to join it
+        current = os.path.join(tempfile.gettempdir(), "ray", "ray_current_cluster")
+        if os.path.exists(current) and open(current).read().strip().endswith(f":{port}"):
+            os.remove(current)
+
+
+# ----------------------------------------------------------------------------- a longer tracking outage (10)
+
+
+def _server(tmp_path, port):
+    from tests.test_study_run import env
+
+    log = (tmp_path / "server.log").open("a")
+    return subprocess.Popen([str(os.path.join(os.path.dirname(sys.executable), "mlflow")), "server", "--host",
+                             "127.0.0.1", "--port", str(port), "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+                             "--default-artifact-root", str(tmp_path / "artifacts")],
+                            stdout=log, stderr=subprocess.STDOUT, env=env(), start_new_session=True)
+
+
+def test_a_tracking_server_down_for_a_minute_is_waited_for(tmp_path, procs):
+    """MLflow's client retries with backoff for about 4 minutes: the trials pause in their logging call
+    while the server is stopped for a minute, and the study ends as if nothing happened."""
+    from study.tracking import client
+    from tests.test_study_run import _healthy, free_port
+
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = _server(tmp_path, port)
+    procs.remember(server)
+    wait_for(lambda: _healthy(uri), 120, "mlflow server", procs, server)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({**LONGER, "name": "outage", "base": {**LONGER["base"], "episodes": 6000}}))
+    driver = start("run", str(spec), "--tracking-uri", uri, cwd=tmp_path, log=tmp_path / "run.log")
+    procs.remember(driver)
+
+    def training():
+        try:
+            _, kids = children(client(uri), "outage")
+        except Exception:   # noqa: BLE001
+            return False
+        return any(r.info.status == "RUNNING" for r in kids)
+
+    wait_for(training, 240, "a point training", procs, driver)
+    procs.remember(server)
+    for p in [psutil.Process(server.pid), *psutil.Process(server.pid).children(recursive=True)]:
+        p.kill()
+    server.wait()
+    time.sleep(60)
+    assert driver.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
+    server = _server(tmp_path, port)
+    procs.remember(server)
+    assert driver.wait(400) == 0, (tmp_path / "run.log").read_text()[-3000:]
+    parent, kids = children(client(uri), "outage")
+    assert len(kids) == 8 and all(r.data.tags["uwm.status"] == "finished" for r in kids)
+    assert parent.info.status == "FINISHED"
+    assert_no_duplicates(client(uri), kids, list(range(300, 6001, 300)))
+    assert "View run" not in (tmp_path / "run.log").read_text()
