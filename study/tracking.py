@@ -89,10 +89,9 @@ def client(uri: str):
     A tracking server that goes away while a study runs is waited for: MLflow's client retries every
     request with exponential backoff (7 retries, factor 2: about 4 minutes, MLflow's own default, kept),
     so the trials pause in their logging call and go on, each point recorded once, when the server is
-    back. An outage longer than that fails the packs: Ray Tune retries them from their last
-    checkpoint (``max_failures``), and points whose pack fails for good end as failed (exit 3, and
-    `uwm-study resume` redoes the errored packs). Commands that start work check the server first
-    and fail fast (:func:`check_tracking`)."""
+    back. An outage longer than that fails the pack's logging call: Ray Tune retries the pack from
+    its last checkpoint (``max_failures``), waiting again. Commands that start work check the server
+    first and fail fast (:func:`check_tracking`)."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")   # "View run ..." from every worker
     from mlflow import MlflowClient
