@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import random
-import resource
+import os
 import subprocess
 import sys
 import time
@@ -190,8 +190,8 @@ def _child(path, tmp_path) -> tuple[int, str, float, int]:
                              f"sqlite:///{tmp_path / 'mlflow.db'}", "--storage", str(tmp_path / "runs")],
                             stderr=subprocess.PIPE, text=True)
     err = proc.stderr.read()
-    _, status, usage = __import__("os").wait4(proc.pid, 0)
-    proc.returncode = __import__("os").waitstatus_to_exitcode(status)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
     return proc.returncode, err.strip(), time.perf_counter() - t0, usage.ru_maxrss * 1024
 
 
