@@ -14,8 +14,8 @@ imported). Memory: in-process, the peak of Python's traced allocations (tracemal
 from __future__ import annotations
 
 import copy
-import random
 import os
+import random
 import subprocess
 import sys
 import time
