@@ -8,8 +8,15 @@
     uwm-study report quickstart --out reports/quickstart
 
 Every mistake a user can make (a bad spec field, an unreachable tracking server, an unknown
-study) is reported as one line, ``error: <where>: <problem>``, with exit code 2, before any
-work starts.
+study, a trial the machine can never hold) is reported as one line, ``error: <where>: <problem>``,
+with exit code 2, before any work starts.
+
+exit codes:
+  0    every point ended with results (finished, diverged or stopped early)
+  1    the study stopped before the end (uwm-study resume continues it)
+  2    bad input: nothing was started
+  3    the study ended, but some points failed (their packs errored after every retry)
+  130  interrupted (Ctrl-C): running points are marked interrupted; uwm-study resume continues them
 """
 
 from __future__ import annotations
@@ -40,7 +47,7 @@ def _set_option(p):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="uwm-study", description=__doc__.split("\n\n")[0],
+    parser = _Parser(prog="uwm-study", description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n")[-1],
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -82,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--format", choices=("html", "md"), default="html")
+    p.add_argument("--force", action="store_true", help="replace the report already in --out")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the study's, else MLFLOW_TRACKING_URI or ./mlflow.db)")
     p.add_argument("--storage", help="where the study was run (default: ./runs)")
     p.set_defaults(func=cmd_report)
@@ -161,6 +169,9 @@ def cmd_train(args) -> int:
 
     if args.workers < 1:
         raise UserError("--workers", f"must be >= 1, got {args.workers}")
+    if cfg.cuda_index is not None and cfg.cuda_index >= torch.cuda.device_count():
+        raise UserError("device", f"{cfg.device} does not exist here ({torch.cuda.device_count()} CUDA devices); "
+                                  "use device: auto or cpu")
     torch_settings(cfg.threads, cfg.device)
     rows, seed_rows, report = [], [], None
     start = time.time()
@@ -194,6 +205,10 @@ def cmd_train(args) -> int:
 def cmd_report(args) -> int:
     from . import runner, tracking
 
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.force:
+        raise UserError("--out", f"{out} already exists and is not empty: pass --force to replace the report there, "
+                                 "or choose another folder")
     meta = runner.read_meta(runner.resolve_storage(args.storage), args.name)
     uri = args.tracking_uri or (meta or {}).get("tracking_uri") or tracking.resolve_tracking_uri(None)
     tracking.check_tracking(uri)
@@ -219,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"error: {err.where}: {err.problem}" if err.where else f"error: {err.problem}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:   # before or after a study's Tune run (which handles its own Ctrl-C)
+        print("\ninterrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -91,7 +91,11 @@ def init_ray(address: str | None) -> str:
         nodes = len([n for n in ray.nodes() if n.get("Alive")])
         return f"Ray cluster at {address} ({nodes} node{'s' * (nodes != 1)}, {ray.cluster_resources().get('CPU', 0):g} CPUs)"
     cpus = os.cpu_count() or 1
-    ray.init(num_cpus=cpus, object_store_memory=200 * 1024**2, include_dashboard=False, **quiet)
+    # a local cluster for this study alone: Ray warns on every start that token authentication is off
+    # unless the mode is chosen explicitly; the user's own RAY_AUTH_MODE (or token) wins
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # address="local": always a new cluster of our own, never one `ray start` left on this host
+    ray.init(address="local", num_cpus=cpus, object_store_memory=200 * 1024**2, include_dashboard=False, **quiet)
     return f"local Ray ({cpus} CPUs)"
 
 
@@ -126,6 +130,147 @@ def default_concurrency(spec: StudySpec) -> int:
     return max(1, int(fits))
 
 
+# ----------------------------------------------------------------------------- what the cluster can hold
+
+HOST_FIXED_BYTES = 512 * 2**20   # a trial worker's own memory (Python, torch, Ray) beside its population
+
+
+def is_local(address: str | None) -> bool:
+    """Whether this run starts its own local Ray (fixed: it never grows), rather than joining a cluster."""
+    return not (address or os.environ.get("RAY_ADDRESS"))
+
+
+def trial_bytes(spec: StudySpec) -> tuple[int, int, str]:
+    """(bytes, members, cell key) of the largest trial: a full pack of the cell whose members cost most."""
+    from uwm_model.config import TrialConfig
+    from uwm_model.memory import member_bytes
+
+    seeds = max([c.config["seeds"] for c in spec.cells()] + ([spec.confirm.seeds] if spec.confirm else []))
+    members = min(spec.points_per_pack, spec.samples_per_cell) * seeds
+    cost, cell = max((member_bytes(TrialConfig.model_validate(c.config)), c.key) for c in spec.cells())
+    return cost * members, members, cell
+
+
+def check_fits(spec: StudySpec, cpus: float, gpus: float, host_bytes: float, gpu_bytes: float | None,
+               where: str, fixed: bool = True) -> None:
+    """Refuse, before anything starts, a trial that no node of ``where`` could ever hold: more CPUs or GPUs
+    than it has, or a population larger than its memory (uwm_model.memory's upper estimate). ``fixed``: the
+    cluster cannot grow (a local Ray), so the trial would wait forever."""
+    grow = "" if fixed else " (an autoscaling cluster may add a larger node: set the resources it offers)"
+    r = spec.resources
+    if r.cpus > cpus:
+        raise UserError("resources.cpus", f"a trial asks for {r.cpus:g} CPUs but {where} has {cpus:g}: it would wait "
+                                          f"forever{grow}")
+    if r.gpus > gpus:
+        raise UserError("resources.gpus", f"a trial asks for {r.gpus:g} GPUs but {where} has "
+                                          f"{'none' if not gpus else f'{gpus:g}'}: it would wait forever{grow}")
+    need, members, cell = trial_bytes(spec)
+    if r.gpus:
+        gpu = r.gpu_memory_gib * 2**30 if r.gpu_memory_gib else gpu_bytes
+        have, what = (0.8 * r.gpus * gpu - 2 * 2**30, f"0.8 x {r.gpus:g} GPU of {gpu / 2**30:.0f} GiB less 2 GiB") \
+            if gpu else (None, "")
+    else:
+        have, what = 0.8 * host_bytes - HOST_FIXED_BYTES, f"0.8 x {host_bytes / 2**30:.1f} GiB of memory less 0.5 GiB"
+    if have is not None and need > have:
+        raise UserError("base" if len(spec.cells()) == 1 else "grid",
+                        f"a trial of cell {cell} needs about {need / 2**30:,.1f} GiB ({members:,} members x "
+                        f"{need / members / 2**20:,.1f} MiB, uwm_model.memory) but {where} has {max(have, 0) / 2**30:,.1f} "
+                        f"GiB for it ({what}): make hidden, batch_size, seeds or pack_size smaller")
+
+
+def check_local_machine(spec: StudySpec) -> None:
+    """check_fits against this machine, for a study that will start its own local Ray."""
+    import psutil
+
+    cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    gpu = torch.cuda.get_device_properties(0).total_memory if cuda else None
+    check_fits(spec, os.cpu_count() or 1, cuda, psutil.virtual_memory().total, gpu, "this machine (local Ray)")
+
+
+def check_joined_cluster(spec: StudySpec, wait_s: float) -> str | None:
+    """On a cluster we joined: a line saying what a trial waits for when no live node can hold one now
+    (an autoscaler may add one; the study gives up after ``wait_s``), or None when one can."""
+    import ray
+
+    r = spec.resources
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    if any(n.get("CPU", 0) >= r.cpus and n.get("GPU", 0) >= r.gpus for n in nodes):
+        return None
+    return (f"waiting for a node with {r.cpus:g} CPUs" + (f" and {r.gpus:g} GPUs" if r.gpus else "")
+            + f": none of the {len(nodes)} live nodes has them now (an autoscaler may add one); giving up after "
+              f"{wait_s:g} s (resources.wait_timeout_s)")
+
+
+# ----------------------------------------------------------------------------- sessions left behind
+
+SESSION = "uwm-session.json"
+
+
+def record_session(storage: str, name: str) -> None:
+    """The process ids of the local Ray this driver started (with their start times, so a reused id is
+    never touched), for :func:`end_dead_sessions` should the driver die without stopping them."""
+    import psutil
+
+    me = psutil.Process()
+    procs = [[p.pid, p.create_time()] for p in me.children(recursive=True) if _alive(p)]
+    progress.write_json(experiment_path(storage, name), SESSION,
+                        {"driver": [me.pid, me.create_time()], "processes": procs})
+
+
+def _alive(p) -> bool:
+    import psutil
+
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _same_process(pid: int, created: float):
+    import psutil
+
+    try:
+        p = psutil.Process(pid)
+        return p if abs(p.create_time() - created) < 0.01 and _alive(p) else None
+    except psutil.Error:
+        return None
+
+
+def end_dead_sessions(storage: str) -> int:
+    """End the processes a dead local driver of any study in ``storage`` left running (Ray's raylet, GCS,
+    dashboard and runtime-env agents, workers), by the process ids it recorded; return how many."""
+    import psutil
+
+    if layout.is_remote(storage):
+        return 0
+    ended = 0
+    for path in Path(storage).glob(f"*/{SESSION}"):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if _same_process(*record["driver"]) is not None:
+            continue   # its driver still runs: a live session
+        procs = [p for pid, created in record["processes"] if (p := _same_process(pid, created)) is not None]
+        for p in procs:
+            try:
+                p.terminate()
+            except psutil.Error:
+                pass
+        _, alive = psutil.wait_procs(procs, timeout=5)
+        for p in alive:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        if procs:
+            print(f"ended {len(procs)} process{'es' * (len(procs) > 1)} left running by a stopped session of study "
+                  f"{path.parent.name} (driver pid {record['driver'][0]})", file=sys.stderr)
+        ended += len(procs)
+        path.unlink(missing_ok=True)
+    return ended
+
+
 # ----------------------------------------------------------------------------- Tune callbacks
 
 
@@ -140,11 +285,17 @@ def _stamp(start: float) -> str:
 from ray.tune import Callback
 
 
+class ResourceWait(Exception):
+    """No trial got its resources within resources.wait_timeout_s on a cluster we joined."""
+
+
 class Progress(Callback):
     """One readable line per finished pack, and a status line at most every ``every`` seconds."""
 
-    def __init__(self, total_points: int, metric: str, mode: str, every: float = 10.0, upper_bound: bool = False):
+    def __init__(self, total_points: int, metric: str, mode: str, every: float = 10.0, upper_bound: bool = False,
+                 waiting: str | None = None, wait_s: float = math.inf, session: tuple[str, str] | None = None):
         self.total, self.metric, self.mode, self.every = total_points, metric, mode, every
+        self.waiting, self.wait_s, self.session = waiting, wait_s, session
         self.bound = "<=" if upper_bound else ""   # confirm points exist only for cells with a finished point
         self.start = self.last = time.time()
 
@@ -180,9 +331,15 @@ class Progress(Callback):
         return text
 
     def on_step_end(self, iteration, trials, **info):
+        if self.waiting is not None and any(t.status != "PENDING" for t in trials):
+            self.waiting = None   # a trial got its resources
+        if self.waiting is not None and time.time() - self.start > self.wait_s:
+            raise ResourceWait(self.waiting)
         if time.time() - self.last >= self.every:
             self.last = time.time()
             print(self._line(trials), flush=True)
+            if self.session:
+                record_session(*self.session)   # trial workers started since
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.last = time.time()
@@ -241,6 +398,9 @@ def run_study(spec: StudySpec, tracking_uri: str, storage: str, address: str | N
     """Start a new study (see module doc), or continue the same spec run before; return the exit code."""
     if prepare_run(spec, tracking_uri, storage) is not None:   # same name, same spec: never run it twice
         return resume_study(spec.name, storage, address, rerun=True)
+    if is_local(address):
+        check_local_machine(spec)
+        end_dead_sessions(storage)
     db = tracking.sqlite_path(tracking_uri)
     if db is not None and not db.exists() and not (address or os.environ.get("RAY_ADDRESS")):
         # a new SQLite store cannot hold the study yet: create it (seconds) while Ray starts
@@ -259,15 +419,17 @@ def run_study(spec: StudySpec, tracking_uri: str, storage: str, address: str | N
             "experiment_id": tracker.experiment_id(), "parent_run_id": parent, "storage": storage,
             "created": time.strftime("%Y-%m-%d %H:%M:%S")}
     write_meta(storage, spec.name, meta)
+    if is_local(address):
+        record_session(storage, spec.name)
 
     concurrent = spec.max_concurrent or default_concurrency(spec)
     print(f"study {spec.name}: {len(spec.cells())} cells x {spec.samples_per_cell} points"
           + (" + confirm" if spec.confirm else "") + f" = {spec.total_points} points, packs of <= {spec.points_per_pack}, "
           f"{concurrent} trial{'s' * (concurrent != 1)} at once on {where}", flush=True)
-    return _fit(_new_tuner(spec, meta, concurrent), spec, meta, tracker)
+    return _fit(_new_tuner(spec, meta, concurrent, address), spec, meta, tracker)
 
 
-def _new_tuner(spec: StudySpec, meta: dict, concurrent: int):
+def _new_tuner(spec: StudySpec, meta: dict, concurrent: int, address: str | None = None):
     """One Tune run for the whole study: the grid x Optuna searcher suggests packs, FIFO scheduling
     (early stopping is per point, inside the trials), retries from checkpoints."""
     from ray import tune
@@ -284,9 +446,20 @@ def _new_tuner(spec: StudySpec, meta: dict, concurrent: int):
             name=spec.name, storage_path=meta["storage"], verbose=0,
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            callbacks=[Progress(spec.total_points, spec.metric, spec.mode, upper_bound=spec.confirm is not None),
+            callbacks=[Progress(spec.total_points, spec.metric, spec.mode, upper_bound=spec.confirm is not None,
+                                **_progress_options(spec, meta, address)),
                        FailedPoints(meta["tracking_uri"], spec.name, meta["parent_run_id"])]),
     )
+
+
+def _progress_options(spec: StudySpec, meta: dict, address: str | None) -> dict:
+    """Progress's session record (local Ray) or resource wait (a joined cluster none of whose nodes fits a trial)."""
+    if is_local(address):
+        return {"session": (meta["storage"], spec.name)} if not layout.is_remote(meta["storage"]) else {}
+    waiting = check_joined_cluster(spec, spec.resources.wait_timeout_s)
+    if waiting:
+        print(waiting, flush=True)
+    return {"waiting": waiting, "wait_s": spec.resources.wait_timeout_s}
 
 
 def resume_study(name: str, storage: str, address: str | None = None, rerun: bool = False) -> int:
@@ -301,8 +474,13 @@ def resume_study(name: str, storage: str, address: str | None = None, rerun: boo
         print(f"study {name} is complete: nothing to run" + (" (it ran before with this spec; choose another --name "
                                                               "to run it again)" if rerun else ""))
         print(summary(name, meta, tracker))
-        return 0
+        return exit_code(tracker.close_parent(meta["parent_run_id"], status="FINISHED"), True)
+    if is_local(address):
+        check_local_machine(spec)
+        end_dead_sessions(storage)
     where = init_ray(address)
+    if is_local(address):
+        record_session(storage, name)
     from ray import tune
 
     from .trainable import trainable
@@ -317,32 +495,96 @@ def resume_study(name: str, storage: str, address: str | None = None, rerun: boo
                                    resume_unfinished=True, resume_errored=True)
     else:   # stopped before Ray Tune saved any state: start its search again, under the same parent run
         print(f"study {name} stopped before its first trial was saved: starting it again on {where}", flush=True)
-        tuner = _new_tuner(spec, meta, spec.max_concurrent or default_concurrency(spec))
+        tuner = _new_tuner(spec, meta, spec.max_concurrent or default_concurrency(spec), address)
     return _fit(tuner, spec, meta, tracker)
 
 
+EXIT_INCOMPLETE = 1      # the study stopped before every point ended (resume continues it)
+EXIT_POINTS_FAILED = 3   # the study ended, but some points failed (their packs errored after every retry)
+EXIT_INTERRUPTED = 130   # Ctrl-C (SIGINT): the running points are marked interrupted; resume continues them
+
+
+def exit_code(counts: dict[str, int], complete: bool) -> int:
+    """0 when every point ended with results (finished, diverged or stopped); see the EXIT_* codes."""
+    if not complete:
+        return EXIT_INCOMPLETE
+    return EXIT_POINTS_FAILED if counts.get(layout.FAILED) else 0
+
+
+class _TuneRestoreHint(logging.Filter):
+    """Drops Ray Tune's "Resume experiment with: Tuner.restore(...)": `uwm-study resume` is the way here."""
+
+    def filter(self, record):
+        return "Tuner.restore(" not in record.getMessage()
+
+
 def _fit(tuner, spec: StudySpec, meta: dict, tracker: tracking.StudyTracker) -> int:
+    import signal
+
     start = time.time()
+    interrupted = []
+
+    def on_sigint(signum, frame):
+        # Tune stops gracefully on SIGUSR1 (state saved, trials stopped); a second Ctrl-C raises at once
+        interrupted.append(signum)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    hint = _TuneRestoreHint()
+    logging.getLogger("ray.tune.tune").addFilter(hint)
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"   # Tune would install its own handler, and print its own hint
     try:
         results = tuner.fit()
     except KeyboardInterrupt:
-        print(f"\ninterrupted: continue with `uwm-study resume {spec.name}`", file=sys.stderr)
+        interrupted.append("again")
+        results = None
+    except Exception as err:   # noqa: BLE001 - a ResourceWait comes back wrapped by Tune
+        cause = err
+        while cause is not None and not isinstance(cause, ResourceWait):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        tracker.mark_interrupted(meta["parent_run_id"])
         tracker.close_parent(meta["parent_run_id"], status="KILLED")
-        return 130
+        _end_session(meta)
+        raise UserError("resources.wait_timeout_s", f"no trial started within {spec.resources.wait_timeout_s:g} s: "
+                                                    f"{str(cause).split(':')[0]} never appeared") from None
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        logging.getLogger("ray.tune.tune").removeFilter(hint)
+    if interrupted:
+        marked = tracker.mark_interrupted(meta["parent_run_id"])
+        tracker.close_parent(meta["parent_run_id"], status="KILLED")
+        _end_session(meta)
+        print(f"\ninterrupted: {marked} running point{'s' * (marked != 1)} marked interrupted; continue with "
+              f"`uwm-study resume {spec.name}`", file=sys.stderr)
+        return EXIT_INTERRUPTED
     errors = len(results.errors)
     complete = study_complete(spec, meta["storage"])
     best = best_per_cell(spec, tracker.children(meta["parent_run_id"]))
     tracker.log_best(meta["parent_run_id"], spec.metric, spec.mode,
                      [{"cell": c, "value": v, "point_id": p, "params": t} for c, v, p, t in best])
     counts = tracker.close_parent(meta["parent_run_id"], status="FINISHED" if complete else "KILLED")
+    _end_session(meta)
     print()
     print(f"study {spec.name} {'ended' if complete else 'stopped before the end'} after {time.time() - start:.0f} s: "
           + (", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no points")
           + (f"; {errors} pack(s) failed" if errors else ""))
+    code = exit_code(counts, complete)
     if not complete:
         print(f"continue it with `uwm-study resume {spec.name}`", file=sys.stderr)
+    elif code == EXIT_POINTS_FAILED:
+        print(f"{counts[layout.FAILED]} point(s) failed: see `uwm-study status {spec.name}` and the failed runs in MLflow",
+              file=sys.stderr)
     print(summary(spec.name, meta, tracker))
-    return 0 if complete else 1
+    return code
+
+
+def _end_session(meta: dict) -> None:
+    """This driver is ending normally: Ray stops its own processes at exit, nothing is left to clean up."""
+    if not layout.is_remote(meta["storage"]):
+        Path(experiment_path(meta["storage"], meta["name"]), SESSION).unlink(missing_ok=True)
 
 
 def study_complete(spec: StudySpec, storage: str) -> bool:

@@ -46,6 +46,7 @@ import difflib
 import hashlib
 import itertools
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +56,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from uwm_model import metrics
-from uwm_model.config import TrialConfig, per_member_fields
+from uwm_model.config import TrialConfig, per_member_fields, refuse_booleans
 from uwm_model.rules import RULES
 
 from .errors import UserError, from_validation_error
@@ -66,11 +67,27 @@ from .errors import UserError, from_validation_error
 MAX_YAML_BYTES = 1 << 20      # a spec or trial config is a few KB; a megabyte is already absurd
 MAX_YAML_NODES = 100_000      # values after expanding aliases: bounds what any later walk can cost
 MAX_YAML_DEPTH = 100
+MAX_SAMPLES_PER_CELL = 10_000  # Optuna's TPE is far past any benefit long before this
+MAX_CELLS = 10_000            # grid product: each cell is validated up front and tuned separately
+
+
+class _TooDeep(yaml.YAMLError):
+    pass
 
 
 class _Loader(yaml.SafeLoader):
     """yaml.SafeLoader that reads exponent floats without a dot (``1e-4``) as floats and refuses
     duplicate keys in a mapping (plain YAML keeps the last one silently)."""
+
+    def compose_node(self, parent, index):
+        # refuse deep nesting while composing: the composer and constructor recurse once per level
+        self._depth = getattr(self, "_depth", 0) + 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise _TooDeep()
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def construct_mapping(self, node, deep=False):
         if isinstance(node, yaml.MappingNode):
@@ -121,12 +138,16 @@ def load_yaml_text(text: str, where: str) -> Any:
     """Plain data from YAML text with a safe loader; every problem is one UserError naming ``where``."""
     try:
         data = yaml.load(text, Loader=_Loader)  # a SafeLoader: builds plain data only
+    except _TooDeep:
+        raise UserError(where, f"the YAML is nested more than {MAX_YAML_DEPTH} levels deep") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         at = f"{where}:{mark.line + 1}" if mark else where
         raise UserError(at, f"invalid YAML: {getattr(err, 'problem', None) or err}") from None
     except RecursionError:
         raise UserError(where, f"the YAML is nested more than {MAX_YAML_DEPTH} levels deep") from None
+    except (ValueError, TypeError, OverflowError) as err:   # a tagged scalar the loader cannot build: !!int '12x'
+        raise UserError(where, f"invalid YAML value: {err}") from None
     _check_size(data, where)
     return data
 
@@ -247,6 +268,11 @@ def searchable_fields() -> tuple[str, ...]:
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans(cls, value, info):
+        return refuse_booleans(cls, info.field_name, value)
+
 
 class SearchParam(_Strict):
     """One hyperparameter sampled by Optuna within each cell."""
@@ -303,18 +329,21 @@ class EarlyStopping(_Strict):
 class Confirm(_Strict):
     """Re-run the best configuration(s) of every cell with fresh seeds once its search is done."""
 
-    top_k: int = Field(1, ge=1, description="best points per cell to confirm")
-    seeds: int = Field(10, ge=1, description="members (seeds) per confirm run")
+    top_k: int = Field(1, ge=1, le=MAX_SAMPLES_PER_CELL, description="best points per cell to confirm")
+    seeds: int = Field(10, ge=1, le=65_536, description="members (seeds) per confirm run")
     seed_offset: int = Field(10_000, ge=1, description="first confirm seed = base seed + seed_offset (fresh seeds)")
 
 
 class Resources(_Strict):
     """Resources that one trial (one pack) holds on a Ray node."""
 
-    cpus: float = Field(1.0, gt=0, description="CPU cores a trial holds; its trainer uses base.threads of them "
+    cpus: float = Field(1.0, gt=0, le=1024, description="CPU cores a trial holds; its trainer uses base.threads of them "
                                                "(default 1: several one-thread trials use the cores best)")
-    gpus: float = Field(0.0, ge=0, description="GPUs per trial, fractional allowed (e.g. 0.25 runs four packs per GPU); "
+    gpus: float = Field(0.0, ge=0, le=64, description="GPUs per trial, fractional allowed (e.g. 0.25 runs four packs per GPU); "
                                                "a trial that finds no CUDA device (base.device auto) trains on its CPUs")
+    wait_timeout_s: float = Field(600.0, gt=0, description="on a cluster joined with --address where no live node can "
+                                                          "hold a trial: seconds to wait for one (an autoscaler adding "
+                                                          "it) before giving up; a local Ray refuses such a trial up front")
     gpu_memory_gib: float | None = Field(None, gt=0, description="memory of one GPU of the cluster, for pack_size auto "
                                                                  "(default: the driver's first CUDA device, else 80)")
 
@@ -335,7 +364,7 @@ class StudySpec(_Strict):
                                                    "{path: value} mappings; their product gives the cells")
     search: dict[str, SearchParam] = Field(default_factory=dict,
                                            description="per-member TrialConfig path -> Optuna distribution, sampled in every cell")
-    samples_per_cell: int = Field(1, ge=1, description="points Optuna proposes in each cell")
+    samples_per_cell: int = Field(1, ge=1, le=MAX_SAMPLES_PER_CELL, description="points Optuna proposes in each cell")
     metric: str = Field("eval_reward_mean", description="point metric to optimise (an aggregate reported by the "
                                                         "trainer); its value at a point's last report is the result")
     mode: Literal["max", "min"] = Field("max", description="maximise or minimise `metric`")
@@ -347,11 +376,11 @@ class StudySpec(_Strict):
                         "CPUs, and with resources.gpus > 0 as many as fill the trial's share of a GPU: "
                         "members = min(65536, (0.8 x gpus x GPU memory - 2 GiB) / bytes per member) for the "
                         "largest cell (uwm_model.memory), divided by the members per point (seeds)")
-    max_concurrent: int | None = Field(None, ge=1, description="most trials running at once; default: as many as the "
+    max_concurrent: int | None = Field(None, ge=1, le=100_000, description="most trials running at once; default: as many as the "
                                                                "cluster fits when the study starts, so each cell's search "
                                                                "sees results early (set it on an autoscaling cluster, "
                                                                "which grows only for trials that wait)")
-    max_failures: int = Field(2, ge=0, description="retries of a failed trial (from its last checkpoint)")
+    max_failures: int = Field(2, ge=0, le=100, description="retries of a failed trial (from its last checkpoint)")
 
     _cells: list | None = PrivateAttr(None)
     _points_per_pack: int | None = PrivateAttr(None)
@@ -362,6 +391,10 @@ class StudySpec(_Strict):
         for axis, values in grid.items():
             if not values:
                 raise ValueError(f"axis '{axis}' has no values")
+        cells = math.prod(len(values) for values in grid.values())
+        if cells > MAX_CELLS:   # counted before any cell is built
+            raise ValueError(f"the axes give {cells:,} cells ({' x '.join(str(len(v)) for v in grid.values())}); "
+                             f"at most {MAX_CELLS:,}")
         return grid
 
     @field_validator("metric")
@@ -542,6 +575,7 @@ def _expand(spec: StudySpec) -> list[Cell]:
             raise UserError("grid", f"two cells have the same settings ({key}): an axis repeats a value")
         keys.add(key)
         cell = Cell(index, key, values, dump, cfg.pack_key(), cfg.layers)
+        _check_device(spec, cfg, sets, owner, key)
         _check_search(spec, cell)
         cells.append(cell)
     return cells
@@ -558,6 +592,23 @@ def _grid_probe_rules(configs: list[dict]) -> list[dict]:
         if entry not in entries:
             entries.append(entry)
     return entries
+
+
+def _check_device(spec: StudySpec, cfg: TrialConfig, sets: dict, owner: dict, key: str) -> None:
+    """A CUDA device a trial cannot see: Ray hides every GPU from a trial that holds none
+    (CUDA_VISIBLE_DEVICES is empty), and shows a trial holding g GPUs only ceil(g) of them."""
+    index = cfg.cuda_index
+    if index is None:
+        return
+    where = f"grid.{owner['device']}" if "device" in sets else "base.device"
+    visible = math.ceil(spec.resources.gpus)
+    if visible == 0:
+        raise UserError(where, f"device {cfg.device} needs resources.gpus > 0: a trial that holds no GPU sees no CUDA "
+                               "device (use device: auto to train on a GPU where there is one)"
+                               + (f" (cell {key})" if "device" in sets else ""))
+    if index >= visible:
+        raise UserError(where, f"device {cfg.device}: a trial holding resources.gpus={spec.resources.gpus:g} sees "
+                               f"{visible} GPU{'s' * (visible > 1)}, numbered from cuda:0")
 
 
 def _check_search(spec: StudySpec, cell: Cell) -> None:
@@ -592,8 +643,20 @@ def validate_spec(data: dict, where: str = "") -> StudySpec:
     return spec
 
 
+def check_spec_overrides(overrides: list[str]) -> None:
+    """A ``--set`` path must start at a spec field; a TrialConfig field is named under ``base.``."""
+    for item in overrides:
+        key, sep, _ = item.partition("=")
+        top = key.strip().split(".")[0]
+        if sep and top and top not in StudySpec.model_fields:
+            hint = f"; did you mean base.{key.strip()}?" if top in TrialConfig.model_fields else \
+                f" (spec fields: {', '.join(StudySpec.model_fields)})"
+            raise UserError("--set", f"'{top}' is not a field of the study spec{hint}")
+
+
 def load_spec(path: str | Path, overrides: list[str] = (), name: str | None = None) -> StudySpec:
     """Read, override (``--set``), rename (``--name``) and validate a study spec."""
+    check_spec_overrides(list(overrides))
     data = apply_overrides(read_yaml(path), list(overrides))
     if name is not None:
         data["name"] = name

@@ -86,9 +86,16 @@ def artifact_root(uri: str) -> str | None:
 
 
 def client(uri: str):
-    """An MlflowClient for ``uri`` that gives up quickly when a server is down."""
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+    """An MlflowClient for ``uri``.
+
+    A tracking server that goes away while a study runs is waited for: MLflow's client retries every
+    request with exponential backoff (7 retries, factor 2: about 4 minutes, MLflow's own default, kept),
+    so the trials pause in their logging call and go on, each point recorded once, when the server is
+    back. An outage longer than that fails the pack's logging call: Ray Tune retries the pack from
+    its last checkpoint (``max_failures``), waiting again. Commands that start work check the server
+    first and fail fast (:func:`check_tracking`)."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")   # "View run ..." from every worker
     from mlflow import MlflowClient
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)   # after the import, which sets INFO
@@ -219,6 +226,16 @@ class StudyTracker:
         _retry(self.client.log_batch, run_id, metrics=[Metric(f"{layout.POINT_COUNT_PREFIX}{k}", v, now, 0) for k, v in counts.items()])
         _retry(self.client.set_terminated, run_id, status=status)
         return counts
+
+    def mark_interrupted(self, parent_id: str) -> int:
+        """Runs of points still training when the study was interrupted end as KILLED in MLflow (their
+        uwm.status stays running: not an end, so `resume` reopens and continues them); return how many."""
+        marked = 0
+        for run in self.children(parent_id):
+            if run.info.status == "RUNNING" and run.data.tags.get(layout.STATUS, layout.RUNNING) not in layout.ENDED:
+                _retry(self.client.set_terminated, run.info.run_id, status="KILLED")
+                marked += 1
+        return marked
 
     def mark_failed(self, parent_id: str, pack_id: str, points: Iterable[dict]) -> None:
         """Points of a pack that errored for good: their runs end as failed (created if never started)."""

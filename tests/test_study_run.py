@@ -31,11 +31,12 @@ TINY_BASE = {"task": {"address_bits": 1}, "hidden": [4], "seeds": 2, "eval_episo
 # two cells that share a pack key (lr is per-member data): lr = 1e308 makes every member diverge
 DIVERGE = {
     "name": "diverge",
-    "base": {**TINY_BASE, "optimizer": "sgd", "episodes": 900, "report_every": 100},
+    # 512 eval episodes: rung values that tie (and so stop nobody) would make early stopping untestable
+    "base": {**TINY_BASE, "optimizer": "sgd", "episodes": 900, "report_every": 100, "eval_episodes": 512},
     "grid": {"lr": [0.1, 1e308]},
     "search": {"outgoing_norm": {"low": 0.5, "high": 2.0}},
     "samples_per_cell": 3,
-    "early_stopping": {"grace_period": 200, "reduction_factor": 2, "min_points": 2},
+    "early_stopping": {"grace_period": 100, "reduction_factor": 2, "min_points": 2},
     "confirm": {"seeds": 2},
 }
 

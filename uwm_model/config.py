@@ -22,6 +22,13 @@ TRIAL_PER_MEMBER_FIELDS = ("seed", "seeds", "lr", "outgoing_norm", "baseline_dec
                            "adam_eps", "name", "threshold")
 
 
+# upper bounds no study can mean: a billion episodes per member is days of compute on any machine,
+# and a population beyond 65 536 members only queues on the largest GPU (uwm_model.memory)
+MAX_EPISODES = 10**9
+MAX_SEEDS = 65_536
+MAX_WIDTH = 1 << 20
+
+
 def per_member_fields() -> tuple[str, ...]:
     """Every field that may differ per member: the trial's, then ``rule_options.<option>`` of every
     option some rule declares per member (:attr:`uwm_model.rules.Rule.per_member`)."""
@@ -29,8 +36,33 @@ def per_member_fields() -> tuple[str, ...]:
     return (*TRIAL_PER_MEMBER_FIELDS[:-2], *options, *TRIAL_PER_MEMBER_FIELDS[-2:])
 
 
+def _has_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return True
+    return isinstance(value, (list, tuple)) and any(_has_bool(v) for v in value)   # mappings check their own fields
+
+
+def refuse_booleans(model: type[BaseModel], name: str, value: Any) -> Any:
+    """pydantic reads true/false as 1/0 and '2' as 2 where a number is meant (``seeds: true`` -> 1): a field
+    whose type admits no boolean refuses one, also inside a list, and a numeric field refuses text."""
+    annotation = repr(model.model_fields[name].annotation)
+    numeric = ("int" in annotation or "float" in annotation) and "Any" not in annotation
+    if "bool" not in annotation and "Any" not in annotation and _has_bool(value):
+        raise PydanticCustomError("bool_refused", "expected {kind}, not a boolean (true/false)",
+                                  {"kind": "a number" if numeric else "a value"})
+    if numeric and "str" not in annotation and "Literal" not in annotation and isinstance(value, str):
+        # and a quoted number ('2') is text: pydantic would read it as 2
+        raise PydanticCustomError("text_refused", "expected a number, not text ({value!r})", {"value": value[:40]})
+    return value
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans(cls, value, info):
+        return value if info.field_name == "compile" else refuse_booleans(cls, info.field_name, value)
 
 
 class TaskConfig(_Strict):
@@ -61,7 +93,7 @@ def _default_cross_rules() -> list[CrossRule]:
 
 class ProbeConfig(_Strict):
     enabled: bool = Field(True, description="run the estimator probe of the trained rule at each report")
-    samples: int = Field(256, ge=2, description="K fresh episodes per member per probe")
+    samples: int = Field(256, ge=2, le=1 << 16, description="K fresh episodes per member per probe")
     cross_rule: bool = Field(False, description="also evaluate the rules in `rules` on the same episodes and state")
     rules: list[CrossRule] = Field(default_factory=_default_cross_rules, description="rules of the cross-rule probe")
 
@@ -69,7 +101,7 @@ class ProbeConfig(_Strict):
 class TrialConfig(_Strict):
     name: str | None = Field(None, description="free label of this configuration (per member)")
     task: TaskConfig = Field(default_factory=TaskConfig, description="the task")
-    hidden: list[int] = Field([64, 32], min_length=1, description="hidden layer widths, input side first")
+    hidden: list[int] = Field([64, 32], min_length=1, max_length=64, description="hidden layer widths, input side first")
     rule: str = Field("uwm", description="learning rule: a name in uwm_model.rules.RULES")
     rule_options: dict[str, Any] = Field(default_factory=dict,
                                          description="rule options (spec 3.6); those a rule declares per_member "
@@ -81,19 +113,19 @@ class TrialConfig(_Strict):
     adam_beta1: float = Field(0.9, ge=0, lt=1, description="Adam beta1 (per member)")
     adam_beta2: float = Field(0.999, ge=0, lt=1, description="Adam beta2 (per member)")
     adam_eps: float = Field(1e-8, gt=0, description="Adam epsilon (per member)")
-    batch_size: int = Field(1, ge=1, description="episodes per update")
+    batch_size: int = Field(1, ge=1, le=1 << 16, description="episodes per update")
     outgoing_norm: float | None = Field(None, gt=0, description="initial norm of every hidden unit's outgoing weights (per member)")
-    episodes: int = Field(100_000, ge=1, description="training episodes per member (each update uses batch_size)")
+    episodes: int = Field(100_000, ge=1, le=MAX_EPISODES, description="training episodes per member (each update uses batch_size)")
     seed: int = Field(0, ge=0, lt=2**31, description="seed of the first member (per member)")
-    seeds: int = Field(1, ge=1, description="members trained at once, seeds seed .. seed + seeds - 1")
+    seeds: int = Field(1, ge=1, le=MAX_SEEDS, description="members trained at once, seeds seed .. seed + seeds - 1")
     report_every: int = Field(10_000, ge=1, description="episodes between reports")
-    eval_episodes: int = Field(1024, ge=1, description="fresh episodes per member for the eval reward at each report")
+    eval_episodes: int = Field(1024, ge=1, le=1 << 20, description="fresh episodes per member for the eval reward at each report")
     threshold: float = Field(0.9, description="running-mean reward that counts as learned (per member)")
     threshold_window: int = Field(1000, ge=1, description="episodes in the running mean used for the threshold")
     probe: ProbeConfig = Field(default_factory=ProbeConfig, description="estimator probes at each report")
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N")
     dtype: Literal["float32", "float64"] = Field("float32", description="floating point precision")
-    threads: int = Field(1, ge=1, description="CPU threads for torch: the step's tensors are small, so one thread "
+    threads: int = Field(1, ge=1, le=1024, description="CPU threads for torch: the step's tensors are small, so one thread "
                          "per trial and several trials at once use the cores best")
     compile: Literal["auto", "on", "off"] = Field("auto", description="torch.compile the step: auto compiles long runs only")
 
@@ -115,8 +147,8 @@ class TrialConfig(_Strict):
     @field_validator("hidden")
     @classmethod
     def _positive_widths(cls, v):
-        if any(n < 1 for n in v):
-            raise ValueError(f"hidden widths must be >= 1; got {v}")
+        if any(n < 1 or n > MAX_WIDTH for n in v):
+            raise ValueError(f"hidden widths must be between 1 and {MAX_WIDTH:,}; got {v}")
         return v
 
     @field_validator("lr")
@@ -134,6 +166,11 @@ class TrialConfig(_Strict):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N; got {v!r}")
         return v
 
+    @property
+    def cuda_index(self) -> int | None:
+        """The CUDA device this configuration names (0 for ``cuda``), or None for auto and cpu."""
+        return None if self.device in ("auto", "cpu") else int(self.device.partition(":")[2] or 0)
+
     @model_validator(mode="after")
     def _consistent(self):
         with_baseline = [name for name, rule in RULES.items() if rule.reward_baseline]
@@ -150,7 +187,9 @@ class TrialConfig(_Strict):
             if getattr(self, name) % self.batch_size:
                 raise ValueError(f"{name}={getattr(self, name)} must be a multiple of batch_size={self.batch_size}")
         if self.report_every > self.episodes:
-            raise ValueError(f"report_every={self.report_every} exceeds episodes={self.episodes}")
+            default = "" if "report_every" in self.model_fields_set else \
+                f" (report_every is at its default {self.report_every}: set report_every <= episodes, e.g. {self.episodes})"
+            raise ValueError(f"report_every={self.report_every} exceeds episodes={self.episodes}{default}")
         low, high = (-1.0, 1.0) if self.task.rewards == "pm1" else (0.0, 1.0)
         if not low <= self.threshold <= high:
             raise ValueError(f"threshold={self.threshold} is outside the reward range [{low}, {high}]")
