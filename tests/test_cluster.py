@@ -10,6 +10,7 @@ The nodes run with `--block` under this test, which ends them (and only them) by
 
 import os
 import re
+import secrets
 import shutil
 import socket
 import subprocess

@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 VENV = Path(sys.prefix)
 SHRINK = ["--set", "base.episodes=1000", "--set", "base.report_every=500", "--set", "base.eval_episodes=64",
-          "--set", "base.seeds=2", "--set", "samples_per_cell=2", "--set", "base.hidden=[8]"]
+          "--set", "base.seeds=2", "--set", "samples_per_cell=2", "--set", "base.hidden=[8]", "--set", "confirm=null"]
 
 
 def free_ports(n):
