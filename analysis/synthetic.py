@@ -164,24 +164,28 @@ def _point_id(name, cell, lr, stage, s0):
     return hashlib.sha1(f"{name}|{cell}|{lr}|{stage}|{s0}".encode()).hexdigest()[:16]
 
 
-def _flat_params(rule, width, norm, lr, s0, seeds, episodes, report_every, cross_rule, rules):
-    probe_rules = [{"rule": r, "options": {}, "label": None} for r in rules]
-    return {
-        "name": None, "task.name": "multiplexer", "task.address_bits": 2, "task.inputs": "pm1",
-        "task.rewards": "pm1", "hidden": [width, width], "rule": rule, "baseline": "none", "baseline_decay": 0.99,
-        "optimizer": "adam", "lr": lr, "adam_beta1": 0.9, "adam_beta2": 0.999, "adam_eps": 1e-08,
-        "batch_size": 1, "outgoing_norm": norm, "episodes": episodes, "seed": s0, "seeds": seeds,
-        "report_every": report_every, "eval_episodes": 1024, "threshold": 0.9, "threshold_window": 100,
-        "probe.enabled": True, "probe.samples": 256, "probe.cross_rule": cross_rule, "probe.rules": probe_rules,
-        "device": "cpu", "dtype": "float32", "compile": "off",
-    }
+def _config(rule, width, norm, lr, s0, seeds, episodes, report_every, cross_rule, rules) -> dict:
+    """The point's full TrialConfig as JSON data: validated by the trainer's own model, so the params and
+    tags written from it are exactly those of a real run (one contract, not two)."""
+    from uwm_model.config import TrialConfig   # lazily: importing analysis must not import torch
+
+    return TrialConfig.model_validate({
+        "task": {"address_bits": 2}, "hidden": [width, width], "rule": rule, "lr": lr, "outgoing_norm": norm,
+        "episodes": episodes, "seed": s0, "seeds": seeds, "report_every": report_every, "eval_episodes": 1024,
+        "threshold": 0.9, "threshold_window": 100, "device": "cpu", "compile": "off",
+        "probe": {"enabled": True, "samples": 256, "cross_rule": cross_rule, "rules": [{"rule": r} for r in rules]},
+    }).model_dump(mode="json")
 
 
 def _write_point(client, exp_id, pid, name, rule, width, norm, lr, stage, s0, seeds, episodes, report_every,
                  cross_rule, rules, cell, rng):
     from mlflow.entities import Metric, Param
 
-    params = _flat_params(rule, width, norm, lr, s0, seeds, episodes, report_every, cross_rule, rules)
+    config = _config(rule, width, norm, lr, s0, seeds, episodes, report_every, cross_rule, rules)
+    from uwm_model.config import TrialConfig
+
+    params = layout.point_params(TrialConfig.model_validate(config).flat(),
+                                 {"rule": rule, "hidden": [width, width], "outgoing_norm": norm})
     L = 3
     var_seed = _variance(rule, width, norm, rng, seeds)  # total probe variance per seed
     lr_factor = 1 + 4 * math.log10(lr / BEST_LR) ** 2
@@ -282,12 +286,15 @@ def _write_point(client, exp_id, pid, name, rule, width, norm, lr, stage, s0, se
         final["auc_reward_mean"] = float(np.sum(v * np.diff(e, prepend=0.0)) / e[-1])
     metrics += [Metric(k, v, t0 + episodes + 1, episodes) for k, v in final.items() if math.isfinite(v)]
     metrics = [m for m in metrics if math.isfinite(m.value)]
-    run = client.create_run(exp_id, run_name=f"{rule}-w{width}-c{norm}-lr{lr}-{stage}", tags={
-        layout.PARENT: pid, layout.ROLE: "trial", layout.STUDY: name, layout.CELL: cell,
-        layout.POINT_ID: _point_id(name, cell, lr, stage, s0), layout.STAGE: stage,
+    point_id = _point_id(name, cell, lr, stage, s0)
+    run = client.create_run(exp_id, run_name=layout.point_run_name(point_id, config), tags={
+        layout.PARENT: pid, layout.ROLE: layout.ROLE_TRIAL, layout.STUDY: name, layout.CELL: cell,
+        layout.POINT_ID: point_id, layout.STAGE: stage, layout.PACK: f"pack-{point_id}",   # one point per pack: each has its own timing
+        layout.CONFIG_HASH: layout.config_hash(config), layout.NODE: "synthetic", layout.NODE_IP: "127.0.0.1",
+        layout.HOST: "synthetic", layout.DEVICE: "cpu",
         layout.STATUS: layout.DIVERGED if ever_diverged else layout.FINISHED})
     rid = run.info.run_id
-    params = [Param(k, str(v)) for k, v in params.items()]
+    params = [Param(k, v) for k, v in params.items()]
     client.log_batch(rid, params=params, metrics=metrics[:1000 - len(params)])
     for i in range(1000 - len(params), len(metrics), 1000):
         client.log_batch(rid, metrics=metrics[i:i + 1000])

@@ -22,9 +22,7 @@ that does not answer ``/health`` within a few seconds is reported before anythin
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
-import json
 import logging
 import math
 import os
@@ -130,10 +128,6 @@ def package_version() -> str:
         return version("uwm-study")
     except PackageNotFoundError:
         return "unknown"
-
-
-def config_hash(config: dict) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def search_all(mlflow_client, experiment_ids: list[str], filter_string: str) -> list:
@@ -267,7 +261,7 @@ class PointRun:
             return self.run_id
         from mlflow.entities import Param
 
-        pid, chash = self.point["point_id"], config_hash(self.point["config"])
+        pid, chash = self.point["point_id"], layout.config_hash(self.point["config"])
         found = search_all(self.client, [self.experiment_id], layout.point_filter(self.parent_id, pid))
         for run in sorted(found, key=lambda r: r.info.start_time):
             if run.data.tags.get(layout.CONFIG_HASH) == chash and self.run_id is None:
@@ -290,8 +284,7 @@ class PointRun:
         run = _retry(self.client.create_run, self.experiment_id, run_name=layout.point_run_name(pid, self.point["config"]),
                      tags=tags)
         self.run_id = run.info.run_id
-        params = {k: _param(v) for k, v in _flat(self.point["config"]).items()}
-        params.update({f"cell.{k}": _param(v) for k, v in self.point["axes"].items()})
+        params = layout.point_params(_flat(self.point["config"]), self.point["axes"])
         items = [Param(k, v) for k, v in params.items()]
         for i in range(0, len(items), 100):
             _retry(self.client.log_batch, self.run_id, params=items[i: i + 100])
@@ -347,10 +340,6 @@ def summary_metrics(last: dict[str, float], eval_curve: list[tuple[int, float]],
 
 def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and math.isfinite(v)
-
-
-def _param(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _flat(config: dict) -> dict[str, Any]:

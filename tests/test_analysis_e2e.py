@@ -153,3 +153,41 @@ def test_notebooks_execute_headless_against_the_real_study(real_study, monkeypat
         assert len(images) >= 1, f"{name} drew no figure"
         text = "".join(o.get("text", "") for o in outputs)
         assert "study 'tiny-e2e': 8 trials" in text, name
+
+
+def test_the_synthetic_writer_writes_exactly_the_runners_layout(real_study):
+    """The planted studies the analysis tests read must look to the analysis exactly like a real study:
+    the same tags, the same params, the same artifacts and only metric names the trainer can report."""
+    from mlflow import MlflowClient
+
+    from analysis.synthetic import write_synthetic_study
+    from uwm_model import layout, metrics
+
+    _, uri = real_study
+    write_synthetic_study(uri, name="synthetic-layout", widths=(4, 8), norms=(1.0, 4.0), lrs=(0.03,), seeds=2,
+                          episodes=400, report_every=200)
+    client = MlflowClient(uri)
+
+    def layout_of(study):
+        exp = client.get_experiment_by_name(study)
+        runs = client.search_runs([exp.experiment_id], max_results=1000)
+        kids = [r for r in runs if r.data.tags.get(layout.ROLE) == layout.ROLE_TRIAL]
+        parent = next(r for r in runs if r.data.tags.get(layout.ROLE) == layout.ROLE_STUDY)
+        ours = lambda tags: {k for k in tags if k.startswith("uwm.") or k == layout.PARENT}  # noqa: E731
+        return {
+            "parent tags": ours(parent.data.tags) - {layout.BEST_POINT},   # the runner adds it when the study ends
+            "child tags": set.union(*(ours(r.data.tags) for r in kids)),
+            "params": set.union(*(set(r.data.params) for r in kids)),
+            "artifacts": set.union(*({a.path for a in client.list_artifacts(r.info.run_id)} for r in kids)),
+            "names": [r.info.run_name for r in kids],
+            "metrics": set.union(*(set(r.data.metrics) for r in kids)),
+        }
+
+    real, synthetic = layout_of("tiny-e2e"), layout_of("synthetic-layout")
+    for part in ("parent tags", "child tags", "params", "artifacts"):
+        assert synthetic[part] == real[part], (part, synthetic[part] ^ real[part])
+    for names in (real["names"], synthetic["names"]):   # point id, rule, widths, norm, lr, seeds
+        assert all(re.fullmatch(r"\S+ (reinforce|uwm) \[\d+x\d+\] norm [\d.]+ lr \S+ s\d+-\d+", n) for n in names), names
+    summaries = {layout.AUC_REWARD} | {layout.FINAL_PREFIX + m for m in real["metrics"] | synthetic["metrics"]}
+    for name in real["metrics"] | synthetic["metrics"]:
+        assert metrics.is_point_metric(name) or name in summaries, name

@@ -17,6 +17,8 @@ here, so renaming a tag or adding a status is a one-line change. Standard librar
 
 from __future__ import annotations
 
+import hashlib
+import json
 from urllib.parse import urlparse
 
 # ---------------------------------------------------------------- tags
@@ -62,6 +64,18 @@ SEED_CURVE_COLUMNS = ("episode", "seed", "metric", "value")
 FINAL_PREFIX = "final_"
 AUC_REWARD = "auc_reward_mean"
 POINT_COUNT_PREFIX = "points_"
+
+
+def config_hash(config: dict) -> str:
+    """Tag CONFIG_HASH: a point's full TrialConfig (as JSON data), hashed."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def point_params(flat_config: dict, axes: dict) -> dict[str, str]:
+    """A child run's params: every field of ``TrialConfig.flat()`` and ``cell.<axis>`` for every grid axis,
+    as text (strings as they are, everything else as JSON)."""
+    text = lambda v: v if isinstance(v, str) else json.dumps(v)  # noqa: E731
+    return {**{k: text(v) for k, v in flat_config.items()}, **{f"cell.{k}": text(v) for k, v in axes.items()}}
 
 
 def point_run_name(point_id: str, config: dict) -> str:
