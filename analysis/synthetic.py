@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import zlib
 import tempfile
 from dataclasses import dataclass
@@ -291,7 +292,7 @@ def _write_point(client, exp_id, pid, name, rule, width, norm, lr, stage, s0, se
         layout.PARENT: pid, layout.ROLE: layout.ROLE_TRIAL, layout.STUDY: name, layout.CELL: cell,
         layout.POINT_ID: point_id, layout.STAGE: stage, layout.PACK: f"pack-{point_id}",   # one point per pack: each has its own timing
         layout.CONFIG_HASH: layout.config_hash(config), layout.NODE: "synthetic", layout.NODE_IP: "127.0.0.1",
-        layout.HOST: "synthetic", layout.DEVICE: "cpu",
+        layout.HOST: "synthetic", layout.PID: str(os.getpid()), layout.DEVICE: "cpu",
         layout.STATUS: layout.DIVERGED if ever_diverged else layout.FINISHED})
     rid = run.info.run_id
     params = [Param(k, v) for k, v in params.items()]

@@ -119,7 +119,7 @@ def train_pack(config: dict, ctx: StudyContext) -> None:
 
     node = ray.get_runtime_context().get_node_id()
     node_ip = next((n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == node), "?")   # as Ray knows it
-    where = {layout.NODE: node, layout.NODE_IP: node_ip, layout.HOST: socket.gethostname(),
+    where = {layout.NODE: node, layout.NODE_IP: node_ip, layout.HOST: socket.gethostname(), layout.PID: str(os.getpid()),
              layout.DEVICE: str(trainer.device)}   # cuda, or cpu where a GPU trial found no CUDA device
     runs: list[tracking.PointRun] | None = None
     for report in trainer.run():

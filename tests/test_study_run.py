@@ -384,25 +384,24 @@ def test_a_killed_trial_worker_is_retried_and_recorded_once(tmp_path, procs):
     driver = start("run", str(spec), cwd=tmp_path, log=log)
     checkpoints = tmp_path / "runs/worker/pack-0001"
 
+    from mlflow import MlflowClient
+
     def training_worker():
         procs.remember(driver)
         if not (checkpoints / "checkpoint_000001").exists():
             return None
-        for proc in psutil.Process(driver.pid).children(recursive=True):
-            try:
-                if "ImplicitFunc.train" in " ".join(proc.cmdline()):
-                    return proc
-            except psutil.Error:
-                pass
-        return None
+        # the pack's child runs name the process that trains them (tag uwm.pid): one of the driver's own
+        client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+        exp = client.get_experiment_by_name("worker")
+        runs = client.search_runs([exp.experiment_id], "tags.`uwm.pack` = 'pack-0001' and tags.`uwm.status` = 'running'")
+        pids = {int(r.data.tags["uwm.pid"]) for r in runs if "uwm.pid" in r.data.tags}
+        return next((p for p in psutil.Process(driver.pid).children(recursive=True) if p.pid in pids), None)
 
     wait_for(lambda: training_worker() is not None, 240, "a trial to checkpoint", procs, driver)
     training_worker().kill()
     assert driver.wait(timeout=300) == 0, log.read_text()[-3000:]
     text = log.read_text()
     assert "failed; retrying from its last checkpoint" in text and "8 finished" in text
-
-    from mlflow import MlflowClient
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     _, kids = children(client, "worker")

@@ -10,7 +10,7 @@ here, so renaming a tag or adding a status is a one-line change. Standard librar
   :data:`VERSION`; artifact :data:`SPEC_ARTIFACT`; at the end, metrics ``points_<status>``.
 - Child run per point, ``run_name = <point id>``, tag :data:`PARENT`, tags :data:`ROLE` = ``trial``,
   :data:`STUDY`, :data:`CELL`, :data:`POINT_ID`, :data:`STAGE`, :data:`PACK`, :data:`CONFIG_HASH`,
-  :data:`NODE`, :data:`NODE_IP`, :data:`HOST`, :data:`DEVICE` and :data:`STATUS` (:data:`RUNNING`, then one of :data:`ENDED`);
+  :data:`NODE`, :data:`NODE_IP`, :data:`HOST`, :data:`PID`, :data:`DEVICE` and :data:`STATUS` (:data:`RUNNING`, then one of :data:`ENDED`);
   params ``TrialConfig.flat()`` plus ``cell.<axis>``; metrics every aggregate the trainer reports
   (step = episode), summaries ``final_*`` and :data:`AUC_REWARD`; artifact :data:`SEED_CURVES`.
 """
@@ -37,6 +37,7 @@ CONFIG_HASH = "uwm.config_hash"
 NODE = "uwm.node"
 NODE_IP = "uwm.node_ip"     # the address Ray knows the node by
 HOST = "uwm.host"
+PID = "uwm.pid"             # the process id of the attempt that trains the point, on that node
 DEVICE = "uwm.device"       # the torch device a pack trained on (cpu where a GPU trial found no CUDA)
 STATUS = "uwm.status"
 
