@@ -28,8 +28,9 @@ def test_the_layout_page_names_every_tag_status_and_artifact():
 def test_nothing_in_the_repository_points_outside_it():
     files = subprocess.run(["git", "ls-files", "*.py", "*.md", "*.ipynb", "*.yaml"], cwd=ROOT, capture_output=True,
                            text=True, check=True).stdout.split()
-    outside = re.compile(r"\.\./shared|shared/docs|shared/tools")
-    offenders = [f for f in files if f != "tests/test_docs.py" and outside.search((ROOT / f).read_text(errors="replace"))]
+    # the developers' folder beside the checkout, spelled in pieces so this file does not match itself
+    outside = re.compile("|".join([r"\.\./" + "shared", "shared" + "/docs", "shared" + "/tools"]))
+    offenders = [f for f in files if outside.search((ROOT / f).read_text(errors="replace"))]
     assert not offenders, offenders
 
 
