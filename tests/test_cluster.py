@@ -11,7 +11,6 @@ The nodes run with `--block` under this test, which ends them (and only them) by
 import os
 import re
 import secrets
-import shutil
 import socket
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
+from ray_nodes import family, stop_nodes, wait_until
 
 BIN = Path(sys.executable).parent
 SPEC = {
@@ -72,7 +72,7 @@ def cluster(tmp_path):
              "--disable-usage-stats", f"--temp-dir={ray_tmp}", *own_ports(0), *common],
             env=env, stdout=(tmp_path / "head.log").open("w"), stderr=subprocess.STDOUT))
         url = f"http://127.0.0.1:{dashboard}"
-        _wait(lambda: "block forever" in (tmp_path / "head.log").read_text(), 90, "the head node", nodes[0])
+        wait_until(lambda: "block forever" in (tmp_path / "head.log").read_text(), 90, "the head node", nodes[0], poll=1)
         nodes.append(subprocess.Popen(
             [str(BIN / "ray"), "start", f"--address=127.0.0.1:{gcs}", *own_ports(1), *common],
             env=env, stdout=(tmp_path / "worker.log").open("w"), stderr=subprocess.STDOUT))
@@ -84,41 +84,10 @@ def cluster(tmp_path):
                                  capture_output=True, text=True, timeout=60).stdout
             return out.count("ALIVE") == 2
 
-        _wait(two_nodes, 120, "two alive nodes", nodes[1])
+        wait_until(two_nodes, 120, "two alive nodes", nodes[1], poll=1)
         yield env, url
     finally:
-        for node in nodes:                       # SIGTERM: `ray start --block` stops its node's processes
-            pids.update(p.pid for p in _family(node.pid))
-            node.terminate()
-        for node in nodes:
-            try:
-                node.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                node.kill()
-        for pid in pids:
-            try:
-                psutil.Process(pid).kill()
-            except psutil.Error:
-                pass
-        shutil.rmtree(ray_tmp, ignore_errors=True)
-
-
-def _family(pid):
-    try:
-        return psutil.Process(pid).children(recursive=True)
-    except psutil.Error:
-        return []
-
-
-def _wait(condition, timeout, what, process=None):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if condition():
-            return
-        if process is not None and process.poll() is not None:
-            raise AssertionError(f"{what} exited with code {process.returncode} (see its log)")
-        time.sleep(1)
-    raise AssertionError(f"timed out waiting for {what}")
+        stop_nodes(nodes, pids, ray_tmp)
 
 
 def test_cluster_launcher_config_is_valid_for_ray_up():
@@ -198,22 +167,11 @@ def gpu_head(tmp_path):
         env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
     pids = set()
     try:
-        _wait(lambda: "block forever" in log.read_text(), 90, "the head node", head)
-        pids.update(p.pid for p in _family(head.pid))
+        wait_until(lambda: "block forever" in log.read_text(), 90, "the head node", head, poll=1)
+        pids.update(p.pid for p in family(head.pid))
         yield env, f"127.0.0.1:{gcs}"
     finally:
-        pids.update(p.pid for p in _family(head.pid))
-        head.terminate()
-        try:
-            head.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            head.kill()
-        for pid in pids:
-            try:
-                psutil.Process(pid).kill()
-            except psutil.Error:
-                pass
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+        stop_nodes([head], pids, ray_tmp)
 
 
 def test_four_quarter_gpu_trials_share_one_declared_gpu_at_once_and_fall_back_to_the_cpu(gpu_head, tmp_path):

@@ -37,6 +37,7 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
+from ray_nodes import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -128,7 +129,7 @@ class Machine:
             ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child", _sshd(), "-D", "-e", "-f", str(config)],
             stdout=self.log.open("w"), stderr=subprocess.STDOUT)
         try:
-            _wait(lambda: _listening(ip, port), 20, f"sshd on {ip}:{port}", self.proc)
+            wait_until(lambda: _listening(ip, port), 20, f"sshd on {ip}:{port}", self.proc)
         except AssertionError as err:   # e.g. unshare not permitted: the test needs root (CAP_SYS_ADMIN)
             raise AssertionError(f"{err}: {self.log.read_text()[-2000:]}") from None
 
@@ -152,17 +153,6 @@ def _sshd() -> str:
 def _listening(ip, port) -> bool:
     with socket.socket() as s:
         return s.connect_ex((ip, port)) == 0
-
-
-def _wait(condition, timeout, what, process=None):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if condition():
-            return
-        if process is not None and process.poll() is not None:
-            raise AssertionError(f"{what} exited with code {process.returncode} (see its log)")
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -263,7 +253,7 @@ def test_ray_up_submit_job_submit_exec_down(launcher):
     def two_nodes():
         out = ray(env, "exec", str(config), "ray list nodes --format yaml", check=False, timeout=120)
         return out.count("state: ALIVE") == 2
-    _wait(two_nodes, 240, "the worker node to join")
+    wait_until(two_nodes, 240, "the worker node to join")
 
     # 1. ray submit: the head's shell joins the cluster and uses its storage and tracking
     out = ray(env, "submit", str(config), "deploy/submit.py", "--", "run", "~/uwm-study/tune_configs/quickstart.yaml",
@@ -308,5 +298,5 @@ def test_ray_up_submit_job_submit_exec_down(launcher):
         return any("raylet" in p or "gcs_server" in p for p in machine.processes())
     assert ray_on(head) and ray_on(worker)
     ray(env, "down", "-y", str(config), timeout=300)     # its `ray stop` sees only the head's namespace
-    _wait(lambda: not ray_on(head), 60, "ray down to stop Ray on the head")
+    wait_until(lambda: not ray_on(head), 60, "ray down to stop Ray on the head")
     # (the local provider only marks workers terminated; ending the worker's namespace ends its Ray)
