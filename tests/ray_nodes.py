@@ -2,10 +2,22 @@
 stop exactly the nodes (and their processes) a test started, by process id, never by name."""
 
 import shutil
+import socket
 import subprocess
 import time
 
 import psutil
+
+
+def free_ports(n) -> list[int]:
+    """n distinct ports free on 127.0.0.1 now (so a test's Ray never takes another cluster's defaults)."""
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
 
 
 def wait_until(condition, timeout, what, process=None, poll=0.5):

@@ -11,7 +11,6 @@ The nodes run with `--block` under this test, which ends them (and only them) by
 import os
 import re
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
-from ray_nodes import family, stop_nodes, wait_until
+from ray_nodes import family, free_ports, stop_nodes, wait_until
 
 BIN = Path(sys.executable).parent
 SPEC = {
@@ -32,16 +31,6 @@ SPEC = {
     "samples_per_cell": 2,
     "pack_size": 1,
 }
-
-
-def free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 @pytest.fixture

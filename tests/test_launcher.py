@@ -37,23 +37,13 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
-from ray_nodes import wait_until
+from ray_nodes import free_ports, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 VENV = Path(sys.prefix)
 SHRINK = ["--set", "base.episodes=1000", "--set", "base.report_every=500", "--set", "base.eval_episodes=64",
           "--set", "base.seeds=2", "--set", "samples_per_cell=2", "--set", "base.hidden=[8]", "--set", "confirm=null"]
-
-
-def free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def replace(text: str, old: str, new: str) -> str:
