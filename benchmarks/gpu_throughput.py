@@ -23,7 +23,8 @@ import torch
 import uwm_model as um
 
 
-def measure(P: int, B: int, rule: str, compile_mode: str, device: str, steps: int) -> dict:
+def measure(P: int, B: int, rule: str, compile_mode: str, device: str, steps: int, draws: str = "auto",
+            profile: str | None = None) -> dict:
     window = steps * B
     cfg = um.TrialConfig(task={"address_bits": 4}, hidden=[64, 32], rule=rule,
                          rule_options={"p": 2} if rule == "wm" else {}, lr=[0.01, 0.001, 0.0001], batch_size=B,
@@ -36,13 +37,29 @@ def measure(P: int, B: int, rule: str, compile_mode: str, device: str, steps: in
         torch.cuda.reset_peak_memory_stats(dev)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     trainer = um.Trainer(cfg)
-    first, second = list(trainer.run())
+    if draws != "auto":
+        trainer.draws_in_step = draws == "step"
+    windows = trainer.run()
+    first = next(windows)
+    if profile:
+        # the second window under torch's profiler: its kernels by device time, appended to the file
+        from torch.profiler import ProfilerActivity, profile as profiler
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.device(device).type == "cuda" else [])
+        with profiler(activities=activities) as prof:
+            second = next(windows)
+        sort = "cuda_time_total" if torch.device(device).type == "cuda" else "cpu_time_total"
+        with open(profile, "a") as f:
+            f.write(f"\n=== P={P} batch={B} {rule} compile={compile_mode} draws={draws} on {device}\n")
+            f.write(prof.key_averages().table(sort_by=sort, row_limit=25, max_name_column_width=90))
+    else:
+        second = next(windows)
     seconds = second.wall_seconds - first.wall_seconds
     if dev.type == "cuda":
         peak = f"{torch.cuda.max_memory_allocated(dev) / 2**30:.1f}"
     else:
         peak = f"~{(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 2**20:.1f}"   # KiB -> GiB
-    return dict(eps=P * B * steps / seconds, compile=second.compile_seconds, peak=peak)
+    return dict(eps=P * B * steps / seconds, compile=second.compile_seconds, peak=peak,
+                draws="step" if trainer.draws_in_step else "block")
 
 
 def population(text: str) -> tuple[int, int]:
@@ -62,6 +79,9 @@ def main():
     parser.add_argument("--cpu-populations", nargs="*", default=None,
                         help="populations for the CPU side (default: the same; 'none' skips it)")
     parser.add_argument("--cpu-steps", type=int, default=8)
+    parser.add_argument("--draws", nargs="+", default=["auto"], choices=["auto", "block", "step"],
+                        help="where a step's uniforms come from: the trainer's choice, drawn blocks, or inside the step")
+    parser.add_argument("--profile", help="append torch profiler tables (top kernels of each row's timed window) to this file")
     args = parser.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.exit(2, "error: --device cuda but torch sees no CUDA device (use --device cpu for the CPU code path)\n")
@@ -71,7 +91,8 @@ def main():
     name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "CPU"
     print(f"torch {torch.__version__}; device {args.device} ({name}); {os.cpu_count()} CPU cores, "
           f"{torch.get_num_threads()} torch threads")
-    print(f"{'where':>6} {'P':>6} {'batch':>5} {'rule':>4} {'mode':>8} {'net-episodes/s':>15} {'compile s':>9} {'peak GiB':>9}")
+    print(f"{'where':>6} {'P':>6} {'batch':>5} {'rule':>4} {'mode':>8} {'draws':>5} {'net-episodes/s':>15} "
+          f"{'compile s':>9} {'peak GiB':>9}")
     sides = [(args.device, args.populations, args.steps)]
     if not args.device.startswith("cpu") and cpu_pops:
         sides.append(("cpu", cpu_pops, args.cpu_steps))
@@ -79,10 +100,11 @@ def main():
         for P, B in pops:
             for rule in args.rules:
                 for mode in args.modes:
-                    r = measure(P, B, rule, mode, device, steps)
-                    label = "compiled" if mode == "on" else "eager"
-                    print(f"{device:>6} {P:>6} {B:>5} {rule:>4} {label:>8} {r['eps']:>15,.0f} {r['compile']:>9.1f} "
-                          f"{r['peak']:>9}", flush=True)
+                    for draws in args.draws:
+                        r = measure(P, B, rule, mode, device, steps, draws, args.profile)
+                        label = "compiled" if mode == "on" else "eager"
+                        print(f"{device:>6} {P:>6} {B:>5} {rule:>4} {label:>8} {r['draws']:>5} {r['eps']:>15,.0f} "
+                              f"{r['compile']:>9.1f} {r['peak']:>9}", flush=True)
 
 
 if __name__ == "__main__":

@@ -93,6 +93,10 @@ def _task(cfg: TrialConfig) -> Multiplexer:
 class Trainer:
     """Trains the members of one or more configurations that share ``pack_key()``."""
 
+    # where a step's uniforms come from: drawn in blocks before the steps (False) or generated inside the
+    # compiled step (True); None lets the trainer choose (inside on a GPU, compiled). Numbers are the same.
+    draws_in_step: bool | None = None
+
     def __init__(self, configs: TrialConfig | Sequence[TrialConfig]):
         self.points = [configs] if isinstance(configs, TrialConfig) else list(configs)
         if not self.points:
@@ -118,7 +122,7 @@ class Trainer:
         self.seeds = per_member([s for _, s in members], torch.int64)
         lrs = per_member([c.layer_lrs for c, _ in members])                       # [P, L]
         self.layer_of_param = self._layer_index()
-        self.lr = lrs[:, self.layer_of_param]                                     # [P, N]
+        self.layer_lrs = lrs
         self.beta1 = per_member([c.adam_beta1 for c, _ in members]).unsqueeze(1)
         self.beta2 = per_member([c.adam_beta2 for c, _ in members]).unsqueeze(1)
         self.eps = per_member([c.adam_eps for c, _ in members]).unsqueeze(1)
@@ -156,14 +160,18 @@ class Trainer:
         self.compile_seconds = 0.0
         self.compiled: bool | None = None   # chosen by _prepare
         self.resumed_from: list[int] = []   # the episode of every checkpoint this run was restored from (checked by tests)
-        self._step = self._steps = self._uniform_parts = None
+        self._step = self._steps = self._uniform_parts = self._step_at = self._steps_at = None
 
     # ------------------------------------------------------------------ layout
 
+    def _layer_blocks(self) -> list[tuple[int, int]]:
+        """(layer, entries) of each consecutive block of the flat parameter vector: weights, then biases."""
+        counts = [n_out * n_in for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:])] + self.sizes[1:]
+        return list(zip(list(range(len(self.sizes) - 1)) * 2, counts))
+
     def _layer_index(self) -> torch.Tensor:
         """For every entry of the flat parameter vector, the index of its layer."""
-        counts = [n_out * n_in for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:])] + self.sizes[1:]
-        layers = list(range(len(self.sizes) - 1)) * 2
+        layers, counts = zip(*self._layer_blocks())
         return torch.repeat_interleave(torch.tensor(layers), torch.tensor(counts)).to(self.device)
 
     def flatten(self, weights, biases) -> torch.Tensor:
@@ -183,6 +191,13 @@ class Trainer:
             biases.append(theta[:, offset: offset + n_out])
             offset += n_out
         return weights, biases
+
+    @property
+    def lr(self) -> torch.Tensor:
+        """[P, N] learning rate of every parameter entry, expanded from the per-layer rates [P, L] inside
+        the step: a [P, N] tensor of rates would be one more full pass over memory per step, which is what
+        bounds a large population on a GPU."""
+        return torch.cat([self.layer_lrs[:, l: l + 1].expand(-1, count) for l, count in self._layer_blocks()], 1)
 
     @property
     def network(self) -> Network:
@@ -272,6 +287,20 @@ class Trainer:
             rewards.append(reward)
         return state, torch.stack(rewards)
 
+    def train_step_at(self, state: TrainState, counter: torch.Tensor) -> tuple[TrainState, torch.Tensor]:
+        """:meth:`train_step` of the step whose stream counter is ``counter`` (a 0-d int64 tensor), its
+        uniforms generated inside: compiled on a GPU, the generator fuses into the step's kernels, so a
+        large population's uniforms never pass through device memory (the same numbers as drawn blocks)."""
+        return self.train_step(state, streams.uniforms(self.train_keys, counter, self._draws_per_step(), self.dtype))
+
+    def train_steps_at(self, state: TrainState, counters: torch.Tensor) -> tuple[TrainState, torch.Tensor]:
+        """:meth:`train_steps` of the steps ``counters`` ([S] int64), each generating its own uniforms."""
+        rewards = []
+        for i in range(counters.shape[0]):
+            state, reward = self.train_step_at(state, counters[i])
+            rewards.append(reward)
+        return state, torch.stack(rewards)
+
     def _draws_per_step(self) -> int:
         return self.cfg.batch_size * sum(self._draws_per_episode(self.rule.needs_uniforms))
 
@@ -309,24 +338,38 @@ class Trainer:
         entries = self.P * self.cfg.batch_size * self.theta.shape[1]
         eager_step = EAGER_STEP_FIXED_SECONDS + EAGER_STEP_PER_ENTRY_SECONDS * entries
         self.compiled = mode == "on" or (mode == "auto" and steps * eager_step * COMPILE_SAVING > COMPILE_SECONDS)
+        if self.draws_in_step is None:
+            # on a GPU the compiled step generates its own uniforms (no block through memory; the integer
+            # work is cheap there); on the CPU drawn blocks are faster (see DRAW_BLOCK)
+            self.draws_in_step = self.compiled and self.device.type == "cuda"
         if not self.compiled:
             return
         compile = lambda fn: torch.compile(fn, fullgraph=True, dynamic=False)  # noqa: E731
-        self._step, self._steps, self._uniform_parts = compile(self.train_step), compile(self.train_steps), \
-            compile(streams.uniform_parts)
-        # compile now, on the real state (the step functions are pure), so training time excludes it: the
-        # generator for every block length, one graph of STEPS_PER_CALL steps and, when a block's length is
-        # not a multiple, one of a single step; torch's compile cache makes later trials start in seconds
+        # compile now, on the real state (the step functions are pure), so training time excludes it: one
+        # graph of STEPS_PER_CALL steps and, when a window's length is not a multiple, one of a single step
+        # (with drawn blocks also the generator for every block length); torch's compile cache makes later
+        # trials start in seconds
         tic = time.perf_counter()
         state = self.train_state
-        blocks = self._window_blocks()
-        for length in blocks:
-            u = self.draw_steps(torch.arange(length, device=self.device))
-        if max(blocks) >= STEPS_PER_CALL:
-            self._steps(state, u[:STEPS_PER_CALL] if len(u) >= STEPS_PER_CALL else
-                        self.draw_steps(torch.arange(STEPS_PER_CALL, device=self.device)))
-        if any(length % STEPS_PER_CALL for length in blocks):
-            self._step(state, u[0])
+        window = self.cfg.report_every // self.cfg.batch_size
+        if self.draws_in_step:
+            self._step_at, self._steps_at = compile(self.train_step_at), compile(self.train_steps_at)
+            lengths = {min(window, steps), steps % window} - {0}           # the windows' lengths in steps
+            if max(lengths) >= STEPS_PER_CALL:
+                self._steps_at(state, torch.arange(STEPS_PER_CALL, device=self.device))
+            if any(length % STEPS_PER_CALL for length in lengths):
+                self._step_at(state, torch.zeros((), dtype=torch.int64, device=self.device))
+        else:
+            self._step, self._steps, self._uniform_parts = compile(self.train_step), compile(self.train_steps), \
+                compile(streams.uniform_parts)
+            blocks = self._window_blocks()
+            for length in blocks:
+                u = self.draw_steps(torch.arange(length, device=self.device))
+            if max(blocks) >= STEPS_PER_CALL:
+                self._steps(state, u[:STEPS_PER_CALL] if len(u) >= STEPS_PER_CALL else
+                            self.draw_steps(torch.arange(STEPS_PER_CALL, device=self.device)))
+            if any(length % STEPS_PER_CALL for length in blocks):
+                self._step(state, u[0])
         self.compile_seconds = time.perf_counter() - tic
 
     # ------------------------------------------------------------------ training loop
@@ -363,23 +406,33 @@ class Trainer:
 
     def _train(self, n: int) -> torch.Tensor:
         """n steps from the current state; returns the batch-mean rewards [n, P]."""
-        state = self.train_state
-        first, rewards, block = self.step_count, [], self.draw_block_steps()
-        unroll = STEPS_PER_CALL if self.compiled else 1
-        for start in range(0, n, block):
-            # bounded blocks of the window's own steps (see DRAW_BUDGET_BYTES): nothing is drawn ahead
-            count, i = min(block, n - start), 0
-            u = self.draw_steps(torch.arange(first + start, first + start + count, device=self.device))
-            while i < count:
-                if count - i >= unroll > 1:
-                    state, reward = self._steps(state, u[i: i + unroll])
-                    i += unroll
-                else:
-                    state, reward = (self._step or self.train_step)(state, u[i])
-                    reward, i = reward.unsqueeze(0), i + 1
-                rewards.append(reward)
+        state, first, rewards = self.train_state, self.step_count, []
+        if self.draws_in_step:
+            # the steps generate their own uniforms from their counters: nothing is drawn ahead
+            state = self._unrolled(state, torch.arange(first, first + n, device=self.device),
+                                   self._step_at or self.train_step_at, self._steps_at, rewards)
+        else:
+            block = self.draw_block_steps()
+            for start in range(0, n, block):
+                # bounded blocks of the window's own steps (see DRAW_BUDGET_BYTES): nothing is drawn ahead
+                u = self.draw_steps(torch.arange(first + start, first + min(start + block, n), device=self.device))
+                state = self._unrolled(state, u, self._step or self.train_step, self._steps, rewards)
         self.train_state = state
         return torch.cat(rewards)
+
+    def _unrolled(self, state: TrainState, inputs: torch.Tensor, one, many, rewards: list) -> TrainState:
+        """Steps over ``inputs`` (one per step: uniforms [P, D] or counters), STEPS_PER_CALL at a time through
+        ``many`` when compiled, the rest through ``one``; appends each call's rewards to ``rewards``."""
+        unroll, i = STEPS_PER_CALL if self.compiled else 1, 0
+        while i < len(inputs):
+            if len(inputs) - i >= unroll > 1:
+                state, reward = many(state, inputs[i: i + unroll])
+                i += unroll
+            else:
+                state, reward = one(state, inputs[i])
+                reward, i = reward.unsqueeze(0), i + 1
+            rewards.append(reward)
+        return state
 
     def _track_threshold(self, rewards: torch.Tensor) -> None:
         """Running mean over the last threshold_window episodes; first episode it reaches the threshold."""
