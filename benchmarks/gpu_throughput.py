@@ -50,7 +50,7 @@ def measure(P: int, B: int, rule: str, compile_mode: str, device: str, steps: in
         sort = "cuda_time_total" if torch.device(device).type == "cuda" else "cpu_time_total"
         with open(profile, "a") as f:
             f.write(f"\n=== P={P} batch={B} {rule} compile={compile_mode} draws={draws} on {device}\n")
-            f.write(prof.key_averages().table(sort_by=sort, row_limit=25, max_name_column_width=90))
+            f.write(prof.key_averages().table(sort_by=sort, row_limit=45, max_name_column_width=70))
     else:
         second = next(windows)
     seconds = second.wall_seconds - first.wall_seconds
@@ -79,6 +79,7 @@ def main():
     parser.add_argument("--cpu-populations", nargs="*", default=None,
                         help="populations for the CPU side (default: the same; 'none' skips it)")
     parser.add_argument("--cpu-steps", type=int, default=8)
+    parser.add_argument("--cpu-modes", nargs="+", choices=["on", "off"], help="modes of the CPU side (default: --modes)")
     parser.add_argument("--draws", nargs="+", default=["auto"], choices=["auto", "block", "step"],
                         help="where a step's uniforms come from: the trainer's choice, drawn blocks, or inside the step")
     parser.add_argument("--profile", help="append torch profiler tables (top kernels of each row's timed window) to this file")
@@ -93,13 +94,13 @@ def main():
           f"{torch.get_num_threads()} torch threads")
     print(f"{'where':>6} {'P':>6} {'batch':>5} {'rule':>4} {'mode':>8} {'draws':>5} {'net-episodes/s':>15} "
           f"{'compile s':>9} {'peak GiB':>9}")
-    sides = [(args.device, args.populations, args.steps)]
+    sides = [(args.device, args.populations, args.steps, args.modes)]
     if not args.device.startswith("cpu") and cpu_pops:
-        sides.append(("cpu", cpu_pops, args.cpu_steps))
-    for device, pops, steps in sides:
+        sides.append(("cpu", cpu_pops, args.cpu_steps, args.cpu_modes or args.modes))
+    for device, pops, steps, modes in sides:
         for P, B in pops:
             for rule in args.rules:
-                for mode in args.modes:
+                for mode in modes:
                     for draws in args.draws:
                         r = measure(P, B, rule, mode, device, steps, draws, args.profile)
                         label = "compiled" if mode == "on" else "eager"

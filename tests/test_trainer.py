@@ -86,7 +86,7 @@ def test_a_diverging_member_stops_and_leaves_the_others_untouched():
     assert last[1].status == "diverged" and last[1].metrics["diverged_fraction"] == 1.0
     diverged_at = [s["diverged_at"] for s in last[1].per_seed]
     assert all(0 < e <= 640 for e in diverged_at)
-    assert torch.isfinite(pack.theta).all(), "a diverged member keeps its last finite values"
+    assert torch.isfinite(pack.theta).all(), "a diverged member keeps the values of its last report"
 
 
 def assert_reports_equal(got, expected):

@@ -2,11 +2,12 @@
 
 The estimate is an upper bound of the peak a trainer reaches (compiled or eager), per member:
 
-    itemsize x (12 N + 3 B N + 6 B D)  bytes,  plus FIXED_BYTES per population
+    itemsize x (15 N + 3 B N + 6 B D)  bytes,  plus FIXED_BYTES per population
 
 N parameters per member, B the batch, D the uniforms of one episode (inputs, units, and uwm's U).
-12 N: parameters, Adam's m and v and the per-parameter learning rates (4 N of state), and the
-step's temporaries (gradient, new parameters and moments, the divergence guard's copies: 8 N).
+15 N: parameters and Adam's m and v (3 N of state), the same at the start of the report window (3 N:
+a member that diverges is set back to it), and the step's temporaries (gradient, new parameters and
+moments, and what the compiler keeps between unrolled steps: 9 N).
 3 B N: per-sample weight estimates (the outer products some rules form before the batch mean).
 6 B D: the step's uniforms, the episode's logits, probabilities and samples. Evaluation and
 probes run in member slices within the draw budget (``trainer.DRAW_BUDGET_BYTES``), counted in
@@ -34,7 +35,7 @@ def member_bytes(cfg: TrialConfig) -> int:
     draws = inputs + sum(widths) + (sum(widths[:-1]) if RULES[cfg.rule].needs_uniforms else 0)
     itemsize = resolve_dtype(cfg.dtype).itemsize
     B = cfg.batch_size
-    return itemsize * (12 * params + 3 * B * params + 6 * B * draws)
+    return itemsize * (15 * params + 3 * B * params + 6 * B * draws)
 
 
 def members_that_fit(cfg: TrialConfig, device_bytes: float, fraction: float = 0.8) -> int:

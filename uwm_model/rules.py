@@ -289,7 +289,10 @@ def per_sample_parameters(logit_grads: Sequence[Tensor], ep: Episode) -> tuple[l
 def batch_mean_parameters(logit_grads: Sequence[Tensor], ep: Episode) -> Gradient:
     """The batch mean of the weight and bias estimates, without materialising per-sample weights."""
     batch = ep.h[0].shape[1]
-    return Gradient([batched_matmul(g.transpose(1, 2), h) / batch for g, h in zip(logit_grads, ep.h[:-1])],
+    # each weight mean is computed as its transpose h^T g ([P, n_in, n_out], contiguous) and returned as a
+    # view: the trainer stores weights transposed, so its flat gradient is then the product as written,
+    # not a strided copy (on a GPU, strided reads of a large population cost a pass over memory)
+    return Gradient([batched_matmul(h.transpose(1, 2), g).transpose(1, 2) / batch for g, h in zip(logit_grads, ep.h[:-1])],
                     [g.mean(1) for g in logit_grads])
 
 

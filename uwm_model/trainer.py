@@ -265,16 +265,18 @@ class Trainer:
         else:
             new_theta, new_m, new_v = sgd_update(theta, grad, self.lr), adam_m, adam_v
 
-        # A member whose update is not finite keeps its last finite values and stops (diverged). The
-        # check sums each member's new parameters (a sum is finite iff every term is, short of
-        # overflow near the float limit): one reduction, not a full-size elementwise test.
+        # A member whose new parameters are not finite stops (diverged): it updates no more, and after the
+        # window its state is reset to the window's start (_train). The [P, N] arrays select on `active`,
+        # known before the step, so the step writes them in the same pass that sums each member's new
+        # parameters (a sum is finite iff every term is, short of overflow near the float limit); selecting
+        # on this step's sum would read every parameter a second time.
         update = active & torch.isfinite(new_theta.sum(1))
-        keep = update.unsqueeze(1)
+        was_active = active.unsqueeze(1)
         return TrainState(
-            theta=torch.where(keep, new_theta, theta), adam_m=torch.where(keep, new_m, adam_m),
-            adam_v=torch.where(keep, new_v, adam_v),
-            beta1_power=torch.where(keep, beta1_power * self.beta1, beta1_power),
-            beta2_power=torch.where(keep, beta2_power * self.beta2, beta2_power),
+            theta=torch.where(was_active, new_theta, theta), adam_m=torch.where(was_active, new_m, adam_m),
+            adam_v=torch.where(was_active, new_v, adam_v),
+            beta1_power=torch.where(update.unsqueeze(1), beta1_power * self.beta1, beta1_power),
+            beta2_power=torch.where(update.unsqueeze(1), beta2_power * self.beta2, beta2_power),
             baseline=torch.where(update, self.baseline_decay * baseline + (1 - self.baseline_decay) * reward.mean(1), baseline),
             active=update, updates=updates + update.to(updates.dtype)), reward.mean(1)
 
@@ -406,7 +408,8 @@ class Trainer:
 
     def _train(self, n: int) -> torch.Tensor:
         """n steps from the current state; returns the batch-mean rewards [n, P]."""
-        state, first, rewards = self.train_state, self.step_count, []
+        at_start = state = self.train_state
+        first, rewards = self.step_count, []
         if self.draws_in_step:
             # the steps generate their own uniforms from their counters: nothing is drawn ahead
             state = self._unrolled(state, torch.arange(first, first + n, device=self.device),
@@ -417,8 +420,18 @@ class Trainer:
                 # bounded blocks of the window's own steps (see DRAW_BUDGET_BYTES): nothing is drawn ahead
                 u = self.draw_steps(torch.arange(first + start, first + min(start + block, n), device=self.device))
                 state = self._unrolled(state, u, self._step or self.train_step, self._steps, rewards)
-        self.train_state = state
+        self.train_state = self._reset_diverged(at_start, state)
         return torch.cat(rewards)
+
+    def _reset_diverged(self, start: TrainState, end: TrainState) -> TrainState:
+        """``end``, with the members that diverged since ``start`` (active there, not here: early stopping
+        acts between windows) set back to their state at ``start``: the last values they reported, all finite."""
+        diverged = start.active & ~end.active
+        if not bool(diverged.any()):
+            return end
+        reset = {name: torch.where(diverged.view(-1, *[1] * (old.dim() - 1)), old, getattr(end, name))
+                 for name, old in start._asdict().items() if name not in ("active", "updates")}
+        return end._replace(**reset)
 
     def _unrolled(self, state: TrainState, inputs: torch.Tensor, one, many, rewards: list) -> TrainState:
         """Steps over ``inputs`` (one per step: uniforms [P, D] or counters), STEPS_PER_CALL at a time through

@@ -53,6 +53,8 @@ MUTATIONS = [
       "episode = (first_step + window + first - 1) * self.cfg.batch_size", THRESHOLD),
     m("trainer.stopped_members_keep_training", "uwm_model/trainer.py",
       "update = active & torch.isfinite(new_theta.sum(1))", "update = torch.isfinite(new_theta.sum(1))", STOP),
+    m("trainer.diverged_members_keep_non_finite_values", "uwm_model/trainer.py",
+      "if not bool(diverged.any()):", "if True:", ["tests/test_trainer.py"]),
     m("trainer.stop_points_marks_finished_as_stopped", "uwm_model/trainer.py",
       "self.stopped |= mask & (self.diverged_at < 0)", "self.stopped |= mask", PACK),
     m("trainer.eval_on_train_stream", "uwm_model/trainer.py",
