@@ -6,16 +6,17 @@ The MLflow layout (written by the ``study`` package) is:
 - one *child* run per point (a configuration trained with all its seeds), tag
   ``mlflow.parentRunId``; tags ``uwm.cell``, ``uwm.point_id``, ``uwm.status``, ``uwm.stage``;
   params = ``TrialConfig.flat()`` (lists as strings) plus cell axes; metrics = the point's
-  aggregates over seeds (``eval_reward_mean``, ``probe_var_l1_mean``, ...) at step = episode,
-  plus summaries ``final_*`` and ``auc_reward_mean``;
+  series (``eval_reward_mean``, ``probe_var_l1_mean``, ``auc_reward_mean``, ...) at step = episode
+  (stores written before series replaced them also hold ``final_*`` summaries);
 - artifact ``curves_per_seed.csv`` per child run: columns episode, seed, metric, value.
 
 :func:`load_study` returns a :class:`Study` with three tables:
 
 ``trials``       one row per child run (point): identifiers, status, every param (parsed from
                  its string), derived columns (``rule_variant``, ``width``, ``depth``, ``lr``),
-                 summary metrics (``final_*``, ``auc_*``) under their own names and the latest
-                 value of every other metric as ``last_<name>``.
+                 ``auc_*`` under their own names, the latest value of every other metric as
+                 ``last_<name>`` and, for a point that ended (finished, stopped, diverged), the
+                 same value as ``final_<name>``.
 ``curves``       long format: run_id, episode, metric, value (the aggregate metric histories).
 ``seed_curves``  long format: run_id, episode, seed, metric, value (from curves_per_seed.csv).
 
@@ -218,6 +219,10 @@ def _trial_row(run) -> dict[str, Any]:
     row["outgoing_norm"] = float(on) if isinstance(on, (int, float)) and not isinstance(on, bool) else np.nan
     for k, v in run.data.metrics.items():
         row[k if k.startswith(SUMMARY_PREFIXES) else f"last_{k}"] = v
+    if status in layout.TRAINED:   # an ended point's final values are its series' last values
+        for k, v in run.data.metrics.items():
+            if not k.startswith(SUMMARY_PREFIXES):
+                row.setdefault(f"{layout.FINAL_PREFIX}{k}", v)
     return row
 
 

@@ -600,7 +600,7 @@ def study_complete(spec: StudySpec, storage: str) -> bool:
 
 def best_per_cell(spec: StudySpec, runs: list) -> list[tuple[str, float | None, str, dict]]:
     """(cell, best final metric, point id, params) per cell, from the child runs."""
-    key = f"{layout.FINAL_PREFIX}{spec.metric}"
+    key = spec.metric   # a run's latest value of a series: its value at the point's last report
     sign = 1 if spec.mode == "max" else -1
     rows = []
     for cell in spec.cells():
