@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else start Ray locally)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)")
     p.add_argument("--storage", help="folder or URI for Ray Tune results and checkpoints (default: ./runs)")
+    p.add_argument("--fresh", action="store_true",
+                   help="start the study again under the same name: delete its folder in --storage and mark its "
+                        "MLflow runs deleted (other studies are not touched)")
     _set_option(p)
     p.set_defaults(func=cmd_run)
 
@@ -113,7 +116,7 @@ def cmd_run(args) -> int:
     uri = tracking.resolve_tracking_uri(args.tracking_uri)
     storage = runner.resolve_storage(args.storage)
     runner.leave_job_working_dir()   # every path is absolute now
-    return runner.run_study(spec, uri, storage, args.address)
+    return runner.run_study(spec, uri, storage, args.address, fresh=args.fresh)
 
 
 def cmd_resume(args) -> int:
