@@ -135,11 +135,13 @@ def cmd_status(args) -> int:
 
 
 def cmd_ui(args) -> int:
+    from uwm_model import layout
+
     from . import tracking
 
     uri = tracking.resolve_tracking_uri(args.tracking_uri)
     if tracking.is_server(uri):
-        print(f"{uri} is an MLflow server: open it in a browser")
+        print(f"{uri} is an MLflow server: open {layout.ui_url(uri)} in a browser")
         return 0
     db = tracking.sqlite_path(uri)
     if db is not None and not db.exists():
@@ -147,7 +149,7 @@ def cmd_ui(args) -> int:
     mlflow = shutil.which("mlflow", path=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
     if mlflow is None:
         raise UserError("ui", "the mlflow command is not installed in this environment")
-    print(f"MLflow UI of {uri} at http://127.0.0.1:{args.port}  (Ctrl-C stops it)", flush=True)
+    print(f"MLflow UI of {uri} at {layout.ui_url(f'http://127.0.0.1:{args.port}')}  (Ctrl-C stops it)", flush=True)
     try:
         return subprocess.call([mlflow, "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(args.port)])
     except KeyboardInterrupt:

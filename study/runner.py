@@ -694,9 +694,9 @@ def summary(name: str, meta: dict, tracker: tracking.StudyTracker) -> str:
     lines.append(f"  MLflow   {uri}  experiment '{name}' (experiment id {meta['experiment_id']}, "
                  f"parent run {meta['parent_run_id']})")
     if tracking.is_server(uri):
-        lines.append(f"  open     {uri.rstrip('/')}/#/experiments/{meta['experiment_id']}")
+        lines.append(f"  open     {layout.ui_url(uri, meta['experiment_id'])}")
     else:
-        lines.append(f"  open     uwm-study ui   then http://127.0.0.1:5000/#/experiments/{meta['experiment_id']}")
+        lines.append(f"  open     uwm-study ui   then {layout.ui_url('http://127.0.0.1:5000', meta['experiment_id'])}")
     # the flag this study needs again, unless it is where these commands look anyway
     flag = "" if meta["storage"] == resolve_storage(None) else f" --storage {shlex.quote(meta['storage'])}"
     lines.append(f"  Ray Tune {experiment_path(meta['storage'], name)}   "
