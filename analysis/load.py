@@ -36,7 +36,7 @@ import urllib.parse
 import urllib.request
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -87,6 +87,19 @@ class Study:
         """One per-seed metric's history: run_id, episode, seed, value, joined with the trial columns."""
         c = self.seed_curves[self.seed_curves["metric"] == metric][["run_id", "episode", "seed", "value"]]
         return self.with_trial_columns(c)
+
+    def select(self, query: str) -> "Study":
+        """The study restricted to the trials that match ``query``, a pandas query on :attr:`trials`
+        (``"rule == 'uwm' and width >= 16"``; backquote names with dots: ```task.address_bits` == 2``);
+        its curves follow, and every analysis takes it as it takes the whole study. An empty query
+        keeps everything."""
+        if not query:
+            return self
+        trials = self.trials.query(query).reset_index(drop=True)
+        keep = set(trials["run_id"])
+        return replace(self, trials=trials, curves=self.curves[self.curves["run_id"].isin(keep)].reset_index(drop=True),
+                       seed_curves=self.seed_curves[self.seed_curves["run_id"].isin(keep)].reset_index(drop=True),
+                       notes=[*self.notes, f"selected {len(trials)} of {len(self.trials)} trials: {query}"], cache={})
 
     @property
     def metrics(self) -> list[str]:

@@ -137,6 +137,7 @@ def test_notebooks_execute_headless_against_the_real_study(real_study, monkeypat
     monkeypatch.setenv("UWM_STUDY", "tiny-e2e")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("UWM_N_BOOT", "300")
+    monkeypatch.setenv("UWM_SELECT", "outgoing_norm < 2")   # the table filter: half the trials, every rule and width
 
     def execute(name):
         nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
@@ -152,7 +153,7 @@ def test_notebooks_execute_headless_against_the_real_study(real_study, monkeypat
         images = [o for o in outputs if "image/png" in o.get("data", {})]
         assert len(images) >= 1, f"{name} drew no figure"
         text = "".join(o.get("text", "") for o in outputs)
-        assert "study 'tiny-e2e': 8 trials" in text, name
+        assert "study 'tiny-e2e': 8 trials" in text and "4 trials selected by 'outgoing_norm < 2'" in text, name
 
 
 def test_the_synthetic_writer_writes_exactly_the_runners_layout(real_study):
