@@ -11,8 +11,9 @@ here, so renaming a tag or adding a status is a one-line change. Standard librar
 - Child run per point, ``run_name = <point id>``, tag :data:`PARENT`, tags :data:`ROLE` = ``trial``,
   :data:`STUDY`, :data:`CELL`, :data:`POINT_ID`, :data:`STAGE`, :data:`PACK`, :data:`CONFIG_HASH`,
   :data:`NODE`, :data:`NODE_IP`, :data:`HOST`, :data:`PID`, :data:`DEVICE` and :data:`STATUS` (:data:`RUNNING`, then one of :data:`ENDED`);
-  params ``TrialConfig.flat()`` plus ``cell.<axis>``; metrics every aggregate the trainer reports
-  (step = episode), summaries ``final_*`` and :data:`AUC_REWARD`; artifact :data:`SEED_CURVES`.
+  params ``TrialConfig.flat()`` plus ``cell.<axis>``; metric series at step = episode, one per quantity
+  (``uwm_model.metrics.is_series``) and :data:`AUC_REWARD` (stores written before that layout also hold
+  one-point ``final_*`` summaries: :data:`FINAL_PREFIX`); artifact :data:`SEED_CURVES`.
 """
 
 from __future__ import annotations
