@@ -6,16 +6,17 @@ The MLflow layout (written by the ``study`` package) is:
 - one *child* run per point (a configuration trained with all its seeds), tag
   ``mlflow.parentRunId``; tags ``uwm.cell``, ``uwm.point_id``, ``uwm.status``, ``uwm.stage``;
   params = ``TrialConfig.flat()`` (lists as strings) plus cell axes; metrics = the point's
-  aggregates over seeds (``eval_reward_mean``, ``probe_var_l1_mean``, ...) at step = episode,
-  plus summaries ``final_*`` and ``auc_reward_mean``;
+  series (``eval_reward_mean``, ``probe_var_l1_mean``, ``auc_reward_mean``, ...) at step = episode
+  (stores written before series replaced them also hold ``final_*`` summaries);
 - artifact ``curves_per_seed.csv`` per child run: columns episode, seed, metric, value.
 
 :func:`load_study` returns a :class:`Study` with three tables:
 
 ``trials``       one row per child run (point): identifiers, status, every param (parsed from
                  its string), derived columns (``rule_variant``, ``width``, ``depth``, ``lr``),
-                 summary metrics (``final_*``, ``auc_*``) under their own names and the latest
-                 value of every other metric as ``last_<name>``.
+                 ``auc_*`` under their own names, the latest value of every other metric as
+                 ``last_<name>`` and, for a point that ended (finished, stopped, diverged), the
+                 same value as ``final_<name>``.
 ``curves``       long format: run_id, episode, metric, value (the aggregate metric histories).
 ``seed_curves``  long format: run_id, episode, seed, metric, value (from curves_per_seed.csv).
 
@@ -35,7 +36,7 @@ import urllib.parse
 import urllib.request
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -86,6 +87,19 @@ class Study:
         """One per-seed metric's history: run_id, episode, seed, value, joined with the trial columns."""
         c = self.seed_curves[self.seed_curves["metric"] == metric][["run_id", "episode", "seed", "value"]]
         return self.with_trial_columns(c)
+
+    def select(self, query: str) -> "Study":
+        """The study restricted to the trials that match ``query``, a pandas query on :attr:`trials`
+        (``"rule == 'uwm' and width >= 16"``; backquote names with dots: ```task.address_bits` == 2``);
+        its curves follow, and every analysis takes it as it takes the whole study. An empty query
+        keeps everything."""
+        if not query:
+            return self
+        trials = self.trials.query(query).reset_index(drop=True)
+        keep = set(trials["run_id"])
+        return replace(self, trials=trials, curves=self.curves[self.curves["run_id"].isin(keep)].reset_index(drop=True),
+                       seed_curves=self.seed_curves[self.seed_curves["run_id"].isin(keep)].reset_index(drop=True),
+                       notes=[*self.notes, f"selected {len(trials)} of {len(self.trials)} trials: {query}"], cache={})
 
     @property
     def metrics(self) -> list[str]:
@@ -218,6 +232,10 @@ def _trial_row(run) -> dict[str, Any]:
     row["outgoing_norm"] = float(on) if isinstance(on, (int, float)) and not isinstance(on, bool) else np.nan
     for k, v in run.data.metrics.items():
         row[k if k.startswith(SUMMARY_PREFIXES) else f"last_{k}"] = v
+    if status in layout.TRAINED:   # an ended point's final values are its series' last values
+        for k, v in run.data.metrics.items():
+            if not k.startswith(SUMMARY_PREFIXES):
+                row.setdefault(f"{layout.FINAL_PREFIX}{k}", v)
     return row
 
 

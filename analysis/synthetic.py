@@ -3,8 +3,9 @@
 For demonstrations, notebooks and tests of the analysis: the numbers are generated from a
 known model, so every analysis has a right answer to recover. The layout follows the contract
 of the ``study`` package (see :mod:`analysis.load`): parent run per study, one child run per
-point with tags ``uwm.*``, params as ``TrialConfig.flat()`` strings, aggregate metrics per report
-(step = episode), ``final_*`` summaries and a ``curves_per_seed.csv`` artifact.
+point with tags ``uwm.*``, params as ``TrialConfig.flat()`` strings, the series a child run charts
+(``uwm_model.metrics.is_series``, step = episode, with the running ``auc_reward_mean``) and a
+``curves_per_seed.csv`` artifact.
 
 The planted model, per rule ``r``, width ``n``, outgoing norm ``c``, learning rate ``lr`` and seed:
 
@@ -41,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 from uwm_model import layout
+from uwm_model import metrics as registry
 
 RULE_MODEL = {  # v_r, a_r (variance-width exponent), k_r (norm exponent), s_r (seconds prefactor)
     "reinforce": (4.0, 1.0, 0.0, 2.0e-7),
@@ -50,6 +52,7 @@ RULE_MODEL = {  # v_r, a_r (variance-width exponent), k_r (norm exponent), s_r (
     "uwm": (0.25, 0.3, 0.5, 3.0e-7),
 }
 PI_SENSITIVE = ("hwm",)
+OBJECTIVE = "episodes_to_threshold_mean"   # the spec's metric: minimised
 BEST_LR = 0.03
 TAU0 = 60.0
 LAYER_SHARES = (0.5, 0.3, 0.2)
@@ -104,7 +107,7 @@ def write_synthetic_study(tracking_uri: str, name: str = "synthetic", rules=("re
         exp_id = exp.experiment_id
     rng = np.random.default_rng(seed)
     # laid out like study.spec.StudySpec; the objective is the speed itself, so tuning finds the planted lr
-    spec = {"name": name, "metric": "episodes_to_threshold_mean", "mode": "min",
+    spec = {"name": name, "metric": OBJECTIVE, "mode": "min",
             "base": {"seeds": seeds, "episodes": episodes, "report_every": report_every},
             "grid": {"rule": list(rules), "hidden": [[w, w] for w in widths], "outgoing_norm": list(norms)},
             "search": {"lr": {"type": "categorical", "choices": list(lrs)}}, "samples_per_cell": len(lrs)}
@@ -213,6 +216,7 @@ def _write_point(client, exp_id, pid, name, rule, width, norm, lr, stage, s0, se
             planted = rel * exact if l < L else 0.0          # no Taylor bias in the output layer
             prefix = f"init_probe_{_cross_label(r2)}_" if cross_rule else "init_probe_"
             init[(prefix, l)] = (planted + 0.002 * exact * init_rng.standard_normal(seeds), exact)
+    curve = []
     for step in range(report_every, episodes + 1, report_every):
         per_seed = []
         for k in range(seeds):
@@ -266,26 +270,18 @@ def _write_point(client, exp_id, pid, name, rule, width, norm, lr, stage, s0, se
         agg["threshold_reached_fraction"] = sum("episodes_to_threshold" in d for d in per_seed) / seeds
         agg["episodes"] = float(step)
         agg["seconds_per_episode"] = seconds
-        metrics += [Metric(k, v, t0 + step, step) for k, v in agg.items()]
-        last = agg
+        median = registry.threshold_median([d["episodes_to_threshold"] for d in per_seed if "episodes_to_threshold" in d],
+                                           seeds)
+        if median is not None:
+            agg["episodes_to_threshold_median"] = median
+        # what the study's trainable logs: one series per quantity, and the mean eval reward so far
+        series = {k: v for k, v in agg.items() if registry.is_series(k, OBJECTIVE)}
+        if math.isfinite(agg.get("eval_reward_mean", math.nan)):
+            curve.append((step, agg["eval_reward_mean"]))
+        if curve:
+            series[layout.AUC_REWARD] = layout.auc_reward(curve)
+        metrics += [Metric(k, v, t0 + step, step) for k, v in series.items()]
     ever_diverged = (diverge_at >= 0).any()
-    final = {
-        "final_eval_reward_mean": last.get("eval_reward_mean", float("nan")),
-        "final_train_reward_mean": last.get("train_reward_mean", float("nan")),
-        "final_threshold_reached_fraction": last["threshold_reached_fraction"],
-        "final_diverged_fraction": last["diverged_fraction"],
-        "final_seconds_per_episode": seconds,
-    }
-    if "episodes_to_threshold_mean" in last:
-        final["final_episodes_to_threshold_mean"] = last["episodes_to_threshold_mean"]
-    # as study.tracking.summary_metrics: each report's mean eval reward stands for the episodes since the
-    # previous report; divided by the episodes trained
-    curve = [(m.step, m.value) for m in metrics if m.key == "eval_reward_mean" and math.isfinite(m.value)]
-    if curve:
-        e = np.array([c[0] for c in curve], float)
-        v = np.array([c[1] for c in curve], float)
-        final["auc_reward_mean"] = float(np.sum(v * np.diff(e, prepend=0.0)) / e[-1])
-    metrics += [Metric(k, v, t0 + episodes + 1, episodes) for k, v in final.items() if math.isfinite(v)]
     metrics = [m for m in metrics if math.isfinite(m.value)]
     point_id = _point_id(name, cell, lr, stage, s0)
     run = client.create_run(exp_id, run_name=layout.point_run_name(point_id, config), tags={

@@ -83,11 +83,21 @@ def best_per_cell(uri: str, name: str) -> dict:
     best = {}
     for r in runs:
         key = (r.data.params.get("rule"), float(r.data.params.get("outgoing_norm")))
-        value = r.data.metrics.get("final_eval_reward_mean", float("nan"))
-        sem = r.data.metrics.get("eval_reward_sem", float("nan"))
+        value = r.data.metrics.get("eval_reward_mean", float("nan"))   # the series' latest value: its final one
         if key not in best or value > best[key][0]:
-            best[key] = (value, sem)
-    return best, len(runs)
+            best[key] = (value, r.info.run_id)
+    # the spread over seeds is in the run's per-seed curves (a child run charts the mean only)
+    return {key: (value, _final_sem(client, run_id)) for key, (value, run_id) in best.items()}, len(runs)
+
+
+def _final_sem(client, run_id: str) -> float:
+    """Standard error over seeds of the eval reward at the run's last report."""
+    import pandas as pd
+
+    with tempfile.TemporaryDirectory() as tmp:
+        table = pd.read_csv(client.download_artifacts(run_id, "curves_per_seed.csv", tmp))
+    last = table[(table["metric"] == "eval_reward") & (table["episode"] == table["episode"].max())]["value"]
+    return float(last.std(ddof=1) / np.sqrt(len(last))) if len(last) > 1 else 0.0
 
 
 def main():

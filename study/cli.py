@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else start Ray locally)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)")
     p.add_argument("--storage", help="folder or URI for Ray Tune results and checkpoints (default: ./runs)")
+    p.add_argument("--fresh", action="store_true",
+                   help="start the study again under the same name: delete its folder in --storage and mark its "
+                        "MLflow runs deleted (other studies are not touched)")
     _set_option(p)
     p.set_defaults(func=cmd_run)
 
@@ -113,7 +116,7 @@ def cmd_run(args) -> int:
     uri = tracking.resolve_tracking_uri(args.tracking_uri)
     storage = runner.resolve_storage(args.storage)
     runner.leave_job_working_dir()   # every path is absolute now
-    return runner.run_study(spec, uri, storage, args.address)
+    return runner.run_study(spec, uri, storage, args.address, fresh=args.fresh)
 
 
 def cmd_resume(args) -> int:
@@ -132,11 +135,13 @@ def cmd_status(args) -> int:
 
 
 def cmd_ui(args) -> int:
+    from uwm_model import layout
+
     from . import tracking
 
     uri = tracking.resolve_tracking_uri(args.tracking_uri)
     if tracking.is_server(uri):
-        print(f"{uri} is an MLflow server: open it in a browser")
+        print(f"{uri} is an MLflow server: open {layout.ui_url(uri)} in a browser")
         return 0
     db = tracking.sqlite_path(uri)
     if db is not None and not db.exists():
@@ -144,7 +149,7 @@ def cmd_ui(args) -> int:
     mlflow = shutil.which("mlflow", path=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
     if mlflow is None:
         raise UserError("ui", "the mlflow command is not installed in this environment")
-    print(f"MLflow UI of {uri} at http://127.0.0.1:{args.port}  (Ctrl-C stops it)", flush=True)
+    print(f"MLflow UI of {uri} at {layout.ui_url(f'http://127.0.0.1:{args.port}')}  (Ctrl-C stops it)", flush=True)
     try:
         return subprocess.call([mlflow, "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(args.port)])
     except KeyboardInterrupt:

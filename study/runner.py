@@ -394,8 +394,55 @@ def prepare_run(spec: StudySpec, tracking_uri: str, storage: str) -> dict | None
     return meta
 
 
-def run_study(spec: StudySpec, tracking_uri: str, storage: str, address: str | None = None) -> int:
-    """Start a new study (see module doc), or continue the same spec run before; return the exit code."""
+def start_fresh(name: str, tracking_uri: str, storage: str) -> None:
+    """``uwm-study run --fresh``: forget the study of this name so that it starts again under the same name.
+    Its folder ``<storage>/<name>`` (progress, Ray Tune state, checkpoints) is deleted, and its MLflow runs in
+    ``tracking_uri`` (the parent and every child) are marked deleted (the MLflow UI can still restore them;
+    ``mlflow gc`` purges them). Nothing of another study is touched."""
+    import pyarrow.fs
+
+    tracking.check_tracking(tracking_uri)
+    if not layout.is_remote(storage):
+        end_dead_sessions(storage)   # before their record goes with the folder
+    fs, root = progress.filesystem(experiment_path(storage, name))
+    if fs.get_file_info(root).type != pyarrow.fs.FileType.NotFound:
+        fs.delete_dir(root)
+    db = tracking.sqlite_path(tracking_uri)
+    if db is not None and not db.exists():
+        return
+    tracker = tracking.StudyTracker(tracking_uri, name)
+    exp = tracker.experiment_id()
+    if exp is None:
+        return
+    for parent in tracking.search_all(tracker.client, [exp], layout.parent_filter(name)):
+        for run in [*tracker.children(parent.info.run_id), parent]:
+            tracking._retry(tracker.client.delete_run, run.info.run_id)
+
+
+def check_results_exist(name: str, meta: dict, storage: str) -> None:
+    """A study recorded in its folder whose MLflow results are gone (the store deleted or emptied) cannot be
+    continued or summarised: one line saying so and how to start over."""
+    uri, parent = meta["tracking_uri"], meta["parent_run_id"]
+    db = tracking.sqlite_path(uri)
+    gone = db is not None and not db.exists()
+    if not gone:
+        try:
+            gone = tracking.client(uri).get_run(parent).info.lifecycle_stage == "deleted"
+        except Exception as err:  # noqa: BLE001 - only "no such run" means gone
+            if "RESOURCE_DOES_NOT_EXIST" not in str(getattr(err, "error_code", "")) and "not found" not in str(err).lower():
+                raise
+            gone = True
+    if gone:
+        raise UserError("name", f"study '{name}' ran before (its folder is {experiment_path(storage, name)}) "
+                                f"but its results are gone from MLflow at {uri}; start it over under the same name "
+                                f"with `uwm-study run <spec> --fresh`")
+
+
+def run_study(spec: StudySpec, tracking_uri: str, storage: str, address: str | None = None, fresh: bool = False) -> int:
+    """Start a new study (see module doc), or continue the same spec run before; return the exit code.
+    ``fresh``: forget a study of the same name first (:func:`start_fresh`)."""
+    if fresh:
+        start_fresh(spec.name, tracking_uri, storage)
     if prepare_run(spec, tracking_uri, storage) is not None:   # same name, same spec: never run it twice
         return resume_study(spec.name, storage, address, rerun=True)
     if is_local(address):
@@ -469,6 +516,7 @@ def resume_study(name: str, storage: str, address: str | None = None, rerun: boo
         raise UserError("name", f"no study '{name}' in {storage} (pass the --storage it was run with)")
     spec = validate_spec(meta["spec"])
     tracking.check_tracking(meta["tracking_uri"])
+    check_results_exist(name, meta, storage)
     if not layout.is_remote(storage) and study_complete(spec, storage):
         tracker = tracking.StudyTracker(meta["tracking_uri"], name)
         print(f"study {name} is complete: nothing to run" + (" (it ran before with this spec; choose another --name "
@@ -600,7 +648,7 @@ def study_complete(spec: StudySpec, storage: str) -> bool:
 
 def best_per_cell(spec: StudySpec, runs: list) -> list[tuple[str, float | None, str, dict]]:
     """(cell, best final metric, point id, params) per cell, from the child runs."""
-    key = f"{layout.FINAL_PREFIX}{spec.metric}"
+    key = spec.metric   # a run's latest value of a series: its value at the point's last report
     sign = 1 if spec.mode == "max" else -1
     rows = []
     for cell in spec.cells():
@@ -646,9 +694,9 @@ def summary(name: str, meta: dict, tracker: tracking.StudyTracker) -> str:
     lines.append(f"  MLflow   {uri}  experiment '{name}' (experiment id {meta['experiment_id']}, "
                  f"parent run {meta['parent_run_id']})")
     if tracking.is_server(uri):
-        lines.append(f"  open     {uri.rstrip('/')}/#/experiments/{meta['experiment_id']}")
+        lines.append(f"  open     {layout.ui_url(uri, meta['experiment_id'])}")
     else:
-        lines.append(f"  open     uwm-study ui   then http://127.0.0.1:5000/#/experiments/{meta['experiment_id']}")
+        lines.append(f"  open     uwm-study ui   then {layout.ui_url('http://127.0.0.1:5000', meta['experiment_id'])}")
     # the flag this study needs again, unless it is where these commands look anyway
     flag = "" if meta["storage"] == resolve_storage(None) else f" --storage {shlex.quote(meta['storage'])}"
     lines.append(f"  Ray Tune {experiment_path(meta['storage'], name)}   "

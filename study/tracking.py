@@ -4,8 +4,8 @@ The layout itself (every tag, status, artifact and run name) is :mod:`uwm_model.
 ``analysis``. Parent run ``run_name = <study>``; child run per point named by
 :func:`~uwm_model.layout.point_run_name` (point id, rule, widths, norm, lr, seeds),
 params ``TrialConfig.flat()`` (lists as strings) plus ``cell.<path>`` for every grid axis,
-metrics every aggregate the trainer reports (step = episode), summaries ``final_*`` and
-``auc_reward_mean``, and the per-seed curves artifact.
+metric series at step = episode (one per quantity: ``uwm_model.metrics.is_series``, chosen by
+the trainable), and the per-seed curves artifact.
 
 No duplicates. A child run is found by its point id (tag search) before one is created, so a
 retried or resumed trial reuses its run, and metric steps at or below the run's last logged
@@ -35,9 +35,6 @@ from uwm_model import layout
 from uwm_model.layout import is_server
 
 from .errors import UserError
-
-FINAL_KEYS = ("eval_reward_mean", "train_reward_mean", "episodes_to_threshold_mean", "threshold_reached_fraction",
-              "diverged_fraction", "seconds_per_episode")
 
 
 # ----------------------------------------------------------------------------- where
@@ -323,19 +320,6 @@ class PointRun:
         _retry(self.client.set_tag, self.run_id, layout.STATUS, status)
         _retry(self.client.set_terminated, self.run_id, status="FAILED" if status == layout.FAILED else "FINISHED")
         self.closed = True
-
-
-def summary_metrics(last: dict[str, float], eval_curve: list[tuple[int, float]], metric: str) -> dict[str, float]:
-    """final_* from a point's last report and auc_reward_mean from its eval-reward curve.
-
-    ``auc_reward_mean`` = sum over reports of eval_reward_mean x the episodes since the previous
-    report, divided by the episodes trained: the mean eval reward over training, 1 for a point
-    that was perfect from the start."""
-    out = {f"{layout.FINAL_PREFIX}{k}": last[k] for k in (*FINAL_KEYS, metric) if k in last}
-    points = [(e, v) for e, v in eval_curve if _finite(v)]
-    if points:
-        out[layout.AUC_REWARD] = layout.auc_reward(points)
-    return out
 
 
 def _finite(v: Any) -> bool:

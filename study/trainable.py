@@ -4,13 +4,14 @@
 its point id), builds ``uwm_model.Trainer`` for all of them (or restores it from the trial's
 checkpoint), and at every report:
 
-1. logs each running point's aggregates to its own MLflow child run (created lazily, found
-   again by point id after a retry or resume: see :mod:`study.tracking`);
+1. logs each running point's series (``uwm_model.metrics.is_series``: one per quantity) to its own
+   MLflow child run (created lazily, found again by point id after a retry or resume: see
+   :mod:`study.tracking`);
 2. asks the study's rung board whether points that reached a rung continue; the others are
    stopped inside the trainer (``stop_points``) and end as ``stopped`` while the rest of the
    pack trains on (:mod:`study.stopping`);
-3. ends the points that are done (``finished`` or ``diverged``: summary metrics, per-seed
-   curves artifact, status tag);
+3. ends the points that are done (``finished`` or ``diverged``: per-seed curves artifact,
+   status tag);
 4. checkpoints the trainer and its bookkeeping and calls ``tune.report`` with, per point,
    ``point_value/<id>`` and ``point_status/<id>`` (read by the searcher), and ``best``.
 
@@ -34,7 +35,7 @@ from pathlib import Path
 import ray
 from ray import tune
 
-from uwm_model import layout
+from uwm_model import layout, metrics
 from uwm_model.config import TrialConfig
 from uwm_model.settings import torch_settings
 from uwm_model.trainer import Trainer
@@ -82,7 +83,6 @@ class PackState:
         self.eval_curve: list[list] = [[] for _ in range(n)]
         self.rows: list[list] = [[] for _ in range(n)]
         self.next_rung = [0] * n
-        self.last_metrics: list[dict] = [{} for _ in range(n)]
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
@@ -129,8 +129,8 @@ def train_pack(config: dict, ctx: StudyContext) -> None:
         for i, pr in enumerate(report.points):
             if state.ended[i]:
                 continue
-            runs[i].log(report.episode, pr.metrics)
             _record(state, i, report.episode, pr, configs[i], ctx.metric)
+            runs[i].log(report.episode, _series(pr.metrics, state.eval_curve[i], ctx.metric))
 
         if board is not None:
             stop = _rung_decisions(board, state, points, report, rungs)
@@ -138,12 +138,12 @@ def train_pack(config: dict, ctx: StudyContext) -> None:
                 trainer.stop_points(stop)
                 for i in stop:
                     diverged = report.points[i].metrics.get("diverged_fraction", 0) > 0
-                    _end(runs[i], state, i, layout.DIVERGED if diverged else layout.STOPPED, ctx.metric)
+                    _end(runs[i], state, i, layout.DIVERGED if diverged else layout.STOPPED)
 
         last = report.episode >= configs[0].episodes
         for i, pr in enumerate(report.points):
             if not state.ended[i] and (last or pr.metrics.get("diverged_fraction", 0) >= 1):
-                _end(runs[i], state, i, layout.DIVERGED if pr.status == layout.DIVERGED else layout.FINISHED, ctx.metric)
+                _end(runs[i], state, i, layout.DIVERGED if pr.status == layout.DIVERGED else layout.FINISHED)
         done = all(state.ended)
 
         with tempfile.TemporaryDirectory() as folder:
@@ -158,15 +158,23 @@ def train_pack(config: dict, ctx: StudyContext) -> None:
 
 def _record(state: PackState, i: int, episode: int, pr, cfg: TrialConfig, metric: str) -> None:
     state.value[i] = float(pr.metrics.get(metric, math.nan))
-    state.last_metrics[i] = dict(pr.metrics)
     state.eval_curve[i].append([episode, pr.metrics.get("eval_reward_mean", math.nan)])
     for seed, row in zip(cfg.member_seeds, pr.per_seed):
         state.rows[i].extend([episode, seed, name, value] for name, value in row.items())
 
 
-def _end(run: tracking.PointRun, state: PackState, i: int, status: str, metric: str) -> None:
-    summary = tracking.summary_metrics(state.last_metrics[i], [tuple(x) for x in state.eval_curve[i]], metric)
-    run.finish(status, summary, state.rows[i])
+def _series(point_metrics: dict[str, float], eval_curve: list, objective: str) -> dict[str, float]:
+    """What the point's child run charts at this report (``metrics.is_series``), with the mean eval
+    reward over training so far (its last value is the point's ``auc_reward_mean``)."""
+    out = {k: v for k, v in point_metrics.items() if metrics.is_series(k, objective)}
+    curve = [(e, v) for e, v in eval_curve if math.isfinite(v)]
+    if curve:
+        out[layout.AUC_REWARD] = layout.auc_reward(curve)
+    return out
+
+
+def _end(run: tracking.PointRun, state: PackState, i: int, status: str) -> None:
+    run.finish(status, {}, state.rows[i])   # every summary is a series' last value: nothing more to log
     state.ended[i] = status
     state.rows[i] = []   # logged: no need to carry them in later checkpoints
 

@@ -93,6 +93,20 @@ def test_load_curves_are_long_and_complete(study):
     assert (per_run == SEEDS).all()
 
 
+def test_select_narrows_every_table_and_the_analyses_follow(study):
+    """The notebooks' table filter: the planted scaling exponent of uwm is recovered from its trials alone."""
+    uwm = study.select("rule == 'uwm' and outgoing_norm < 2")
+    assert set(uwm.trials["rule"]) == {"uwm"} and set(uwm.trials["outgoing_norm"]) == {1.0}
+    assert len(uwm.trials) == len(WIDTHS) * 2   # 2 learning rates per width
+    keep = set(uwm.trials["run_id"])
+    assert set(uwm.curves["run_id"]) == keep and set(uwm.seed_curves["run_id"]) == keep
+    assert uwm.notes[-1].startswith(f"selected {len(keep)} of {len(study.trials)} trials")
+    assert study.select("") is study and len(study.trials) == 37   # the whole study is left as it was
+    fits, _ = scaling_fits(scaling_data(uwm), n_boot=200)
+    row = fits[(fits["quantity"] == "probe_variance")].iloc[0]
+    assert set(fits["rule_variant"]) == {"uwm"} and row["exponent"] == pytest.approx(RULE_MODEL["uwm"][1], abs=0.1)
+
+
 def test_load_by_parent_run_id_and_unknown_study(study, store):
     uri, planted = store
     with warnings.catch_warnings():

@@ -1,7 +1,9 @@
 """Every metric the trainer reports is named in the registry (uwm_model.metrics) that the study spec
 validates against and the analysis reads; names outside it are refused."""
 
-from uwm_model import metrics
+import pytest
+
+from uwm_model import layout, metrics
 from uwm_model.config import TrialConfig
 from uwm_model.trainer import Trainer
 
@@ -29,3 +31,45 @@ def test_the_registry_imports_without_torch():
 
     code = "import sys, uwm_model.metrics, uwm_model.layout, analysis.load; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_child_runs_chart_one_series_per_quantity():
+    """What a child run logs (metrics.is_series, as study.trainable applies it): the mean of every per-seed
+    quantity and the point metrics, no std/sem beside the mean, no mean over a set of seeds that changes
+    while the point trains, and the study's objective whatever it is."""
+    from study.trainable import _series
+
+    cfg = TrialConfig(task={"address_bits": 1}, hidden=[3, 2], rule="uwm", episodes=96, report_every=32, seeds=4,
+                      lr=0.5, optimizer="sgd", threshold=-1.0, threshold_window=8, eval_episodes=8, compile="off",
+                      device="cpu", probe={"samples": 4})
+    reports = list(Trainer(cfg).run())
+    curve = [[r.episode, r.points[0].metrics["eval_reward_mean"]] for r in reports]
+    every = reports[-1].points[0].metrics
+    charted = _series(every, curve, "eval_reward_mean")
+    assert {"eval_reward_mean", "probe_var_l1_mean", "threshold_reached_fraction", "episodes_to_threshold_median",
+            "auc_reward_mean", "diverged_fraction"} <= set(charted)
+    assert not [k for k in charted if k.endswith(("_std", "_sem"))]
+    assert not {"episodes_to_threshold_mean", "diverged_mean", "diverged_at_mean"} & set(charted)
+    # one chart per quantity: every logged per-seed mean stands for a quantity whose std and sem are not logged
+    assert len(charted) < len(every) / 2, (len(charted), len(every))
+    assert set(_series(every, curve, "episodes_to_threshold_sem")) == set(charted) | {"episodes_to_threshold_sem"}
+    assert charted["auc_reward_mean"] == pytest.approx(layout.auc_reward([tuple(x) for x in curve]))
+
+
+@pytest.mark.parametrize("reached, seeds, median", [
+    ([], 4, None), ([300.0], 4, None), ([300.0, 100.0], 4, 300.0), ([300.0, 100.0, 500.0], 4, 300.0),
+    ([300.0, 100.0, 500.0, 900.0], 4, 300.0), ([700.0], 1, 700.0), ([200.0, 100.0], 3, 200.0)])
+def test_episodes_to_threshold_median_counts_seeds_not_reached_as_later(reached, seeds, median):
+    assert metrics.threshold_median(reached, seeds) == median
+
+
+def test_episodes_to_threshold_median_never_moves_once_reported():
+    """Unlike the mean over the seeds that have reached, which rises as slower seeds reach."""
+    cfg = TrialConfig(task={"address_bits": 1}, hidden=[4], rule="wm", episodes=2000, report_every=100, seeds=6,
+                      lr=0.5, optimizer="adam", threshold=0.5, threshold_window=50, eval_episodes=8, compile="off",
+                      device="cpu")
+    points = [r.points[0].metrics for r in Trainer(cfg).run()]
+    medians = [m["episodes_to_threshold_median"] for m in points if "episodes_to_threshold_median" in m]
+    means = [m["episodes_to_threshold_mean"] for m in points if "episodes_to_threshold_mean" in m]
+    assert medians and len(set(medians)) == 1, medians
+    assert len(set(means)) > 1, means   # the planted contrast: this run's seeds reach at different reports

@@ -156,8 +156,6 @@ def test_quickstart_end_to_end_on_the_sqlite_default(tmp_path, procs):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "study quickstart ended" in out.stdout and "uwm-study ui" in out.stdout
     assert (tmp_path / "mlflow.db").exists() and (tmp_path / "runs/quickstart/uwm-study.json").exists()
-    port = free_port()
-    ui = start("ui", "--port", str(port), cwd=tmp_path, log=tmp_path / "ui.log")   # starts while we check
 
     from mlflow import MlflowClient
     import pandas as pd
@@ -187,17 +185,21 @@ def test_quickstart_end_to_end_on_the_sqlite_default(tmp_path, procs):
     assert len(pd.read_csv(best)) == 5 and tags["uwm.best_point"].split(" ")[0] in {r.data.tags["uwm.point_id"] for r in kids}
     assert client.get_experiment(parent.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     assert run.data.params["hidden"] == "[4]" and "cell.rule" in run.data.params and "lr" in run.data.params
-    for key in ("final_eval_reward_mean", "final_train_reward_mean", "final_diverged_fraction", "auc_reward_mean",
-                "eval_reward_std", "seconds_per_episode"):
-        assert key in run.data.metrics, key
-    # values, not only names: the summaries agree with the logged curves
+    # one series per quantity: means (the spread is in curves_per_seed.csv), no one-point final_* summaries,
+    # nothing whose value moves only because the set of seeds it covers changes
+    assert {"eval_reward_mean", "train_reward_mean", "auc_reward_mean", "seconds_per_episode",
+            "threshold_reached_fraction", "diverged_fraction"} <= set(run.data.metrics)
+    assert not [k for k in run.data.metrics if k.endswith(("_std", "_sem")) or k.startswith("final_")
+                or k in ("episodes_to_threshold_mean", "diverged_mean")], sorted(run.data.metrics)
+    # values, not only names: auc_reward_mean is the mean eval reward over training so far, at every report
     history = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "eval_reward_mean"))
     assert [step for step, _ in history] == [200, 400, 600]
-    assert run.data.metrics["final_eval_reward_mean"] == pytest.approx(history[-1][1])
+    auc = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "auc_reward_mean"))
+    assert [step for step, _ in auc] == [200, 400, 600]
     assert run.data.metrics["auc_reward_mean"] == pytest.approx(sum(v * 200 for _, v in history) / 600)
-    assert run.data.metrics["final_diverged_fraction"] == 0.0
-    assert -1.0 <= run.data.metrics["final_train_reward_mean"] <= 1.0
-    assert run.data.metrics["eval_reward_std"] >= 0 and run.data.metrics["seconds_per_episode"] > 0
+    assert auc[0][1] == pytest.approx(history[0][1])
+    assert run.data.metrics["diverged_fraction"] == 0.0
+    assert -1.0 <= run.data.metrics["train_reward_mean"] <= 1.0 and run.data.metrics["seconds_per_episode"] > 0
     curves = client.download_artifacts(run.info.run_id, "curves_per_seed.csv", str(tmp_path))
     table = pd.read_csv(curves)
     assert list(table.columns) == ["episode", "seed", "metric", "value"]
@@ -217,12 +219,7 @@ def test_quickstart_end_to_end_on_the_sqlite_default(tmp_path, procs):
     assert other.returncode == 2 and other.stderr.startswith("error: name: study 'quickstart' already exists")
     assert len(children(client, "quickstart")[1]) == 10
 
-    # `uwm-study ui` serves this store on 127.0.0.1
-    url = f"http://127.0.0.1:{port}"
-    wait_for(lambda: _healthy(url), 120, "uwm-study ui", procs, ui)
-    found = requests.get(f"{url}/api/2.0/mlflow/experiments/get-by-name", params={"experiment_name": "quickstart"})
-    assert found.ok and found.json()["experiment"]["name"] == "quickstart"
-    procs.remember(ui)
+    # `uwm-study ui` on a store like this one, in a browser: tests/test_mlflow_ui.py
 
 
 def test_packed_and_unpacked_studies_on_sqlite_and_a_real_mlflow_server(tmp_path, procs):

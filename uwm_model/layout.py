@@ -11,8 +11,9 @@ here, so renaming a tag or adding a status is a one-line change. Standard librar
 - Child run per point, ``run_name = <point id>``, tag :data:`PARENT`, tags :data:`ROLE` = ``trial``,
   :data:`STUDY`, :data:`CELL`, :data:`POINT_ID`, :data:`STAGE`, :data:`PACK`, :data:`CONFIG_HASH`,
   :data:`NODE`, :data:`NODE_IP`, :data:`HOST`, :data:`PID`, :data:`DEVICE` and :data:`STATUS` (:data:`RUNNING`, then one of :data:`ENDED`);
-  params ``TrialConfig.flat()`` plus ``cell.<axis>``; metrics every aggregate the trainer reports
-  (step = episode), summaries ``final_*`` and :data:`AUC_REWARD`; artifact :data:`SEED_CURVES`.
+  params ``TrialConfig.flat()`` plus ``cell.<axis>``; metric series at step = episode, one per quantity
+  (``uwm_model.metrics.is_series``) and :data:`AUC_REWARD` (stores written before that layout also hold
+  one-point ``final_*`` summaries: :data:`FINAL_PREFIX`); artifact :data:`SEED_CURVES`.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ STATUS = "uwm.status"
 BEST_POINT = "uwm.best_point"  # parent run: the point id of the best finished point of the study
 EXPERIMENT_KIND = "mlflow.experimentKind"          # experiment tag: which MLflow UI the experiment opens in
 KIND_TRAINING = "custom_model_development"         # model training (MLflow would guess GenAI otherwise)
+# MLflow 3's UI decides GenAI or model training per browser (default GenAI), not by the experiment's kind:
+# links into it carry this query so that they open the runs table and metric charts
+UI_TRAINING_VIEW = "workflowType=machine_learning"
 
 ROLE_STUDY, ROLE_TRIAL = "study", "trial"
 STAGE_SEARCH, STAGE_CONFIRM = "search", "confirm"
@@ -65,6 +69,13 @@ SEED_CURVE_COLUMNS = ("episode", "seed", "metric", "value")
 FINAL_PREFIX = "final_"
 AUC_REWARD = "auc_reward_mean"
 POINT_COUNT_PREFIX = "points_"
+
+
+def ui_url(base: str, experiment_id: str | None = None, run_id: str | None = None) -> str:
+    """A link into the MLflow UI at ``base`` (the experiments list, an experiment, or one run of it) that opens
+    in its model-training view."""
+    path = "/#/experiments" + (f"/{experiment_id}" if experiment_id else "") + (f"/runs/{run_id}" if run_id else "")
+    return f"{base.rstrip('/')}{path}?{UI_TRAINING_VIEW}"
 
 
 def config_hash(config: dict) -> str:

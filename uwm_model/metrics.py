@@ -11,6 +11,7 @@ name, ``{l}`` is a hidden-layer index (1-based) and ``{label}`` a cross-rule pro
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -68,6 +69,22 @@ PER_POINT = {
     "threshold_reached_fraction": "fraction of the point's seeds whose running_reward reached the threshold",
     "episodes": "episodes trained per member so far",
     "seconds_per_episode": "wall seconds of training per episode per member (whole pack)",
+    "episodes_to_threshold_median": "episode by which half of the point's seeds (rounded up) had reached the threshold: "
+                                    "the median of episodes_to_threshold counting seeds not yet reached as later "
+                                    "(absent until half have; never changes once reported, since seeds that reach "
+                                    "later reach at later episodes)",
+}
+
+# ---------------------------------------------------------------- what a point's MLflow child run charts
+# One series per quantity: the mean over seeds (the spread is in the run's per-seed curves artifact),
+# the point metrics, and the mean eval reward over training so far (``auc_reward_mean``, written by the
+# study). Left out, with why (docs/mlflow-layout.md):
+SERIES_AGGREGATE = "mean"
+NOT_CHARTED = {
+    "episodes_to_threshold": "its mean covers only the seeds that have reached so far and moves when one more "
+                             "does; threshold_reached_fraction and episodes_to_threshold_median are charted instead",
+    "diverged_at": "its mean covers only the seeds that diverged; diverged_fraction is charted instead",
+    "diverged": "its mean is diverged_fraction",
 }
 
 # longest kinds first, so that "bias_sq_se" is never read as label "bias_sq" + kind "se"
@@ -85,6 +102,21 @@ _AGGREGATE_RE = re.compile("^(?:" + "|".join(_pattern(n) for n in PER_SEED) + ")
 def is_point_metric(name: str) -> bool:
     """Whether a point reports a metric of this name (an aggregate over seeds or a point metric)."""
     return name in PER_POINT or bool(_AGGREGATE_RE.match(name))
+
+
+def is_series(name: str, objective: str | None = None) -> bool:
+    """Whether a point's child run logs this metric as a series: the study's objective (what the searcher
+    saw), every point metric, and the mean over seeds of every per-seed metric not in :data:`NOT_CHARTED`."""
+    if name == objective or name in PER_POINT:
+        return True
+    base, _, kind = name.rpartition("_")
+    return kind == SERIES_AGGREGATE and base not in NOT_CHARTED and is_point_metric(name)
+
+
+def threshold_median(reached_at: list[float], seeds: int) -> float | None:
+    """``episodes_to_threshold_median`` from the reach episodes of the seeds that have reached (of ``seeds``)."""
+    half = math.ceil(seeds / 2)
+    return sorted(reached_at)[half - 1] if len(reached_at) >= half else None
 
 
 def cross_rule_label(rule: str, options: dict[str, Any]) -> str:

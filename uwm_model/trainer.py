@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from . import streams
-from .metrics import DIVERGED, FINISHED, RUNNING, STOPPED
+from .metrics import DIVERGED, FINISHED, RUNNING, STOPPED, threshold_median
 from .config import TrialConfig, per_member_fields
 from .network import Episode, Network, init_network, resolve_device, resolve_dtype, sample_episode
 from .optim import adam_update, sgd_update
@@ -688,6 +688,9 @@ def point_report(per_seed: list[dict[str, float]], stopped: bool, done: bool, ep
     metrics = _aggregate(per_seed)
     metrics["diverged_fraction"] = sum(r["diverged"] for r in per_seed) / len(per_seed)
     metrics["threshold_reached_fraction"] = sum("episodes_to_threshold" in r for r in per_seed) / len(per_seed)
+    median = threshold_median([r["episodes_to_threshold"] for r in per_seed if "episodes_to_threshold" in r], len(per_seed))
+    if median is not None:
+        metrics["episodes_to_threshold_median"] = median
     metrics["episodes"] = float(episode)
     metrics["seconds_per_episode"] = seconds_per_episode
     if metrics["diverged_fraction"] > 0:
