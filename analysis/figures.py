@@ -42,8 +42,15 @@ def rule_palette(rules) -> dict[str, tuple]:
 
 
 def to_png_bytes(fig, dpi: int = DPI) -> bytes:
+    """The figure as PNG bytes. A constrained layout already keeps every label inside the figure: saved as
+    it is (exactly its size, one draw); other figures are cropped to what they draw."""
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
+
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", pad_inches=0.05)
+    if isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine):
+        fig.savefig(buf, format="png", dpi=dpi)
+    else:
+        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", pad_inches=0.05)
     return buf.getvalue()
 
 
@@ -62,10 +69,10 @@ def _page_grid(nrows: int, ncols: int, height: float = PANEL_HEIGHT_IN, **kw):
     return fig, axes
 
 
-def _tick_text(v: float, _pos=None) -> str:
+def _tick_text(v: float, _pos=None, plain: bool = True) -> str:
     if v == 0:
         return "0"
-    if 1e-3 <= abs(v) < 1e4:
+    if plain:
         return f"{v:g}"
     exp = int(math.floor(math.log10(abs(v)) + 1e-9))
     mant = v / 10 ** exp
@@ -82,7 +89,8 @@ def label_log_axis(axis, max_labels: int = 6) -> None:
     decades = math.log10(hi / lo) if lo > 0 and hi > 0 else 3.0
     subs = (1.0, 2.0, 3.0, 5.0) if decades < 1.2 else (1.0, 3.0) if decades < 2.6 else (1.0,)
     axis.set_major_locator(LogLocator(base=10, subs=subs, numticks=max_labels + 1))
-    axis.set_major_formatter(FuncFormatter(_tick_text))
+    plain = lo >= 1e-2 and hi < 1e4          # one style per axis: 0.01 … 1000 as numbers, else powers of ten
+    axis.set_major_formatter(FuncFormatter(lambda v, pos: _tick_text(v, pos, plain)))
     axis.set_minor_formatter(NullFormatter())
 
 

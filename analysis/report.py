@@ -4,11 +4,14 @@
     path = write_report("my-study", "reports/my-study")            # HTML, attached to the parent run
     path = write_report("my-study", "reports/my-study", fmt="md")  # Markdown + PNGs beside it
 
-The report answers the questions of docs/learning-rules.md §8 with numbers and intervals: a summary
-table per cell (tuned learning rate, speed with interval, variance), then variance versus
-speed, scaling with width, and the π boundary, each present only when the study has the data
-for it (and saying what is missing otherwise). The whole output directory is attached to the
-study's MLflow parent run under ``report/``.
+The report answers the questions of docs/learning-rules.md §8 with numbers and intervals: a table of
+answers (one row per question and setting), a summary table per cell (tuned learning rate, speed with
+interval, variance), how each cell's search went (:mod:`analysis.tuning`: Optuna's slice and
+optimisation-history plots, the chosen value and whether it sits at the edge of the range tried), then
+variance versus speed, scaling with width, and the π boundary, each present only when the study has the
+data for it (and saying what is missing otherwise). Figures are drawn at the page's width
+(:data:`analysis.figures.PAGE_WIDTH_IN`), so a browser shows them at 100 %. The whole output directory
+is attached to the study's MLflow parent run under ``report/``.
 """
 
 from __future__ import annotations
@@ -277,7 +280,10 @@ def _variance_section(study: Study, vs: pd.DataFrame, corr: pd.DataFrame, level:
         sec.answer.append((f"within settings, pooled over {int(r['n_settings'])} settings ({int(r['n_cells'])} cells)",
                            f"ρ(variance, AUC reward) = {_ci(r['rho'], r['rho_lo'], r['rho_hi'], 2)}: {verdict}"))
         sec.text.append("Answer: " + "; ".join(f"{a}: {b}" for a, b in sec.answer) + ".")
-        sec.tables.append(("Spearman's ρ within settings, pooled, per layer", pooled))
+        sec.tables.append(("Spearman's ρ within settings, pooled, per layer", pd.DataFrame({
+            "layer": pooled["layer"], "settings": pooled["n_settings"], "cells": pooled["n_cells"],
+            "ρ [interval]": [_ci(a, b, c, 2) for a, b, c in zip(pooled["rho"], pooled["rho_lo"], pooled["rho_hi"])],
+            "interval excludes 0": (pooled["rho_lo"] > 0) | (pooled["rho_hi"] < 0)})))
     elif len(total) and np.isfinite(total["rho"].iloc[0]):
         r = total.iloc[0]
         verdict = ("higher variance goes with slower learning" if r["rho_hi"] < 0 else
@@ -338,9 +344,10 @@ def _scaling_section(study: Study, data: pd.DataFrame, fits: pd.DataFrame, comps
     else:
         sec.text.append("Compute: no t = a + b·width^k fit (it needs 4 or more widths); the bare power law's reading "
                         "below holds only where fixed costs per episode are negligible.")
-        for _, r in fits[fits["quantity"] == "seconds_per_episode"].iterrows():
-            sec.text.append(f"Compute (bare power law), {r['rule_variant']}"
-                            + (f" ({r['context']})" if r["context"] else "") + f": {r['verdict']}.")
+        bare = fits[fits["quantity"] == "seconds_per_episode"]
+        if len(bare):
+            sec.tables.append(("Compute (bare power law) per rule and setting", pd.DataFrame(
+                {"rule": bare["rule_variant"], "setting": bare["context"], "verdict": bare["verdict"]})))
     censored = data.attrs.get("censored", [])
     if censored:
         sec.text.append("Speed exponents use Kaplan-Meier medians; left out where fewer than half the seeds reached "
@@ -364,6 +371,7 @@ def _scaling_section(study: Study, data: pd.DataFrame, fits: pd.DataFrame, comps
                                                       zip(comps["difference"], comps["difference_lo"],
                                                           comps["difference_hi"])]})
         c = c[["quantity", "context", "rule_variant", "reference", "b − b_ref [interval]", "differs"]]
+        c = c.assign(quantity=c["quantity"].map(lambda q: QUANTITIES.get(q, q)))
         sec.tables.append(("Exponents compared across rules (difference to the reference rule)", c))
     if data["context"].nunique() > 4:
         sec.text.append(f"The figure shows 4 of the {data['context'].nunique()} settings; the tables hold all.")
@@ -374,7 +382,8 @@ def _scaling_section(study: Study, data: pd.DataFrame, fits: pd.DataFrame, comps
     return sec
 
 
-def _pi_section(study: Study, table: pd.DataFrame, breakdown: pd.DataFrame, level: float) -> Section:
+def _pi_section(study: Study, table: pd.DataFrame, breakdown: pd.DataFrame, level: float,
+                init: pd.DataFrame | None = None) -> Section:
     sec = Section("norm_stress", "The π boundary (outgoing-norm stress)", False)
     norms = study.trials["outgoing_norm"].dropna().nunique() if len(study.trials) else 0
     if norms < 2 or not len(table):
@@ -389,7 +398,7 @@ def _pi_section(study: Study, table: pd.DataFrame, breakdown: pd.DataFrame, leve
         f"reward (bootstrap over seeds); {level:.0%} intervals. A rule counts as broken down at the smallest "
         "norm where half its seeds diverged or its final reward fell wholly below its reward at the smallest norm "
         "(after training; the answer uses the bias at initialisation when the study logged it).")
-    init = init_bias_table(study, level=level)
+    init = init_bias_table(study, level=level) if init is None else init
     if len(init):
         sec.text.append(
             "At initialisation (every rule on the same initial states and episodes): the debiased squared bias "
@@ -405,10 +414,20 @@ def _pi_section(study: Study, table: pd.DataFrame, breakdown: pd.DataFrame, leve
                 f"hwm order × norm: slope of the relative squared bias in the order {inter['order_below']:+.3g} "
                 f"below π (p = {inter['order_below_p']:.2g}), change above π {inter['order_x_above']:+.3g} "
                 f"(p = {inter['order_x_above_p']:.2g}), OLS over {inter['n']} rows.")
-        sec.tables.append(("Bias at initialisation per variant, norm and layer", init))
-    for _, r in breakdown.iterrows():
-        sec.text.append(f"{r['rule_variant']}" + (f" ({r['context']})" if r["context"] else "") + ": "
-                        + r["relative_to_pi"] + (f" ({r['criterion']})." if r["criterion"] else "."))
+        sec.tables.append(("Bias at initialisation per variant, norm and layer (every column: "
+                           "norm_stress_init_bias.csv)", pd.DataFrame({
+                               "rule": init["label"], "setting": init["context"],
+                               "norm c": init["outgoing_norm"].map(_num), "layer": init["layer"],
+                               "squared bias [interval]": [_ci(a, b, c, 2) for a, b, c in
+                                                           zip(init["bias_sq"], init["bias_sq_lo"], init["bias_sq_hi"])],
+                               "relative bias": init["relative_bias"].map(lambda v: _num(v, 2)),
+                               "biased (p)": [f"{'yes' if b else 'no'} ({_num(p, 2)})" for b, p in
+                                              zip(init["biased"], init["p"])],
+                               "broken down": init["broken"].map(lambda b: "yes" if b else "no")})))
+    if len(breakdown):
+        sec.tables.append(("After training: where each rule breaks down, per setting", pd.DataFrame({
+            "rule": breakdown["rule_variant"], "setting": breakdown["context"],
+            "breakdown": breakdown["relative_to_pi"], "criterion": breakdown["criterion"]})))
     for rule, g in breakdown.groupby("rule_variant", sort=True) if not len(init) else []:
         counts = g["relative_to_pi"].value_counts()
         if len(g) == 1:
@@ -534,7 +553,8 @@ def analyse(study: Study, n_boot: int = DEFAULT_BOOT, level: float = DEFAULT_LEV
     ns = norm_stress_table(study, n_boot=n_boot, level=level, seed=seed)
     bd = breakdown_norms(ns) if len(ns) else pd.DataFrame()
     tables["norm_stress"], tables["norm_stress_breakdown"] = ns, bd
-    sections.append(_pi_section(study, ns, bd, level))
+    tables["norm_stress_init_bias"] = init = init_bias_table(study, level=level)
+    sections.append(_pi_section(study, ns, bd, level, init))
     say("fastest rule")
     fast = fastest_rules(study, n_boot=n_boot, level=level, seed=seed)
     tables["fastest"] = fast

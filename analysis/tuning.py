@@ -120,7 +120,7 @@ def cell_study(study: Study, cell: str, objective: str | None = None, mode: str 
             if v is None or (isinstance(v, float) and math.isnan(v)):
                 continue
             v = int(v) if isinstance(dist, IntDistribution) else float(v) if isinstance(dist, FloatDistribution) else v
-            if not dist._contains(dist.to_internal_repr(v)):
+            if not _inside(dist, v):
                 continue    # outside the spec's range (the spec changed): drawn nowhere rather than wrongly
             params[name], dists[name] = v, dist
         value = r.get(objective) if objective else None
@@ -129,6 +129,12 @@ def cell_study(study: Study, cell: str, objective: str | None = None, mode: str 
                                    state=TrialState.COMPLETE if ok else TrialState.FAIL,
                                    user_attrs={"run_id": r["run_id"], "status": r.get("status")}))
     return opt
+
+
+def _inside(dist: BaseDistribution, value) -> bool:
+    if isinstance(dist, CategoricalDistribution):
+        return value in dist.choices
+    return dist.low <= value <= dist.high
 
 
 def tuning_table(study: Study) -> pd.DataFrame:
@@ -184,7 +190,6 @@ def tuning_figures(study: Study, cell: str, objective: str | None = None, mode: 
     the chosen value marked) and its optimisation history for one cell: two matplotlib Figures sized to
     share a row of ``width_in`` inches. ValueError when the cell has no completed search point."""
     import matplotlib
-    import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
     from optuna.visualization.matplotlib import plot_optimization_history, plot_slice
@@ -269,7 +274,6 @@ def tuning_figures(study: Study, cell: str, objective: str | None = None, mode: 
     hist_fig.legend(h, labels, loc="outside lower center", ncol=len(h), fontsize=7, frameon=False)
     slice_fig.suptitle(f"slice: {_short(chosen, cell)}", fontsize=9)
     hist_fig.suptitle("optimisation history", fontsize=9)
-    plt.figure(slice_fig.number)
     return slice_fig, hist_fig
 
 
