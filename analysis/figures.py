@@ -94,6 +94,17 @@ def label_log_axis(axis, max_labels: int = 6) -> None:
     axis.set_minor_formatter(NullFormatter())
 
 
+def _hide_unused(axes, n_used: int) -> None:
+    """Hide the panels after the first ``n_used``; the panel above a hidden one shows its x tick labels
+    (with shared x axes only the bottom row has them)."""
+    nrow, ncol = axes.shape
+    for k in range(n_used, nrow * ncol):
+        i, j = divmod(k, ncol)
+        axes[i, j].set_visible(False)
+        if i > 0:
+            axes[i - 1, j].xaxis.set_tick_params(labelbottom=True)
+
+
 def _legend_below(fig, handles, labels, ncol: int | None = None, **kw):
     """One legend for the whole figure, above the panels (it never covers data)."""
     if not handles:
@@ -239,8 +250,7 @@ def learning_curves(study, run_ids=None, metric: str = "eval_reward", n_boot: in
             ax.axhline(threshold, color="0.3", ls="--", lw=1)
         ax.set_title(", ".join(names[k].format(v) for k, v in ((col, c), (row, r)) if k), fontsize=9)
         ax.tick_params(labelsize=8)
-    for ax in axes.ravel()[len(panels):]:
-        ax.set_visible(False)
+    _hide_unused(axes, len(panels))
     label = {"eval_reward": "eval reward", "train_reward": "training reward"}.get(metric, metric)
     fig.supxlabel("episodes", fontsize=9)
     fig.supylabel(f"{label} (reward)", fontsize=9)
@@ -317,8 +327,7 @@ def variance_speed_figure(table: pd.DataFrame, correlations: pd.DataFrame | None
                 title += f": ρ = {r['rho']:.2f} [{r['rho_lo']:.2f}, {r['rho_hi']:.2f}], n = {int(r['n'])}"
         ax.set_title(title, fontsize=9)
         ax.tick_params(labelsize=8)
-    for ax in axes.ravel()[n:]:
-        ax.set_visible(False)
+    _hide_unused(axes, n)
     fig.supxlabel("probe variance (grad² units, log scale)", fontsize=9)
     fig.supylabel(SPEED_LABELS.get(speed, speed), fontsize=9)
     handles = [Line2D([], [], ls="", marker="o", color=pal[r]) for r in sorted(pal)]
