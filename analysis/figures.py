@@ -89,7 +89,7 @@ def label_log_axis(axis, max_labels: int = 6) -> None:
     decades = math.log10(hi / lo) if lo > 0 and hi > 0 else 3.0
     subs = (1.0, 2.0, 3.0, 5.0) if decades < 1.2 else (1.0, 3.0) if decades < 2.6 else (1.0,)
     axis.set_major_locator(LogLocator(base=10, subs=subs, numticks=max_labels + 1))
-    plain = lo >= 1e-2 and hi < 1e4          # one style per axis: 0.01 … 1000 as numbers, else powers of ten
+    plain = lo >= 1e-3 and hi < 1e4          # one style per axis: 0.001 … 1000 as numbers, else powers of ten
     axis.set_major_formatter(FuncFormatter(lambda v, pos: _tick_text(v, pos, plain)))
     axis.set_minor_formatter(NullFormatter())
 

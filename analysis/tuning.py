@@ -180,6 +180,22 @@ def tuning_table(study: Study) -> pd.DataFrame:
     return out
 
 
+def _cover(ax, xs, pad: float = 0.05) -> None:
+    """Widen the x limits of a numeric slice panel to every point tried (Optuna pads only the completed ones)."""
+    xs = [float(x) for x in xs if isinstance(x, (int, float))]
+    if not xs:
+        return
+    log = ax.get_xscale() == "log"
+    f = np.log10 if log else (lambda v: v)
+    lo, hi = f(min(xs)), f(max(xs))
+    span = (hi - lo) or 1.0
+    lo, hi = lo - pad * span, hi + pad * span
+    if log:
+        lo, hi = 10 ** lo, 10 ** hi
+    left, right = ax.get_xlim()
+    ax.set_xlim(min(lo, left), max(hi, right))
+
+
 def _slice_axes(axes) -> list:
     return list(np.ravel(axes)) if isinstance(axes, np.ndarray) else [axes]
 
@@ -233,6 +249,7 @@ def tuning_figures(study: Study, cell: str, objective: str | None = None, mode: 
                            edgecolors=SEED_COLOUR, zorder=3, lw=0.8)
         if len(chosen) and col in chosen and pd.notna(chosen[col].iloc[0]):
             ax.axvline(chosen[col].iloc[0], color=CHOSEN_COLOUR, ls="--", lw=1.2, zorder=1)
+        _cover(ax, [v for v in x_of.values() if v is not None])   # Optuna's limits leave out failed points
         if ax.get_xscale() == "log":
             label_log_axis(ax.xaxis)
         ax.set_xlabel(name)

@@ -79,6 +79,7 @@ def test_page_grid_with_legend_above_has_no_layout_problems(close_figures):
 # ----------------------------------------------------------------------------- tuning views
 
 BEST = 0.03
+NEVER = 0.001       # its seeds never reach the threshold
 SEEDS = 4
 
 
@@ -88,18 +89,20 @@ def _objective(lr, seed):
 
 
 def _tuning_study():
-    """Cell a: 5 learning rates around the optimum, started in a scrambled order, plus a failed point.
-    Cell b: learning rates below the optimum only, so the best sits at the upper edge of the range."""
+    """Cell a: 5 learning rates around the optimum, started in a scrambled order, plus a point whose seeds
+    never reach the threshold (no objective value) and a failed point. Cell b: learning rates below the
+    optimum only, so the best sits at the upper edge of the range."""
     trials, rows = [], []
     start = pd.Timestamp("2026-01-01")
-    plan = [("a", lr) for lr in (0.1, 0.003, BEST, 0.3, 0.01)] + [("b", lr) for lr in (0.001, 0.002, 0.005, 0.01)]
+    plan = [("a", lr) for lr in (0.1, 0.003, BEST, 0.3, 0.01, NEVER)] + [("b", lr) for lr in (0.001, 0.002, 0.005,
+                                                                                               0.01)]
     for i, (cell, lr) in enumerate(plan):
         rid = f"{cell}{i}"
-        values = [_objective(lr, s) for s in range(SEEDS)]
+        values = [_objective(lr, s) if lr != NEVER else math.inf for s in range(SEEDS)]
         trials.append({"run_id": rid, "run_name": rid, "cell": cell, "status": "finished", "stage": "search",
                        "rule": "uwm", "rule_variant": "uwm", "width": 16, "outgoing_norm": np.nan, "lr": lr,
                        "episodes": 4000, "seeds": SEEDS, "start_time": start + pd.Timedelta(seconds=i),
-                       "last_episodes_to_threshold_mean": float(np.mean(values))})
+                       "last_episodes_to_threshold_mean": float(np.mean(values)) if lr != NEVER else np.nan})
         for s, v in enumerate(values):
             for ep in (1000, 2000, 3000, 4000):
                 rows.append((rid, ep, s, "eval_reward", 1.0 if ep >= v else 0.0))
@@ -124,8 +127,9 @@ def test_cell_search_rebuilt_as_an_optuna_study_in_start_order():
     assert list(space) == ["lr"] and space["lr"][1] == FloatDistribution(0.001, 0.3, log=True)
     opt = cell_study(study, "a")
     assert opt.direction.name == "MINIMIZE"
-    assert [t.params.get("lr") for t in opt.trials] == [0.1, 0.003, BEST, 0.3, 0.01, 0.05]
-    assert [t.state for t in opt.trials] == [TrialState.COMPLETE] * 5 + [TrialState.FAIL]   # the failed point
+    assert [t.params.get("lr") for t in opt.trials] == [0.1, 0.003, BEST, 0.3, 0.01, NEVER, 0.05]
+    # no objective value (never reached the threshold; failed): not a completed trial
+    assert [t.state for t in opt.trials] == [TrialState.COMPLETE] * 5 + [TrialState.FAIL] * 2
     assert opt.best_trial.params["lr"] == BEST
     assert opt.best_trial.user_attrs["run_id"] == "a2"
 
@@ -134,7 +138,7 @@ def test_tuning_table_marks_the_chosen_value_and_the_edge():
     table = tuning_table(_tuning_study()).set_index("cell")
     a, b = table.loc["a"], table.loc["b"]
     assert a["lr"] == BEST and a["lr edge"] == "" and "edge" not in a["warnings"]
-    assert (a["lr min"], a["lr max"], a["n_points"]) == (0.003, 0.3, 6)
+    assert (a["lr min"], a["lr max"], a["n_points"]) == (NEVER, 0.3, 7)
     assert a["objective"] == pytest.approx(200.0) and a["objective_best"] == pytest.approx(200.0)
     assert b["lr"] == 0.01 and b["lr edge"] == "upper"
     assert "upper edge of the searched range" in b["warnings"]           # analysis.speed.tuning_warnings' words
@@ -152,6 +156,9 @@ def test_tuning_figures_are_optunas_plots_with_seeds_and_the_chosen_value(close_
     assert sorted(np.asarray(means)[:, 0]) == sorted([0.1, 0.003, BEST, 0.3, 0.01])
     seeds = np.concatenate([o for o in offsets if len(o) == 5 * SEEDS])
     assert len(seeds) == 5 * SEEDS                                       # every seed of every completed point
+    never = np.asarray(next(o for o in offsets if len(o) == SEEDS))      # and, at the budget, those never reached
+    assert np.allclose(never, [[NEVER, 4000]] * SEEDS)
+    assert ax.get_xlim()[0] < NEVER                                      # inside the panel
     chosen = [ln for ln in ax.get_lines() if ln.get_linestyle() == "--"]
     assert len(chosen) == 1 and np.allclose(chosen[0].get_xdata(), BEST)
     (hax,) = hist_fig.axes
