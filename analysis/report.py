@@ -515,7 +515,7 @@ def _methods(level: float, n_boot: int, seed: int) -> Section:
         "Matched points of training: probe values are compared at the first report episode every trial shares "
         "(each trial's first report when they share none).",
         "Tables: the CSV files beside this report hold every number shown here and more (trials.csv, cells.csv, "
-        "seed_speed.csv, variance_speed*.csv, scaling*.csv, norm_stress*.csv).",
+        "seed_speed.csv, tuning.csv, variance_speed*.csv, scaling*.csv, norm_stress*.csv).",
     ]
     return sec
 

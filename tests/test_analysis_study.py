@@ -311,7 +311,7 @@ def test_html_report_is_self_contained_attached_and_renders(study, store, analys
     assert "Not answerable" not in text
     assert "consistent with O(mn)" in text and "bracketing π" in text
     for name in ("trials", "cells", "seed_speed", "variance_speed", "variance_speed_correlations", "scaling_fits",
-                 "scaling_comparisons", "norm_stress", "norm_stress_breakdown"):
+                 "scaling_comparisons", "norm_stress", "norm_stress_breakdown", "norm_stress_init_bias", "tuning"):
         assert len(pd.read_csv(out / f"{name}.csv")) > 0, name
     assert len(pd.read_csv(out / "cells.csv")) == 18
     from mlflow.tracking import MlflowClient
