@@ -15,6 +15,7 @@ if "ipykernel" not in sys.modules:  # headless outside notebooks: figures go to 
     matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
@@ -28,6 +29,9 @@ SPEED_LABELS = {
     "final_reward": "final eval reward (reward)",
 }
 MAX_PANELS = 12
+DPI = 110
+PAGE_WIDTH_IN = 10.0     # the report's text column (1118 px) at DPI: a figure this wide shows at 100 %
+PANEL_HEIGHT_IN = 2.5
 
 
 def rule_palette(rules) -> dict[str, tuple]:
@@ -37,15 +41,155 @@ def rule_palette(rules) -> dict[str, tuple]:
     return {n: colours[i % len(colours)] for i, n in enumerate(names)}
 
 
-def to_png_bytes(fig, dpi: int = 110) -> bytes:
+def to_png_bytes(fig, dpi: int = DPI) -> bytes:
+    """The figure as PNG bytes. A constrained layout already keeps every label inside the figure: saved as
+    it is (exactly its size, one draw); other figures are cropped to what they draw."""
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
+
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    if isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine):
+        fig.savefig(buf, format="png", dpi=dpi)
+    else:
+        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", pad_inches=0.05)
     return buf.getvalue()
 
 
-def to_base64(fig, dpi: int = 110) -> str:
+def to_base64(fig, dpi: int = DPI) -> str:
     """The figure as a base64 PNG string (for ``<img src="data:image/png;base64,...">``)."""
     return base64.b64encode(to_png_bytes(fig, dpi)).decode("ascii")
+
+
+# ----------------------------------------------------------------------------- layout conventions
+
+
+def _page_grid(nrows: int, ncols: int, height: float = PANEL_HEIGHT_IN, **kw):
+    """Panels filling the report's width (constrained layout keeps labels and outside legends in the figure)."""
+    fig, axes = plt.subplots(nrows, ncols, figsize=(PAGE_WIDTH_IN, height * nrows + 0.9), squeeze=False,
+                             layout="constrained", **kw)
+    return fig, axes
+
+
+def _tick_text(v: float, _pos=None, plain: bool = True) -> str:
+    if v == 0:
+        return "0"
+    if plain:
+        return f"{v:g}"
+    exp = int(math.floor(math.log10(abs(v)) + 1e-9))
+    mant = v / 10 ** exp
+    return f"$10^{{{exp}}}$" if abs(mant - 1) < 1e-6 else f"${mant:g}{{\\times}}10^{{{exp}}}$"
+
+
+def label_log_axis(axis, max_labels: int = 6) -> None:
+    """Readable labels on a log axis: 1-2-3-5 ticks on about a decade, 1-3 ticks on up to 2.5 decades, decades
+    beyond (at most ``max_labels``); never labels on minor ticks (they overlap on short spans)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    lo, hi = axis.axes.get_xlim() if axis.axis_name == "x" else axis.axes.get_ylim()
+    lo, hi = min(lo, hi), max(lo, hi)
+    decades = math.log10(hi / lo) if lo > 0 and hi > 0 else 3.0
+    subs = (1.0, 2.0, 3.0, 5.0) if decades < 1.2 else (1.0, 3.0) if decades < 2.6 else (1.0,)
+    axis.set_major_locator(LogLocator(base=10, subs=subs, numticks=max_labels + 1))
+    plain = lo >= 1e-3 and hi < 1e4          # one style per axis: 0.001 … 1000 as numbers, else powers of ten
+    axis.set_major_formatter(FuncFormatter(lambda v, pos: _tick_text(v, pos, plain)))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _hide_unused(axes, n_used: int) -> None:
+    """Hide the panels after the first ``n_used``; the panel above a hidden one shows its x tick labels
+    (with shared x axes only the bottom row has them)."""
+    nrow, ncol = axes.shape
+    for k in range(n_used, nrow * ncol):
+        i, j = divmod(k, ncol)
+        axes[i, j].set_visible(False)
+        if i > 0:
+            axes[i - 1, j].xaxis.set_tick_params(labelbottom=True)
+
+
+def _legend_below(fig, handles, labels, ncol: int | None = None, **kw):
+    """One legend for the whole figure, above the panels (it never covers data)."""
+    if not handles:
+        return None
+    ncol = ncol or min(len(handles), 6)
+    return fig.legend(handles, labels, loc="outside upper center", ncol=ncol, fontsize=8, frameon=False, **kw)
+
+
+def _text_boxes(fig) -> list[tuple[str, object]]:
+    """(description, window extent) of every visible piece of text outside legends, and of each legend."""
+    from matplotlib.legend import Legend
+    from matplotlib.text import Text
+
+    renderer = fig.canvas.get_renderer()
+    boxes = []
+    legends = [a for a in fig.findobj(Legend) if a.get_visible()]
+    in_legend = {id(t) for leg in legends for t in leg.findobj(Text)}
+    ticklabels = set()
+    for ax in fig.axes:
+        if not ax.get_visible():
+            continue
+        for axis, (lo, hi) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+            lo, hi = min(lo, hi), max(lo, hi)
+            for tick in list(axis.majorTicks) + list(axis.minorTicks):
+                ticklabels.update((id(tick.label1), id(tick.label2)))
+            for tick in axis.get_major_ticks() + axis.get_minor_ticks():
+                for lab in (tick.label1, tick.label2):
+                    loc = tick.get_loc()
+                    span = (hi - lo) * 1e-6
+                    if lab.get_visible() and lab.get_text() and loc is not None and lo - span <= loc <= hi + span:
+                        boxes.append((f"tick label '{lab.get_text()}' ({axis.axis_name} of '{ax.get_title()}')",
+                                      lab.get_window_extent(renderer)))
+    for t in fig.findobj(Text):
+        if id(t) in in_legend or id(t) in ticklabels or not t.get_visible() or not t.get_text().strip():
+            continue
+        boxes.append((f"text '{t.get_text()[:40]}'", t.get_window_extent(renderer)))
+    for leg in legends:
+        boxes.append(("legend", leg.get_window_extent(renderer)))
+    return boxes
+
+
+def layout_problems(fig, page_px: float = PAGE_WIDTH_IN * DPI + 20, dpi: int = DPI) -> list[str]:
+    """What makes a figure hard to read at 100 % zoom, as sentences (empty when none): wider than the page,
+    text that overlaps other text (tick labels, titles, axis labels, legends), legends over an axes'
+    data region, bare legend entries (a value without a name, such as '16')."""
+    problems = []
+    fig.canvas.draw()
+    width = fig.get_size_inches()[0] * dpi
+    if width > page_px:
+        problems.append(f"{width:.0f} px wide: wider than the page ({page_px:.0f} px)")
+    boxes = _text_boxes(fig)
+    for i in range(len(boxes)):
+        for j in range(i + 1, len(boxes)):
+            (a, ba), (b, bb) = boxes[i], boxes[j]
+            if _overlap(ba, bb) > 1.0:
+                problems.append(f"{a} overlaps {b}")
+    from matplotlib.legend import Legend
+
+    renderer = fig.canvas.get_renderer()
+    data_axes = [ax for ax in fig.axes if ax.get_visible() and ax.get_label() != "<colorbar>"]
+    for leg in fig.findobj(Legend):
+        if not leg.get_visible():
+            continue
+        lb = leg.get_window_extent(renderer)
+        for ax in data_axes:
+            if _overlap(lb, ax.get_window_extent(renderer)) > 1.0:
+                problems.append(f"a legend covers the data region of '{ax.get_title() or ax.get_ylabel()}'")
+        for t in leg.get_texts():
+            if _bare_value(t.get_text()):
+                problems.append(f"legend entry '{t.get_text()}' is a bare value (name what it is)")
+    return problems
+
+
+def _overlap(a, b) -> float:
+    w = min(a.x1, b.x1) - max(a.x0, b.x0)
+    h = min(a.y1, b.y1) - max(a.y0, b.y0)
+    return max(w, 0.0) * max(h, 0.0)
+
+
+def _bare_value(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
 
 
 def _facets(df: pd.DataFrame, candidates) -> tuple[str | None, str | None]:
@@ -57,14 +201,16 @@ def _facets(df: pd.DataFrame, candidates) -> tuple[str | None, str | None]:
 
 def learning_curves(study, run_ids=None, metric: str = "eval_reward", n_boot: int = 1000):
     """Reward against episodes, one line per rule variant (mean over seeds with a 95 % bootstrap band),
-    faceted by width (columns) and outgoing norm (rows) when they vary. ``run_ids``: which trials
-    (default: all finished); use the tuned trials for a per-cell view."""
+    one panel per width and outgoing norm when they vary, the reward threshold dashed. ``run_ids``: which
+    trials (default: all finished); use the tuned trials for a per-cell view."""
+    from matplotlib.lines import Line2D
+
     sc = study.seed_curve(metric) if len(study.seed_curves) else None
     per_seed = sc is not None and len(sc)
     df = sc if per_seed else study.curve(f"{metric}_mean")
     if run_ids is not None:
         df = df[df["run_id"].isin(list(run_ids))]
-    df = df.dropna(subset=["value"])[["episode", "value", "rule_variant", "width", "outgoing_norm"]]
+    df = df.dropna(subset=["value"])[["run_id", "episode", "value", "rule_variant", "width", "outgoing_norm"]]
     if not len(df):
         raise ValueError(f"no values of {metric} to plot")
     df = df.assign(width=df["width"].map(lambda w: f"{int(w)}" if pd.notna(w) else "?"))
@@ -82,25 +228,50 @@ def learning_curves(study, run_ids=None, metric: str = "eval_reward", n_boot: in
         iv = bootstrap_ci(g["value"].to_numpy(float), n_boot=n_boot, seed=0) if per_seed else None
         stats.append((*key, g["value"].mean(), iv.lo if iv else np.nan, iv.hi if iv else np.nan))
     stats = pd.DataFrame(stats, columns=keys + ["mean", "lo", "hi"]).sort_values("episode")
-    order = lambda c: sorted(stats[c].unique(), key=_natural) if c else None  # noqa: E731
-    g = sns.FacetGrid(stats, col=col, row=row, hue="rule_variant", palette=pal, col_order=order(col),
-                      row_order=order(row), hue_order=sorted(pal), height=2.8, aspect=1.25, sharey=True,
-                      margin_titles=True, col_wrap=None if row else (min(4, stats[col].nunique()) if col else None))
-
-    def band(data, color, label, **_):
-        ax = plt.gca()
-        ax.plot(data["episode"], data["mean"], color=color, label=label, lw=1.5)
-        if data["lo"].notna().any():
-            ax.fill_between(data["episode"], data["lo"], data["hi"], color=color, alpha=0.2, lw=0)
-
-    g.map_dataframe(band)
-    g.add_legend(title="rule")
+    order = lambda c: sorted(stats[c].unique(), key=_natural) if c else [None]  # noqa: E731
+    panels = [(r, c) for r in order(row) for c in order(col)]
+    ncol = len(order(col)) if row else min(4, len(panels))
+    nrow = math.ceil(len(panels) / ncol)
+    fig, axes = _page_grid(nrow, ncol, height=min(PANEL_HEIGHT_IN, 0.75 * PAGE_WIDTH_IN / ncol + 0.4),
+                           sharex=True, sharey=True)
+    names = {"width": "width {}", "outgoing_norm": "norm {}"}
+    threshold = _threshold(study, df["run_id"].unique()) if metric in ("eval_reward", "train_reward") else None
+    for ax, (r, c) in zip(axes.ravel(), panels):
+        d = stats
+        if col:
+            d = d[d[col] == c]
+        if row:
+            d = d[d[row] == r]
+        for rule, h in d.groupby("rule_variant"):
+            ax.plot(h["episode"], h["mean"], color=pal[rule], lw=1.5)
+            if h["lo"].notna().any():
+                ax.fill_between(h["episode"], h["lo"], h["hi"], color=pal[rule], alpha=0.2, lw=0)
+        if threshold is not None:
+            ax.axhline(threshold, color="0.3", ls="--", lw=1)
+        ax.set_title(", ".join(names[k].format(v) for k, v in ((col, c), (row, r)) if k), fontsize=9)
+        ax.tick_params(labelsize=8)
+    _hide_unused(axes, len(panels))
     label = {"eval_reward": "eval reward", "train_reward": "training reward"}.get(metric, metric)
-    g.set_axis_labels("episodes", f"{label} (reward)")
-    g.set_titles(col_template="width {col_name}", row_template="norm {row_name}")
-    how = "mean over seeds with 95% bootstrap band" if per_seed else "mean over seeds"
-    g.figure.suptitle(f"Learning curves: {label} against episodes ({how})", y=1.02)
-    return g.figure
+    fig.supxlabel("episodes", fontsize=9)
+    fig.supylabel(f"{label} (reward)", fontsize=9)
+    handles = [Line2D([], [], color=pal[r], lw=2) for r in sorted(pal)]
+    labels = list(sorted(pal))
+    if threshold is not None:
+        handles.append(Line2D([], [], color="0.3", ls="--", lw=1))
+        labels.append(f"threshold {threshold:g}")
+    _legend_below(fig, handles, labels)
+    how = "mean over seeds, 95% bootstrap band" if per_seed else "mean over seeds"
+    fig.set_label(f"Learning curves: {label} against episodes ({how})")  # the caption, printed under the figure
+    return fig
+
+
+def _threshold(study, run_ids) -> float | None:
+    """The reward threshold of these trials when they share one (``threshold`` of their configs)."""
+    t = study.trials
+    if "threshold" not in t:
+        return None
+    vals = pd.to_numeric(t.loc[t["run_id"].isin(list(run_ids)), "threshold"], errors="coerce").dropna().unique()
+    return float(vals[0]) if len(vals) == 1 else None
 
 
 def _natural(v):
@@ -111,60 +282,77 @@ def _natural(v):
 
 
 def variance_speed_figure(table: pd.DataFrame, correlations: pd.DataFrame | None = None,
-                          speed: str = "auc_reward"):
-    """Scatter of learning speed against probe variance (log scale), one panel per layer, one colour
-    per rule variant; panel titles give Spearman's rho over all rules with its interval."""
+                          speed: str = "auc_reward", cells: pd.DataFrame | None = None):
+    """Learning speed against probe variance (log scale), one panel per layer, one colour per rule variant
+    (one marker per width when several); panel titles give Spearman's rho over all rules with its interval.
+    Vertical bars: the speed's interval per cell from ``cells`` (:func:`analysis.speed.cell_summary`,
+    columns ``<speed>_lo`` / ``<speed>_hi``) when given."""
+    from matplotlib.lines import Line2D
+
     df = table.dropna(subset=["variance", speed])
     df = df[df["variance"] > 0]
     if not len(df):
         raise ValueError("no (variance, speed) pairs to plot")
-    layers = sorted(df["layer"].unique(), key=lambda s: (s == "total", _natural(s)))
+    if cells is not None and f"{speed}_lo" in cells:
+        iv = cells[["cell", f"{speed}_lo", f"{speed}_hi"]].drop_duplicates("cell")
+        df = df.merge(iv.rename(columns={f"{speed}_lo": "_lo", f"{speed}_hi": "_hi"}), on="cell", how="left")
+    else:
+        df = df.assign(_lo=np.nan, _hi=np.nan)
+    layers = sorted(df["layer"].unique(), key=lambda s: (s != "total", _natural(s)))
     pal = rule_palette(df["rule_variant"])
+    widths = sorted(df["width"].dropna().unique())
+    markers = dict(zip(widths, "osD^vP*X")) if len(widths) > 1 else {w: "o" for w in widths}
     n = len(layers)
-    ncol = min(4, n)
+    ncol = min(2, n)
     nrow = math.ceil(n / ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol + 1.5, 3.2 * nrow), squeeze=False)
-    df = df.assign(width=df["width"].map(lambda w: f"{int(w)}" if pd.notna(w) else "?"))
+    fig, axes = _page_grid(nrow, ncol, height=2.6, sharey=True)
     for ax, layer in zip(axes.ravel(), layers):
         d = df[df["layer"] == layer]
-        sns.scatterplot(data=d, x="variance", y=speed, hue="rule_variant", style="width", palette=pal, ax=ax,
-                        s=45, legend=ax is axes.ravel()[0])
+        for (rule, w), h in d.groupby(["rule_variant", "width"], dropna=False):
+            y = h[speed].to_numpy(float)
+            yerr = np.vstack([np.clip(y - h["_lo"].to_numpy(float), 0, None),
+                              np.clip(h["_hi"].to_numpy(float) - y, 0, None)])
+            ax.errorbar(h["variance"], y, yerr=None if np.isnan(yerr).all() else np.nan_to_num(yerr),
+                        fmt=markers.get(w, "o"), color=pal[rule], ms=5, capsize=2, lw=1, alpha=0.9)
         ax.set_xscale("log")
+        label_log_axis(ax.xaxis)
         if speed == "episodes_to_threshold":
             ax.set_yscale("log")
-        title = f"layer {layer}" if layer != "total" else "all layers"
+            label_log_axis(ax.yaxis)
+        title = f"layer {layer}" if layer != "total" else "all layers (sum)"
         if correlations is not None and len(correlations):
             c = correlations[(correlations["layer"] == layer) & (correlations["scope"] == "all rules")]
             if len(c) and np.isfinite(c["rho"].iloc[0]):
                 r = c.iloc[0]
-                title += f"\nρ = {r['rho']:.2f} [{r['rho_lo']:.2f}, {r['rho_hi']:.2f}], n = {int(r['n'])}"
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("probe variance (grad² units, log)")
-        ax.set_ylabel(SPEED_LABELS.get(speed, speed))
-    for ax in axes.ravel()[n:]:
-        ax.set_visible(False)
-    first = axes.ravel()[0]
-    handles, labels = first.get_legend_handles_labels()
-    if first.get_legend() is not None:
-        first.get_legend().remove()
-    labels = [{"rule_variant": "rule", "width": "width"}.get(lab, lab) for lab in labels]
-    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
-    fig.suptitle("Variance versus speed", y=1.0)
-    fig.tight_layout()
+                title += f": ρ = {r['rho']:.2f} [{r['rho_lo']:.2f}, {r['rho_hi']:.2f}], n = {int(r['n'])}"
+        ax.set_title(title, fontsize=9)
+        ax.tick_params(labelsize=8)
+    _hide_unused(axes, n)
+    fig.supxlabel("probe variance (grad² units, log scale)", fontsize=9)
+    fig.supylabel(SPEED_LABELS.get(speed, speed), fontsize=9)
+    handles = [Line2D([], [], ls="", marker="o", color=pal[r]) for r in sorted(pal)]
+    labels = list(sorted(pal))
+    if len(widths) > 1:
+        handles += [Line2D([], [], ls="", marker=markers[w], color="0.4") for w in widths]
+        labels += [f"width {int(w)}" for w in widths]
+    _legend_below(fig, handles, labels, ncol=min(len(handles), 8))
+    bars = ", bars: 95% interval over seeds" if df["_lo"].notna().any() else ""
+    fig.set_label(f"Variance versus speed (one point per cell{bars})")  # the caption, printed under the figure
     return fig
 
 
 def scaling_figure(data: pd.DataFrame, fits_table: pd.DataFrame):
     """Log-log panels of each quantity against width (points: mean at a width, bars: min to max over
-    seeds or trials), with the fitted power laws and their exponents in the legend. One row per
-    setting (context) when several."""
+    seeds or trials), with the fitted power laws (their exponents and intervals are in the report's
+    table). One row per setting (context) when several, at most 4."""
+    from matplotlib.lines import Line2D
+
     quantities = [q for q in QUANTITIES if q in set(data["quantity"])]
     contexts = sorted(data["context"].unique(), key=str)[:4]
     if not quantities:
         raise ValueError("no scaling data to plot")
     pal = rule_palette(data["rule_variant"])
-    fig, axes = plt.subplots(len(contexts), len(quantities), figsize=(4.4 * len(quantities), 3.4 * len(contexts)),
-                             squeeze=False)
+    fig, axes = _page_grid(len(contexts), len(quantities), height=2.4, sharex=True)
     for i, ctx in enumerate(contexts):
         for j, q in enumerate(quantities):
             ax = axes[i, j]
@@ -177,42 +365,46 @@ def scaling_figure(data: pd.DataFrame, fits_table: pd.DataFrame):
                             fmt="o", color=colour, ms=4, capsize=2, lw=1)
                 f = fits_table[(fits_table["quantity"] == q) & (fits_table["rule_variant"] == rule)
                                & (fits_table["context"] == ctx)]
-                label = rule
                 if len(f):
                     r = f.iloc[0]
                     xs = np.geomspace(stats["width"].min(), stats["width"].max(), 50)
                     ax.plot(xs, r["prefactor"] * xs ** r["exponent"], color=colour, lw=1.3)
-                    label = f"{rule}: b = {r['exponent']:.2f} [{r['exponent_lo']:.2f}, {r['exponent_hi']:.2f}]"
-                ax.plot([], [], color=colour, marker="o", ms=4, label=label)
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
-            ax.set_xlabel("width (units per hidden layer, log)")
-            ax.set_ylabel(QUANTITIES[q])
-            ax.set_title(q.replace("_", " ") + (f"\n{ctx}" if ctx else ""), fontsize=10)
-            ax.legend(fontsize=7, frameon=False)
-    fig.suptitle("Scaling with width: power laws y = A·width^b (95% intervals on b)", y=1.0)
-    fig.tight_layout()
+            label_log_axis(ax.yaxis)
+            ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _p: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            title = QUANTITIES[q] if i == 0 else ""
+            ax.set_title(title + (f"\n{ctx}" if ctx and len(contexts) > 1 else ""), fontsize=8)
+            ax.tick_params(labelsize=8)
+    fig.supxlabel("width (units per hidden layer, log scale)", fontsize=9)
+    handles = [Line2D([], [], color=pal[r], marker="o", ms=4) for r in sorted(pal)]
+    _legend_below(fig, handles + [Line2D([], [], color="0.3", lw=1.3)],
+                  list(sorted(pal)) + ["fitted power law"])
+    only = f" ({contexts[0]})" if len(contexts) == 1 and contexts[0] else ""
+    fig.set_label(f"Scaling with width{only}: y = A·width^b on log-log axes, bars min to max over seeds")
     return fig
 
 
 def norm_stress_figure(table: pd.DataFrame):
     """Divergence rate, probe variance, probe bias (when the exact oracle applied) and final reward
-    against the initial outgoing norm, one line per rule variant, π marked. One row per setting
-    (context) when several (at most 4)."""
+    against the initial outgoing norm, one line per rule variant, π dashed; bars: the intervals of
+    the table. One row per setting (context) when several (at most 4)."""
+    from matplotlib.lines import Line2D
+
     if not len(table):
         raise ValueError("no norm-stress data to plot")
     contexts = list(dict.fromkeys(table["context"]))[:4]
     pal = rule_palette(table["rule_variant"])
     panels = [("diverged_rate", "diverged seeds (fraction)", False),
-              ("variance", "probe variance, all layers (grad², log)", True),
+              ("variance", "probe variance, all layers (grad²)", True),
               ("final_reward", "final eval reward (reward)", False)]
     if "bias" in table and np.isfinite(table["bias"].to_numpy(float)).any():
-        panels.insert(2, ("bias", "probe bias vs exact gradient (grad units, log)", True))
-    fig, axes = plt.subplots(len(contexts), len(panels), figsize=(4.4 * len(panels), 3.3 * len(contexts)),
-                             squeeze=False)
+        panels.insert(2, ("bias", "probe bias vs exact gradient (grad)", True))
+    fig, axes = _page_grid(len(contexts), len(panels), height=2.2, sharex=True)
     for i, ctx in enumerate(contexts):
         d = table[table["context"] == ctx]
-        for j, (col, ylabel, logy) in enumerate(panels):
+        for j, (col, name, logy) in enumerate(panels):
             ax = axes[i, j]
             for rule, h in d.groupby("rule_variant"):
                 h = h.sort_values("outgoing_norm")
@@ -221,16 +413,17 @@ def norm_stress_figure(table: pd.DataFrame):
                 hi = np.clip(h[f"{col}_hi"].to_numpy(float) - y, 0, None)
                 yerr = None if np.all(np.isnan(lo)) else [np.nan_to_num(lo), np.nan_to_num(hi)]
                 ax.errorbar(h["outgoing_norm"], y, yerr=yerr, marker="o", ms=4, capsize=2, lw=1.2,
-                            color=pal[rule], label=rule)
+                            color=pal[rule])
             ax.axvline(math.pi, color="0.3", ls="--", lw=1)
-            ax.text(math.pi, 0.98, " π", transform=ax.get_xaxis_transform(), va="top", fontsize=11)
             if logy:
                 ax.set_yscale("log")
-            ax.set_xlabel("initial outgoing norm c (weight units)")
-            ax.set_ylabel(ylabel)
-            if ctx:
-                ax.set_title(ctx, fontsize=9)
-        axes[i, 0].legend(fontsize=8, frameon=False)
-    fig.suptitle("Outgoing-norm stress: where do the rules break down? (π dashed)", y=1.0)
-    fig.tight_layout()
+                label_log_axis(ax.yaxis)
+            title = name if i == 0 else ""
+            ax.set_title(title + (f"\n{ctx}" if ctx and len(contexts) > 1 else ""), fontsize=8)
+            ax.tick_params(labelsize=8)
+    fig.supxlabel("initial outgoing norm c (weight units)", fontsize=9)
+    handles = [Line2D([], [], color=pal[r], marker="o", ms=4) for r in sorted(pal)]
+    _legend_below(fig, handles + [Line2D([], [], color="0.3", ls="--", lw=1)], list(sorted(pal)) + ["c = π"])
+    only = f" ({contexts[0]})" if len(contexts) == 1 and contexts[0] else ""
+    fig.set_label(f"Outgoing-norm stress{only}: where do the rules break down?")  # the caption, printed under the figure
     return fig

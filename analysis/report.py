@@ -4,11 +4,14 @@
     path = write_report("my-study", "reports/my-study")            # HTML, attached to the parent run
     path = write_report("my-study", "reports/my-study", fmt="md")  # Markdown + PNGs beside it
 
-The report answers the questions of docs/learning-rules.md §8 with numbers and intervals: a summary
-table per cell (tuned learning rate, speed with interval, variance), then variance versus
-speed, scaling with width, and the π boundary, each present only when the study has the data
-for it (and saying what is missing otherwise). The whole output directory is attached to the
-study's MLflow parent run under ``report/``.
+The report answers the questions of docs/learning-rules.md §8 with numbers and intervals: a table of
+answers (one row per question and setting), a summary table per cell (tuned learning rate, speed with
+interval, variance), how each cell's search went (:mod:`analysis.tuning`: Optuna's slice and
+optimisation-history plots, the chosen value and whether it sits at the edge of the range tried), then
+variance versus speed, scaling with width, and the π boundary, each present only when the study has the
+data for it (and saying what is missing otherwise). Figures are drawn at the page's width
+(:data:`analysis.figures.PAGE_WIDTH_IN`), so a browser shows them at 100 %. The whole output directory
+is attached to the study's MLflow parent run under ``report/``.
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ from .norm_stress import (BREAKDOWN_RELATIVE_BIAS, breakdown_norms, init_bias_br
                           norm_stress_table, order_norm_interaction)
 from .probe import cross_rule_labels
 from .scaling import QUANTITIES, compare_compute, compare_exponents, compute_fits, scaling_data, scaling_fits
-from .speed import cell_summary, replication_table, seed_speed, select_tuned, tuning_warnings
+from .speed import (MIN_TUNING_POINTS, cell_summary, replication_table, seed_speed, select_tuned,
+                    tuning_warnings)
+from .tuning import objective_label, tuning_figures, tuning_table
 from .stats import DEFAULT_BOOT, DEFAULT_LEVEL
 from .variance_speed import pooled_within_setting, variance_speed_correlations, variance_speed_table
 
@@ -46,8 +51,8 @@ class Section:
     present: bool
     text: list[str] = field(default_factory=list)            # paragraphs (plain text)
     tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)   # (caption, display table)
-    figures: list[tuple[str, object]] = field(default_factory=list)        # (file stem, Figure)
-    answer: list[str] = field(default_factory=list)          # lines for "Answers at a glance"
+    figures: list[tuple[str, object]] = field(default_factory=list)        # (file stem, Figure or row of them)
+    answer: list = field(default_factory=list)   # "Answers at a glance": text, or (setting, text) per row
     bullets: list[str] = field(default_factory=list)         # rendered as a list after the text
 
 
@@ -153,8 +158,76 @@ def _cell_section(study: Study, cells: pd.DataFrame, level: float) -> Section:
     warn = warn[warn["warnings"] != ""]
     if len(warn):
         sec.text.append(f"Tuning warnings in {len(warn)} of {len(cells)} cells: the tuned learning rate is less "
-                        "trustworthy there (see the table).")
-        sec.tables.append(("Tuning warnings", warn[["cell", "rule_variant", "lr", "n_search", "confirmed", "warnings"]]))
+                        "trustworthy there (see Tuning).")
+    return sec
+
+
+MAX_TUNING_FIGURES = 4
+
+
+def _tuning_section(study: Study, table: pd.DataFrame) -> Section:
+    sec = Section("tuning", "Tuning: how each cell's search went", False)
+    params = table.attrs.get("params", []) if len(table) else []
+    if not len(table) or not params:
+        sec.text.append("Not shown: the study's spec names no searched hyperparameter, or no cell finished.")
+        return sec
+    sec.present = True
+    obj, mode = table.attrs["objective"], table.attrs["mode"]
+    sec.text.append(
+        f"Each cell's search points against every searched hyperparameter, with the objective the searcher "
+        f"optimised ({obj}, {'lower' if mode == 'min' else 'higher'} is better). Figures: Optuna's slice plot and "
+        "optimisation history, rebuilt from the points in MLflow; each point's seeds are drawn beside it and the "
+        "chosen value is dashed. A flat optimum reads as a plateau of points; a chosen value at the edge of the "
+        "searched range means the optimum may lie outside it.")
+    rows = []
+    for _, r in table.iterrows():
+        row = {"rule": r["rule_variant"], "width": _num(r["width"]),
+               "norm": _num(r["outgoing_norm"]) if pd.notna(r["outgoing_norm"]) else "default"}
+        for p in params:
+            lo, hi = r[f"{p} min"], r[f"{p} max"]
+            row[f"{p} tried"] = f"{_num(lo)} – {_num(hi)}" if np.isfinite(lo) else "–"
+            row[f"{p} chosen"] = _num(r[p]) + (f" ({r[f'{p} edge']} edge)" if r[f"{p} edge"] else "")
+        best, worst = r["objective_best"], r["objective_worst"]
+        row["points"] = int(r["n_points"])
+        row[f"{objective_label(obj)}: chosen"] = _num(r["objective"])
+        row["best – worst point"] = f"{_num(best)} – {_num(worst)}" if np.isfinite(best) else "–"
+        rows.append(row)
+    show = pd.DataFrame(rows)
+    if not table["confirmed"].any():
+        sec.text.append("No cell has a confirm stage: each chosen point is reported on the seeds it was picked on "
+                        "(optimistic).")
+    few = table["n_points"] < MIN_TUNING_POINTS
+    if few.any():
+        sec.text.append(f"{int(few.sum())} of {len(table)} cells tried fewer than {MIN_TUNING_POINTS} points (TPE "
+                        "samples its first points at random: close to random search).")
+    sec.tables.append(("One row per cell: the values tried, the chosen value and the objective (warnings: "
+                       "tuning.csv)", show))
+    edge = table[[f"{p} edge" for p in params]].ne("").any(axis=1)
+    if edge.any():
+        sec.answer.append(("chosen value at the edge of the range tried",
+                           f"{int(edge.sum())} of {len(table)} cells: " + ", ".join(
+                               f"{r['rule_variant']} width {_num(r['width'])}"
+                               + (f" norm {_num(r['outgoing_norm'])}" if pd.notna(r["outgoing_norm"]) else "")
+                               for _, r in table[edge].iterrows())))
+    else:
+        sec.answer.append(("chosen value at the edge of the range tried", f"none of {len(table)} cells"))
+    order = table.assign(_edge=edge.to_numpy()).sort_values("_edge", ascending=False, kind="stable")
+    shown = 0
+    for _, r in order.iterrows():
+        if shown == MAX_TUNING_FIGURES:
+            break
+        if r["n_points"] < 2:
+            continue    # one point: nothing to compare
+        try:
+            pair = tuning_figures(study, r["cell"])
+        except ValueError:
+            continue
+        sec.figures.append((f"tuning_{shown + 1}", pair))
+        shown += 1
+    if shown < len(table):
+        sec.text.append(f"Figures for {shown} of {len(table)} cells (those with a chosen value at an edge first, "
+                        "none for cells with one point); the table holds all; analysis.tuning.tuning_figures draws any "
+                        "cell.")
     return sec
 
 
@@ -171,7 +244,8 @@ def _curves_section(study: Study, tuned: pd.DataFrame) -> Section:
     return sec
 
 
-def _variance_section(study: Study, vs: pd.DataFrame, corr: pd.DataFrame, level: float) -> Section:
+def _variance_section(study: Study, vs: pd.DataFrame, corr: pd.DataFrame, level: float,
+                      cells: pd.DataFrame | None = None) -> Section:
     sec = Section("variance_speed", "Variance versus speed", False)
     n_cells = vs.loc[vs["variance"].notna(), "cell"].nunique() if len(vs) else 0
     if n_cells < 3:
@@ -203,31 +277,37 @@ def _variance_section(study: Study, vs: pd.DataFrame, corr: pd.DataFrame, level:
         verdict = ("higher variance goes with slower learning" if r["rho_hi"] < 0 else
                    "higher variance goes with faster learning" if r["rho_lo"] > 0 else
                    "no monotone relation is resolved (the interval contains 0)")
-        sec.answer.append(f"within settings, pooled over {int(r['n_settings'])} settings ({int(r['n_cells'])} cells), "
-                          f"ρ(variance, AUC reward) = {_ci(r['rho'], r['rho_lo'], r['rho_hi'], 2)}: {verdict}.")
-        sec.text.append("Answer: " + " ".join(sec.answer))
-        sec.tables.append(("Spearman's ρ within settings, pooled, per layer", pooled))
+        sec.answer.append((f"within settings, pooled over {int(r['n_settings'])} settings ({int(r['n_cells'])} cells)",
+                           f"ρ(variance, AUC reward) = {_ci(r['rho'], r['rho_lo'], r['rho_hi'], 2)}: {verdict}"))
+        sec.text.append("Answer: " + "; ".join(f"{a}: {b}" for a, b in sec.answer) + ".")
+        sec.tables.append(("Spearman's ρ within settings, pooled, per layer", pd.DataFrame({
+            "layer": pooled["layer"], "settings": pooled["n_settings"], "cells": pooled["n_cells"],
+            "ρ [interval]": [_ci(a, b, c, 2) for a, b, c in zip(pooled["rho"], pooled["rho_lo"], pooled["rho_hi"])],
+            "interval excludes 0": (pooled["rho_lo"] > 0) | (pooled["rho_hi"] < 0)})))
     elif len(total) and np.isfinite(total["rho"].iloc[0]):
         r = total.iloc[0]
         verdict = ("higher variance goes with slower learning" if r["rho_hi"] < 0 else
                    "higher variance goes with faster learning" if r["rho_lo"] > 0 else
                    "no monotone relation is resolved (the interval contains 0)")
-        sec.answer.append(f"over all rules and layers, ρ(variance, AUC reward) = "
-                          f"{_ci(r['rho'], r['rho_lo'], r['rho_hi'], 2)} over {int(r['n'])} cells: {verdict}.")
-        within = corr[(corr["layer"] == "total") & (corr["scope"] != "all rules")]
-        if len(within):
-            sec.answer.append("within each rule: " + "; ".join(
-                f"{w['scope']} {_ci(w['rho'], w['rho_lo'], w['rho_hi'], 2)} (n = {int(w['n'])})"
-                for _, w in within.iterrows()) + ".")
-        sec.text.append("Answer: " + " ".join(sec.answer))
+        sec.answer.append((f"all rules, all layers ({int(r['n'])} cells)",
+                           f"ρ(variance, AUC reward) = {_ci(r['rho'], r['rho_lo'], r['rho_hi'], 2)}: {verdict}"))
+        within = corr[(corr["layer"] == "total") & (corr["scope"] != "all rules") & (corr["n"] >= 3)]
+        for _, w in within.iterrows():
+            sec.answer.append((f"within {w['scope']} ({int(w['n'])} cells)",
+                               f"ρ = {_ci(w['rho'], w['rho_lo'], w['rho_hi'], 2)}"))
+        sec.text.append("Answer: " + "; ".join(f"{a}: {b}" for a, b in sec.answer) + ".")
     show = corr.assign(**{"ρ [interval]": [_ci(a, b, c, 2) for a, b, c in zip(corr["rho"], corr["rho_lo"],
                                                                              corr["rho_hi"])]})
     show = show[["layer", "scope", "n", "ρ [interval]", "excludes_zero"]].rename(
         columns={"excludes_zero": "interval excludes 0"})
+    few = (corr["n"] < 3) | ~np.isfinite(corr["rho"].to_numpy(float))
+    if few.any():
+        sec.text.append(f"{int(few.sum())} of {len(corr)} (layer, scope) pairs have fewer than 3 cells (no ρ) and are "
+                        "left out of the table below.")
     sec.tables.append(("Spearman's ρ between variance and AUC reward, per layer, over all rules and within each",
-                       show))
+                       show[~few.to_numpy()]))
     try:
-        sec.figures.append(("variance_vs_speed", F.variance_speed_figure(vs, corr)))
+        sec.figures.append(("variance_vs_speed", F.variance_speed_figure(vs, corr, cells=cells)))
     except ValueError as exc:
         sec.text.append(f"(No figure: {exc}.)")
     return sec
@@ -259,14 +339,15 @@ def _scaling_section(study: Study, data: pd.DataFrame, fits: pd.DataFrame, comps
         sec.tables.append(("Compute fits t = a + b·width^k", cfits))
         cc = compare_compute(cobjs, level=level)
         for _, r in cc.iterrows():
-            sec.answer.append(f"compute, k(uwm) − k(reinforce) = {_ci(r['difference'], r['difference_lo'], r['difference_hi'], 2)}"
-                              + (f" ({r['context']})" if r["context"] else "") + f": {r['verdict']}.")
+            sec.answer.append(("compute, k(uwm) − k(reinforce)" + (f", {r['context']}" if r["context"] else ""),
+                               f"{_ci(r['difference'], r['difference_lo'], r['difference_hi'], 2)}: {r['verdict']}"))
     else:
         sec.text.append("Compute: no t = a + b·width^k fit (it needs 4 or more widths); the bare power law's reading "
                         "below holds only where fixed costs per episode are negligible.")
-        for _, r in fits[fits["quantity"] == "seconds_per_episode"].iterrows():
-            sec.text.append(f"Compute (bare power law), {r['rule_variant']}"
-                            + (f" ({r['context']})" if r["context"] else "") + f": {r['verdict']}.")
+        bare = fits[fits["quantity"] == "seconds_per_episode"]
+        if len(bare):
+            sec.tables.append(("Compute (bare power law) per rule and setting", pd.DataFrame(
+                {"rule": bare["rule_variant"], "setting": bare["context"], "verdict": bare["verdict"]})))
     censored = data.attrs.get("censored", [])
     if censored:
         sec.text.append("Speed exponents use Kaplan-Meier medians; left out where fewer than half the seeds reached "
@@ -274,11 +355,10 @@ def _scaling_section(study: Study, data: pd.DataFrame, fits: pd.DataFrame, comps
     for q, name in (("episodes_to_threshold", "speed exponent (KM median episodes to threshold)"),
                     ("probe_variance", "variance exponent")):
         f = fits[fits["quantity"] == q]
-        if len(f):
-            line = f"{name}: " + "; ".join(
+        for ctx, g in f.groupby("context", sort=False):
+            sec.answer.append((name + (f", {ctx}" if ctx else ""), " · ".join(
                 f"{r['rule_variant']} {_ci(r['exponent'], r['exponent_lo'], r['exponent_hi'], 3)}"
-                + (f" ({r['context']})" if r["context"] else "") for _, r in f.iterrows())
-            sec.answer.append(line + ".")
+                for _, r in g.iterrows())))
     show = fits.assign(**{"b [interval]": [_ci(a, b, c, 3) for a, b, c in
                                            zip(fits["exponent"], fits["exponent_lo"], fits["exponent_hi"])],
                           "quantity": fits["quantity"].map(lambda q: QUANTITIES.get(q, q))})
@@ -291,6 +371,7 @@ def _scaling_section(study: Study, data: pd.DataFrame, fits: pd.DataFrame, comps
                                                       zip(comps["difference"], comps["difference_lo"],
                                                           comps["difference_hi"])]})
         c = c[["quantity", "context", "rule_variant", "reference", "b − b_ref [interval]", "differs"]]
+        c = c.assign(quantity=c["quantity"].map(lambda q: QUANTITIES.get(q, q)))
         sec.tables.append(("Exponents compared across rules (difference to the reference rule)", c))
     if data["context"].nunique() > 4:
         sec.text.append(f"The figure shows 4 of the {data['context'].nunique()} settings; the tables hold all.")
@@ -301,7 +382,8 @@ def _scaling_section(study: Study, data: pd.DataFrame, fits: pd.DataFrame, comps
     return sec
 
 
-def _pi_section(study: Study, table: pd.DataFrame, breakdown: pd.DataFrame, level: float) -> Section:
+def _pi_section(study: Study, table: pd.DataFrame, breakdown: pd.DataFrame, level: float,
+                init: pd.DataFrame | None = None) -> Section:
     sec = Section("norm_stress", "The π boundary (outgoing-norm stress)", False)
     norms = study.trials["outgoing_norm"].dropna().nunique() if len(study.trials) else 0
     if norms < 2 or not len(table):
@@ -316,7 +398,7 @@ def _pi_section(study: Study, table: pd.DataFrame, breakdown: pd.DataFrame, leve
         f"reward (bootstrap over seeds); {level:.0%} intervals. A rule counts as broken down at the smallest "
         "norm where half its seeds diverged or its final reward fell wholly below its reward at the smallest norm "
         "(after training; the answer uses the bias at initialisation when the study logged it).")
-    init = init_bias_table(study, level=level)
+    init = init_bias_table(study, level=level) if init is None else init
     if len(init):
         sec.text.append(
             "At initialisation (every rule on the same initial states and episodes): the debiased squared bias "
@@ -325,24 +407,33 @@ def _pi_section(study: Study, table: pd.DataFrame, breakdown: pd.DataFrame, leve
             "and layers), with the power stated; 'unbiased' by the oracle z-test (Stouffer over seeds).")
         ibd = init_bias_breakdown(init)
         for _, r in ibd.iterrows():
-            sec.answer.append(f"{r['label']}" + (f" ({r['context']})" if r["context"] else "") + f": {r['verdict']}.")
+            sec.answer.append((f"{r['label']}" + (f", {r['context']}" if r["context"] else ""), r["verdict"]))
         inter = order_norm_interaction(init)
         if inter:
             sec.answer.append(
                 f"hwm order × norm: slope of the relative squared bias in the order {inter['order_below']:+.3g} "
                 f"below π (p = {inter['order_below_p']:.2g}), change above π {inter['order_x_above']:+.3g} "
                 f"(p = {inter['order_x_above_p']:.2g}), OLS over {inter['n']} rows.")
-        sec.tables.append(("Bias at initialisation per variant, norm and layer", init))
-    for _, r in breakdown.iterrows():
-        sec.text.append(f"{r['rule_variant']}" + (f" ({r['context']})" if r["context"] else "") + ": "
-                        + r["relative_to_pi"] + (f" ({r['criterion']})." if r["criterion"] else "."))
+        sec.tables.append(("Bias at initialisation per variant, norm and layer (every column: "
+                           "norm_stress_init_bias.csv)", pd.DataFrame({
+                               "rule": init["label"], "setting": init["context"],
+                               "norm c": init["outgoing_norm"].map(_num), "layer": init["layer"],
+                               "squared bias [interval]": [_ci(a, b, c, 2) for a, b, c in
+                                                           zip(init["bias_sq"], init["bias_sq_lo"], init["bias_sq_hi"])],
+                               "relative bias": init["relative_bias"].map(lambda v: _num(v, 2)),
+                               "biased (p)": [f"{'yes' if b else 'no'} ({_num(p, 2)})" for b, p in
+                                              zip(init["biased"], init["p"])],
+                               "broken down": init["broken"].map(lambda b: "yes" if b else "no")})))
+    if len(breakdown):
+        sec.tables.append(("After training: where each rule breaks down, per setting", pd.DataFrame({
+            "rule": breakdown["rule_variant"], "setting": breakdown["context"],
+            "breakdown": breakdown["relative_to_pi"], "criterion": breakdown["criterion"]})))
     for rule, g in breakdown.groupby("rule_variant", sort=True) if not len(init) else []:
         counts = g["relative_to_pi"].value_counts()
         if len(g) == 1:
-            sec.answer.append(f"{rule}: {g['relative_to_pi'].iloc[0]}.")
+            sec.answer.append((rule, g["relative_to_pi"].iloc[0]))
         else:
-            sec.answer.append(f"{rule}: " + "; ".join(f"{k} in {v} of {len(g)} settings" for k, v in counts.items())
-                              + ".")
+            sec.answer.append((rule, "; ".join(f"{k} in {v} of {len(g)} settings" for k, v in counts.items())))
     show = pd.DataFrame({
         "rule": table["rule_variant"], "setting": table["context"], "norm c": table["outgoing_norm"].map(_num),
         "> π": table["above_pi"], "seeds": table["n_seeds"].map(_num),
@@ -384,7 +475,7 @@ def _fastest_section(fast: pd.DataFrame, level: float) -> Section:
                         if r["slower_than_reference"] else "not resolved from uwm")
                 text += f" (Δ {_ci(r['difference'], r['difference_lo'], r['difference_hi'])}, {sign})"
             parts.append(text)
-        sec.answer.append((f"{setting}: " if setting != "all" else "") + "; ".join(parts) + ".")
+        sec.answer.append((setting if setting != "all" else "", "; ".join(parts)))
     sec.tables.append(("Ranking per setting, with paired differences to uwm", fast))
     return sec
 
@@ -403,7 +494,8 @@ def _replication_section(table: pd.DataFrame) -> Section:
             line += f"; published {r['published']:.2f} ({r['published_std']:.2f}), {r['source']}"
         if r["n_diverged"]:
             line += f"; {int(r['n_diverged'])} seeds diverged"
-        sec.answer.append(line + ".")
+        rest = ", ".join(p for p in str(r["cell"]).split("|") if not p.startswith("rule="))
+        sec.answer.append((f"{r['rule_variant']}" + (f", {rest}" if rest else ""), line.split(": ", 1)[1]))
     sec.tables.append(("train_reward_all over seeds", table))
     return sec
 
@@ -423,7 +515,7 @@ def _methods(level: float, n_boot: int, seed: int) -> Section:
         "Matched points of training: probe values are compared at the first report episode every trial shares "
         "(each trial's first report when they share none).",
         "Tables: the CSV files beside this report hold every number shown here and more (trials.csv, cells.csv, "
-        "seed_speed.csv, variance_speed*.csv, scaling*.csv, norm_stress*.csv).",
+        "seed_speed.csv, tuning.csv, variance_speed*.csv, scaling*.csv, norm_stress*.csv).",
     ]
     return sec
 
@@ -442,12 +534,15 @@ def analyse(study: Study, n_boot: int = DEFAULT_BOOT, level: float = DEFAULT_LEV
     cells = cell_summary(study, n_boot=n_boot, level=level, seed=seed, seeds=seeds)
     tables["cells"] = cells
     tuned = select_tuned(study)
-    sections = [_overview(study, cells), _cell_section(study, cells, level), _curves_section(study, tuned)]
+    sections = [_overview(study, cells), _cell_section(study, cells, level)]
+    say("tuning views")
+    tables["tuning"] = tuning_table(study) if len(study.trials) else pd.DataFrame()
+    sections += [_tuning_section(study, tables["tuning"]), _curves_section(study, tuned)]
     say("variance versus speed")
     vs = variance_speed_table(study, n_boot=n_boot, level=level, seed=seed)
     corr = variance_speed_correlations(vs, n_boot=n_boot, level=level, seed=seed)
     tables["variance_speed"], tables["variance_speed_correlations"] = vs, corr
-    sections.append(_variance_section(study, vs, corr, level))
+    sections.append(_variance_section(study, vs, corr, level, cells))
     say("scaling with width")
     data = scaling_data(study)
     fits, fit_objs = scaling_fits(data, n_boot=n_boot, level=level, seed=seed)
@@ -458,7 +553,8 @@ def analyse(study: Study, n_boot: int = DEFAULT_BOOT, level: float = DEFAULT_LEV
     ns = norm_stress_table(study, n_boot=n_boot, level=level, seed=seed)
     bd = breakdown_norms(ns) if len(ns) else pd.DataFrame()
     tables["norm_stress"], tables["norm_stress_breakdown"] = ns, bd
-    sections.append(_pi_section(study, ns, bd, level))
+    tables["norm_stress_init_bias"] = init = init_bias_table(study, level=level)
+    sections.append(_pi_section(study, ns, bd, level, init))
     say("fastest rule")
     fast = fastest_rules(study, n_boot=n_boot, level=level, seed=seed)
     tables["fastest"] = fast
@@ -472,21 +568,27 @@ def analyse(study: Study, n_boot: int = DEFAULT_BOOT, level: float = DEFAULT_LEV
 
 
 def _answers(sections: list[Section]) -> Section:
-    """The three questions with the one-line answers of their sections (or why they are open)."""
+    """The study's questions, one row per question and setting, with the answers of their sections (or why
+    they are open)."""
     by = {s.key: s for s in sections}
     sec = Section("answers", "Answers at a glance", True)
+    rows = []
     for key, question in (("variance_speed", "Variance versus speed"), ("scaling", "Scaling with width"),
                           ("norm_stress", "The π boundary"), ("fastest", "Which rule learns fastest"),
-                          ("replication", "Replication")):
-        s = by[key]
-        if not s.present:
-            sec.bullets.append(f"{question}: not answerable from this study (see its section).")
+                          ("replication", "Replication"), ("tuning", "Tuning")):
+        s = by.get(key)
+        if s is None:
             continue
-        sec.bullets.append(f"{question}: " + (" ".join(s.answer) if len(s.answer) == 1 else ""))
-        if len(s.answer) > 1:
-            sec.bullets += [f"    {line}" for line in s.answer]
-        if not s.answer:
-            sec.bullets[-1] += "see its section."
+        if not s.present:
+            rows.append((question, "", "not answerable from this study (see its section)"))
+            continue
+        for a in s.answer or [("", "see its section")]:
+            setting, text = a if isinstance(a, tuple) else ("", a)
+            rows.append((question, setting, text))
+    table = pd.DataFrame(rows, columns=["question", "setting", "answer"])
+    if (table["setting"] == "").all():
+        table = table.drop(columns="setting")
+    sec.tables.append(("One row per question and setting; the sections below give the evidence", table))
     return sec
 
 
@@ -500,8 +602,23 @@ h1{font-size:1.6em;margin-bottom:0.2em} h2{border-bottom:1px solid #ddd;padding-
 table{border-collapse:collapse;font-size:0.82em;margin:8px 0 16px 0} caption{text-align:left;font-weight:600;
 padding:4px 0} th,td{border:1px solid #ddd;padding:3px 7px;text-align:left;vertical-align:top}
 th{background:#f4f4f4} tr:nth-child(even) td{background:#fafafa} img{max-width:100%;height:auto;margin:8px 0}
-nav a{margin-right:14px} .table-wrap{overflow-x:auto}
+nav a{margin-right:14px} .table-wrap{overflow-x:auto} figure{margin:8px 0 18px 0}
+figcaption{color:#555;font-size:0.88em} .fig-row{display:flex;gap:8px;align-items:flex-start}
 """
+
+
+def _figure_list(fig_or_row) -> list:
+    return list(fig_or_row) if isinstance(fig_or_row, (tuple, list)) else [fig_or_row]
+
+
+def _figure_files(stem: str, fig_or_row) -> list[tuple[str, object]]:
+    """(file stem, Figure) of one entry of Section.figures: a figure, or a row of them (stem_a, stem_b, ...)."""
+    figs = _figure_list(fig_or_row)
+    return [(stem, figs[0])] if len(figs) == 1 else [(f"{stem}_{chr(97 + i)}", f) for i, f in enumerate(figs)]
+
+
+def _caption_of(fig_or_row) -> str:
+    return " · ".join(f.get_label() for f in _figure_list(fig_or_row) if f.get_label())
 
 
 def _render_html(study: Study, sections: list[Section], fig_b64: dict[str, str]) -> str:
@@ -534,8 +651,13 @@ def _render_html(study: Study, sections: list[Section], fig_b64: dict[str, str])
         for caption, df in s.tables:
             table = _caption(df.to_html(index=False, escape=True, na_rep="–", border=0), caption)
             out.append(f"<div class='table-wrap'>{table}</div>")
-        for stem, _ in s.figures:
-            out.append(f"<figure><img alt='{e(stem)}' src='data:image/png;base64,{fig_b64[stem]}'></figure>")
+        for stem, fig in s.figures:
+            imgs = "".join(f"<img alt='{e(name)}' src='data:image/png;base64,{fig_b64[name]}'>"
+                           for name, _ in _figure_files(stem, fig))
+            if len(_figure_list(fig)) > 1:
+                imgs = f"<div class='fig-row'>{imgs}</div>"
+            cap = _caption_of(fig)
+            out.append(f"<figure>{imgs}" + (f"<figcaption>{e(cap)}</figcaption>" if cap else "") + "</figure>")
         out.append("</section>")
     out.append("</body></html>")
     return "\n".join(out)
@@ -569,8 +691,10 @@ def _render_md(study: Study, sections: list[Section], fig_files: dict[str, str])
             out += [("  - " + b.strip()) if b.startswith("    ") else f"- {b}" for b in s.bullets] + [""]
         for caption, df in s.tables:
             out += [f"**{caption}**", "", _md_table(df), ""]
-        for stem, _ in s.figures:
-            out += [f"![{stem}]({fig_files[stem]})", ""]
+        for stem, fig in s.figures:
+            out += [" ".join(f"![{name}]({fig_files[name]})" for name, _ in _figure_files(stem, fig)), ""]
+            if _caption_of(fig):
+                out += [f"*{_caption_of(fig)}*", ""]
     return "\n".join(out)
 
 
@@ -588,7 +712,8 @@ def _stderr_progress() -> Callable[[str], None]:
 
 def write_report(study_name: str, out_dir, fmt: str = "html", tracking_uri: str | None = None, *,
                  attach: bool = True, n_boot: int = DEFAULT_BOOT, level: float = DEFAULT_LEVEL, seed: int = 0,
-                 study: Study | None = None, progress: Callable[[str], None] | None = None) -> Path:
+                 study: Study | None = None, progress: Callable[[str], None] | None = None,
+                 analysis: tuple[list[Section], dict[str, pd.DataFrame]] | None = None) -> Path:
     """Write the report of a study and return the path of ``report.html`` / ``report.md``.
 
     Args:
@@ -600,6 +725,8 @@ def write_report(study_name: str, out_dir, fmt: str = "html", tracking_uri: str 
         attach: log ``out_dir`` as artifacts ``report/`` of the study's parent run.
         study: an already loaded study (skips loading).
         progress: called with a short message before each step (default: a timestamped line on stderr).
+        analysis: the result of :func:`analyse` on ``study`` (skips the analyses: one study written in both
+            formats is analysed once).
 
     Raises ``analysis.load.StudyNotFound`` (one line) if there is no such study, ValueError for a bad format.
     """
@@ -613,13 +740,13 @@ def write_report(study_name: str, out_dir, fmt: str = "html", tracking_uri: str 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             study = load_study(study_name, tracking_uri)
-    sections, tables = analyse(study, n_boot=n_boot, level=level, seed=seed, progress=say)
+    sections, tables = analysis or analyse(study, n_boot=n_boot, level=level, seed=seed, progress=say)
     say("writing tables and figures")
     for name, df in tables.items():
         df.to_csv(out / f"{name}.csv", index=False)
     import matplotlib.pyplot as plt
 
-    figs = [(stem, fig) for s in sections for stem, fig in s.figures]
+    figs = [pair for s in sections for stem, fig in s.figures for pair in _figure_files(stem, fig)]
     if fmt == "html":
         b64 = {stem: F.to_base64(fig) for stem, fig in figs}
         text = _render_html(study, sections, b64)

@@ -16,8 +16,9 @@ import pandas as pd
 import pytest
 
 from analysis import StudyNotFound, load_study
+from analysis.figures import layout_problems
 from analysis.norm_stress import breakdown_norms, norm_stress_table
-from analysis.report import write_report
+from analysis.report import analyse, write_report
 from analysis.scaling import compare_exponents, scaling_data, scaling_fits
 from analysis.speed import cell_summary, trial_speed
 from analysis.synthetic import BEST_LR, RULE_MODEL, write_synthetic_study
@@ -243,13 +244,80 @@ def assert_shows_figures(pixels, min_colour_pixels=20_000):
     assert coloured >= min_colour_pixels, f"only {coloured} coloured pixels: the figures did not render"
 
 
-def test_html_report_is_self_contained_attached_and_renders(study, store, tmp_path):
+@pytest.fixture(scope="module")
+def analysed(study):
+    """The report's sections and tables, computed once for the tests of both formats."""
+    return analyse(study, n_boot=300, progress=lambda _: None)
+
+
+def _figures(sections):
+    for s in sections:
+        for stem, fig in s.figures:
+            yield from ((f"{stem}[{i}]", f) for i, f in enumerate(fig if isinstance(fig, tuple) else (fig,)))
+
+
+def test_every_report_figure_is_legible_at_page_width(analysed):
+    """Sized to the page (so the browser does not shrink it), no text on text, no legend over data, no
+    bare legend entries: the checks the old figures failed (see test_report_layout.py)."""
+    figures = dict(_figures(analysed[0]))
+    assert {"learning_curves[0]", "variance_vs_speed[0]", "scaling[0]", "norm_stress[0]"} <= set(figures)
+    assert sum(k.startswith("tuning_") for k in figures) == 8     # 4 cells: slice and history each
+    for name, fig in figures.items():
+        assert layout_problems(fig) == [], name
+    curves = figures["learning_curves[0]"]
+    assert any(ln.get_linestyle() == "--" and np.allclose(ln.get_ydata(), 0.9) for ax in curves.axes
+               for ln in ax.get_lines())                           # the reward threshold
+    vs = figures["variance_vs_speed[0]"]
+    assert all(len(ax.containers) for ax in vs.axes)               # error bars on every panel's points
+
+
+def test_answers_at_a_glance_is_a_table_with_one_row_per_question_and_setting(analysed):
+    sections = {s.key: s for s in analysed[0]}
+    answers = sections["answers"]
+    assert not answers.bullets and len(answers.tables) == 1
+    table = answers.tables[0][1]
+    assert list(table.columns) == ["question", "setting", "answer"]
+    assert not table.duplicated(["question", "setting"]).any()
+    assert (table["answer"].str.len() > 0).all()
+    # 3 rules x 2 settings of exponents: one row per setting, not 45 exponents in a sentence
+    exps = table[table["setting"].str.startswith("variance exponent")]
+    assert len(exps) == 2 and exps["answer"].str.count(r"\[").eq(3).all()
+    tuning = table[table["question"] == "Tuning"]
+    assert tuning["answer"].iloc[0].startswith("18 of 18 cells")   # planted: the best lr is the largest tried
+    rho = [t for c, t in sections["variance_speed"].tables if c.startswith("Spearman's ρ between")][0]
+    assert (rho["n"] >= 3).all()                                     # no empty n = 1 rows
+
+
+def chromium_layout(html_path, tmp_path):
+    """Measure the page in headless Chromium: the body's content width, the document's scroll width and
+    every image's rendered and natural width (a copy of the page with a measuring script)."""
+    import html as html_lib
+    import json
+    import re
+
+    probe = ("<script>window.addEventListener('load',()=>{document.body.setAttribute('data-layout',JSON.stringify("
+             "{content:parseFloat(getComputedStyle(document.body).width),scroll:document.documentElement.scrollWidth,"
+             "inner:window.innerWidth,imgs:[...document.images].map(i=>({alt:i.alt,w:i.getBoundingClientRect().width,"
+             "natural:i.naturalWidth}))}));});</script></body>")
+    page = tmp_path / "measure.html"
+    page.write_text(html_path.read_text().replace("</body>", probe))
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+           "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'measure-profile'}",
+           "--window-size=1200,900", "--virtual-time-budget=10000", "--dump-dom", page.resolve().as_uri()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    found = re.search(r'data-layout="([^"]*)"', proc.stdout)
+    assert found, f"chromium did not measure the page (exit {proc.returncode}): {proc.stderr[-2000:]}"
+    return json.loads(html_lib.unescape(found.group(1)))
+
+
+def test_html_report_is_self_contained_attached_and_renders(study, store, analysed, tmp_path):
     uri, planted = store
     out = tmp_path / "report"
-    path = write_report("planted", out, tracking_uri=uri, n_boot=300)
+    path = write_report("planted", out, tracking_uri=uri, study=study, analysis=analysed)
     assert path == out / "report.html"
     text = path.read_text()
-    assert text.count("data:image/png;base64,") == 4             # curves, variance, scaling, π
+    assert text.count("data:image/png;base64,") == 4 + 8         # curves, variance, scaling, π; 4 tuning pairs
     assert "<script" not in text and "http://" not in text and "https://" not in text
     for title in ("Answers at a glance", "Summary per cell", "Variance versus speed", "Scaling with width",
                   "The π boundary"):
@@ -257,7 +325,7 @@ def test_html_report_is_self_contained_attached_and_renders(study, store, tmp_pa
     assert "Not answerable" not in text
     assert "consistent with O(mn)" in text and "bracketing π" in text
     for name in ("trials", "cells", "seed_speed", "variance_speed", "variance_speed_correlations", "scaling_fits",
-                 "scaling_comparisons", "norm_stress", "norm_stress_breakdown"):
+                 "scaling_comparisons", "norm_stress", "norm_stress_breakdown", "norm_stress_init_bias", "tuning"):
         assert len(pd.read_csv(out / f"{name}.csv")) > 0, name
     assert len(pd.read_csv(out / "cells.csv")) == 18
     from mlflow.tracking import MlflowClient
@@ -265,14 +333,22 @@ def test_html_report_is_self_contained_attached_and_renders(study, store, tmp_pa
     attached = {a.path for a in MlflowClient(uri).list_artifacts(planted.parent_run_id, "report")}
     assert {"report/report.html", "report/cells.csv"} <= attached
     assert_shows_figures(chromium_screenshot(path, tmp_path / "report.png"))
+    page = chromium_layout(path, tmp_path)
+    assert page["scroll"] <= page["inner"], "the page scrolls sideways"
+    assert len(page["imgs"]) == 12
+    for img in page["imgs"]:
+        # shown at 100 % (not shrunk to fit), within the text column, and not a thumbnail
+        assert img["w"] == img["natural"] <= page["content"], img
+        assert img["w"] >= 0.4 * page["content"], img
 
 
-def test_markdown_report_has_png_files_beside_it(study, tmp_path):
+def test_markdown_report_has_png_files_beside_it(study, analysed, tmp_path):
     out = tmp_path / "md"
-    path = write_report("planted", out, fmt="md", study=study, attach=False, n_boot=200)
+    path = write_report("planted", out, fmt="md", study=study, attach=False, analysis=analysed)
     text = path.read_text()
     pngs = sorted(p.name for p in out.glob("*.png"))
-    assert pngs == ["learning_curves.png", "norm_stress.png", "scaling.png", "variance_vs_speed.png"]
+    assert pngs == ["learning_curves.png", "norm_stress.png", "scaling.png"] + [
+        f"tuning_{i}_{ab}.png" for i in range(1, 5) for ab in "ab"] + ["variance_vs_speed.png"]
     for name in pngs:
         assert f"]({name})" in text
         assert (out / name).stat().st_size > 10_000
