@@ -68,21 +68,24 @@ def _setting_key(trials: pd.DataFrame, cols: list[str]) -> pd.Series:
 
 
 def _label_of(row) -> str | None:
-    """The cross-rule probe label that measures exactly this trial's rule variant (rule and every option),
-    or None. Never another variant's: hwm of order 5 is not measured by an order-3 probe, nor REINFORCE
-    with an EMA baseline by plain REINFORCE (a cross-rule entry has no baseline, so those trials keep
-    their own probe)."""
-    if row.get("baseline") not in (None, "none") and not _isnan(row.get("baseline")):
-        return None
+    """The cross-rule probe label that measures exactly this trial's rule variant (rule, every option and
+    the reward baseline), or None. Never another variant's: hwm of order 5 is not measured by an order-3
+    probe, nor REINFORCE with an EMA baseline by plain REINFORCE."""
+    baseline = row.get("baseline")
+    baseline = "none" if baseline is None or _isnan(baseline) else str(baseline)
     rules = row.get("probe.rules")
     options = {k.split(".", 1)[1]: v for k, v in row.items()
                if isinstance(k, str) and k.startswith("rule_options.") and not _isnan(v)}
     if isinstance(rules, list):
         exact = [r for r in rules if isinstance(r, dict) and r.get("rule") == row["rule"]
-                 and _same_options(r.get("options") or {}, options)]
+                 and _same_options(r.get("options") or {}, options) and (r.get("baseline") or "none") == baseline]
         if not exact:
             return None
-        return exact[0].get("label") or cross_rule_label(exact[0]["rule"], exact[0].get("options") or {})
+        entry = exact[0]
+        named = {**(entry.get("options") or {}), **({"baseline": baseline} if baseline != "none" else {})}
+        return entry.get("label") or cross_rule_label(entry["rule"], named)
+    if baseline != "none":   # no list to check: a baseline variant has no default entry
+        return None
     return cross_rule_label(row["rule"], options)
 
 

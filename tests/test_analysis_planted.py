@@ -102,6 +102,9 @@ def test_variance_is_never_taken_from_another_variant():
     assert _label_of(row) == "hwm_order-5"
     ema = pd.Series({"rule": "reinforce", "baseline": "ema", "probe.rules": [{"rule": "reinforce", "options": {}}]})
     assert _label_of(ema) is None        # plain REINFORCE's probe does not measure the EMA-baseline variant
+    both = [{"rule": "reinforce", "options": {}}, {"rule": "reinforce", "options": {}, "baseline": "ema"}]
+    assert _label_of(pd.Series({"rule": "reinforce", "baseline": "ema", "probe.rules": both})) == "reinforce_baseline-ema"
+    assert _label_of(pd.Series({"rule": "reinforce", "baseline": "none", "probe.rules": both})) == "reinforce"
 
 
 # ----------------------------------------------------------------------------- compute scaling
