@@ -69,6 +69,12 @@ def cross_rule_labels(study) -> list[str]:
     return sorted(idx["label"].dropna().unique()) if len(idx) else []
 
 
+def reward_levels(study) -> list[float]:
+    """The reward levels at which the study's trials probed (``probe.reward_levels``), ascending."""
+    idx = probe_index(study.metrics)
+    return sorted(idx["level"].dropna().unique().tolist()) if len(idx) else []
+
+
 def select_episode(df: pd.DataFrame, at=None, budgets: pd.Series | None = None) -> tuple[pd.DataFrame, str]:
     """Rows of a long table (columns run_id, episode, ...) at each run's matched episode (see module
     docstring). Returns the rows and a sentence describing the choice, for reports."""

@@ -33,7 +33,8 @@ from .probe import cross_rule_labels
 from .scaling import QUANTITIES, compare_compute, compare_exponents, compute_fits, scaling_data, scaling_fits
 from .speed import cell_summary, replication_table, seed_speed, select_tuned, tuning_warnings
 from .stats import DEFAULT_BOOT, DEFAULT_LEVEL
-from .variance_speed import pooled_within_setting, variance_speed_correlations, variance_speed_table
+from .variance_speed import (matched_state_correlations, pooled_within_setting, variance_speed_correlations,
+                             variance_speed_seeds, variance_speed_table)
 
 log = logging.getLogger("analysis.report")
 FORMATS = ("html", "md")
@@ -190,11 +191,13 @@ def _variance_section(study: Study, vs: pd.DataFrame, corr: pd.DataFrame, level:
            "states its own trajectory reached (variance and speed are then confounded through the trajectory)."))
     sec.text.append("Speed is the AUC reward (higher = faster), so a negative ρ means higher variance goes with "
                     f"slower learning. Spearman's ρ with {level:.0%} bootstrap intervals over cells.")
-    pooled = pooled_within_setting(vs, level=level)
+    per_seed = variance_speed_seeds(study, vs)
+    pooled = pooled_within_setting(vs, level=level, seeds=per_seed if len(per_seed) else None)
     kind = vs.attrs.get("kind", "var")
     sec.text.append(f"Variance measure: {'the noise-to-signal ratio V / (B ||mean||²), scale-free' if kind == 'nsr' else 'total variance (grows with the parameter count and the gradient scale: compare within a setting only)'}. "
                     "The answer pools Spearman's ρ within each setting (Fisher z, weighted by cells) with a bootstrap "
-                    "that resamples whole cells within settings; the raw correlation over all settings is shown "
+                    "that resamples whole cells within settings and, inside each draw, one set of seed numbers per "
+                    "setting shared by its cells (seeds paired across rules); the raw correlation over all settings is shown "
                     "below but mixes settings, which can flip its sign.")
     ptotal = pooled[pooled["layer"] == "total"] if len(pooled) else pooled
     total = corr[(corr["layer"] == "total") & (corr["scope"] == "all rules")]
@@ -207,6 +210,15 @@ def _variance_section(study: Study, vs: pd.DataFrame, corr: pd.DataFrame, level:
                           f"ρ(variance, AUC reward) = {_ci(r['rho'], r['rho_lo'], r['rho_hi'], 2)}: {verdict}.")
         sec.text.append("Answer: " + " ".join(sec.answer))
         sec.tables.append(("Spearman's ρ within settings, pooled, per layer", pooled))
+        states = matched_state_correlations(study, level=level)
+        for _, m in states[states["layer"] == "total"].iterrows():
+            if np.isfinite(m["rho"]):
+                sec.answer.append(f"On matched states ({m['state']}, {m['reached']:.0%} of seeds probed there): "
+                                  f"ρ = {_ci(m['rho'], m['rho_lo'], m['rho_hi'], 2)}.")
+        if len(states):
+            sec.tables.append(("Spearman's ρ within settings on matched states (every rule on the same state: the "
+                               "initial parameters, or each seed's state where its running reward first reached "
+                               "the level), seeds paired", states))
     elif len(total) and np.isfinite(total["rho"].iloc[0]):
         r = total.iloc[0]
         verdict = ("higher variance goes with slower learning" if r["rho_hi"] < 0 else

@@ -296,3 +296,84 @@ def test_within_setting_correlation_survives_a_sign_flipping_confound():
     assert old[old["scope"] == "all rules"]["rho"].iloc[0] > 0.5
     new = pooled_within_setting(table, n_boot=500).iloc[0]
     assert new["rho"] == pytest.approx(-1, abs=1e-3) and new["rho_hi"] < 0 and new["n_settings"] == 2
+
+
+def _seed_rows(speed_of):
+    """Per-seed rows of 2 settings x 5 rules x 6 seeds: variance 1..5 by rule, speed from speed_of."""
+    rows = []
+    for setting in ("width=8", "width=64"):
+        for i, rule in enumerate(["reinforce", "ste", "wm", "hwm", "uwm"]):
+            for s in range(6):
+                rows.append({"layer": "total", "setting": setting, "cell": f"{rule}|{setting}", "seed": s,
+                             "variance": 1.0 + i, "auc_reward": speed_of(setting, i, s)})
+    seeds = pd.DataFrame(rows)
+    table = seeds.groupby(["layer", "setting", "cell"], as_index=False)[["variance", "auc_reward"]].mean()
+    return table, seeds
+
+
+def test_correlation_bootstrap_pairs_seeds_across_the_rules_of_a_setting():
+    """Planted: each seed number moves every rule of a setting alike (same initial parameters and streams:
+    a shared seed effect of sd 0.2), and within it speed falls by 0.01 per step of variance. Paired seeds
+    cancel the shared effect: the interval sits at -1. Resampling seeds per cell (unpaired) adds the shared
+    effect as noise (0.2 / sqrt(6) ~ 0.08 per cell mean against steps of 0.01): the interval spans 0."""
+    from analysis.variance_speed import pooled_within_setting
+
+    effect = np.random.default_rng(5).normal(0, 0.2, (2, 6))
+    table, seeds = _seed_rows(lambda setting, i, s: 0.7 - 0.01 * i + effect[int(setting == "width=64"), s])
+    paired = pooled_within_setting(table, n_boot=1000, seeds=seeds).iloc[0]
+    unpaired = pooled_within_setting(table, n_boot=1000, seeds=seeds, pairing="independent").iloc[0]
+    assert paired["rho"] == pytest.approx(-1, abs=1e-3) and paired["rho_hi"] < -0.99 and paired["seeds"] == "paired"
+    assert unpaired["rho_lo"] < 0 < unpaired["rho_hi"]
+
+
+def test_correlation_bootstrap_propagates_seed_noise_that_cells_only_resampling_ignores():
+    """Planted: per-seed speeds carry large noise independent between cells (sd 0.3), built so that the cell
+    means fall exactly with variance (steps of 0.01). The old cells-only bootstrap treats those means as
+    exact: interval at -1. Resampling the seeds (paired) shows the order is within seed noise: it spans 0."""
+    from analysis.variance_speed import pooled_within_setting
+
+    noise = np.random.default_rng(6).normal(0, 0.3, (2, 5, 6))
+    noise -= noise.mean(2, keepdims=True)                       # cell means exactly 0.7 - 0.01 i
+    table, seeds = _seed_rows(lambda setting, i, s: 0.7 - 0.01 * i + noise[int(setting == "width=64"), i, s])
+    old = pooled_within_setting(table, n_boot=1000).iloc[0]
+    new = pooled_within_setting(table, n_boot=1000, seeds=seeds).iloc[0]
+    assert old["rho_hi"] < -0.99 and old["seeds"] == "none"
+    assert new["rho"] == pytest.approx(-1, abs=1e-3) and new["rho_lo"] < 0 < new["rho_hi"]
+
+
+def test_variance_at_matched_reward_levels_is_read_where_each_seed_reached_the_level():
+    """Planted: 2 settings x 5 rules, 4 seeds; speed (AUC) falls with the rule index i. On the states where
+    each seed first reached reward 0.7 (``at_reward_0.7_probe_*``) rule i's variance is 1 + i: rho -1. On
+    the initial parameters it is 5 - i: rho +1, so an analysis reading the only matched state it had before
+    (initialisation) gets the opposite answer. One seed per cell of one setting never reaches 0.7: it has
+    no probe there, and the fraction of seeds probed (35 / 40) is reported."""
+    from analysis.variance_speed import matched_state_correlations
+
+    rules = ["reinforce", "ste", "wm", "hwm", "uwm"]
+    trials, rows, means = [], [], []
+    for norm in (1.0, 2.0):
+        for i, rule in enumerate(rules):
+            rid = f"{rule}-{norm}"
+            trials.append(_trial(rid, f"rule={rule}|outgoing_norm={norm}", rule=rule, outgoing_norm=norm, width=8))
+            per = {}
+            for s in range(4):
+                reached = not (norm == 2.0 and s == 3)
+                for ep in (250, 500, 750, 1000):
+                    vals = {"eval_reward": 0.5 - 0.05 * i + 0.01 * s, "diverged": 0.0}
+                    if ep == 250:
+                        vals["init_probe_var_l1"] = 5.0 - i
+                        vals.update({f"init_probe_{r}_var_l1": 5.0 - j for j, r in enumerate(rules)})
+                    if reached and ep >= 500:
+                        vals["at_reward_0.7_probe_var_l1"] = 1.0 + i
+                        vals.update({f"at_reward_0.7_probe_{r}_var_l1": 1.0 + j for j, r in enumerate(rules)})
+                    for metric, v in vals.items():
+                        rows.append((rid, ep, s, metric, v))
+                        per.setdefault((ep, metric), []).append(v)
+            means += [(rid, ep, f"{metric}_mean", float(np.mean(v))) for (ep, metric), v in per.items()]
+    curves = pd.DataFrame(means, columns=["run_id", "episode", "metric", "value"])
+    st = _study(trials, rows, curves=curves)
+    states = matched_state_correlations(st, n_boot=500).set_index("state")
+    init, level = states.loc["initial parameters"], states.loc["reward 0.7"]
+    assert init["rho"] == pytest.approx(1, abs=1e-3) and init["rho_lo"] > 0 and init["reached"] == 1
+    assert level["rho"] == pytest.approx(-1, abs=1e-3) and level["rho_hi"] < 0
+    assert level["reached"] == pytest.approx(35 / 40) and level["seeds"] == "paired" and level["n_settings"] == 2
