@@ -265,6 +265,8 @@ def _scaling_section(study: Study, data: pd.DataFrame, fits: pd.DataFrame, comps
                         "power law's exponent is dragged towards 0 by the fixed cost); the verdict reads k's interval "
                         "and only when the fit is good and the power-law part is at least half the time at the "
                         "largest width.")
+        if data.attrs.get("compute_source"):
+            sec.text.append(f"Compute timings: {data.attrs['compute_source']}.")
         for _, r in cfits.iterrows():
             sec.text.append(f"Compute, {r['rule_variant']}" + (f" ({r['context']})" if r["context"] else "")
                             + f": {r['verdict']}.")
@@ -272,7 +274,9 @@ def _scaling_section(study: Study, data: pd.DataFrame, fits: pd.DataFrame, comps
         cc = compare_compute(cobjs, level=level)
         for _, r in cc.iterrows():
             sec.answer.append(f"compute, k(uwm) − k(reinforce) = {_ci(r['difference'], r['difference_lo'], r['difference_hi'], 2)}"
-                              + (f" ({r['context']})" if r["context"] else "") + f": {r['verdict']}.")
+                              + (f" ({r['context']})" if r["context"] else "") + f": {r['verdict']}"
+                              + (" (dedicated timing run)." if str(data.attrs.get("compute_source", "")).startswith(
+                                  "the dedicated") else " (the study's own timings)."))
     else:
         sec.text.append("Compute: no t = a + b·width^k fit (it needs 4 or more widths); the bare power law's reading "
                         "below holds only where fixed costs per episode are negligible.")

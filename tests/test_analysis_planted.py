@@ -145,6 +145,34 @@ def test_compute_difference_uwm_minus_reinforce():
     assert more["difference_lo"] > 0.5 and "exceeds" in more["verdict"]
 
 
+def test_compute_fit_prefers_the_dedicated_timing_run_and_says_so():
+    """Planted: the study's own seconds_per_episode are flat (every pack timed behind the same shared-machine
+    overhead, 1e-3 s, with 30 % noise), which hides uwm's planted k = 3; the dedicated timing run (study.timing,
+    4 windows per width) has t = 5e-5 + 1e-11 n^3 for uwm. The fit must use the timing run, recover k = 3 and
+    name its source; without it, it falls back to the study's timings and says that instead."""
+    from analysis.scaling import compute_fits, scaling_data
+
+    rng = np.random.default_rng(3)
+    widths = [16, 32, 64, 128, 256, 512]
+    trials = [_trial(f"uwm-{w}", f"rule=uwm|hidden=[{w}, {w}]", width=w, hidden=[w, w],
+                     final_seconds_per_episode=1e-3 * math.exp(0.3 * rng.standard_normal()),
+                     final_episodes_to_threshold_mean=500.0) for w in widths]
+    timing = pd.DataFrame([{"rule": "uwm", "rule_options": "{}", "baseline": "none", "rule_variant": "uwm", "width": w,
+                            "repeat": r, "seconds_per_episode": (5e-5 + 1e-11 * w ** 3) * math.exp(0.03 * rng.standard_normal())}
+                           for w in widths for r in range(4)])
+    own = scaling_data(_study(trials))
+    assert own.attrs["compute_source"].startswith("the study's own")
+    st = _study(trials)
+    st.timing = timing
+    data = scaling_data(st)
+    assert data.attrs["compute_source"].startswith("the dedicated timing run")
+    assert (data["quantity"] == "seconds_per_episode").sum() == len(timing)
+    fit = compute_fits(data, n_boot=100)[0].iloc[0]
+    assert fit["k_lo"] <= 3 <= fit["k_hi"] and fit["k_hi"] - fit["k_lo"] < 0.5
+    old = compute_fits(own, n_boot=100)[0]
+    assert not len(old) or not (old.iloc[0]["k_lo"] <= 3 <= old.iloc[0]["k_hi"] and old.iloc[0]["k_hi"] - old.iloc[0]["k_lo"] < 0.5)
+
+
 # ----------------------------------------------------------------------------- bootstrap streams
 
 
