@@ -414,3 +414,14 @@ def test_a_cross_rule_baseline_needs_a_rule_that_takes_one():
         CrossRule(rule="uwm", baseline="ema")
     with pytest.raises(ValueError, match="not a probe option"):
         CrossRule(rule="reinforce", options={"baseline": 0.5})
+
+
+def test_the_initial_probe_takes_its_own_sample_count():
+    """probe.init_samples sets K of the initial-state probe only: the same numbers as a probe of the untrained
+    parameters at counter 0 with that K, while the report probes keep probe.samples."""
+    cfg = config(rule="hwm", rule_options={"order": 3}, hidden=[4, 3], episodes=32, report_every=32, batch_size=4,
+                 seeds=2, probe={"enabled": True, "samples": 16, "init_samples": 64})
+    fresh = um.Trainer(cfg)
+    big, small = fresh.probe(0, samples=64), fresh.probe(0)
+    seed = final(um.Trainer(cfg)).points[0].per_seed[0]
+    assert seed["init_probe_var_l1"] == big["probe_var_l1"][0].item() != small["probe_var_l1"][0].item()

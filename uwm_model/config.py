@@ -101,6 +101,10 @@ def _default_cross_rules() -> list[CrossRule]:
 class ProbeConfig(_Strict):
     enabled: bool = Field(True, description="run the estimator probe of the trained rule at each report")
     samples: int = Field(256, ge=2, le=1 << 16, description="K fresh episodes per member per probe")
+    init_samples: int | None = Field(None, ge=2, le=1 << 20,
+                                     description="K of the probe of the initial state (default: samples); the "
+                                                 "debiased bias's Monte-Carlo error falls as 1/K, so a bias test "
+                                                 "at initialisation needs far more than the report probes")
     cross_rule: bool = Field(False, description="also evaluate the rules in `rules` on the same episodes and state")
     rules: list[CrossRule] = Field(default_factory=_default_cross_rules, description="rules of the cross-rule probe")
     reward_levels: list[float] = Field([0.6, 0.7, 0.8], max_length=16,

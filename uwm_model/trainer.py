@@ -352,7 +352,7 @@ class Trainer:
         total_steps = cfg.episodes // cfg.batch_size
         if cfg.probe.enabled and self.init_probe is None and self.step_count == 0:
             # counter 0 is the initial state's: report probes count from 1, so no draw is shared
-            self.init_probe = {f"init_{k}": v for k, v in self.probe(0).items()}
+            self.init_probe = {f"init_{k}": v for k, v in self.probe(0, samples=cfg.probe.init_samples).items()}
             self.init_probe.update(self._taylor_radius(0))
         while self.step_count < total_steps:
             n = min(steps_per_report - self.step_count % steps_per_report, total_steps - self.step_count)
@@ -424,19 +424,20 @@ class Trainer:
                           for m in self._member_slices(E * sum(self._draws_per_episode(False)))])
 
     @torch.no_grad()
-    def probe(self, counter: int, members: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def probe(self, counter: int, members: torch.Tensor | None = None,
+              samples: int | None = None) -> dict[str, torch.Tensor]:
         """Spec section 5: per layer, the total per-sample variance V and the squared norm of the mean
         of the weight and bias estimates over K fresh episodes, for the trained rule and (cross-rule)
         for every probe rule on the same episodes and state. Values [P] in float64, or one per entry of
-        ``members`` (member indices) when given."""
+        ``members`` (member indices) when given; ``samples`` K (default probe.samples)."""
         index = torch.arange(self.P, device=self.device) if members is None else members
-        parts = [self._probe(index[part], counter)
-                 for part in self._member_slices(self.cfg.probe.samples * sum(self._draws_per_episode(True)), len(index))]
+        K = samples or self.cfg.probe.samples
+        parts = [self._probe(index[part], counter, K)
+                 for part in self._member_slices(K * sum(self._draws_per_episode(True)), len(index))]
         return {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
 
-    def _probe(self, members: torch.Tensor, counter: int) -> dict[str, torch.Tensor]:
-        """:meth:`probe` of the members with these indices."""
-        K = self.cfg.probe.samples
+    def _probe(self, members: torch.Tensor, counter: int, K: int) -> dict[str, torch.Tensor]:
+        """:meth:`probe` of the members with these indices, on K episodes each."""
         theta = self.theta[members].double()
         weights, ep, reward, U = self._draw_episode(theta, self.probe_keys[members], counter, K, True)
         options = {name: value[members] if isinstance(value, torch.Tensor) and value.dim() else value
