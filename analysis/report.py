@@ -195,7 +195,7 @@ def _variance_section(study: Study, vs: pd.DataFrame, corr: pd.DataFrame, level:
     pooled = pooled_within_setting(vs, level=level, seeds=per_seed if len(per_seed) else None)
     kind = vs.attrs.get("kind", "var")
     sec.text.append(f"Variance measure: {'the noise-to-signal ratio V / (B ||mean||²), scale-free' if kind == 'nsr' else 'total variance (grows with the parameter count and the gradient scale: compare within a setting only)'}. "
-                    "The answer pools Spearman's ρ within each setting (Fisher z, weighted by cells) with a bootstrap "
+                    "The answer pools Spearman's ρ within each setting (mean weighted by cells) with a bootstrap "
                     "that resamples whole cells within settings and, inside each draw, one set of seed numbers per "
                     "setting shared by its cells (seeds paired across rules); the raw correlation over all settings is shown "
                     "below but mixes settings, which can flip its sign.")
@@ -413,13 +413,16 @@ def _replication_section(table: pd.DataFrame) -> Section:
     sec.text.append("train_reward_all at each seed's last report (the mean training reward over every episode it "
                     "trained), mean and standard deviation over seeds (ddof 0), beside the published figure where "
                     "one exists for the variant.")
-    for _, r in table.iterrows():
+    published = table[np.isfinite(table["published"].astype(float))]
+    for _, r in published.iterrows():
         line = f"{r['rule_variant']}: {r['train_reward_all']:.3f} (std {r['std_ddof0']:.3f}, {int(r['n_seeds'])} seeds)"
-        if np.isfinite(r["published"]):
-            line += f"; published {r['published']:.2f} ({r['published_std']:.2f}), {r['source']}"
+        line += f"; published {r['published']:.2f} ({r['published_std']:.2f}), {r['source']}"
         if r["n_diverged"]:
             line += f"; {int(r['n_diverged'])} seeds diverged"
         sec.answer.append(line + ".")
+    if not len(published):   # nothing to replicate: the per-cell figures stay in the table, out of the answers
+        sec.text.append("No published figure exists for this study's variants: train_reward_all per cell is in the "
+                        "table below.")
     sec.tables.append(("train_reward_all over seeds", table))
     return sec
 
@@ -433,7 +436,8 @@ def _methods(level: float, n_boot: int, seed: int) -> Section:
         f"analysis on its own stream derived from its data) with the small-sample expansion of Hesterberg (2015), "
         f"nominal {level:.0%}; proportions use Wilson intervals (statsmodels); episodes to threshold Kaplan-Meier "
         "(statsmodels; median interval by Brookmeyer-Crowley, restricted mean by bootstrap); rank correlations "
-        "within settings, pooled by Fisher z, with a whole-cell bootstrap; power-law exponents a bootstrap "
+        "within settings, pooled as a cell-weighted mean, with a bootstrap of whole cells and, inside it, of seeds paired across "
+        "the rules of a setting; power-law exponents a bootstrap "
         "stratified by width or a t-interval; compute t = a + b·width^k (scipy curve_fit) with a stratified "
         "bootstrap.",
         "Matched points of training: probe values are compared at the first report episode every trial shares "

@@ -19,8 +19,8 @@ probes). At a reward level every rule's variance is read on states of equal trai
 episode counts, so a fast rule is not probed on trained states and a slow one on untrained ones; only
 seeds that reached r contribute, which :func:`matched_state_correlations` reports beside each answer.
 
-Correlations (:func:`pooled_within_setting`) are computed within each setting and pooled (Fisher z,
-weighted by cells); their bootstrap resamples cells within settings and, when per-seed values are given
+Correlations (:func:`pooled_within_setting`) are computed within each setting and pooled (mean weighted
+by cells); their bootstrap resamples cells within settings and, when per-seed values are given
 (:func:`variance_speed_seeds`), the seeds of each resampled setting *paired* across its cells: one draw of
 seed numbers serves every rule of the setting, so the seed effects the rules share (the same initial
 parameters and training streams, seeded alike) cancel as they do in the estimate, while the seed noise of
@@ -282,8 +282,8 @@ def pooled_within_setting(table: pd.DataFrame, speed: str = "auc_reward", varian
                           n_boot: int = DEFAULT_BOOT, level: float = DEFAULT_LEVEL, seed: int = 0,
                           seeds: pd.DataFrame | None = None, pairing: str = "paired") -> pd.DataFrame:
     """Spearman's rho between variance and speed *within* each setting (the rules compared on the same
-    widths, norm and task), pooled over settings: the average of the settings' Fisher-z transformed rho
-    weighted by their number of cells, transformed back. Pooling raw values across settings instead lets
+    widths, norm and task), pooled over settings: the average of the settings' rho weighted by their number
+    of cells (see :func:`_pooled_rho` for why not Fisher z). Pooling raw values across settings instead lets
     the setting drive both (wider nets: more variance and another speed), which can flip the sign.
 
     Interval: a percentile bootstrap stratified by setting. Each draw resamples whole cells within each
@@ -315,7 +315,7 @@ def pooled_within_setting(table: pd.DataFrame, speed: str = "auc_reward", varian
         est = _pooled_rho([(np.nanmean(v, 1), np.nanmean(sp, 1)) for v, sp in groups])
         rng = generator(seed, *(np.concatenate([x.ravel() for x, _ in groups]),
                                 np.concatenate([y.ravel() for _, y in groups])))
-        z, w = [], []
+        rhos, w = [], []
         for v, sp in groups:
             n_cells, n_seeds = v.shape
             cells = rng.integers(0, n_cells, (n_boot, n_cells))
@@ -328,11 +328,11 @@ def pooled_within_setting(table: pd.DataFrame, speed: str = "auc_reward", varian
             vm, sm = np.take_along_axis(vm, cells, 1), np.take_along_axis(sm, cells, 1)
             rho = _row_pearson(_ranks(vm), _ranks(sm))
             rho = np.where(np.isfinite(vm).all(1) & np.isfinite(sm).all(1), rho, np.nan)
-            z.append(np.arctanh(np.clip(rho, -0.999999, 0.999999)))
+            rhos.append(rho)
             w.append(np.where(np.isfinite(rho), n_cells, 0.0))
-        z, w = np.array(z), np.array(w)
+        rhos, w = np.array(rhos), np.array(w)
         with np.errstate(invalid="ignore"):
-            draws = np.tanh(np.nansum(np.where(w > 0, z * w, 0.0), 0) / w.sum(0))
+            draws = np.nansum(np.where(w > 0, rhos * w, 0.0), 0) / w.sum(0)
         draws = draws[np.isfinite(draws)]
         a = (1 - level) / 2
         lo, hi = np.quantile(draws, [a, 1 - a]) if draws.size >= 20 else (math.nan, math.nan)
@@ -351,14 +351,16 @@ def _seed_matrices(rows: pd.DataFrame, variance: str, speed: str) -> tuple[np.nd
 
 
 def _pooled_rho(groups) -> float:
-    """Cell-count-weighted mean of the settings' Fisher-z rho (|rho| clipped below 1), back-transformed."""
-    z, w = [], []
+    """Cell-count-weighted mean of the settings' rho. Not of their Fisher z: with the 3 to 10 cells of a
+    setting, rho is often exactly ±1 (always so in resamples that repeat cells), whose z is infinite, so a
+    few such settings would decide every bootstrap draw."""
+    r, w = [], []
     for v, s in groups:
-        r = spearman(v, s)
-        if np.isfinite(r):
-            z.append(np.arctanh(np.clip(r, -0.999999, 0.999999)))
-            w.append(v.size)
-    return float(np.tanh(np.average(z, weights=w))) if z else math.nan
+        rho = spearman(v, s)
+        if np.isfinite(rho):
+            r.append(rho)
+            w.append(len(v))
+    return float(np.average(r, weights=w)) if r else math.nan
 
 
 def matched_state_correlations(study: Study, speed: str = "auc_reward", n_boot: int = DEFAULT_BOOT,
