@@ -405,3 +405,17 @@ def test_variance_at_matched_reward_levels_is_read_where_each_seed_reached_the_l
     assert init["rho"] == pytest.approx(1, abs=1e-3) and init["rho_lo"] > 0 and init["reached"] == 1
     assert level["rho"] == pytest.approx(-1, abs=1e-3) and level["rho_hi"] < 0
     assert level["reached"] == pytest.approx(35 / 40) and level["seeds"] == "paired" and level["n_settings"] == 2
+
+
+def test_one_setting_at_rho_minus_one_does_not_decide_the_pooled_rho():
+    """Planted: 7 settings at rho = +0.8 and one at exactly -1 (as resamples that repeat cells often are).
+    The cell-weighted mean is (7 x 0.8 - 1) / 8 = 0.575. The old Fisher-z pooling clipped -1 to z = -7.25,
+    which cancelled the 7 others: tanh((7 x 1.10 - 7.25) / 8) = 0.05, so a few ±1 resamples swung every
+    bootstrap draw (the reduced norm-stress run's interval was [-0.69, 1.00])."""
+    from analysis.variance_speed import _pooled_rho
+
+    up = (np.arange(5.0), np.array([0.0, 2.0, 1.0, 4.0, 3.0]))            # rho 0.8
+    down = (np.arange(5.0), -np.arange(5.0))                               # rho -1
+    assert _pooled_rho([up] * 7 + [down]) == pytest.approx((7 * 0.8 - 1) / 8)
+    old = math.tanh((7 * math.atanh(0.8) + math.atanh(-0.999999)) / 8)
+    assert old < 0.1
