@@ -344,10 +344,14 @@ def _pi_section(study: Study, table: pd.DataFrame, breakdown: pd.DataFrame, leve
             sec.answer.append(f"{r['label']}" + (f" ({r['context']})" if r["context"] else "") + f": {r['verdict']}.")
         inter = order_norm_interaction(init)
         if inter:
+            below = ("falls with the order below π" if inter["order_below"] < 0 and inter["order_below_p"] < 0.05 else
+                     "no trend with the order resolved below π")
+            above = ("grows with it above π" if inter["order_x_above"] > 0 and inter["order_x_above_p"] < 0.05 else
+                     "no change of that trend resolved above π")
             sec.answer.append(
-                f"hwm order × norm: slope of the relative squared bias in the order {inter['order_below']:+.3g} "
-                f"below π (p = {inter['order_below_p']:.2g}), change above π {inter['order_x_above']:+.3g} "
-                f"(p = {inter['order_x_above_p']:.2g}), OLS over {inter['n']} rows.")
+                f"hwm order × norm: the bias {below} and {above} (log10 relative squared bias per order: "
+                f"{inter['order_below']:+.3g} below π, p = {inter['order_below_p']:.2g}; change above π "
+                f"{inter['order_x_above']:+.3g}, p = {inter['order_x_above_p']:.2g}; OLS, HC3, {inter['n']} rows).")
         sec.tables.append(("Bias at initialisation per variant, norm and layer", init))
     for _, r in breakdown.iterrows():
         sec.text.append(f"{r['rule_variant']}" + (f" ({r['context']})" if r["context"] else "") + ": "

@@ -419,3 +419,31 @@ def test_one_setting_at_rho_minus_one_does_not_decide_the_pooled_rho():
     assert _pooled_rho([up] * 7 + [down]) == pytest.approx((7 * 0.8 - 1) / 8)
     old = math.tanh((7 * math.atanh(0.8) + math.atanh(-0.999999)) / 8)
     assert old < 0.1
+
+
+def test_order_norm_interaction_resolves_a_geometric_growth_above_pi():
+    """Planted: hwm's relative squared bias is 0.02 / k below π and 0.01 (4 c / π)^k above (it grows
+    geometrically with the order k, as the Taylor remainder does outside its radius), times log-normal noise.
+    The old OLS on the raw scale, where the largest rows carry all the leverage, leaves both the fall below π
+    (p ~ 1) and the growth above (p ~ 0.1) unresolved; on the log scale both are resolved."""
+    import statsmodels.formula.api as smf
+
+    from analysis.norm_stress import order_norm_interaction
+
+    rng = np.random.default_rng(4)
+    rows = []
+    for k in (1, 3, 5, 7):
+        for c in (0.5, 1, 2, 3, 4, 6, 8):
+            for layer in (1, 2):
+                rel = (0.02 / k if c < math.pi else 0.01 * (4 * c / math.pi) ** k) * math.exp(0.5 * rng.standard_normal())
+                rows.append({"label": f"hwm_order-{k}", "outgoing_norm": c, "layer": layer, "bias_sq": rel,
+                             "exact_sq": 1.0})
+    rows += [{"label": "uwm", "outgoing_norm": c, "layer": 3, "bias_sq": 0.0, "exact_sq": 1.0} for c in (0.5, 8)]
+    table = pd.DataFrame(rows)
+    new = order_norm_interaction(table)
+    assert new["order_below"] < 0 and new["order_below_p"] < 0.01
+    assert new["order_x_above"] > 0 and new["order_x_above_p"] < 0.01
+    hwm = table[table["layer"] < 3].assign(order=lambda d: d["label"].str[-1].astype(float),
+                                           above=lambda d: (d["outgoing_norm"] > math.pi).astype(float))
+    old = smf.ols("bias_sq ~ order * above + C(layer)", data=hwm).fit(cov_type="HC3")
+    assert old.pvalues["order"] > 0.05 and old.pvalues["order:above"] > 0.05
