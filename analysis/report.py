@@ -344,12 +344,12 @@ def _pi_section(study: Study, table: pd.DataFrame, breakdown: pd.DataFrame, leve
             sec.answer.append(f"{r['label']}" + (f" ({r['context']})" if r["context"] else "") + f": {r['verdict']}.")
         inter = order_norm_interaction(init)
         if inter:
-            below = ("falls with the order below π" if inter["order_below"] < 0 and inter["order_below_p"] < 0.05 else
-                     "no trend with the order resolved below π")
-            above = ("grows with it above π" if inter["order_x_above"] > 0 and inter["order_x_above_p"] < 0.05 else
-                     "no change of that trend resolved above π")
+            below = ("the bias falls with the order" if inter["order_below"] < 0 and inter["order_below_p"] < 0.05
+                     else "no trend of the bias with the order is resolved")
+            above = ("it grows with the order" if inter["order_x_above"] > 0 and inter["order_x_above_p"] < 0.05
+                     else "no change of that trend is resolved")
             sec.answer.append(
-                f"hwm order × norm: the bias {below} and {above} (log10 relative squared bias per order: "
+                f"hwm order × norm: below π {below}; above π {above} (log10 relative squared bias per order: "
                 f"{inter['order_below']:+.3g} below π, p = {inter['order_below_p']:.2g}; change above π "
                 f"{inter['order_x_above']:+.3g}, p = {inter['order_x_above_p']:.2g}; OLS, HC3, {inter['n']} rows).")
         sec.tables.append(("Bias at initialisation per variant, norm and layer", init))

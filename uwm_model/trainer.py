@@ -475,11 +475,10 @@ class Trainer:
                 continue
             members = due.nonzero().squeeze(1)
             prefix = level_prefix(level)
-            values = self.probe(LEVEL_PROBE_COUNTER + i, members)
+            values = {prefix + name: value for name, value in self.probe(LEVEL_PROBE_COUNTER + i, members).items()}
             values[f"{prefix}episode"] = torch.full((len(members),), float(self.episode), dtype=torch.float64,
                                                     device=self.device)
             for name, value in values.items():
-                name = name if name.endswith("episode") else prefix + name
                 store = self.level_probe.setdefault(
                     name, torch.full((self.P,), math.nan, dtype=torch.float64, device=self.device))
                 store[members] = value
