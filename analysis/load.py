@@ -68,6 +68,7 @@ class Study:
     curves: pd.DataFrame
     seed_curves: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    timing: pd.DataFrame = field(default_factory=pd.DataFrame)   # the dedicated timing run (uwm-study timing), if any
     cache: dict = field(default_factory=dict, repr=False, compare=False)   # derived tables, see analysis.speed
 
     TRIAL_KEYS = ("cell", "rule", "rule_variant", "width", "depth", "hidden", "outgoing_norm", "lr", "stage",
@@ -411,7 +412,11 @@ def load_study(name_or_parent_run_id: str, tracking_uri: str | None = None, *, s
         notes += more
     else:
         seeds = pd.DataFrame(columns=["run_id", "episode", "seed", "metric", "value"])
-    spec = None
+    spec, timing = None, pd.DataFrame()
+    try:
+        timing = _parent_timing(client, parent)
+    except Exception as exc:
+        notes.append(f"could not read the study's {layout.TIMING}: {exc}")
     try:
         import yaml
 
@@ -432,4 +437,24 @@ def load_study(name_or_parent_run_id: str, tracking_uri: str | None = None, *, s
         warnings.warn(n, stacklevel=2)
     return Study(name=name, parent_run_id=pid, experiment_id=exp_id, tracking_uri=tracking_uri,
                  tags=dict(parent.data.tags), spec=spec, trials=trials, curves=curves, seed_curves=seeds,
-                 notes=notes)
+                 notes=notes, timing=timing)
+
+
+def _parent_timing(client, parent) -> pd.DataFrame:
+    """The parent run's :data:`~uwm_model.layout.TIMING` rows with a ``rule_variant`` column named as the
+    trials' are (empty when the study has no timing run)."""
+    local = _local_artifact_dir(parent.info.artifact_uri)
+    if local is not None and local.is_dir():
+        path = local / layout.TIMING
+        table = pd.read_csv(path) if path.is_file() else None
+    elif layout.TIMING in {a.path for a in client.list_artifacts(parent.info.run_id)}:
+        with tempfile.TemporaryDirectory(prefix="uwm-timing-") as tmp:
+            table = pd.read_csv(client.download_artifacts(parent.info.run_id, layout.TIMING, tmp))
+    else:
+        table = None
+    if table is None or not len(table):
+        return pd.DataFrame()
+    options = [json.loads(o) if isinstance(o, str) and o else {} for o in table["rule_options"]]
+    variants = [rule_variant(r, {**o, **({"baseline": b} if b not in (None, "none") and b == b else {})})
+                for r, o, b in zip(table["rule"], options, table["baseline"])]
+    return table.assign(rule_variant=variants)

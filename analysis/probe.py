@@ -4,7 +4,9 @@ Probe metric names (per seed; aggregates add ``_mean``/``_std``/``_sem``):
 ``probe_var_l{l}``, ``probe_mean_sq_l{l}``, ``probe_bias_l{l}`` for the trained rule, and
 ``probe_{label}_var_l{l}`` ... for the cross-rule probe (several rules evaluated on the same
 episodes and parameter state), and the same names prefixed ``init_`` for the probe of the initial
-parameters (episode 0, before any update; repeated in every report). Kinds are those of
+parameters (episode 0, before any update; repeated in every report), and prefixed
+``at_reward_{level}_`` for the probe of each member's state where its running reward first reached
+``level`` (``probe.reward_levels``; repeated in every later report). Kinds are those of
 ``uwm_model.metrics.PROBE_KINDS`` (``var``, ``mean_sq``, ``bias``, ``bias_sq``, ``bias_sq_se``,
 ``cos``, ``nsr``). ``var`` is the total per-sample variance of the layer's
 estimates (weights and bias), in squared reward-gradient units (docs/learning-rules.md, section 7).
@@ -32,7 +34,8 @@ AGG_SUFFIXES = tuple(f"_{kind}" for kind in AGGREGATES)
 
 
 def parse_probe_metric(name: str, aggregate: str | None = "_mean") -> dict[str, Any] | None:
-    """``{"label": str|None, "kind": str, "layer": int, "init": bool}`` for a probe metric name, or None.
+    """``{"label": str|None, "kind": str, "layer": int, "init": bool, "level": float|None}`` for a probe
+    metric name, or None (``level``: the reward level of an ``at_reward_{level}_`` probe).
 
     With ``aggregate`` (default ``"_mean"``) the name must end with it (aggregate metrics); with
     ``None`` the name is a per-seed base name.
@@ -45,7 +48,8 @@ def parse_probe_metric(name: str, aggregate: str | None = "_mean") -> dict[str, 
     m = PROBE_RE.match(base)
     if not m:
         return None
-    return {"label": m["label"], "kind": m["kind"], "layer": int(m["layer"]), "init": bool(m["init"])}
+    return {"label": m["label"], "kind": m["kind"], "layer": int(m["layer"]), "init": bool(m["init"]),
+            "level": float(m["level"]) if m["level"] else None}
 
 
 def probe_index(names, aggregate: str | None = "_mean") -> pd.DataFrame:
@@ -56,13 +60,19 @@ def probe_index(names, aggregate: str | None = "_mean") -> pd.DataFrame:
         p = parse_probe_metric(n, aggregate)
         if p is not None:
             rows.append({"metric": n, **p})
-    return pd.DataFrame(rows, columns=["metric", "label", "kind", "layer", "init"])
+    return pd.DataFrame(rows, columns=["metric", "label", "kind", "layer", "init", "level"])
 
 
 def cross_rule_labels(study) -> list[str]:
     """Labels of the cross-rule probe present in the study (empty when no trial ran it)."""
     idx = probe_index(study.metrics)
     return sorted(idx["label"].dropna().unique()) if len(idx) else []
+
+
+def reward_levels(study) -> list[float]:
+    """The reward levels at which the study's trials probed (``probe.reward_levels``), ascending."""
+    idx = probe_index(study.metrics)
+    return sorted(idx["level"].dropna().unique().tolist()) if len(idx) else []
 
 
 def select_episode(df: pd.DataFrame, at=None, budgets: pd.Series | None = None) -> tuple[pd.DataFrame, str]:
@@ -111,7 +121,7 @@ def _at_or_before(eps: pd.DataFrame, target: pd.Series) -> pd.Series:
 
 
 def probe_at(study, run_ids=None, label: str | None = None, kind: str = "var", at=None,
-             per_seed: bool = False, init: bool = False) -> tuple[pd.DataFrame, str]:
+             per_seed: bool = False, init: bool = False, reward_level: float | None = None) -> tuple[pd.DataFrame, str]:
     """Probe values of the given trials at matched episodes, one column per layer.
 
     Returns (table, description). The table has run_id, episode (and seed with ``per_seed``),
@@ -119,13 +129,17 @@ def probe_at(study, run_ids=None, label: str | None = None, kind: str = "var", a
     the trained rule's own probe; otherwise a cross-rule label. Aggregate curves (means over seeds)
     are used unless ``per_seed``. With ``init`` the probe of the initial parameters (``init_probe_*``,
     the same in every report; the first report's values are returned and the description says so).
+    With ``reward_level`` the probe where each member's running reward first reached that level (the
+    last report's values, which repeat the probe; seeds that never reached it have none).
     """
     src = study.seed_curves if per_seed else study.curves
     names = src["metric"].unique() if len(src) else []
     idx = probe_index(names, None if per_seed else "_mean")
     if len(idx):
         idx = idx[(idx["kind"] == kind) & (idx["label"].isna() if label is None else idx["label"].eq(label))
-                  & idx["init"].eq(init)]
+                  & idx["init"].eq(init)
+                  & (idx["level"].isna() if reward_level is None
+                     else np.isclose(idx["level"].astype(float), reward_level))]
     keys = ["run_id", "seed", "episode"] if per_seed else ["run_id", "episode"]
     if not len(idx):
         return pd.DataFrame(columns=keys + ["total"]), "no probe values"
@@ -134,9 +148,11 @@ def probe_at(study, run_ids=None, label: str | None = None, kind: str = "var", a
     if run_ids is not None:
         df = df[df["run_id"].isin(list(run_ids))]
     budgets = study.trials.set_index("run_id")["episodes"] if "episodes" in study.trials else None
-    df, why = select_episode(df, "first" if init else at, budgets)
+    df, why = select_episode(df, "first" if init else "last" if reward_level is not None else at, budgets)
     if init:
         why = "the initial parameters (episode 0, before any update)"
+    elif reward_level is not None:
+        why = f"each seed's state where its running reward first reached {reward_level:g}"
     if not len(df):
         return pd.DataFrame(columns=keys + ["total"]), why
     df = df.assign(layer=df["metric"].map(layer_of))

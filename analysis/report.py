@@ -38,7 +38,8 @@ from .speed import (MIN_TUNING_POINTS, cell_summary, replication_table, seed_spe
                     tuning_warnings)
 from .tuning import objective_label, tuning_figures, tuning_table
 from .stats import DEFAULT_BOOT, DEFAULT_LEVEL
-from .variance_speed import pooled_within_setting, variance_speed_correlations, variance_speed_table
+from .variance_speed import (matched_state_correlations, pooled_within_setting, variance_speed_correlations,
+                             variance_speed_seeds, variance_speed_table)
 
 log = logging.getLogger("analysis.report")
 FORMATS = ("html", "md")
@@ -264,11 +265,13 @@ def _variance_section(study: Study, vs: pd.DataFrame, corr: pd.DataFrame, level:
            "states its own trajectory reached (variance and speed are then confounded through the trajectory)."))
     sec.text.append("Speed is the AUC reward (higher = faster), so a negative ρ means higher variance goes with "
                     f"slower learning. Spearman's ρ with {level:.0%} bootstrap intervals over cells.")
-    pooled = pooled_within_setting(vs, level=level)
+    per_seed = variance_speed_seeds(study, vs)
+    pooled = pooled_within_setting(vs, level=level, seeds=per_seed if len(per_seed) else None)
     kind = vs.attrs.get("kind", "var")
     sec.text.append(f"Variance measure: {'the noise-to-signal ratio V / (B ||mean||²), scale-free' if kind == 'nsr' else 'total variance (grows with the parameter count and the gradient scale: compare within a setting only)'}. "
-                    "The answer pools Spearman's ρ within each setting (Fisher z, weighted by cells) with a bootstrap "
-                    "that resamples whole cells within settings; the raw correlation over all settings is shown "
+                    "The answer pools Spearman's ρ within each setting (mean weighted by cells) with a bootstrap "
+                    "that resamples whole cells within settings and, inside each draw, one set of seed numbers per "
+                    "setting shared by its cells (seeds paired across rules); the raw correlation over all settings is shown "
                     "below but mixes settings, which can flip its sign.")
     ptotal = pooled[pooled["layer"] == "total"] if len(pooled) else pooled
     total = corr[(corr["layer"] == "total") & (corr["scope"] == "all rules")]
@@ -279,11 +282,20 @@ def _variance_section(study: Study, vs: pd.DataFrame, corr: pd.DataFrame, level:
                    "no monotone relation is resolved (the interval contains 0)")
         sec.answer.append((f"within settings, pooled over {int(r['n_settings'])} settings ({int(r['n_cells'])} cells)",
                            f"ρ(variance, AUC reward) = {_ci(r['rho'], r['rho_lo'], r['rho_hi'], 2)}: {verdict}"))
+        states = matched_state_correlations(study, level=level)
+        for _, m in states[states["layer"] == "total"].iterrows():
+            if np.isfinite(m["rho"]):
+                sec.answer.append((f"on matched states ({m['state']}, {m['reached']:.0%} of seeds probed there)",
+                                   f"ρ = {_ci(m['rho'], m['rho_lo'], m['rho_hi'], 2)}"))
         sec.text.append("Answer: " + "; ".join(f"{a}: {b}" for a, b in sec.answer) + ".")
         sec.tables.append(("Spearman's ρ within settings, pooled, per layer", pd.DataFrame({
             "layer": pooled["layer"], "settings": pooled["n_settings"], "cells": pooled["n_cells"],
             "ρ [interval]": [_ci(a, b, c, 2) for a, b, c in zip(pooled["rho"], pooled["rho_lo"], pooled["rho_hi"])],
             "interval excludes 0": (pooled["rho_lo"] > 0) | (pooled["rho_hi"] < 0)})))
+        if len(states):
+            sec.tables.append(("Spearman's ρ within settings on matched states (every rule on the same state: the "
+                               "initial parameters, or each seed's state where its running reward first reached "
+                               "the level), seeds paired", states))
     elif len(total) and np.isfinite(total["rho"].iloc[0]):
         r = total.iloc[0]
         verdict = ("higher variance goes with slower learning" if r["rho_hi"] < 0 else
@@ -333,6 +345,8 @@ def _scaling_section(study: Study, data: pd.DataFrame, fits: pd.DataFrame, comps
                         "power law's exponent is dragged towards 0 by the fixed cost); the verdict reads k's interval "
                         "and only when the fit is good and the power-law part is at least half the time at the "
                         "largest width.")
+        if data.attrs.get("compute_source"):
+            sec.text.append(f"Compute timings: {data.attrs['compute_source']}.")
         for _, r in cfits.iterrows():
             sec.text.append(f"Compute, {r['rule_variant']}" + (f" ({r['context']})" if r["context"] else "")
                             + f": {r['verdict']}.")
@@ -340,7 +354,9 @@ def _scaling_section(study: Study, data: pd.DataFrame, fits: pd.DataFrame, comps
         cc = compare_compute(cobjs, level=level)
         for _, r in cc.iterrows():
             sec.answer.append(("compute, k(uwm) − k(reinforce)" + (f", {r['context']}" if r["context"] else ""),
-                               f"{_ci(r['difference'], r['difference_lo'], r['difference_hi'], 2)}: {r['verdict']}"))
+                               f"{_ci(r['difference'], r['difference_lo'], r['difference_hi'], 2)}: {r['verdict']}"
+                               + (" (dedicated timing run)" if str(data.attrs.get("compute_source", "")).startswith(
+                                   "the dedicated") else " (the study's own timings)")))
     else:
         sec.text.append("Compute: no t = a + b·width^k fit (it needs 4 or more widths); the bare power law's reading "
                         "below holds only where fixed costs per episode are negligible.")
@@ -410,10 +426,14 @@ def _pi_section(study: Study, table: pd.DataFrame, breakdown: pd.DataFrame, leve
             sec.answer.append((f"{r['label']}" + (f", {r['context']}" if r["context"] else ""), r["verdict"]))
         inter = order_norm_interaction(init)
         if inter:
+            below = ("the bias falls with the order" if inter["order_below"] < 0 and inter["order_below_p"] < 0.05
+                     else "no trend of the bias with the order is resolved")
+            above = ("it grows with the order" if inter["order_x_above"] > 0 and inter["order_x_above_p"] < 0.05
+                     else "no change of that trend is resolved")
             sec.answer.append(
-                f"hwm order × norm: slope of the relative squared bias in the order {inter['order_below']:+.3g} "
-                f"below π (p = {inter['order_below_p']:.2g}), change above π {inter['order_x_above']:+.3g} "
-                f"(p = {inter['order_x_above_p']:.2g}), OLS over {inter['n']} rows.")
+                ("hwm order × norm", f"below π {below}; above π {above} (log10 relative squared bias per order: "
+                 f"{inter['order_below']:+.3g} below π, p = {inter['order_below_p']:.2g}; change above π "
+                 f"{inter['order_x_above']:+.3g}, p = {inter['order_x_above_p']:.2g}; OLS, HC3, {inter['n']} rows)"))
         sec.tables.append(("Bias at initialisation per variant, norm and layer (every column: "
                            "norm_stress_init_bias.csv)", pd.DataFrame({
                                "rule": init["label"], "setting": init["context"],
@@ -488,14 +508,17 @@ def _replication_section(table: pd.DataFrame) -> Section:
     sec.text.append("train_reward_all at each seed's last report (the mean training reward over every episode it "
                     "trained), mean and standard deviation over seeds (ddof 0), beside the published figure where "
                     "one exists for the variant.")
-    for _, r in table.iterrows():
+    published = table[np.isfinite(table["published"].astype(float))]
+    for _, r in published.iterrows():
         line = f"{r['rule_variant']}: {r['train_reward_all']:.3f} (std {r['std_ddof0']:.3f}, {int(r['n_seeds'])} seeds)"
-        if np.isfinite(r["published"]):
-            line += f"; published {r['published']:.2f} ({r['published_std']:.2f}), {r['source']}"
+        line += f"; published {r['published']:.2f} ({r['published_std']:.2f}), {r['source']}"
         if r["n_diverged"]:
             line += f"; {int(r['n_diverged'])} seeds diverged"
         rest = ", ".join(p for p in str(r["cell"]).split("|") if not p.startswith("rule="))
         sec.answer.append((f"{r['rule_variant']}" + (f", {rest}" if rest else ""), line.split(": ", 1)[1]))
+    if not len(published):   # nothing to replicate: the per-cell figures stay in the table, out of the answers
+        sec.text.append("No published figure exists for this study's variants: train_reward_all per cell is in the "
+                        "table below.")
     sec.tables.append(("train_reward_all over seeds", table))
     return sec
 
@@ -509,7 +532,8 @@ def _methods(level: float, n_boot: int, seed: int) -> Section:
         f"analysis on its own stream derived from its data) with the small-sample expansion of Hesterberg (2015), "
         f"nominal {level:.0%}; proportions use Wilson intervals (statsmodels); episodes to threshold Kaplan-Meier "
         "(statsmodels; median interval by Brookmeyer-Crowley, restricted mean by bootstrap); rank correlations "
-        "within settings, pooled by Fisher z, with a whole-cell bootstrap; power-law exponents a bootstrap "
+        "within settings, pooled as a cell-weighted mean, with a bootstrap of whole cells and, inside it, of seeds paired across "
+        "the rules of a setting; power-law exponents a bootstrap "
         "stratified by width or a t-interval; compute t = a + b·width^k (scipy curve_fit) with a stratified "
         "bootstrap.",
         "Matched points of training: probe values are compared at the first report episode every trial shares "

@@ -94,7 +94,15 @@ def scaling_data(study: Study, at=None) -> pd.DataFrame:
         v = var.merge(info, on="run_id")
         parts.append(v.assign(quantity="probe_variance", value=v["total"])[cols])
     spe = next((c for c in ("final_seconds_per_episode", "last_seconds_per_episode") if c in finished), None)
-    if spe:
+    timing, compute_source = getattr(study, "timing", None), None
+    if timing is not None and len(timing):
+        # the dedicated timing run: every rule and width timed alone, several windows each (one observation each)
+        parts.append(timing.assign(quantity="seconds_per_episode", context="", value=timing["seconds_per_episode"])[cols])
+        compute_source = (f"the dedicated timing run (uwm-study timing: {len(timing)} windows, one thread, "
+                          "training steps only)")
+    elif spe:
+        compute_source = ("the study's own seconds_per_episode (packs timed while sharing the machine, with probes "
+                          "and logging around them; run `uwm-study timing` for a dedicated timing run)")
         f = finished.assign(context=ctx(finished).to_numpy())
         if "pack" in f and f["pack"].notna().any():
             # points trained together in one pack share one timing: one observation per pack
@@ -103,6 +111,7 @@ def scaling_data(study: Study, at=None) -> pd.DataFrame:
     df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
     df = df.dropna(subset=["value", "width"]).reset_index(drop=True)
     df.attrs["censored"] = censored
+    df.attrs["compute_source"] = compute_source
     return df
 
 

@@ -5,6 +5,7 @@
     uwm-study resume quickstart                         # continue an interrupted study
     uwm-study ui                                        # MLflow UI of ./mlflow.db on 127.0.0.1
     uwm-study train config.yaml --set lr=0.01           # one configuration, here, with a progress bar
+    uwm-study timing width-scaling                      # time every rule and width alone, for the compute fit
     uwm-study report quickstart --out reports/quickstart
 
 Every mistake a user can make (a bad spec field, an unreachable tracking server, an unknown
@@ -29,6 +30,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -87,6 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="processes to spread the seeds over (members are independent: same numbers, more cores)")
     _set_option(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("timing", help="time the training step of every rule and width of a study, for its compute fit")
+    p.add_argument("name")
+    p.add_argument("--repeats", type=int, default=5, help="timed windows per rule and width (default 5)")
+    p.add_argument("--seconds", type=float, default=0.2, help="about this long per window (default 0.2)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the study's, else MLFLOW_TRACKING_URI or ./mlflow.db)")
+    p.add_argument("--storage", help="where the study was run (default: ./runs)")
+    p.set_defaults(func=cmd_timing)
 
     p = sub.add_parser("report", help="write a study's report (analysis package)")
     p.add_argument("name")
@@ -204,6 +214,36 @@ def cmd_train(args) -> int:
     print(f"  {'diverged':<22} {m.get('diverged_fraction', 0):7.0%} of seeds")
     print(f"  {'compute':<22} {m.get('seconds_per_episode', math.nan) * 1e6:7.1f} us per episode per seed")
     print(f"curves: {out} (aggregated), {per_seed} (per seed)")
+    return 0
+
+
+def cmd_timing(args) -> int:
+    import yaml
+
+    from uwm_model import layout
+
+    from . import runner, timing, tracking
+    from .spec import validate_spec
+
+    if args.repeats < 2 or not 0 < args.seconds <= 60:
+        raise UserError("--repeats" if args.repeats < 2 else "--seconds",
+                        "need --repeats >= 2 (the fit's interval needs replicates) and 0 < --seconds <= 60")
+    meta = runner.read_meta(runner.resolve_storage(args.storage), args.name)
+    uri = args.tracking_uri or (meta or {}).get("tracking_uri") or tracking.resolve_tracking_uri(None)
+    tracking.check_tracking(uri)
+    client = tracking.client(uri)
+    exp = client.get_experiment_by_name(args.name)
+    parents = client.search_runs([exp.experiment_id], filter_string=layout.parent_filter(),
+                                 order_by=["attributes.start_time ASC"], max_results=1) if exp else []
+    if not parents:
+        raise UserError("name", f"no study named '{args.name}' in {uri}: run it first (the timing is attached to it)")
+    parent = parents[0].info.run_id
+    with tempfile.TemporaryDirectory(prefix="uwm-spec-") as tmp:
+        spec = validate_spec(yaml.safe_load(Path(client.download_artifacts(parent, layout.SPEC_ARTIFACT, tmp))
+                                            .read_text()))
+    table = timing.run_timing(spec, args.repeats, args.seconds)
+    timing.log_timing(client, parent, table)
+    print(f"timing: {len(table)} windows attached to study {args.name} as {layout.TIMING}")
     return 0
 
 

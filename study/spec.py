@@ -583,12 +583,14 @@ def _expand(spec: StudySpec) -> list[Cell]:
 
 def _grid_probe_rules(configs: list[dict]) -> list[dict]:
     """The cross-rule probe list a study gets by default: every rule with its default options, then every
-    rule variant (rule and rule_options) the grid trains, so each trial's own variant is measured on every
+    rule variant (rule, rule_options and reward baseline) the grid trains, so each trial's own variant is measured on every
     state; the analysis matches variants exactly and never substitutes another variant's probe."""
     default = TrialConfig.model_fields["rule"].default
     entries = [{"rule": name, "options": {}} for name in RULES]
     for data in configs:
         entry = {"rule": data.get("rule", default), "options": dict(data.get("rule_options") or {})}
+        if data.get("baseline", "none") != "none":   # REINFORCE with an EMA baseline: a variant of its own
+            entry["baseline"] = data["baseline"]
         if entry not in entries:
             entries.append(entry)
     return entries

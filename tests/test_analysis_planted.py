@@ -102,6 +102,9 @@ def test_variance_is_never_taken_from_another_variant():
     assert _label_of(row) == "hwm_order-5"
     ema = pd.Series({"rule": "reinforce", "baseline": "ema", "probe.rules": [{"rule": "reinforce", "options": {}}]})
     assert _label_of(ema) is None        # plain REINFORCE's probe does not measure the EMA-baseline variant
+    both = [{"rule": "reinforce", "options": {}}, {"rule": "reinforce", "options": {}, "baseline": "ema"}]
+    assert _label_of(pd.Series({"rule": "reinforce", "baseline": "ema", "probe.rules": both})) == "reinforce_baseline-ema"
+    assert _label_of(pd.Series({"rule": "reinforce", "baseline": "none", "probe.rules": both})) == "reinforce"
 
 
 # ----------------------------------------------------------------------------- compute scaling
@@ -140,6 +143,34 @@ def test_compute_difference_uwm_minus_reinforce():
     assert same["difference_lo"] <= 0 <= same["difference_hi"] and "alike" in same["verdict"]
     more = compare_compute(fits, rule="uwm3").iloc[0]
     assert more["difference_lo"] > 0.5 and "exceeds" in more["verdict"]
+
+
+def test_compute_fit_prefers_the_dedicated_timing_run_and_says_so():
+    """Planted: the study's own seconds_per_episode are flat (every pack timed behind the same shared-machine
+    overhead, 1e-3 s, with 30 % noise), which hides uwm's planted k = 3; the dedicated timing run (study.timing,
+    4 windows per width) has t = 5e-5 + 1e-11 n^3 for uwm. The fit must use the timing run, recover k = 3 and
+    name its source; without it, it falls back to the study's timings and says that instead."""
+    from analysis.scaling import compute_fits, scaling_data
+
+    rng = np.random.default_rng(3)
+    widths = [16, 32, 64, 128, 256, 512]
+    trials = [_trial(f"uwm-{w}", f"rule=uwm|hidden=[{w}, {w}]", width=w, hidden=[w, w],
+                     final_seconds_per_episode=1e-3 * math.exp(0.3 * rng.standard_normal()),
+                     final_episodes_to_threshold_mean=500.0) for w in widths]
+    timing = pd.DataFrame([{"rule": "uwm", "rule_options": "{}", "baseline": "none", "rule_variant": "uwm", "width": w,
+                            "repeat": r, "seconds_per_episode": (5e-5 + 1e-11 * w ** 3) * math.exp(0.03 * rng.standard_normal())}
+                           for w in widths for r in range(4)])
+    own = scaling_data(_study(trials))
+    assert own.attrs["compute_source"].startswith("the study's own")
+    st = _study(trials)
+    st.timing = timing
+    data = scaling_data(st)
+    assert data.attrs["compute_source"].startswith("the dedicated timing run")
+    assert (data["quantity"] == "seconds_per_episode").sum() == len(timing)
+    fit = compute_fits(data, n_boot=100)[0].iloc[0]
+    assert fit["k_lo"] <= 3 <= fit["k_hi"] and fit["k_hi"] - fit["k_lo"] < 0.5
+    old = compute_fits(own, n_boot=100)[0]
+    assert not len(old) or not (old.iloc[0]["k_lo"] <= 3 <= old.iloc[0]["k_hi"] and old.iloc[0]["k_hi"] - old.iloc[0]["k_lo"] < 0.5)
 
 
 # ----------------------------------------------------------------------------- bootstrap streams
@@ -293,3 +324,126 @@ def test_within_setting_correlation_survives_a_sign_flipping_confound():
     assert old[old["scope"] == "all rules"]["rho"].iloc[0] > 0.5
     new = pooled_within_setting(table, n_boot=500).iloc[0]
     assert new["rho"] == pytest.approx(-1, abs=1e-3) and new["rho_hi"] < 0 and new["n_settings"] == 2
+
+
+def _seed_rows(speed_of):
+    """Per-seed rows of 2 settings x 5 rules x 6 seeds: variance 1..5 by rule, speed from speed_of."""
+    rows = []
+    for setting in ("width=8", "width=64"):
+        for i, rule in enumerate(["reinforce", "ste", "wm", "hwm", "uwm"]):
+            for s in range(6):
+                rows.append({"layer": "total", "setting": setting, "cell": f"{rule}|{setting}", "seed": s,
+                             "variance": 1.0 + i, "auc_reward": speed_of(setting, i, s)})
+    seeds = pd.DataFrame(rows)
+    table = seeds.groupby(["layer", "setting", "cell"], as_index=False)[["variance", "auc_reward"]].mean()
+    return table, seeds
+
+
+def test_correlation_bootstrap_pairs_seeds_across_the_rules_of_a_setting():
+    """Planted: each seed number moves every rule of a setting alike (same initial parameters and streams:
+    a shared seed effect of sd 0.2), and within it speed falls by 0.01 per step of variance. Paired seeds
+    cancel the shared effect: the interval sits at -1. Resampling seeds per cell (unpaired) adds the shared
+    effect as noise (0.2 / sqrt(6) ~ 0.08 per cell mean against steps of 0.01): the interval spans 0."""
+    from analysis.variance_speed import pooled_within_setting
+
+    effect = np.random.default_rng(5).normal(0, 0.2, (2, 6))
+    table, seeds = _seed_rows(lambda setting, i, s: 0.7 - 0.01 * i + effect[int(setting == "width=64"), s])
+    paired = pooled_within_setting(table, n_boot=1000, seeds=seeds).iloc[0]
+    unpaired = pooled_within_setting(table, n_boot=1000, seeds=seeds, pairing="independent").iloc[0]
+    assert paired["rho"] == pytest.approx(-1, abs=1e-3) and paired["rho_hi"] < -0.99 and paired["seeds"] == "paired"
+    assert unpaired["rho_lo"] < 0 < unpaired["rho_hi"]
+
+
+def test_correlation_bootstrap_propagates_seed_noise_that_cells_only_resampling_ignores():
+    """Planted: per-seed speeds carry large noise independent between cells (sd 0.3), built so that the cell
+    means fall exactly with variance (steps of 0.01). The old cells-only bootstrap treats those means as
+    exact: interval at -1. Resampling the seeds (paired) shows the order is within seed noise: it spans 0."""
+    from analysis.variance_speed import pooled_within_setting
+
+    noise = np.random.default_rng(6).normal(0, 0.3, (2, 5, 6))
+    noise -= noise.mean(2, keepdims=True)                       # cell means exactly 0.7 - 0.01 i
+    table, seeds = _seed_rows(lambda setting, i, s: 0.7 - 0.01 * i + noise[int(setting == "width=64"), i, s])
+    old = pooled_within_setting(table, n_boot=1000).iloc[0]
+    new = pooled_within_setting(table, n_boot=1000, seeds=seeds).iloc[0]
+    assert old["rho_hi"] < -0.99 and old["seeds"] == "none"
+    assert new["rho"] == pytest.approx(-1, abs=1e-3) and new["rho_lo"] < 0 < new["rho_hi"]
+
+
+def test_variance_at_matched_reward_levels_is_read_where_each_seed_reached_the_level():
+    """Planted: 2 settings x 5 rules, 4 seeds; speed (AUC) falls with the rule index i. On the states where
+    each seed first reached reward 0.7 (``at_reward_0.7_probe_*``) rule i's variance is 1 + i: rho -1. On
+    the initial parameters it is 5 - i: rho +1, so an analysis reading the only matched state it had before
+    (initialisation) gets the opposite answer. One seed per cell of one setting never reaches 0.7: it has
+    no probe there, and the fraction of seeds probed (35 / 40) is reported."""
+    from analysis.variance_speed import matched_state_correlations
+
+    rules = ["reinforce", "ste", "wm", "hwm", "uwm"]
+    trials, rows, means = [], [], []
+    for norm in (1.0, 2.0):
+        for i, rule in enumerate(rules):
+            rid = f"{rule}-{norm}"
+            trials.append(_trial(rid, f"rule={rule}|outgoing_norm={norm}", rule=rule, outgoing_norm=norm, width=8))
+            per = {}
+            for s in range(4):
+                reached = not (norm == 2.0 and s == 3)
+                for ep in (250, 500, 750, 1000):
+                    vals = {"eval_reward": 0.5 - 0.05 * i + 0.01 * s, "diverged": 0.0}
+                    if ep == 250:
+                        vals["init_probe_var_l1"] = 5.0 - i
+                        vals.update({f"init_probe_{r}_var_l1": 5.0 - j for j, r in enumerate(rules)})
+                    if reached and ep >= 500:
+                        vals["at_reward_0.7_probe_var_l1"] = 1.0 + i
+                        vals.update({f"at_reward_0.7_probe_{r}_var_l1": 1.0 + j for j, r in enumerate(rules)})
+                    for metric, v in vals.items():
+                        rows.append((rid, ep, s, metric, v))
+                        per.setdefault((ep, metric), []).append(v)
+            means += [(rid, ep, f"{metric}_mean", float(np.mean(v))) for (ep, metric), v in per.items()]
+    curves = pd.DataFrame(means, columns=["run_id", "episode", "metric", "value"])
+    st = _study(trials, rows, curves=curves)
+    states = matched_state_correlations(st, n_boot=500).set_index("state")
+    init, level = states.loc["initial parameters"], states.loc["reward 0.7"]
+    assert init["rho"] == pytest.approx(1, abs=1e-3) and init["rho_lo"] > 0 and init["reached"] == 1
+    assert level["rho"] == pytest.approx(-1, abs=1e-3) and level["rho_hi"] < 0
+    assert level["reached"] == pytest.approx(35 / 40) and level["seeds"] == "paired" and level["n_settings"] == 2
+
+
+def test_one_setting_at_rho_minus_one_does_not_decide_the_pooled_rho():
+    """Planted: 7 settings at rho = +0.8 and one at exactly -1 (as resamples that repeat cells often are).
+    The cell-weighted mean is (7 x 0.8 - 1) / 8 = 0.575. The old Fisher-z pooling clipped -1 to z = -7.25,
+    which cancelled the 7 others: tanh((7 x 1.10 - 7.25) / 8) = 0.05, so a few ±1 resamples swung every
+    bootstrap draw (the reduced norm-stress run's interval was [-0.69, 1.00])."""
+    from analysis.variance_speed import _pooled_rho
+
+    up = (np.arange(5.0), np.array([0.0, 2.0, 1.0, 4.0, 3.0]))            # rho 0.8
+    down = (np.arange(5.0), -np.arange(5.0))                               # rho -1
+    assert _pooled_rho([up] * 7 + [down]) == pytest.approx((7 * 0.8 - 1) / 8)
+    old = math.tanh((7 * math.atanh(0.8) + math.atanh(-0.999999)) / 8)
+    assert old < 0.1
+
+
+def test_order_norm_interaction_resolves_a_geometric_growth_above_pi():
+    """Planted: hwm's relative squared bias is 0.02 / k below π and 0.01 (4 c / π)^k above (it grows
+    geometrically with the order k, as the Taylor remainder does outside its radius), times log-normal noise.
+    The old OLS on the raw scale, where the largest rows carry all the leverage, leaves both the fall below π
+    (p ~ 1) and the growth above (p ~ 0.1) unresolved; on the log scale both are resolved."""
+    import statsmodels.formula.api as smf
+
+    from analysis.norm_stress import order_norm_interaction
+
+    rng = np.random.default_rng(4)
+    rows = []
+    for k in (1, 3, 5, 7):
+        for c in (0.5, 1, 2, 3, 4, 6, 8):
+            for layer in (1, 2):
+                rel = (0.02 / k if c < math.pi else 0.01 * (4 * c / math.pi) ** k) * math.exp(0.5 * rng.standard_normal())
+                rows.append({"label": f"hwm_order-{k}", "outgoing_norm": c, "layer": layer, "bias_sq": rel,
+                             "exact_sq": 1.0})
+    rows += [{"label": "uwm", "outgoing_norm": c, "layer": 3, "bias_sq": 0.0, "exact_sq": 1.0} for c in (0.5, 8)]
+    table = pd.DataFrame(rows)
+    new = order_norm_interaction(table)
+    assert new["order_below"] < 0 and new["order_below_p"] < 0.01
+    assert new["order_x_above"] > 0 and new["order_x_above_p"] < 0.01
+    hwm = table[table["layer"] < 3].assign(order=lambda d: d["label"].str[-1].astype(float),
+                                           above=lambda d: (d["outgoing_norm"] > math.pi).astype(float))
+    old = smf.ols("bias_sq ~ order * above + C(layer)", data=hwm).fit(cov_type="HC3")
+    assert old.pvalues["order"] > 0.05 and old.pvalues["order:above"] > 0.05

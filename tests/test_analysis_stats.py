@@ -196,11 +196,15 @@ def test_parse_param_reads_json_and_python_reprs():
     ("probe_hwm_order-3_bias_sq_se_l2_mean", {"label": "hwm_order-3", "kind": "bias_sq_se", "layer": 2}),
     ("probe_bias_sq_l1_mean", {"label": None, "kind": "bias_sq", "layer": 1}),
     ("init_probe_uwm_nsr_l1_mean", {"label": "uwm", "kind": "nsr", "layer": 1, "init": True}),
+    ("at_reward_0.7_probe_uwm_nsr_l1_mean", {"label": "uwm", "kind": "nsr", "layer": 1, "level": 0.7}),
+    ("at_reward_0.6_probe_hwm_order-3_bias_sq_se_l2_mean", {"label": "hwm_order-3", "kind": "bias_sq_se", "layer": 2,
+                                                            "level": 0.6}),
+    ("at_reward_0.8_probe_var_l3_mean", {"label": None, "kind": "var", "layer": 3, "level": 0.8}),
     ("probe_var_l1_sem", None),
     ("eval_reward_mean", None),
 ])
 def test_parse_probe_metric(name, expected):
-    assert parse_probe_metric(name) == (None if expected is None else {"init": False, **expected})
+    assert parse_probe_metric(name) == (None if expected is None else {"init": False, "level": None, **expected})
 
 
 def _study(trials, curves=None, seeds=None):

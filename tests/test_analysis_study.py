@@ -366,3 +366,20 @@ def test_report_says_which_questions_a_study_cannot_answer(store, tmp_path):
     assert "1 hidden width" in text
     assert "0 distinct initial outgoing norm" in text
     assert text.count("data:image/png;base64,") == 1              # the learning curves only
+
+
+def test_timing_command_attaches_a_dedicated_timing_run_the_analysis_reads(store, capsys):
+    """`uwm-study timing` times every rule variant and width of a study alone and attaches the windows to
+    its parent run; load_study reads them (study.timing). An unknown study is one line, exit 2."""
+    from study.cli import main
+
+    uri, _ = store
+    assert main(["timing", "narrow", "--tracking-uri", uri, "--repeats", "2", "--seconds", "0.01"]) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        timing = load_study("narrow", uri).timing
+    assert len(timing) == 2 and set(timing["rule_variant"]) == {"uwm"} and (timing["width"] == 16).all()
+    assert (timing["seconds_per_episode"] > 0).all() and (timing["steps"] >= 8).all()
+    capsys.readouterr()
+    assert main(["timing", "no-such-study", "--tracking-uri", uri]) == 2
+    assert "no study named 'no-such-study'" in capsys.readouterr().err

@@ -13,6 +13,7 @@ from study.cli import main
 from study.errors import UserError
 from study.spec import load_spec, read_yaml, validate_spec
 from uwm_model.config import TrialConfig
+from uwm_model.config import TrialConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = sorted((ROOT / "tune_configs").glob("*.yaml"))
@@ -85,6 +86,10 @@ def test_the_cross_rule_probe_measures_every_grid_variant_by_default():
     chosen = [{"rule": "uwm", "options": {}}]                          # a list the user gives is kept as given
     own = {**probing, "base": {**probing["base"], "probe": {"enabled": True, "cross_rule": True, "rules": chosen}}}
     assert [(r["rule"], r["options"]) for r in validate_spec(own).cells()[0].config["probe"]["rules"]] == [("uwm", {})]
+    ema = {**probing, "grid": {"method": [{"rule": "reinforce"}, {"rule": "reinforce", "baseline": "ema"}]}}
+    rules = [TrialConfig.model_validate(c.config).probe.rules for c in validate_spec(ema).cells()][1]
+    assert [r.name for r in rules if r.rule == "reinforce"] == ["reinforce", "reinforce_baseline-ema"]
+    assert len({r.name for r in rules}) == len(rules)                  # labels stay distinct
 
 
 def test_grid_cells_keys_and_pack_groups():

@@ -1,5 +1,6 @@
 """The population trainer: learning, packing, divergence, resume, reproducibility."""
 
+import pytest
 import torch
 
 import uwm_model as um
@@ -353,3 +354,74 @@ def test_chunked_probe_equals_the_unchunked_probe(monkeypatch):
     assert whole.keys() == chunked.keys()
     for k in whole:
         assert torch.allclose(whole[k], chunked[k], rtol=1e-10, atol=1e-14, equal_nan=True), k
+
+
+def test_reward_level_probe_measures_each_member_once_where_it_first_reaches_the_level(tmp_path):
+    """Member-level trigger at report boundaries: a member is probed at level r on the state of the first
+    report where its running reward is >= r (on the level's own episodes, every rule on the same ones), the
+    values then repeat; a member that never reaches r has no value. A REINFORCE-EMA cross-rule entry on a
+    REINFORCE-EMA member is its own probe. The probes travel in the checkpoint."""
+    from uwm_model.trainer import LEVEL_PROBE_COUNTER
+
+    levels = [0.3, 0.6]
+    cfg = config(rule="reinforce", baseline="ema", task={"address_bits": 1}, hidden=[4, 3], lr=0.05, episodes=3000,
+                 report_every=500, batch_size=1, seeds=2, threshold_window=200,
+                 probe={"enabled": True, "samples": 16, "cross_rule": True, "reward_levels": levels,
+                        "rules": [{"rule": "uwm"}, {"rule": "reinforce", "baseline": "ema"}]})
+    slow = cfg.model_copy(update={"lr": 1e-6, "seed": 7})                  # never reaches 0.3
+    trainer = um.Trainer([cfg, slow])
+    seen = {}
+    for report in trainer.run():
+        rows = report.points[0].per_seed + report.points[1].per_seed
+        for i, level in enumerate(levels):
+            due = [m for m, row in enumerate(rows) if row.get(f"at_reward_{level:g}_episode") == report.episode]
+            if due:
+                fresh = trainer.probe(LEVEL_PROBE_COUNTER + i)
+                for m in due:
+                    assert rows[m]["running_reward"] >= level and (i, m) not in seen
+                    seen[i, m] = rows[m][f"at_reward_{level:g}_probe_var_l1"]
+                    assert seen[i, m] == pytest.approx(fresh["probe_var_l1"][m].item(), rel=1e-9)
+                    assert rows[m][f"at_reward_{level:g}_probe_uwm_bias_sq_l1"] == pytest.approx(
+                        fresh["probe_uwm_bias_sq_l1"][m].item(), rel=1e-9)
+            for m in range(len(rows)):                                   # repeated after, absent before
+                assert (f"at_reward_{level:g}_probe_var_l1" in rows[m]) == ((i, m) in seen)
+                if (i, m) in seen:
+                    assert rows[m][f"at_reward_{level:g}_probe_var_l1"] == seen[i, m]
+                    assert rows[m][f"at_reward_{level:g}_probe_reinforce_baseline-ema_var_l1"] == \
+                        rows[m][f"at_reward_{level:g}_probe_var_l1"]
+    assert {m for _, m in seen} == {0, 1} and (0, 0) in seen and (1, 0) in seen     # the fast seeds reach both
+    assert not any(m >= 2 for _, m in seen)                                            # the slow point none
+    assert "at_reward_0.3_probe_var_l1_mean" in report.points[0].metrics
+    assert "at_reward_0.3_probe_var_l1_mean" not in report.points[1].metrics
+
+    first = um.Trainer([cfg, slow])
+    run = first.run()
+    for _ in range(3):
+        next(run)
+    first.save(tmp_path / "ckpt.pt")
+    resumed = final(um.Trainer.load(tmp_path / "ckpt.pt"))
+    for pa, pb in zip(resumed.points, report.points):
+        for a, b in zip(pa.per_seed, pb.per_seed):
+            assert {k: v for k, v in a.items() if k.startswith("at_reward_")} == \
+                {k: v for k, v in b.items() if k.startswith("at_reward_")}
+
+
+def test_a_cross_rule_baseline_needs_a_rule_that_takes_one():
+    from uwm_model.config import CrossRule
+
+    assert CrossRule(rule="reinforce", baseline="ema").name == "reinforce_baseline-ema"
+    with pytest.raises(ValueError, match="takes no reward baseline"):
+        CrossRule(rule="uwm", baseline="ema")
+    with pytest.raises(ValueError, match="not a probe option"):
+        CrossRule(rule="reinforce", options={"baseline": 0.5})
+
+
+def test_the_initial_probe_takes_its_own_sample_count():
+    """probe.init_samples sets K of the initial-state probe only: the same numbers as a probe of the untrained
+    parameters at counter 0 with that K, while the report probes keep probe.samples."""
+    cfg = config(rule="hwm", rule_options={"order": 3}, hidden=[4, 3], episodes=32, report_every=32, batch_size=4,
+                 seeds=2, probe={"enabled": True, "samples": 16, "init_samples": 64})
+    fresh = um.Trainer(cfg)
+    big, small = fresh.probe(0, samples=64), fresh.probe(0)
+    seed = final(um.Trainer(cfg)).points[0].per_seed[0]
+    assert seed["init_probe_var_l1"] == big["probe_var_l1"][0].item() != small["probe_var_l1"][0].item()

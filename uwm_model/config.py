@@ -75,16 +75,23 @@ class TaskConfig(_Strict):
 class CrossRule(_Strict):
     rule: str = Field(description="rule name")
     options: dict[str, Any] = Field(default_factory=dict, description="rule options")
-    label: str | None = Field(None, description="metric label; default rule name plus options")
+    baseline: Literal["none", "ema"] = Field("none", description="reward baseline of a rule that takes one (REINFORCE): "
+                                                                 "none, or the member's EMA of its training rewards")
+    label: str | None = Field(None, description="metric label; default rule name plus options (and baseline-ema)")
 
     @model_validator(mode="after")
     def _check(self):
-        resolve_rule(self.rule, self.options)
+        rule, _ = resolve_rule(self.rule, self.options)
+        if REWARD_BASELINE in self.options:
+            raise ValueError(f"options.{REWARD_BASELINE} is not a probe option: set `baseline: ema` on the entry")
+        if self.baseline == "ema" and not rule.reward_baseline:
+            raise ValueError(f"baseline ema: rule {self.rule} takes no reward baseline")
         return self
 
     @property
     def name(self) -> str:
-        return self.label or cross_rule_label(self.rule, self.options)
+        options = {**self.options, "baseline": "ema"} if self.baseline == "ema" else self.options
+        return self.label or cross_rule_label(self.rule, options)
 
 
 def _default_cross_rules() -> list[CrossRule]:
@@ -94,8 +101,23 @@ def _default_cross_rules() -> list[CrossRule]:
 class ProbeConfig(_Strict):
     enabled: bool = Field(True, description="run the estimator probe of the trained rule at each report")
     samples: int = Field(256, ge=2, le=1 << 16, description="K fresh episodes per member per probe")
+    init_samples: int | None = Field(None, ge=2, le=1 << 20,
+                                     description="K of the probe of the initial state (default: samples); the "
+                                                 "debiased bias's Monte-Carlo error falls as 1/K, so a bias test "
+                                                 "at initialisation needs far more than the report probes")
     cross_rule: bool = Field(False, description="also evaluate the rules in `rules` on the same episodes and state")
     rules: list[CrossRule] = Field(default_factory=_default_cross_rules, description="rules of the cross-rule probe")
+    reward_levels: list[float] = Field([0.6, 0.7, 0.8], max_length=16,
+                                       description="also probe each member once at the first report at which its "
+                                                   "running_reward has reached each of these levels (matched states "
+                                                   "across rules; [] for none)")
+
+    @field_validator("reward_levels")
+    @classmethod
+    def _distinct_levels(cls, v):
+        if len(set(v)) != len(v):
+            raise ValueError("reward_levels repeat a level")
+        return sorted(v)
 
 
 class TrialConfig(_Strict):

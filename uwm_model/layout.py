@@ -65,6 +65,7 @@ ENDED = (*TRAINED, FAILED)                # final: a run with one of these is ne
 SPEC_ARTIFACT = "spec.yaml"
 SEED_CURVES = "curves_per_seed.csv"
 BEST_PER_CELL = "best_per_cell.csv"   # parent run: the best finished point of every cell, with its metrics
+TIMING = "timing.csv"   # parent run: the dedicated timing run of `uwm-study timing` (study.timing)
 SEED_CURVE_COLUMNS = ("episode", "seed", "metric", "value")
 FINAL_PREFIX = "final_"
 AUC_REWARD = "auc_reward_mean"

@@ -5,8 +5,8 @@ and the analysis reads (plain Python: importing it does not import torch).
 Per-seed metrics (:data:`PER_SEED`) are measured for every member; a point reports each of them
 aggregated over its seeds as ``<name>_<kind>`` for every kind in :data:`AGGREGATES` (over the
 seeds where it is finite). Point metrics (:data:`PER_POINT`) are computed once per point. In a
-name, ``{l}`` is a hidden-layer index (1-based) and ``{label}`` a cross-rule probe label
-(:func:`cross_rule_label`).
+name, ``{l}`` is a hidden-layer index (1-based), ``{label}`` a cross-rule probe label
+(:func:`cross_rule_label`) and ``{level}`` a reward level of ``probe.reward_levels`` (:func:`level_prefix`).
 """
 
 from __future__ import annotations
@@ -62,7 +62,20 @@ for _kind, _meaning in PROBE_KINDS.items():
     PER_SEED[f"probe_{{label}}_{_kind}_l{{l}}"] = f"probe_{_kind}_l{{l}} of the cross-rule probe's rule {{label}}"
     PER_SEED[f"init_probe_{_kind}_l{{l}}"] = f"probe_{_kind}_l{{l}} on the initial parameters (episode 0)"
     PER_SEED[f"init_probe_{{label}}_{_kind}_l{{l}}"] = f"probe_{{label}}_{_kind}_l{{l}} on the initial parameters"
+    PER_SEED[f"at_reward_{{level}}_probe_{_kind}_l{{l}}"] = (
+        f"probe_{_kind}_l{{l}} on the parameters of the first report at which the member's running_reward "
+        "reached {level} (absent until then; repeated in every later report)")
+    PER_SEED[f"at_reward_{{level}}_probe_{{label}}_{_kind}_l{{l}}"] = (
+        f"probe_{{label}}_{_kind}_l{{l}} at reward level {{level}} (same state and episodes as at_reward_{{level}}_probe_*)")
+PER_SEED["at_reward_{level}_episode"] = "episode of the report whose state the probes at reward level {level} measured"
 INIT_PREFIX = "init_"
+LEVEL_PREFIX = "at_reward_"
+
+
+def level_prefix(level: float) -> str:
+    """The prefix of the probe metrics at one reward level: ``at_reward_0.7_`` for 0.7."""
+    return f"{LEVEL_PREFIX}{level:g}_"
+
 
 PER_POINT = {
     "diverged_fraction": "fraction of the point's seeds that diverged",
@@ -88,12 +101,13 @@ NOT_CHARTED = {
 }
 
 # longest kinds first, so that "bias_sq_se" is never read as label "bias_sq" + kind "se"
-PROBE_RE = re.compile(r"^(?P<init>init_)?probe_(?:(?P<label>.+)_)?(?P<kind>"
+PROBE_RE = re.compile(r"^(?:(?P<init>init_)|at_reward_(?P<level>-?[0-9.e+-]+)_)?probe_(?:(?P<label>.+)_)?(?P<kind>"
                       + "|".join(sorted(PROBE_KINDS, key=len, reverse=True)) + r")_l(?P<layer>\d+)$")
 
 
 def _pattern(name: str) -> str:
-    return re.escape(name).replace(r"\{l\}", r"\d+").replace(r"\{label\}", r".+")
+    return (re.escape(name).replace(r"\{l\}", r"\d+").replace(r"\{label\}", r".+")
+            .replace(r"\{level\}", r"-?[0-9.e+-]+"))
 
 
 _AGGREGATE_RE = re.compile("^(?:" + "|".join(_pattern(n) for n in PER_SEED) + ")_(?:" + "|".join(AGGREGATES) + ")$")

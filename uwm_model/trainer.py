@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from . import streams
-from .metrics import DIVERGED, FINISHED, RUNNING, STOPPED, threshold_median
+from .metrics import DIVERGED, FINISHED, LEVEL_PREFIX, RUNNING, STOPPED, level_prefix, threshold_median
 from .config import TrialConfig, per_member_fields
 from .network import Episode, Network, init_network, resolve_device, resolve_dtype, sample_episode
 from .optim import adam_update, sgd_update
@@ -54,6 +54,9 @@ DRAW_BYTES_PER_UNIFORM = 32
 # for K = 256 at width 512 would be ~8.6 GB unchunked; each chunk stays within PROBE_CHUNK_BYTES.
 PROBE_CHUNK_BYTES = 128 * 2**20
 PROBE_TEMPORARIES = 8
+# Probe counters: 0 is the initial state, 1, 2, ... the reports, LEVEL_PROBE_COUNTER + i the probe at
+# reward level i (far beyond any report index, so no two probes of a member share episodes).
+LEVEL_PROBE_COUNTER = 1 << 48
 
 
 class TrainState(NamedTuple):
@@ -156,6 +159,9 @@ class Trainer:
         self.reward_tail = torch.zeros(0, P, dtype=dt, device=dev)   # last window of per-step rewards
         self.reward_sum = torch.zeros(P, dtype=torch.float64, device=dev)  # sum of every step's batch-mean reward
         self.init_probe: dict[str, torch.Tensor] | None = None      # the probe of the initial state
+        # probes at the reward levels (probe.reward_levels): NaN until the member's running reward reaches the level
+        self.level_probe: dict[str, torch.Tensor] = {}
+        self.level_probe_episode = torch.full((len(self.cfg.probe.reward_levels), P), -1, dtype=torch.int64, device=dev)
         self.wall_seconds = 0.0
         self.compile_seconds = 0.0
         self.compiled: bool | None = None   # chosen by _prepare
@@ -391,7 +397,7 @@ class Trainer:
         total_steps = cfg.episodes // cfg.batch_size
         if cfg.probe.enabled and self.init_probe is None and self.step_count == 0:
             # counter 0 is the initial state's: report probes count from 1, so no draw is shared
-            self.init_probe = {f"init_{k}": v for k, v in self.probe(0).items()}
+            self.init_probe = {f"init_{k}": v for k, v in self.probe(0, samples=cfg.probe.init_samples).items()}
             self.init_probe.update(self._taylor_radius(0))
         while self.step_count < total_steps:
             n = min(steps_per_report - self.step_count % steps_per_report, total_steps - self.step_count)
@@ -467,12 +473,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ reports
 
-    def _member_slices(self, draws_per_member: int) -> list[slice]:
-        """Consecutive slices of the members whose draws (draws_per_member each) fit DRAW_BUDGET_BYTES
-        together: evaluation and probes of large populations go slice by slice (each member's numbers
-        depend only on its own stream, so slicing changes none of them)."""
+    def _member_slices(self, draws_per_member: int, count: int | None = None) -> list[slice]:
+        """Consecutive slices of the members (of ``count`` members, default all) whose draws
+        (draws_per_member each) fit DRAW_BUDGET_BYTES together: evaluation and probes of large
+        populations go slice by slice (each member's numbers depend only on its own stream, so slicing
+        changes none of them)."""
+        count = self.P if count is None else count
         per = max(1, DRAW_BUDGET_BYTES // (draws_per_member * DRAW_BYTES_PER_UNIFORM))
-        return [slice(i, min(i + per, self.P)) for i in range(0, self.P, per)]
+        return [slice(i, min(i + per, count)) for i in range(0, count, per)]
 
     @torch.no_grad()
     def evaluate(self, counter: int) -> torch.Tensor:
@@ -482,24 +490,33 @@ class Trainer:
                           for m in self._member_slices(E * sum(self._draws_per_episode(False)))])
 
     @torch.no_grad()
-    def probe(self, counter: int) -> dict[str, torch.Tensor]:
+    def probe(self, counter: int, members: torch.Tensor | None = None,
+              samples: int | None = None) -> dict[str, torch.Tensor]:
         """Spec section 5: per layer, the total per-sample variance V and the squared norm of the mean
         of the weight and bias estimates over K fresh episodes, for the trained rule and (cross-rule)
-        for every probe rule on the same episodes and state. Values [P] in float64."""
-        slices = self._member_slices(self.cfg.probe.samples * sum(self._draws_per_episode(True)))
-        parts = [self._probe(members, counter) for members in slices]
+        for every probe rule on the same episodes and state. Values [P] in float64, or one per entry of
+        ``members`` (member indices) when given; ``samples`` K (default probe.samples)."""
+        index = torch.arange(self.P, device=self.device) if members is None else members
+        K = samples or self.cfg.probe.samples
+        parts = [self._probe(index[part], counter, K)
+                 for part in self._member_slices(K * sum(self._draws_per_episode(True)), len(index))]
         return {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
 
-    def _probe(self, members: slice, counter: int) -> dict[str, torch.Tensor]:
-        """:meth:`probe` of the members in one slice."""
-        K = self.cfg.probe.samples
+    def _probe(self, members: torch.Tensor, counter: int, K: int) -> dict[str, torch.Tensor]:
+        """:meth:`probe` of the members with these indices, on K episodes each."""
         theta = self.theta[members].double()
         weights, ep, reward, U = self._draw_episode(theta, self.probe_keys[members], counter, K, True)
         options = {name: value[members] if isinstance(value, torch.Tensor) and value.dim() else value
                    for name, value in self._rule_options(self.baseline.double()).items()}
         rules = [("", self.rule, options)]
         if self.cfg.probe.cross_rule:
-            rules += [(f"{c.name}_", RULES[c.rule], resolve_rule(c.rule, c.options)[1]) for c in self.cfg.probe.rules]
+            for c in self.cfg.probe.rules:
+                cross = resolve_rule(c.rule, c.options)[1]
+                if c.baseline == "ema":
+                    # the EMA of the rewards this member trained on: what an EMA-baseline learner at this state
+                    # would subtract (zero on the initial state, as for a learner that has not started)
+                    cross[REWARD_BASELINE] = self.baseline[members].double()
+                rules.append((f"{c.name}_", RULES[c.rule], cross))
         exact = self._exact_gradient(theta, weights)
         out = {}
         for prefix, rule, options in rules:
@@ -510,6 +527,28 @@ class Trainer:
                                           None if exact is None else (exact.weights[l], exact.biases[l]))
                 out.update({f"probe_{prefix}{kind}_l{l + 1}": value for kind, value in stats.items()})
         return out
+
+    @torch.no_grad()
+    def _probe_reward_levels(self) -> None:
+        """Probes at matched reward levels (``at_reward_{r}_*`` metrics). The trigger is per member and
+        checked at report boundaries: a member is probed at level r once, on its parameters at the first
+        report at which its running_reward (mean of its last threshold_window training rewards) is >= r,
+        so the state is the one that first reached r, up to one report interval. Only the members due
+        are probed, together in one population call; the values then repeat in every later report."""
+        for i, level in enumerate(self.cfg.probe.reward_levels):
+            due = self.active & (self.running_reward >= level) & (self.level_probe_episode[i] < 0)
+            if not bool(due.any()):
+                continue
+            members = due.nonzero().squeeze(1)
+            prefix = level_prefix(level)
+            values = {prefix + name: value for name, value in self.probe(LEVEL_PROBE_COUNTER + i, members).items()}
+            values[f"{prefix}episode"] = torch.full((len(members),), float(self.episode), dtype=torch.float64,
+                                                    device=self.device)
+            for name, value in values.items():
+                store = self.level_probe.setdefault(
+                    name, torch.full((self.P,), math.nan, dtype=torch.float64, device=self.device))
+                store[members] = value
+            self.level_probe_episode[i, members] = self.episode
 
     @torch.no_grad()
     def _taylor_radius(self, counter: int) -> dict[str, torch.Tensor]:
@@ -572,6 +611,8 @@ class Trainer:
         if cfg.probe.enabled:
             per_member.update(self.probe(index))
             per_member.update(self.init_probe or {})
+            self._probe_reward_levels()
+            per_member.update(self.level_probe)
         values = {k: v.cpu().tolist() for k, v in per_member.items()}
         reached, diverged_at = self.reached_at.cpu().tolist(), self.diverged_at.cpu().tolist()
         stopped = self.stopped.cpu().tolist()
@@ -582,8 +623,10 @@ class Trainer:
             ids = [m for m in range(self.P) if self.member_point[m] == i]
             per_seed = []
             for m in ids:
-                # a noise-to-signal ratio without a positive signal estimate is undefined: absent, not NaN
-                row = {k: v[m] for k, v in values.items() if not (math.isnan(v[m]) and "_nsr_l" in k)}
+                # a noise-to-signal ratio without a positive signal estimate is undefined, and a reward level
+                # not reached yet has no probe: absent, not NaN
+                row = {k: v[m] for k, v in values.items()
+                       if not (math.isnan(v[m]) and ("_nsr_l" in k or k.startswith(LEVEL_PREFIX)))}
                 row["diverged"] = float(diverged_at[m] >= 0)
                 if diverged_at[m] >= 0:
                     row["diverged_at"] = float(diverged_at[m])
@@ -598,7 +641,7 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
 
     _STATE = ("theta", "adam_m", "adam_v", "beta1_power", "beta2_power", "baseline", "active", "updates", "reached_at",
-              "stopped", "reward_tail", "running_reward", "reward_sum")
+              "stopped", "reward_tail", "running_reward", "reward_sum", "level_probe_episode")
     _FLOAT64_STATE = ("reward_sum",)   # accumulated in float64 whatever the training dtype
 
     def state_dict(self) -> dict:
@@ -609,6 +652,7 @@ class Trainer:
                      resumed_from=list(self.resumed_from), configs=[c.model_dump(mode="json") for c in self.points])
         if self.init_probe is not None:
             state["init_probe"] = {k: v.cpu().clone() for k, v in self.init_probe.items()}
+        state["level_probe"] = {k: v.cpu().clone() for k, v in self.level_probe.items()}
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -621,6 +665,7 @@ class Trainer:
                 setattr(self, name, value if keep else value.to(self.dtype))
         if "init_probe" in state:
             self.init_probe = {k: v.to(self.device) for k, v in state["init_probe"].items()}
+        self.level_probe = {k: v.to(self.device) for k, v in state.get("level_probe", {}).items()}
         self.step_count, self.wall_seconds = state["step_count"], state["wall_seconds"]
         self.compile_seconds = state["compile_seconds"]
         self.resumed_from = [*state.get("resumed_from", []), self.episode]
