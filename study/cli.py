@@ -213,12 +213,19 @@ def cmd_report(args) -> int:
     uri = args.tracking_uri or (meta or {}).get("tracking_uri") or tracking.resolve_tracking_uri(None)
     tracking.check_tracking(uri)
     try:
+        from analysis.load import StudyNotFound, find_parent_run
         from analysis.report import write_report
     except ImportError as err:
         raise UserError("report", f"the analysis package is not available ({err})") from None
+    # the study must exist before anything is written or printed (and a SQLite store is never created)
+    db = tracking.sqlite_path(uri)
+    if db is not None and not db.exists():
+        raise UserError("name", f"no study named '{args.name}': there is no tracking store at {db} (pass the "
+                                "--tracking-uri or --storage it was run with)")
     try:
+        find_parent_run(tracking.client(uri), args.name)
         path = write_report(args.name, args.out, args.format, uri)
-    except LookupError as err:   # analysis.load.StudyNotFound
+    except StudyNotFound as err:
         raise UserError("name", str(err).strip("'\"")) from None
     print(f"report written: {path or args.out}")
     return 0

@@ -192,6 +192,24 @@ def test_report_refuses_to_overwrite_a_folder_without_force(tmp_path, capsys):
     assert "--out" not in capsys.readouterr().err
 
 
+def test_report_of_a_study_that_does_not_exist_is_one_line_and_creates_nothing(tmp_path, capsys):
+    from study.tracking import client
+
+    out = tmp_path / "report"
+    for store in ("none.db", "other.db"):   # no tracking store at all, then a store without that study
+        uri = f"sqlite:///{tmp_path / store}"
+        if store == "other.db":
+            client(uri).create_experiment("another-study")
+        capsys.readouterr()
+        assert main(["report", "nothing-here", "--out", str(out), "--storage", str(tmp_path / "runs"),
+                     "--tracking-uri", uri]) == 2
+        captured = capsys.readouterr()
+        err = captured.err.strip()
+        assert err.startswith("error: name: no study named 'nothing-here'") and "\n" not in err, err
+        assert not captured.out and not out.exists() and not (tmp_path / "runs").exists()
+    assert not (tmp_path / "none.db").exists()
+
+
 def test_help_names_every_exit_code(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
