@@ -295,9 +295,14 @@ class Progress(Callback):
     def __init__(self, total_points: int, metric: str, mode: str, every: float = 10.0, upper_bound: bool = False,
                  waiting: str | None = None, wait_s: float = math.inf, session: tuple[str, str] | None = None):
         self.total, self.metric, self.mode, self.every = total_points, metric, mode, every
-        self.waiting, self.wait_s, self.session = waiting, wait_s, session
+        self.configure(waiting, wait_s, session)
         self.bound = "<=" if upper_bound else ""   # confirm points exist only for cells with a finished point
         self.start = self.last = time.time()
+
+    def configure(self, waiting: str | None = None, wait_s: float = math.inf, session: tuple[str, str] | None = None):
+        """What this run waits for (a joined cluster none of whose nodes fits a trial, given up after ``wait_s``)
+        and where the local session's process ids are recorded."""
+        self.waiting, self.wait_s, self.session = waiting, wait_s, session
 
     def setup(self, **info):
         self.start = self.last = time.time()
@@ -354,6 +359,22 @@ class Progress(Callback):
     def on_trial_error(self, iteration, trials, trial, **info):
         print(f"{_stamp(self.start)} {trial_name(trial)} failed after its retries; its unfinished points end as failed",
               flush=True)
+
+
+def restore_tuner(spec: StudySpec, meta: dict, progress_options: dict):
+    """Ray Tune's saved experiment, to continue. Tune restores the callbacks pickled with it (tuner.pkl; new ones
+    cannot be passed), so their options describe the cluster of the run that saved them: Progress is given
+    those of the cluster this run resumes on (the resource wait and its timeout, or the local session record)."""
+    from ray import tune
+
+    from .trainable import trainable
+
+    tuner = tune.Tuner.restore(experiment_path(meta["storage"], spec.name),
+                               trainable(_context(spec, meta), spec.resources.cpus, spec.resources.gpus),
+                               resume_unfinished=True, resume_errored=True)
+    progress_callback = next(c for c in tuner._local_tuner.get_run_config().callbacks if isinstance(c, Progress))
+    progress_callback.configure(**progress_options)
+    return tuner
 
 
 class FailedPoints(Callback):
@@ -483,16 +504,12 @@ def resume_study(name: str, storage: str, address: str | None = None, rerun: boo
         record_session(storage, name)
     from ray import tune
 
-    from .trainable import trainable
-
-    path = experiment_path(storage, name)
     tracker = tracking.StudyTracker(meta["tracking_uri"], name)
     tracker.reopen_parent(meta["parent_run_id"])
-    if read_progress(storage, spec) is not None and tune.Tuner.can_restore(path):
+    if read_progress(storage, spec) is not None and tune.Tuner.can_restore(experiment_path(storage, name)):
         print(f"{'continuing' if rerun else 'resuming'} study {name} on {where}"
               + (" (it ran before with this spec and stopped early)" if rerun else ""), flush=True)
-        tuner = tune.Tuner.restore(path, trainable(_context(spec, meta), spec.resources.cpus, spec.resources.gpus),
-                                   resume_unfinished=True, resume_errored=True)
+        tuner = restore_tuner(spec, meta, _progress_options(spec, meta, address))
     else:   # stopped before Ray Tune saved any state: start its search again, under the same parent run
         print(f"study {name} stopped before its first trial was saved: starting it again on {where}", flush=True)
         tuner = _new_tuner(spec, meta, spec.max_concurrent or default_concurrency(spec), address)

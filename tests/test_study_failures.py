@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 import pytest
 import torch
@@ -210,6 +211,39 @@ def test_report_of_a_study_that_does_not_exist_is_one_line_and_creates_nothing(t
     assert not (tmp_path / "none.db").exists()
 
 
+def test_resume_waits_for_resources_as_the_cluster_it_resumes_on_says(tmp_path):
+    """Tune restores the callbacks pickled when the study started (here on a local Ray: no resource wait);
+    a resume on a joined cluster where no node fits a trial must wait with its timeout all the same."""
+    from ray import tune
+    from ray.tune.experiment import Trial
+
+    from study import runner
+    from study.spec import validate_spec
+    from study.trainable import trainable
+
+    spec = validate_spec(with_())
+    meta = {"name": spec.name, "storage": str(tmp_path / "runs"), "tracking_uri": f"sqlite:///{tmp_path / 'm.db'}",
+            "experiment_id": "1", "parent_run_id": "0" * 32}
+    runner._new_tuner(spec, meta, 1, address=None)   # writes tuner.pkl, as a local run does when it starts
+    path = runner.experiment_path(meta["storage"], spec.name)
+    same = trainable(runner._context(spec, meta), spec.resources.cpus, spec.resources.gpus)
+    saved = next(c for c in tune.Tuner.restore(path, same)._local_tuner.get_run_config().callbacks
+                 if isinstance(c, runner.Progress))
+    assert saved.waiting is None and saved.wait_s == float("inf") and saved.session == (meta["storage"], spec.name)
+
+    options = {"waiting": "waiting for a node with 1 CPUs", "wait_s": 0.2}   # what _progress_options says when joined
+    tuner = runner.restore_tuner(spec, meta, options)
+    progress = next(c for c in tuner._local_tuner.get_run_config().callbacks if isinstance(c, runner.Progress))
+    assert (progress.waiting, progress.wait_s, progress.session) == (options["waiting"], 0.2, None)
+    progress.setup()
+    pending = [Trial("uwm", config={}, stub=True)]
+    progress.on_step_end(0, pending)   # within the timeout: waits
+    time.sleep(0.3)
+    with pytest.raises(runner.ResourceWait, match="waiting for a node with 1 CPUs"):
+        progress.on_step_end(1, pending)
+    assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
+
+
 def test_help_names_every_exit_code(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
@@ -225,7 +259,6 @@ import re  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
-import time  # noqa: E402
 
 import psutil  # noqa: E402
 
@@ -338,6 +371,12 @@ def test_on_a_joined_cluster_failed_points_exit_3_and_an_unmet_request_times_out
         assert out.stderr.strip().splitlines()[-1].startswith("error: resources.wait_timeout_s: no trial started "
                                                               "within 5 s"), out.stderr[-2000:]
         assert time.time() - t0 < 120
+        # and so does its resume, from Ray Tune's saved state
+        out = uwm_study("resume", "toobig", "--address", address, cwd=tmp_path)
+        assert out.returncode == 2, out.stdout[-3000:] + out.stderr[-3000:]
+        assert "resuming study toobig" in out.stdout and "waiting for a node with 4 CPUs" in out.stdout, out.stdout
+        assert out.stderr.strip().splitlines()[-1].startswith("error: resources.wait_timeout_s: no trial started "
+                                                              "within 5 s"), out.stderr[-2000:]
     finally:
         head.terminate()   # `ray start --block` stops the processes it started
         try:
