@@ -187,6 +187,66 @@ def check_local_machine(spec: StudySpec) -> None:
     check_fits(spec, os.cpu_count() or 1, cuda, psutil.virtual_memory().total, gpu, "this machine (local Ray)")
 
 
+# ----------------------------------------------------------------------------- work per trial
+
+# Speeds no device measured so far beats, so that trial_seconds is a lower bound: a trial refused for its work
+# could not finish within resources.max_trial_hours anywhere. The unit of work is one network-episode's
+# forward pass, sum over layers of n_in x n_out multiply-adds; a training episode costs RULE_COST of them.
+CPU_MACS_PER_THREAD = 3e8   # measured up to 2.1e8 per torch thread on these 2-core VMs (widths 256-1024, batch 8)
+GPU_MACS_PER_GPU = 5e11     # measured 1.6e11 on an H100 (hidden [64, 32], 4096 members x batch 8, compiled)
+STEP_FLOOR_S = 50e-6        # a step's fixed cost, whatever the work: measured 60-80 us on this CPU, 230 us on an H100
+RULE_COST = {"uwm": 4.0}    # uwm forms an n x n' matrix of shifted log-sigmoids per layer and sample: measured
+                            # 5.6-11 x wm's step at widths 256-1024 on a CPU; the other rules cost about one pass
+
+
+def trial_seconds(cfg, members: int, gpus: float) -> float:
+    """Lower bound of the wall seconds of one trial of ``cfg`` with ``members`` (points x seeds) trained together:
+    training, evaluation at every report and probes, at the speeds above (a GPU when the trial holds one and
+    its device is not cpu; else base.threads CPU threads). Each of its steps costs at least STEP_FLOOR_S."""
+    from uwm_model.tasks import Multiplexer
+
+    sizes = cfg.sizes(Multiplexer(cfg.task.address_bits).input_size)
+    macs = sum(n_in * n_out for n_in, n_out in zip(sizes[:-1], sizes[1:]))
+    reports = math.ceil(cfg.episodes / cfg.report_every)
+    work = cfg.episodes * RULE_COST.get(cfg.rule, 1.0) + reports * cfg.eval_episodes
+    if cfg.probe.enabled:
+        rules = [cfg.rule] + ([c.rule for c in cfg.probe.rules] if cfg.probe.cross_rule else [])
+        work += reports * cfg.probe.samples * sum(RULE_COST.get(r, 1.0) for r in rules)
+    rate = GPU_MACS_PER_GPU * min(gpus, 1.0) if gpus and cfg.device != "cpu" else CPU_MACS_PER_THREAD * cfg.threads
+    return max(math.ceil(cfg.episodes / cfg.batch_size) * STEP_FLOOR_S, members * work * macs / rate)
+
+
+def check_work(spec: StudySpec) -> str:
+    """Refuse, before anything starts, a study one of whose trials could not finish within
+    resources.max_trial_hours (:func:`trial_seconds`, a lower bound); else return a line with the estimate."""
+    from uwm_model.config import TrialConfig
+
+    packs, worst = 0.0, (0.0, "", 0)
+    for cell in spec.cells():
+        cfg = TrialConfig.model_validate(cell.config)
+        stages = [(cfg.seeds, spec.samples_per_cell)]   # (seeds per point, points) of the search, then the confirm
+        if spec.confirm:
+            stages.append((spec.confirm.seeds, min(spec.confirm.top_k, spec.samples_per_cell)))
+        for seeds, points in stages:
+            members = min(spec.points_per_pack, points) * seeds
+            seconds = trial_seconds(cfg.model_copy(update={"seeds": seeds}), members, spec.resources.gpus)
+            packs += math.ceil(points / spec.points_per_pack) * seconds
+            worst = max(worst, (seconds, cell.key, members))
+    seconds, cell, members = worst
+    bound = spec.resources.max_trial_hours
+    if seconds > bound * 3600:
+        raise UserError("resources.max_trial_hours",
+                        f"a trial of cell {cell} ({members:,} members) needs at least {_duration(seconds)} at the "
+                        f"fastest speeds measured, over the bound of {bound:g} h: make episodes, hidden, seeds or "
+                        f"pack_size smaller, or raise resources.max_trial_hours")
+    return (f"work: at least {_duration(seconds)} for the largest trial (cell {cell}), {_duration(packs)} of trials "
+            f"in all (lower bounds at the fastest speeds measured; resources.max_trial_hours {bound:g})")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:,.1f} h"
+
+
 def check_joined_cluster(spec: StudySpec, wait_s: float) -> str | None:
     """On a cluster we joined: a line saying what a trial waits for when no live node can hold one now
     (an autoscaler may add one; the study gives up after ``wait_s``), or None when one can."""
@@ -417,6 +477,7 @@ def prepare_run(spec: StudySpec, tracking_uri: str, storage: str) -> dict | None
 
 def run_study(spec: StudySpec, tracking_uri: str, storage: str, address: str | None = None) -> int:
     """Start a new study (see module doc), or continue the same spec run before; return the exit code."""
+    work = check_work(spec)
     if prepare_run(spec, tracking_uri, storage) is not None:   # same name, same spec: never run it twice
         return resume_study(spec.name, storage, address, rerun=True)
     if is_local(address):
@@ -447,6 +508,7 @@ def run_study(spec: StudySpec, tracking_uri: str, storage: str, address: str | N
     print(f"study {spec.name}: {len(spec.cells())} cells x {spec.samples_per_cell} points"
           + (" + confirm" if spec.confirm else "") + f" = {spec.total_points} points, packs of <= {spec.points_per_pack}, "
           f"{concurrent} trial{'s' * (concurrent != 1)} at once on {where}", flush=True)
+    print(work, flush=True)
     return _fit(_new_tuner(spec, meta, concurrent, address), spec, meta, tracker)
 
 

@@ -127,6 +127,47 @@ def test_the_memory_check_counts_a_full_pack_of_the_costliest_cell():
         check_fits(spec, 2, 0, need / 0.8, None, "a node")       # the worker's own 0.5 GiB no longer fits
 
 
+def test_a_trial_that_could_not_finish_within_max_trial_hours_is_refused(tmp_path, capsys):
+    # 2 points x 2 seeds of [4096, 4096] (~17M multiply-adds an episode) for 10^7 episodes: weeks at any speed
+    err = refused(tmp_path, capsys, with_(base__hidden=[4096, 4096], base__episodes=10**7, base__report_every=10**6))
+    assert err.startswith("error: resources.max_trial_hours: a trial of cell base (4 members) needs at least") \
+        and "over the bound of 24 h" in err, err
+    # the bound is the user's: a small one refuses the tiny study too, a larger one lets the big one through
+    assert "needs at least" in refused(tmp_path, capsys, with_(resources={"max_trial_hours": 1e-6}))
+    from study.runner import check_work
+    from study.spec import validate_spec
+
+    assert check_work(validate_spec(with_(base__hidden=[4096, 4096], base__episodes=10**7, base__report_every=10**6,
+                                          resources={"max_trial_hours": 1e5}))).startswith("work: at least")
+
+
+def test_the_work_estimate_counts_episodes_members_widths_rules_and_devices():
+    from study.runner import GPU_MACS_PER_GPU, STEP_FLOOR_S, check_work, trial_seconds
+    from study.spec import validate_spec
+    from uwm_model.config import TrialConfig
+
+    def cfg(**changes):
+        return TrialConfig.model_validate({**with_(base__hidden=[256, 256], base__probe={"enabled": False})["base"],
+                                           **changes})
+
+    one = trial_seconds(cfg(), 8, 0)
+    assert trial_seconds(cfg(episodes=800), 8, 0) == pytest.approx(2 * one)   # twice the reports too
+    assert trial_seconds(cfg(), 16, 0) == pytest.approx(2 * one)
+    assert trial_seconds(cfg(threads=2), 8, 0) == pytest.approx(one / 2)
+    assert trial_seconds(cfg(hidden=[512, 512]), 8, 0) > 3.5 * one       # O(n n') per layer
+    assert trial_seconds(cfg(rule="uwm"), 8, 0) > 3 * trial_seconds(cfg(rule="wm"), 8, 0)
+    assert trial_seconds(cfg(probe={"enabled": True}), 8, 0) > one
+    assert trial_seconds(cfg(), 8, 1) < one / 100 and trial_seconds(cfg(device="cpu"), 8, 1) == one
+    assert trial_seconds(cfg(), 8000, 0.5) == pytest.approx(2 * trial_seconds(cfg(), 8000, 1))   # half a GPU
+    tiny = cfg(hidden=[4], episodes=10**6, report_every=10**6, batch_size=4)
+    assert trial_seconds(tiny, 1, 1) == pytest.approx(10**6 / 4 * STEP_FLOOR_S)   # a step never costs less
+    assert GPU_MACS_PER_GPU > 1e11
+    # the study's line: the largest trial (a confirm pack of 64 seeds here) and the sum over every pack
+    spec = validate_spec(with_(grid={"hidden": [[4], [64, 64]]}, confirm={"seeds": 64}))
+    line = check_work(spec)
+    assert line.startswith("work: at least ") and "for the largest trial (cell hidden=[64, 64])" in line, line
+
+
 # ----------------------------------------------------------------------------- resources and devices (1, 4)
 
 
@@ -301,6 +342,7 @@ def test_a_killed_driver_leaves_nothing_running_and_ctrl_c_exits_130(tmp_path, p
     assert record["driver"][0] == driver.pid
     driver.kill()
     driver.wait()
+    assert "work: at least" in (tmp_path / "run.log").read_text()   # the estimate, printed as the study starts
     time.sleep(3)
     left = [pid for pid, created in record["processes"] if _running(pid, created)]
     assert left, "the dead driver's Ray processes ended by themselves: nothing to clean up"
