@@ -100,10 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args) -> int:
-    from . import runner, tracking
     from .spec import load_spec
 
     spec = load_spec(args.spec, args.set, args.name)
+    from . import runner, tracking   # after the spec: a malformed one is refused before Ray and MLflow load (seconds)
     if runner.in_ray_job():   # the job's working directory is a temporary copy: results must go elsewhere
         if not (args.storage or os.environ.get("UWM_STUDY_STORAGE")):
             raise UserError("--storage", "inside a Ray job pass --storage (a folder every node can reach, or s3://...)")
