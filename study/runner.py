@@ -447,8 +447,9 @@ class FailedPoints(Callback):
         try:
             tracking.StudyTracker(self.uri, self.study).mark_failed(self.parent, trial_name(trial),
                                                                     trial.config.get("points", []))
-        except Exception as err:  # noqa: BLE001 - never let bookkeeping kill the study
-            print(f"warning: could not mark the points of {trial_name(trial)} as failed in MLflow: {err}", file=sys.stderr)
+        except Exception as err:  # noqa: BLE001 - never let bookkeeping kill the study (a tracking outage)
+            print(f"warning: could not mark the points of {trial_name(trial)} as failed in MLflow yet (tried again when "
+                  f"the study ends): {str(err).splitlines()[0][:200]}", file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------- run / resume
@@ -554,10 +555,15 @@ def resume_study(name: str, storage: str, address: str | None = None, rerun: boo
     tracking.check_tracking(meta["tracking_uri"])
     if not layout.is_remote(storage) and study_complete(spec, storage):
         tracker = tracking.StudyTracker(meta["tracking_uri"], name)
-        print(f"study {name} is complete: nothing to run" + (" (it ran before with this spec; choose another --name "
-                                                              "to run it again)" if rerun else ""))
-        print(summary(name, meta, tracker))
-        return exit_code(tracker.close_parent(meta["parent_run_id"], status="FINISHED"), True)
+        failed = sum(r.data.tags.get(layout.STATUS) == layout.FAILED for r in tracker.children(meta["parent_run_id"]))
+        if not failed:
+            print(f"study {name} is complete: nothing to run" + (" (it ran before with this spec; choose another "
+                                                                  "--name to run it again)" if rerun else ""))
+            print(summary(name, meta, tracker))
+            return exit_code(tracker.close_parent(meta["parent_run_id"], status="FINISHED"), True)
+        # Tune reschedules the errored packs from their last checkpoints; the points that ended are not run again
+        print(f"study {name} ended with {failed} failed point{'s' * (failed != 1)}: training their packs again",
+              flush=True)
     if is_local(address):
         check_local_machine(spec)
         end_dead_sessions(storage)
@@ -640,6 +646,9 @@ def _fit(tuner, spec: StudySpec, meta: dict, tracker: tracking.StudyTracker) -> 
               f"`uwm-study resume {spec.name}`", file=sys.stderr)
         return EXIT_INTERRUPTED
     errors = len(results.errors)
+    for result in results:   # marked by FailedPoints unless the tracking server was down then: mark them now
+        if result.error is not None:
+            tracker.mark_failed(meta["parent_run_id"], result.config.get("pack_id", "?"), result.config.get("points", []))
     complete = study_complete(spec, meta["storage"])
     best = best_per_cell(spec, tracker.children(meta["parent_run_id"]))
     tracker.log_best(meta["parent_run_id"], spec.metric, spec.mode,

@@ -236,6 +236,9 @@ class StudyTracker:
         exp = self.experiment_id(create=True)
         for point in points:
             run = PointRun(self.client, exp, parent_id, self.study, pack_id, point)
+            found = search_all(self.client, [exp], layout.point_filter(parent_id, point["point_id"]))
+            if any(r.data.tags.get(layout.STATUS) == layout.FAILED for r in found):
+                continue   # marked already
             if run.ensure() and not run.closed:
                 run.finish(layout.FAILED, {}, [])
 
@@ -266,11 +269,15 @@ class PointRun:
         for run in sorted(found, key=lambda r: r.info.start_time):
             if run.data.tags.get(layout.CONFIG_HASH) == chash and self.run_id is None:
                 self.run_id = run.info.run_id
-                self.closed = run.data.tags.get(layout.STATUS, layout.RUNNING) in layout.ENDED
+                status = run.data.tags.get(layout.STATUS, layout.RUNNING)
+                # a failed point is not over: `resume` trains its pack again from the last checkpoint
+                self.closed = status in layout.ENDED and status != layout.FAILED
                 history = _retry(self.client.get_metric_history, self.run_id, "episodes")
                 self.last_step = max((m.step for m in history), default=-1)
                 if not self.closed and run.info.status != "RUNNING":
                     _retry(self.client.update_run, self.run_id, status="RUNNING")
+                    if status == layout.FAILED:
+                        _retry(self.client.set_tag, self.run_id, layout.STATUS, layout.RUNNING)
                 if not self.closed:
                     for key, value in self.where.items():
                         _retry(self.client.set_tag, self.run_id, key, value)

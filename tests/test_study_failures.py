@@ -444,41 +444,73 @@ def _server(tmp_path, port):
                             stdout=log, stderr=subprocess.STDOUT, env=env(), start_new_session=True)
 
 
-def test_a_tracking_server_down_for_a_minute_is_waited_for(tmp_path, procs):
-    """MLflow's client retries with backoff for about 4 minutes: the trials pause in their logging call
-    while the server is stopped for a minute, and the study ends as if nothing happened."""
+def _kill(server):
+    for p in [psutil.Process(server.pid), *psutil.Process(server.pid).children(recursive=True)]:
+        p.kill()
+    server.wait()
+
+
+def test_tracking_outages_shorter_and_longer_than_the_retries(tmp_path, procs, monkeypatch):
+    """MLflow's client retries every request with backoff (MLflow's own default is about 4 minutes; here its
+    own environment variables shorten it to 0 + 4 + 8 + 16 = 28 s). A server down for less than that: the
+    trials pause in their logging call and go on. Down for longer: the packs that tried to log fail (no Tune
+    retries here), their points end as failed once the server is back, exit 3; `resume` trains only those
+    packs again, and the study ends with every point recorded once, exit 0."""
     from study.tracking import client
     from tests.test_study_run import _healthy, free_port
 
+    for name, value in {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2",
+                        "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}.items():
+        monkeypatch.setenv(name, value)   # the CLI's processes (driver, Ray workers) inherit them
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     server = _server(tmp_path, port)
     procs.remember(server)
     wait_for(lambda: _healthy(uri), 120, "mlflow server", procs, server)
     spec = tmp_path / "spec.yaml"
-    spec.write_text(yaml.safe_dump({**LONGER, "name": "outage", "base": {**LONGER["base"], "episodes": 6000}}))
+    spec.write_text(yaml.safe_dump({**LONGER, "name": "outage", "max_failures": 0}))
     driver = start("run", str(spec), "--tracking-uri", uri, cwd=tmp_path, log=tmp_path / "run.log")
     procs.remember(driver)
 
-    def training():
+    def kids(status=None):
         try:
-            _, kids = children(client(uri), "outage")
-        except Exception:   # noqa: BLE001
-            return False
-        return any(r.info.status == "RUNNING" for r in kids)
+            _, runs = children(client(uri), "outage")
+        except Exception:   # noqa: BLE001 - the server is down or the experiment does not exist yet
+            return []
+        return [r for r in runs if status is None or r.data.tags.get("uwm.status") == status]
 
-    wait_for(training, 240, "a point training", procs, driver)
+    # shorter than the retries: waited for
+    wait_for(lambda: any(r.info.status == "RUNNING" for r in kids()), 240, "a point training", procs, driver)
     procs.remember(server)
-    for p in [psutil.Process(server.pid), *psutil.Process(server.pid).children(recursive=True)]:
-        p.kill()
-    server.wait()
-    time.sleep(60)
+    _kill(server)
+    time.sleep(3)
+    server = _server(tmp_path, port)
+    procs.remember(server)
+    wait_for(lambda: _healthy(uri), 60, "mlflow server again", procs, server)
+    assert driver.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
+
+    # longer than the retries: the packs training then fail, and say so
+    wait_for(lambda: kids("finished"), 240, "a finished point", procs, driver)
+    procs.remember(server)
+    _kill(server)
+    time.sleep(40)
     assert driver.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
     server = _server(tmp_path, port)
     procs.remember(server)
-    assert driver.wait(400) == 0, (tmp_path / "run.log").read_text()[-3000:]
-    parent, kids = children(client(uri), "outage")
-    assert len(kids) == 8 and all(r.data.tags["uwm.status"] == "finished" for r in kids)
-    assert parent.info.status == "FINISHED"
-    assert_no_duplicates(client(uri), kids, list(range(300, 6001, 300)))
-    assert "View run" not in (tmp_path / "run.log").read_text()
+    assert driver.wait(300) == 3, (tmp_path / "run.log").read_text()[-3000:]
+    log = (tmp_path / "run.log").read_text()
+    assert "point(s) failed" in log and "failed after its retries" in log, log[-3000:]
+    failed, ended = kids("failed"), {r.info.run_id: r.info.end_time for r in kids() if r.data.tags["uwm.status"] != "failed"}
+    assert failed and ended and not kids("running"), [r.data.tags["uwm.status"] for r in kids()]
+
+    # resume trains the failed points only
+    out = uwm_study("resume", "outage", cwd=tmp_path)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert f"ended with {len(failed)} failed point" in out.stdout, out.stdout[-3000:]
+    parent, runs = children(client(uri), "outage")
+    assert len(runs) == 8 and all(r.data.tags["uwm.status"] == "finished" for r in runs)
+    assert all(r.info.status == "FINISHED" for r in runs) and parent.info.status == "FINISHED"
+    assert {r.info.run_id: r.info.end_time for r in runs if r.info.run_id in ended} == ended   # not run again
+    assert {r.info.run_id for r in failed} <= {r.info.run_id for r in runs}   # the same runs, continued
+    assert_no_duplicates(client(uri), runs, list(range(300, 3001, 300)))
+    assert "View run" not in log
