@@ -15,7 +15,8 @@ exit codes:
   0    every point ended with results (finished, diverged or stopped early)
   1    the study stopped before the end (uwm-study resume continues it)
   2    bad input: nothing was started
-  3    the study ended, but some points failed (their packs errored after every retry)
+  3    the study ended, but some points failed (their packs errored after every retry; uwm-study resume
+       trains them again)
   130  interrupted (Ctrl-C): running points are marked interrupted; uwm-study resume continues them
 """
 

@@ -663,8 +663,8 @@ def _fit(tuner, spec: StudySpec, meta: dict, tracker: tracking.StudyTracker) -> 
     if not complete:
         print(f"continue it with `uwm-study resume {spec.name}`", file=sys.stderr)
     elif code == EXIT_POINTS_FAILED:
-        print(f"{counts[layout.FAILED]} point(s) failed: see `uwm-study status {spec.name}` and the failed runs in MLflow",
-              file=sys.stderr)
+        print(f"{counts[layout.FAILED]} point(s) failed: see `uwm-study status {spec.name}` and the failed runs in MLflow; "
+              f"`uwm-study resume {spec.name}` trains them again", file=sys.stderr)
     print(summary(spec.name, meta, tracker))
     return code
 

@@ -90,7 +90,8 @@ def client(uri: str):
     request with exponential backoff (7 retries, factor 2: about 4 minutes, MLflow's own default, kept),
     so the trials pause in their logging call and go on, each point recorded once, when the server is
     back. An outage longer than that fails the pack's logging call: Ray Tune retries the pack from
-    its last checkpoint (``max_failures``), waiting again. Commands that start work check the server
+    its last checkpoint (``max_failures``), waiting again; after the last retry its points end as
+    failed (exit 3) and ``resume`` trains them again. Commands that start work check the server
     first and fail fast (:func:`check_tracking`)."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")   # "View run ..." from every worker
