@@ -328,8 +328,10 @@ class PointRun:
             for episode, seed, metric, value in rows:
                 buf.write(f"{episode},{seed},{metric},{value!r}\n")
             _retry(self.client.log_text, self.run_id, buf.getvalue(), layout.SEED_CURVES)
-        _retry(self.client.set_tag, self.run_id, layout.STATUS, status)
+        # the status tag last: it is what says the point has ended, so a run is never ended by its tag while
+        # still RUNNING in MLflow (should the server go down between the two calls, a retry finishes it again)
         _retry(self.client.set_terminated, self.run_id, status="FAILED" if status == layout.FAILED else "FINISHED")
+        _retry(self.client.set_tag, self.run_id, layout.STATUS, status)
         self.closed = True
 
 
