@@ -16,7 +16,8 @@ exit codes:
   0    every point ended with results (finished, diverged or stopped early)
   1    the study stopped before the end (uwm-study resume continues it)
   2    bad input: nothing was started
-  3    the study ended, but some points failed (their packs errored after every retry)
+  3    the study ended, but some points failed (their packs errored after every retry; uwm-study resume
+       trains them again)
   130  interrupted (Ctrl-C): running points are marked interrupted; uwm-study resume continues them
 """
 
@@ -113,10 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args) -> int:
-    from . import runner, tracking
     from .spec import load_spec
 
     spec = load_spec(args.spec, args.set, args.name)
+    from . import runner, tracking   # after the spec: a malformed one is refused before Ray and MLflow load (seconds)
     if runner.in_ray_job():   # the job's working directory is a temporary copy: results must go elsewhere
         if not (args.storage or os.environ.get("UWM_STUDY_STORAGE")):
             raise UserError("--storage", "inside a Ray job pass --storage (a folder every node can reach, or s3://...)")
@@ -258,12 +259,19 @@ def cmd_report(args) -> int:
     uri = args.tracking_uri or (meta or {}).get("tracking_uri") or tracking.resolve_tracking_uri(None)
     tracking.check_tracking(uri)
     try:
+        from analysis.load import StudyNotFound, find_parent_run
         from analysis.report import write_report
     except ImportError as err:
         raise UserError("report", f"the analysis package is not available ({err})") from None
+    # the study must exist before anything is written or printed (and a SQLite store is never created)
+    db = tracking.sqlite_path(uri)
+    if db is not None and not db.exists():
+        raise UserError("name", f"no study named '{args.name}': there is no tracking store at {db} (pass the "
+                                "--tracking-uri or --storage it was run with)")
     try:
+        find_parent_run(tracking.client(uri), args.name)
         path = write_report(args.name, args.out, args.format, uri)
-    except LookupError as err:   # analysis.load.StudyNotFound
+    except StudyNotFound as err:
         raise UserError("name", str(err).strip("'\"")) from None
     print(f"report written: {path or args.out}")
     return 0

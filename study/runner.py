@@ -187,6 +187,66 @@ def check_local_machine(spec: StudySpec) -> None:
     check_fits(spec, os.cpu_count() or 1, cuda, psutil.virtual_memory().total, gpu, "this machine (local Ray)")
 
 
+# ----------------------------------------------------------------------------- work per trial
+
+# Speeds no device measured so far beats, so that trial_seconds is a lower bound: a trial refused for its work
+# could not finish within resources.max_trial_hours anywhere. The unit of work is one network-episode's
+# forward pass, sum over layers of n_in x n_out multiply-adds; a training episode costs RULE_COST of them.
+CPU_MACS_PER_THREAD = 3e8   # measured up to 2.1e8 per torch thread on these 2-core VMs (widths 256-1024, batch 8)
+GPU_MACS_PER_GPU = 5e11     # measured 1.6e11 on an H100 (hidden [64, 32], 4096 members x batch 8, compiled)
+STEP_FLOOR_S = 50e-6        # a step's fixed cost, whatever the work: measured 60-80 us on this CPU, 230 us on an H100
+RULE_COST = {"uwm": 4.0}    # uwm forms an n x n' matrix of shifted log-sigmoids per layer and sample: measured
+                            # 5.6-11 x wm's step at widths 256-1024 on a CPU; the other rules cost about one pass
+
+
+def trial_seconds(cfg, members: int, gpus: float) -> float:
+    """Lower bound of the wall seconds of one trial of ``cfg`` with ``members`` (points x seeds) trained together:
+    training, evaluation at every report and probes, at the speeds above (a GPU when the trial holds one and
+    its device is not cpu; else base.threads CPU threads). Each of its steps costs at least STEP_FLOOR_S."""
+    from uwm_model.tasks import Multiplexer
+
+    sizes = cfg.sizes(Multiplexer(cfg.task.address_bits).input_size)
+    macs = sum(n_in * n_out for n_in, n_out in zip(sizes[:-1], sizes[1:]))
+    reports = math.ceil(cfg.episodes / cfg.report_every)
+    work = cfg.episodes * RULE_COST.get(cfg.rule, 1.0) + reports * cfg.eval_episodes
+    if cfg.probe.enabled:
+        rules = [cfg.rule] + ([c.rule for c in cfg.probe.rules] if cfg.probe.cross_rule else [])
+        work += reports * cfg.probe.samples * sum(RULE_COST.get(r, 1.0) for r in rules)
+    rate = GPU_MACS_PER_GPU * min(gpus, 1.0) if gpus and cfg.device != "cpu" else CPU_MACS_PER_THREAD * cfg.threads
+    return max(math.ceil(cfg.episodes / cfg.batch_size) * STEP_FLOOR_S, members * work * macs / rate)
+
+
+def check_work(spec: StudySpec) -> str:
+    """Refuse, before anything starts, a study one of whose trials could not finish within
+    resources.max_trial_hours (:func:`trial_seconds`, a lower bound); else return a line with the estimate."""
+    from uwm_model.config import TrialConfig
+
+    packs, worst = 0.0, (0.0, "", 0)
+    for cell in spec.cells():
+        cfg = TrialConfig.model_validate(cell.config)
+        stages = [(cfg.seeds, spec.samples_per_cell)]   # (seeds per point, points) of the search, then the confirm
+        if spec.confirm:
+            stages.append((spec.confirm.seeds, min(spec.confirm.top_k, spec.samples_per_cell)))
+        for seeds, points in stages:
+            members = min(spec.points_per_pack, points) * seeds
+            seconds = trial_seconds(cfg.model_copy(update={"seeds": seeds}), members, spec.resources.gpus)
+            packs += math.ceil(points / spec.points_per_pack) * seconds
+            worst = max(worst, (seconds, cell.key, members))
+    seconds, cell, members = worst
+    bound = spec.resources.max_trial_hours
+    if seconds > bound * 3600:
+        raise UserError("resources.max_trial_hours",
+                        f"a trial of cell {cell} ({members:,} members) needs at least {_duration(seconds)} at the "
+                        f"fastest speeds measured, over the bound of {bound:g} h: make episodes, hidden, seeds or "
+                        f"pack_size smaller, or raise resources.max_trial_hours")
+    return (f"work: at least {_duration(seconds)} for the largest trial (cell {cell}), {_duration(packs)} of trials "
+            f"in all (lower bounds at the fastest speeds measured; resources.max_trial_hours {bound:g})")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:,.1f} h"
+
+
 def check_joined_cluster(spec: StudySpec, wait_s: float) -> str | None:
     """On a cluster we joined: a line saying what a trial waits for when no live node can hold one now
     (an autoscaler may add one; the study gives up after ``wait_s``), or None when one can."""
@@ -295,9 +355,14 @@ class Progress(Callback):
     def __init__(self, total_points: int, metric: str, mode: str, every: float = 10.0, upper_bound: bool = False,
                  waiting: str | None = None, wait_s: float = math.inf, session: tuple[str, str] | None = None):
         self.total, self.metric, self.mode, self.every = total_points, metric, mode, every
-        self.waiting, self.wait_s, self.session = waiting, wait_s, session
+        self.configure(waiting, wait_s, session)
         self.bound = "<=" if upper_bound else ""   # confirm points exist only for cells with a finished point
         self.start = self.last = time.time()
+
+    def configure(self, waiting: str | None = None, wait_s: float = math.inf, session: tuple[str, str] | None = None):
+        """What this run waits for (a joined cluster none of whose nodes fits a trial, given up after ``wait_s``)
+        and where the local session's process ids are recorded."""
+        self.waiting, self.wait_s, self.session = waiting, wait_s, session
 
     def setup(self, **info):
         self.start = self.last = time.time()
@@ -356,6 +421,22 @@ class Progress(Callback):
               flush=True)
 
 
+def restore_tuner(spec: StudySpec, meta: dict, progress_options: dict):
+    """Ray Tune's saved experiment, to continue. Tune restores the callbacks pickled with it (tuner.pkl; new ones
+    cannot be passed), so their options describe the cluster of the run that saved them: Progress is given
+    those of the cluster this run resumes on (the resource wait and its timeout, or the local session record)."""
+    from ray import tune
+
+    from .trainable import trainable
+
+    tuner = tune.Tuner.restore(experiment_path(meta["storage"], spec.name),
+                               trainable(_context(spec, meta), spec.resources.cpus, spec.resources.gpus),
+                               resume_unfinished=True, resume_errored=True)
+    progress_callback = next(c for c in tuner._local_tuner.get_run_config().callbacks if isinstance(c, Progress))
+    progress_callback.configure(**progress_options)
+    return tuner
+
+
 class FailedPoints(Callback):
     """When a pack errors for good, its unfinished points' runs end as ``failed`` in MLflow."""
 
@@ -366,8 +447,9 @@ class FailedPoints(Callback):
         try:
             tracking.StudyTracker(self.uri, self.study).mark_failed(self.parent, trial_name(trial),
                                                                     trial.config.get("points", []))
-        except Exception as err:  # noqa: BLE001 - never let bookkeeping kill the study
-            print(f"warning: could not mark the points of {trial_name(trial)} as failed in MLflow: {err}", file=sys.stderr)
+        except Exception as err:  # noqa: BLE001 - never let bookkeeping kill the study (a tracking outage)
+            print(f"warning: could not mark the points of {trial_name(trial)} as failed in MLflow yet (tried again when "
+                  f"the study ends): {str(err).splitlines()[0][:200]}", file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------- run / resume
@@ -440,7 +522,8 @@ def check_results_exist(name: str, meta: dict, storage: str) -> None:
 
 def run_study(spec: StudySpec, tracking_uri: str, storage: str, address: str | None = None, fresh: bool = False) -> int:
     """Start a new study (see module doc), or continue the same spec run before; return the exit code.
-    ``fresh``: forget a study of the same name first (:func:`start_fresh`)."""
+    ``fresh``: forget a study of the same name first (:func:`start_fresh`), once the spec's work is known to fit."""
+    work = check_work(spec)
     if fresh:
         start_fresh(spec.name, tracking_uri, storage)
     if prepare_run(spec, tracking_uri, storage) is not None:   # same name, same spec: never run it twice
@@ -473,6 +556,7 @@ def run_study(spec: StudySpec, tracking_uri: str, storage: str, address: str | N
     print(f"study {spec.name}: {len(spec.cells())} cells x {spec.samples_per_cell} points"
           + (" + confirm" if spec.confirm else "") + f" = {spec.total_points} points, packs of <= {spec.points_per_pack}, "
           f"{concurrent} trial{'s' * (concurrent != 1)} at once on {where}", flush=True)
+    print(work, flush=True)
     return _fit(_new_tuner(spec, meta, concurrent, address), spec, meta, tracker)
 
 
@@ -519,10 +603,15 @@ def resume_study(name: str, storage: str, address: str | None = None, rerun: boo
     check_results_exist(name, meta, storage)
     if not layout.is_remote(storage) and study_complete(spec, storage):
         tracker = tracking.StudyTracker(meta["tracking_uri"], name)
-        print(f"study {name} is complete: nothing to run" + (" (it ran before with this spec; choose another --name "
-                                                              "to run it again)" if rerun else ""))
-        print(summary(name, meta, tracker))
-        return exit_code(tracker.close_parent(meta["parent_run_id"], status="FINISHED"), True)
+        failed = sum(r.data.tags.get(layout.STATUS) == layout.FAILED for r in tracker.children(meta["parent_run_id"]))
+        if not failed:
+            print(f"study {name} is complete: nothing to run" + (" (it ran before with this spec; choose another "
+                                                                  "--name to run it again)" if rerun else ""))
+            print(summary(name, meta, tracker))
+            return exit_code(tracker.close_parent(meta["parent_run_id"], status="FINISHED"), True)
+        # Tune reschedules the errored packs from their last checkpoints; the points that ended are not run again
+        print(f"study {name} ended with {failed} failed point{'s' * (failed != 1)}: training their packs again",
+              flush=True)
     if is_local(address):
         check_local_machine(spec)
         end_dead_sessions(storage)
@@ -531,16 +620,12 @@ def resume_study(name: str, storage: str, address: str | None = None, rerun: boo
         record_session(storage, name)
     from ray import tune
 
-    from .trainable import trainable
-
-    path = experiment_path(storage, name)
     tracker = tracking.StudyTracker(meta["tracking_uri"], name)
     tracker.reopen_parent(meta["parent_run_id"])
-    if read_progress(storage, spec) is not None and tune.Tuner.can_restore(path):
+    if read_progress(storage, spec) is not None and tune.Tuner.can_restore(experiment_path(storage, name)):
         print(f"{'continuing' if rerun else 'resuming'} study {name} on {where}"
               + (" (it ran before with this spec and stopped early)" if rerun else ""), flush=True)
-        tuner = tune.Tuner.restore(path, trainable(_context(spec, meta), spec.resources.cpus, spec.resources.gpus),
-                                   resume_unfinished=True, resume_errored=True)
+        tuner = restore_tuner(spec, meta, _progress_options(spec, meta, address))
     else:   # stopped before Ray Tune saved any state: start its search again, under the same parent run
         print(f"study {name} stopped before its first trial was saved: starting it again on {where}", flush=True)
         tuner = _new_tuner(spec, meta, spec.max_concurrent or default_concurrency(spec), address)
@@ -609,6 +694,9 @@ def _fit(tuner, spec: StudySpec, meta: dict, tracker: tracking.StudyTracker) -> 
               f"`uwm-study resume {spec.name}`", file=sys.stderr)
         return EXIT_INTERRUPTED
     errors = len(results.errors)
+    for result in results:   # marked by FailedPoints unless the tracking server was down then: mark them now
+        if result.error is not None:
+            tracker.mark_failed(meta["parent_run_id"], result.config.get("pack_id", "?"), result.config.get("points", []))
     complete = study_complete(spec, meta["storage"])
     best = best_per_cell(spec, tracker.children(meta["parent_run_id"]))
     tracker.log_best(meta["parent_run_id"], spec.metric, spec.mode,
@@ -623,8 +711,8 @@ def _fit(tuner, spec: StudySpec, meta: dict, tracker: tracking.StudyTracker) -> 
     if not complete:
         print(f"continue it with `uwm-study resume {spec.name}`", file=sys.stderr)
     elif code == EXIT_POINTS_FAILED:
-        print(f"{counts[layout.FAILED]} point(s) failed: see `uwm-study status {spec.name}` and the failed runs in MLflow",
-              file=sys.stderr)
+        print(f"{counts[layout.FAILED]} point(s) failed: see `uwm-study status {spec.name}` and the failed runs in MLflow; "
+              f"`uwm-study resume {spec.name}` trains them again", file=sys.stderr)
     print(summary(spec.name, meta, tracker))
     return code
 

@@ -346,6 +346,9 @@ class Resources(_Strict):
                                                           "it) before giving up; a local Ray refuses such a trial up front")
     gpu_memory_gib: float | None = Field(None, gt=0, description="memory of one GPU of the cluster, for pack_size auto "
                                                                  "(default: the driver's first CUDA device, else 80)")
+    max_trial_hours: float = Field(24.0, gt=0, description="refuse a study, before it starts, when one trial (one pack) "
+                                                           "would need more hours than this even at the fastest speeds "
+                                                           "measured (a lower bound of its work: study.runner.trial_seconds)")
 
 
 

@@ -87,7 +87,8 @@ def client(uri: str):
     request with exponential backoff (7 retries, factor 2: about 4 minutes, MLflow's own default, kept),
     so the trials pause in their logging call and go on, each point recorded once, when the server is
     back. An outage longer than that fails the pack's logging call: Ray Tune retries the pack from
-    its last checkpoint (``max_failures``), waiting again. Commands that start work check the server
+    its last checkpoint (``max_failures``), waiting again; after the last retry its points end as
+    failed (exit 3) and ``resume`` trains them again. Commands that start work check the server
     first and fail fast (:func:`check_tracking`)."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")   # "View run ..." from every worker
@@ -233,6 +234,9 @@ class StudyTracker:
         exp = self.experiment_id(create=True)
         for point in points:
             run = PointRun(self.client, exp, parent_id, self.study, pack_id, point)
+            found = search_all(self.client, [exp], layout.point_filter(parent_id, point["point_id"]))
+            if any(r.data.tags.get(layout.STATUS) == layout.FAILED for r in found):
+                continue   # marked already
             if run.ensure() and not run.closed:
                 run.finish(layout.FAILED, {}, [])
 
@@ -263,11 +267,15 @@ class PointRun:
         for run in sorted(found, key=lambda r: r.info.start_time):
             if run.data.tags.get(layout.CONFIG_HASH) == chash and self.run_id is None:
                 self.run_id = run.info.run_id
-                self.closed = run.data.tags.get(layout.STATUS, layout.RUNNING) in layout.ENDED
+                status = run.data.tags.get(layout.STATUS, layout.RUNNING)
+                # a failed point is not over: `resume` trains its pack again from the last checkpoint
+                self.closed = status in layout.ENDED and status != layout.FAILED
                 history = _retry(self.client.get_metric_history, self.run_id, "episodes")
                 self.last_step = max((m.step for m in history), default=-1)
                 if not self.closed and run.info.status != "RUNNING":
                     _retry(self.client.update_run, self.run_id, status="RUNNING")
+                    if status == layout.FAILED:
+                        _retry(self.client.set_tag, self.run_id, layout.STATUS, layout.RUNNING)
                 if not self.closed:
                     for key, value in self.where.items():
                         _retry(self.client.set_tag, self.run_id, key, value)
@@ -317,8 +325,10 @@ class PointRun:
             for episode, seed, metric, value in rows:
                 buf.write(f"{episode},{seed},{metric},{value!r}\n")
             _retry(self.client.log_text, self.run_id, buf.getvalue(), layout.SEED_CURVES)
-        _retry(self.client.set_tag, self.run_id, layout.STATUS, status)
+        # the status tag last: it is what says the point has ended, so a run is never ended by its tag while
+        # still RUNNING in MLflow (should the server go down between the two calls, a retry finishes it again)
         _retry(self.client.set_terminated, self.run_id, status="FAILED" if status == layout.FAILED else "FINISHED")
+        _retry(self.client.set_tag, self.run_id, layout.STATUS, status)
         self.closed = True
 
 

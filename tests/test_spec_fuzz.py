@@ -6,9 +6,11 @@ tags. Each must give exactly one line on stderr starting with ``error:``, exit c
 and under 200 MB, and create nothing: no Ray, no MLflow store, no results folder.
 
 Time, as measured here: in-process, the wall time of ``study.cli.main`` on the case (modules already
-imported). Memory: in-process, the peak of Python's traced allocations (tracemalloc) while
-``study.cli.main`` handles the case a second time; through a real subprocess, the child's peak resident set size
-(ru_maxrss) above that of a child that fails on the smallest possible error (same imports).
+imported) while tracemalloc traces it (an upper bound: tracing slows the pure-Python YAML parser about
+4x), timed again untraced when that reaches the limit. Memory: in-process, the peak of Python's traced
+allocations (tracemalloc) while ``study.cli.main`` handles the case; through a real subprocess, the
+child's peak resident set size (ru_maxrss) above that of a child that fails on the smallest possible
+error (same imports).
 """
 
 from __future__ import annotations
@@ -154,23 +156,27 @@ def test_every_malformed_spec_is_one_line_exit_2_fast_small_and_starts_nothing(t
     assert main(["run", str(path), "--tracking-uri", f"sqlite:///{db}", "--storage", str(runs)]) == 2
     for label, content in generated:
         path.write_bytes(content)
-        try:   # a corruption that happens to leave a valid spec is not malformed: it is not run
-            validate_spec(load_yaml_text(content.decode(), "spec"))
-            skipped += 1
-            continue
-        except Exception:   # noqa: BLE001 - malformed as intended
-            pass
+        if label.startswith("corrupt"):   # a corruption that happens to leave a valid spec is not malformed: not run
+            try:
+                validate_spec(load_yaml_text(content.decode(), "spec"))
+                skipped += 1
+                continue
+            except Exception:   # noqa: BLE001 - malformed as intended
+                pass
         argv = ["run", str(path), "--tracking-uri", f"sqlite:///{db}", "--storage", str(runs)]
         capsys.readouterr()
+        tracemalloc.start()
         t0 = time.perf_counter()
         code = main(argv)
-        elapsed = time.perf_counter() - t0   # untraced: tracemalloc slows the pure-Python YAML parser ~4x
-        err = capsys.readouterr().err.strip()
-        tracemalloc.start()
-        main(argv)
+        elapsed = time.perf_counter() - t0
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
-        capsys.readouterr()
+        err = capsys.readouterr().err.strip()
+        if elapsed >= 5:   # tracemalloc slows the pure-Python YAML parser ~4x: time such a case again, untraced
+            t0 = time.perf_counter()
+            main(argv)
+            elapsed = time.perf_counter() - t0
+            capsys.readouterr()
         worst_s, worst_b = max(worst_s, (elapsed, label)), max(worst_b, (peak, label))
         if not (code == 2 and err.startswith("error: ") and "\n" not in err and elapsed < 5 and peak < 200e6):
             bad.append((label, code, err[:300], round(elapsed, 2), peak))
@@ -200,8 +206,10 @@ def test_a_handful_of_malformed_specs_through_a_real_process(tmp_path):
     (tmp_path / "floor.yaml").write_bytes(b"name: 1\n")
     code, err, _, floor = _child(tmp_path / "floor.yaml", tmp_path)
     assert code == 2 and err.startswith("error: name"), err
-    picks = ["alias bomb grid", "size 2 MiB comment", "size grid 10^8 cells", "encoding invalid byte",
-             "tag !!python/object/apply:os.system", "type base.hidden=[100000000]", "duplicate samples_per_cell: 2"]
+    # the kinds whose cost a real process could hide from the in-process run (the C parts of YAML, decoding,
+    # torch's allocator), each a few seconds of imports: the rest run in-process above
+    picks = ["alias bomb grid", "size 2 MiB comment", "encoding invalid byte", "tag !!python/object/apply:os.system",
+             "type base.hidden=[100000000]"]
     worst = (0.0, 0)
     for label in picks:
         key = next(k for k in generated if k.startswith(label))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 import pytest
 import torch
@@ -126,6 +127,47 @@ def test_the_memory_check_counts_a_full_pack_of_the_costliest_cell():
         check_fits(spec, 2, 0, need / 0.8, None, "a node")       # the worker's own 0.5 GiB no longer fits
 
 
+def test_a_trial_that_could_not_finish_within_max_trial_hours_is_refused(tmp_path, capsys):
+    # 2 points x 2 seeds of [4096, 4096] (~17M multiply-adds an episode) for 10^7 episodes: weeks at any speed
+    err = refused(tmp_path, capsys, with_(base__hidden=[4096, 4096], base__episodes=10**7, base__report_every=10**6))
+    assert err.startswith("error: resources.max_trial_hours: a trial of cell base (4 members) needs at least") \
+        and "over the bound of 24 h" in err, err
+    # the bound is the user's: a small one refuses the tiny study too, a larger one lets the big one through
+    assert "needs at least" in refused(tmp_path, capsys, with_(resources={"max_trial_hours": 1e-6}))
+    from study.runner import check_work
+    from study.spec import validate_spec
+
+    assert check_work(validate_spec(with_(base__hidden=[4096, 4096], base__episodes=10**7, base__report_every=10**6,
+                                          resources={"max_trial_hours": 1e5}))).startswith("work: at least")
+
+
+def test_the_work_estimate_counts_episodes_members_widths_rules_and_devices():
+    from study.runner import GPU_MACS_PER_GPU, STEP_FLOOR_S, check_work, trial_seconds
+    from study.spec import validate_spec
+    from uwm_model.config import TrialConfig
+
+    def cfg(**changes):
+        return TrialConfig.model_validate({**with_(base__hidden=[256, 256], base__probe={"enabled": False})["base"],
+                                           **changes})
+
+    one = trial_seconds(cfg(), 8, 0)
+    assert trial_seconds(cfg(episodes=800), 8, 0) == pytest.approx(2 * one)   # twice the reports too
+    assert trial_seconds(cfg(), 16, 0) == pytest.approx(2 * one)
+    assert trial_seconds(cfg(threads=2), 8, 0) == pytest.approx(one / 2)
+    assert trial_seconds(cfg(hidden=[512, 512]), 8, 0) > 3.5 * one       # O(n n') per layer
+    assert trial_seconds(cfg(rule="uwm"), 8, 0) > 3 * trial_seconds(cfg(rule="wm"), 8, 0)
+    assert trial_seconds(cfg(probe={"enabled": True}), 8, 0) > one
+    assert trial_seconds(cfg(), 8, 1) < one / 100 and trial_seconds(cfg(device="cpu"), 8, 1) == one
+    assert trial_seconds(cfg(), 8000, 0.5) == pytest.approx(2 * trial_seconds(cfg(), 8000, 1))   # half a GPU
+    tiny = cfg(hidden=[4], episodes=10**6, report_every=10**6, batch_size=4)
+    assert trial_seconds(tiny, 1, 1) == pytest.approx(10**6 / 4 * STEP_FLOOR_S)   # a step never costs less
+    assert GPU_MACS_PER_GPU > 1e11
+    # the study's line: the largest trial (a confirm pack of 64 seeds here) and the sum over every pack
+    spec = validate_spec(with_(grid={"hidden": [[4], [64, 64]]}, confirm={"seeds": 64}))
+    line = check_work(spec)
+    assert line.startswith("work: at least ") and "for the largest trial (cell hidden=[64, 64])" in line, line
+
+
 # ----------------------------------------------------------------------------- resources and devices (1, 4)
 
 
@@ -192,6 +234,57 @@ def test_report_refuses_to_overwrite_a_folder_without_force(tmp_path, capsys):
     assert "--out" not in capsys.readouterr().err
 
 
+def test_report_of_a_study_that_does_not_exist_is_one_line_and_creates_nothing(tmp_path, capsys):
+    from study.tracking import client
+
+    out = tmp_path / "report"
+    for store in ("none.db", "other.db"):   # no tracking store at all, then a store without that study
+        uri = f"sqlite:///{tmp_path / store}"
+        if store == "other.db":
+            client(uri).create_experiment("another-study")
+        capsys.readouterr()
+        assert main(["report", "nothing-here", "--out", str(out), "--storage", str(tmp_path / "runs"),
+                     "--tracking-uri", uri]) == 2
+        captured = capsys.readouterr()
+        err = captured.err.strip()
+        assert err.startswith("error: name: no study named 'nothing-here'") and "\n" not in err, err
+        assert not captured.out and not out.exists() and not (tmp_path / "runs").exists()
+    assert not (tmp_path / "none.db").exists()
+
+
+def test_resume_waits_for_resources_as_the_cluster_it_resumes_on_says(tmp_path):
+    """Tune restores the callbacks pickled when the study started (here on a local Ray: no resource wait);
+    a resume on a joined cluster where no node fits a trial must wait with its timeout all the same."""
+    from ray import tune
+    from ray.tune.experiment import Trial
+
+    from study import runner
+    from study.spec import validate_spec
+    from study.trainable import trainable
+
+    spec = validate_spec(with_())
+    meta = {"name": spec.name, "storage": str(tmp_path / "runs"), "tracking_uri": f"sqlite:///{tmp_path / 'm.db'}",
+            "experiment_id": "1", "parent_run_id": "0" * 32}
+    runner._new_tuner(spec, meta, 1, address=None)   # writes tuner.pkl, as a local run does when it starts
+    path = runner.experiment_path(meta["storage"], spec.name)
+    same = trainable(runner._context(spec, meta), spec.resources.cpus, spec.resources.gpus)
+    saved = next(c for c in tune.Tuner.restore(path, same)._local_tuner.get_run_config().callbacks
+                 if isinstance(c, runner.Progress))
+    assert saved.waiting is None and saved.wait_s == float("inf") and saved.session == (meta["storage"], spec.name)
+
+    options = {"waiting": "waiting for a node with 1 CPUs", "wait_s": 0.2}   # what _progress_options says when joined
+    tuner = runner.restore_tuner(spec, meta, options)
+    progress = next(c for c in tuner._local_tuner.get_run_config().callbacks if isinstance(c, runner.Progress))
+    assert (progress.waiting, progress.wait_s, progress.session) == (options["waiting"], 0.2, None)
+    progress.setup()
+    pending = [Trial("uwm", config={}, stub=True)]
+    progress.on_step_end(0, pending)   # within the timeout: waits
+    time.sleep(0.3)
+    with pytest.raises(runner.ResourceWait, match="waiting for a node with 1 CPUs"):
+        progress.on_step_end(1, pending)
+    assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
+
+
 def test_help_names_every_exit_code(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
@@ -207,7 +300,6 @@ import re  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
-import time  # noqa: E402
 
 import psutil  # noqa: E402
 
@@ -250,6 +342,7 @@ def test_a_killed_driver_leaves_nothing_running_and_ctrl_c_exits_130(tmp_path, p
     assert record["driver"][0] == driver.pid
     driver.kill()
     driver.wait()
+    assert "work: at least" in (tmp_path / "run.log").read_text()   # the estimate, printed as the study starts
     time.sleep(3)
     left = [pid for pid, created in record["processes"] if _running(pid, created)]
     assert left, "the dead driver's Ray processes ended by themselves: nothing to clean up"
@@ -320,6 +413,12 @@ def test_on_a_joined_cluster_failed_points_exit_3_and_an_unmet_request_times_out
         assert out.stderr.strip().splitlines()[-1].startswith("error: resources.wait_timeout_s: no trial started "
                                                               "within 5 s"), out.stderr[-2000:]
         assert time.time() - t0 < 120
+        # and so does its resume, from Ray Tune's saved state
+        out = uwm_study("resume", "toobig", "--address", address, cwd=tmp_path)
+        assert out.returncode == 2, out.stdout[-3000:] + out.stderr[-3000:]
+        assert "resuming study toobig" in out.stdout and "waiting for a node with 4 CPUs" in out.stdout, out.stdout
+        assert out.stderr.strip().splitlines()[-1].startswith("error: resources.wait_timeout_s: no trial started "
+                                                              "within 5 s"), out.stderr[-2000:]
     finally:
         head.terminate()   # `ray start --block` stops the processes it started
         try:
@@ -340,46 +439,85 @@ def _server(tmp_path, port):
 
     log = (tmp_path / "server.log").open("a")
     return subprocess.Popen([str(os.path.join(os.path.dirname(sys.executable), "mlflow")), "server", "--host",
-                             "127.0.0.1", "--port", str(port), "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+                             "127.0.0.1", "--port", str(port), "--workers", "1",   # starts in a third of the time of 4
+                             "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
                              "--default-artifact-root", str(tmp_path / "artifacts")],
                             stdout=log, stderr=subprocess.STDOUT, env=env(), start_new_session=True)
 
 
-def test_a_tracking_server_down_for_a_minute_is_waited_for(tmp_path, procs):
-    """MLflow's client retries with backoff for about 4 minutes: the trials pause in their logging call
-    while the server is stopped for a minute, and the study ends as if nothing happened."""
+def _kill(server):
+    for p in [psutil.Process(server.pid), *psutil.Process(server.pid).children(recursive=True)]:
+        p.kill()
+    server.wait()
+
+
+def test_tracking_outages_shorter_and_longer_than_the_retries(tmp_path, procs, monkeypatch):
+    """MLflow's client retries every request with backoff (MLflow's own default is about 4 minutes; here its
+    own environment variables shorten it to 0 + 6 + 12 + 24 = 42 s). A server down for less than that: the
+    trials pause in their logging call and go on. Down for longer: the packs that tried to log fail (no Tune
+    retries here), their points end as failed once the server is back, exit 3; `resume` trains only those
+    packs again, and the study ends with every point recorded once, exit 0."""
     from study.tracking import client
     from tests.test_study_run import _healthy, free_port
 
+    for name, value in {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "3",
+                        "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}.items():
+        monkeypatch.setenv(name, value)   # the CLI's processes (driver, Ray workers) inherit them
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     server = _server(tmp_path, port)
     procs.remember(server)
     wait_for(lambda: _healthy(uri), 120, "mlflow server", procs, server)
     spec = tmp_path / "spec.yaml"
-    spec.write_text(yaml.safe_dump({**LONGER, "name": "outage", "base": {**LONGER["base"], "episodes": 6000}}))
+    spec.write_text(yaml.safe_dump({**LONGER, "name": "outage", "max_failures": 0,
+                                    "base": {**LONGER["base"], "episodes": 1500}}))
     driver = start("run", str(spec), "--tracking-uri", uri, cwd=tmp_path, log=tmp_path / "run.log")
     procs.remember(driver)
 
-    def training():
+    def kids(status=None):
         try:
-            _, kids = children(client(uri), "outage")
-        except Exception:   # noqa: BLE001
-            return False
-        return any(r.info.status == "RUNNING" for r in kids)
+            _, runs = children(client(uri), "outage")
+        except Exception:   # noqa: BLE001 - the server is down or the experiment does not exist yet
+            return []
+        return [r for r in runs if status is None or r.data.tags.get("uwm.status") == status]
 
-    wait_for(training, 240, "a point training", procs, driver)
+    t0 = time.time()
+    # shorter than the retries: waited for
+    wait_for(lambda: any(r.info.status == "RUNNING" for r in kids()), 240, "a point training", procs, driver)
     procs.remember(server)
-    for p in [psutil.Process(server.pid), *psutil.Process(server.pid).children(recursive=True)]:
-        p.kill()
-    server.wait()
-    time.sleep(60)
+    print(f"\n[{time.time() - t0:5.0f} s] a point trains: server down (shorter outage)")
+    _kill(server)
+    server = _server(tmp_path, port)   # down while it starts again: a few seconds
+    procs.remember(server)
+    wait_for(lambda: _healthy(uri), 120, "mlflow server again", procs, server)
+    print(f"[{time.time() - t0:5.0f} s] server back")
+    assert driver.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
+
+    # longer than the retries: the packs training then fail, and say so
+    wait_for(lambda: kids("finished"), 240, "a finished point", procs, driver)
+    assert not kids("failed"), "a point failed in the outage shorter than the retries"
+    procs.remember(server)
+    print(f"[{time.time() - t0:5.0f} s] a point finished: server down (longer outage)")
+    _kill(server)
+    time.sleep(48)   # a call that began as it went down fails after 42 s of retries
     assert driver.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
     server = _server(tmp_path, port)
     procs.remember(server)
-    assert driver.wait(400) == 0, (tmp_path / "run.log").read_text()[-3000:]
-    parent, kids = children(client(uri), "outage")
-    assert len(kids) == 8 and all(r.data.tags["uwm.status"] == "finished" for r in kids)
-    assert parent.info.status == "FINISHED"
-    assert_no_duplicates(client(uri), kids, list(range(300, 6001, 300)))
-    assert "View run" not in (tmp_path / "run.log").read_text()
+    assert driver.wait(300) == 3, (tmp_path / "run.log").read_text()[-3000:]
+    log = (tmp_path / "run.log").read_text()
+    assert "point(s) failed" in log and "failed after its retries" in log, log[-3000:]
+    failed, ended = kids("failed"), {r.info.run_id: r.info.end_time for r in kids() if r.data.tags["uwm.status"] != "failed"}
+    assert failed and ended and not kids("running"), [r.data.tags["uwm.status"] for r in kids()]
+
+    # resume trains the failed points only
+    print(f"[{time.time() - t0:5.0f} s] exit 3: resume")
+    out = uwm_study("resume", "outage", cwd=tmp_path)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert f"ended with {len(failed)} failed point" in out.stdout, out.stdout[-3000:]
+    parent, runs = children(client(uri), "outage")
+    assert len(runs) == 8 and all(r.data.tags["uwm.status"] == "finished" for r in runs)
+    assert all(r.info.status == "FINISHED" for r in runs) and parent.info.status == "FINISHED"
+    assert {r.info.run_id: r.info.end_time for r in runs if r.info.run_id in ended} == ended   # not run again
+    assert {r.info.run_id for r in failed} <= {r.info.run_id for r in runs}   # the same runs, continued
+    assert_no_duplicates(client(uri), runs, list(range(300, 1501, 300)))
+    assert "View run" not in log
