@@ -193,7 +193,7 @@ def check_local_machine(spec: StudySpec) -> None:
 # could not finish within resources.max_trial_hours anywhere. The unit of work is one network-episode's
 # forward pass, sum over layers of n_in x n_out multiply-adds; a training episode costs RULE_COST of them.
 CPU_MACS_PER_THREAD = 3e8   # measured up to 2.1e8 per torch thread on these 2-core VMs (widths 256-1024, batch 8)
-GPU_MACS_PER_GPU = 5e11     # measured 1.6e11 on an H100 (hidden [64, 32], 4096 members x batch 8, compiled)
+GPU_MACS_PER_GPU = 2e12     # measured up to 7.5e11 on an H100 (hidden [64, 32], 65 536 members x batch 8, uwm, compiled)
 STEP_FLOOR_S = 50e-6        # a step's fixed cost, whatever the work: measured 60-80 us on this CPU, 230 us on an H100
 RULE_COST = {"uwm": 4.0}    # uwm forms an n x n' matrix of shifted log-sigmoids per layer and sample: measured
                             # 5.6-11 x wm's step at widths 256-1024 on a CPU; the other rules cost about one pass
