@@ -772,7 +772,7 @@ def _short(text: str | None) -> str:
 def summary(name: str, meta: dict, tracker: tracking.StudyTracker) -> str:
     spec = validate_spec(meta["spec"])
     runs = tracker.children(meta["parent_run_id"])
-    lines = [f"best per cell (final_{spec.metric}, {spec.mode}, finished points):"]
+    lines = [f"best per cell (last {spec.metric}, {spec.mode}, finished points):"]
     width = max((len(c.key) for c in spec.cells()), default=10)
     for cell, value, pid, tuned in best_per_cell(spec, runs):
         shown = "   -  " if value is None else f"{value:6.3f}"
