@@ -694,14 +694,18 @@ def _fit(tuner, spec: StudySpec, meta: dict, tracker: tracking.StudyTracker) -> 
               f"`uwm-study resume {spec.name}`", file=sys.stderr)
         return EXIT_INTERRUPTED
     errors = len(results.errors)
-    for result in results:   # marked by FailedPoints unless the tracking server was down then: mark them now
-        if result.error is not None:
-            tracker.mark_failed(meta["parent_run_id"], result.config.get("pack_id", "?"), result.config.get("points", []))
-    complete = study_complete(spec, meta["storage"])
-    best = best_per_cell(spec, tracker.children(meta["parent_run_id"]))
-    tracker.log_best(meta["parent_run_id"], spec.metric, spec.mode,
-                     [{"cell": c, "value": v, "point_id": p, "params": t} for c, v, p, t in best])
-    counts = tracker.close_parent(meta["parent_run_id"], status="FINISHED" if complete else "KILLED")
+    try:
+        complete, counts = _record_end(results, spec, meta, tracker)
+    except Exception as err:
+        if not tracking.is_outage(err):
+            raise
+        # the server went away for longer than MLflow's retries after the last pack: the packs' own results are
+        # saved, only the study's summary is not; resume writes it once the server is back
+        _end_session(meta)
+        print(f"error: tracking: the MLflow server at {meta['tracking_uri']} stayed unreachable through MLflow's "
+              f"retries at the end of the study; once it is back, `uwm-study resume {spec.name}` records the "
+              "end (and trains any failed points again)", file=sys.stderr)
+        return EXIT_INCOMPLETE
     _end_session(meta)
     print()
     print(f"study {spec.name} {'ended' if complete else 'stopped before the end'} after {time.time() - start:.0f} s: "
@@ -715,6 +719,19 @@ def _fit(tuner, spec: StudySpec, meta: dict, tracker: tracking.StudyTracker) -> 
               f"`uwm-study resume {spec.name}` trains them again", file=sys.stderr)
     print(summary(spec.name, meta, tracker))
     return code
+
+
+def _record_end(results, spec: StudySpec, meta: dict, tracker: tracking.StudyTracker) -> tuple[bool, dict]:
+    """The study's end in MLflow: failed packs' points, the best point per cell, the parent closed. Returns
+    (complete, point counts by status)."""
+    for result in results:   # marked by FailedPoints unless the tracking server was down then: mark them now
+        if result.error is not None:
+            tracker.mark_failed(meta["parent_run_id"], result.config.get("pack_id", "?"), result.config.get("points", []))
+    complete = study_complete(spec, meta["storage"])
+    best = best_per_cell(spec, tracker.children(meta["parent_run_id"]))
+    tracker.log_best(meta["parent_run_id"], spec.metric, spec.mode,
+                     [{"cell": c, "value": v, "point_id": p, "params": t} for c, v, p, t in best])
+    return complete, tracker.close_parent(meta["parent_run_id"], status="FINISHED" if complete else "KILLED")
 
 
 def _end_session(meta: dict) -> None:

@@ -110,6 +110,16 @@ def _retry(fn, *args, attempts: int = 8, **kwargs):
             time.sleep(0.2 * 2**attempt)
 
 
+def is_outage(err: BaseException) -> bool:
+    """Whether ``err`` is a tracking server that stayed unreachable through MLflow's own retries (a connection
+    refused, reset or timed out), as opposed to an error of the request itself."""
+    import requests
+
+    text = f"{type(err).__name__}: {err}"
+    return isinstance(err, requests.ConnectionError) or any(
+        sign in text for sign in ("Max retries exceeded", "Connection refused", "ConnectionError", "Read timed out"))
+
+
 def git_commit() -> str:
     root = Path(__file__).resolve().parent.parent
     try:

@@ -40,3 +40,23 @@ def test_a_point_run_logs_values_and_a_reopened_run_resumes_after_its_last_step(
     assert open(text).read().splitlines() == [",".join(layout.SEED_CURVE_COLUMNS), "300,0,eval_reward,0.5"]
     counts = study.close_parent(parent)
     assert counts[layout.FINISHED] == 1 and sum(counts.values()) == 1
+
+
+def test_an_unreachable_server_is_told_apart_from_a_bad_request(tmp_path, monkeypatch):
+    """What MLflow raises once its retries run out against a server that is gone counts as an outage (the study
+    ends with one line and resume records its end); an error of the request itself does not."""
+    import socket
+
+    from mlflow.exceptions import MlflowException
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    with socket.socket() as s:          # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(Exception) as gone:
+        tracking.client(f"http://127.0.0.1:{port}").get_run("0" * 32)
+    assert tracking.is_outage(gone.value), repr(gone.value)
+    with pytest.raises(MlflowException) as missing:
+        tracking.client(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run("0" * 32)
+    assert not tracking.is_outage(missing.value)
