@@ -135,6 +135,7 @@ def breakdown_norms(table: pd.DataFrame, diverged_threshold: float = 0.5) -> pd.
 
 BREAKDOWN_RELATIVE_BIAS = 0.1    # a rule has broken down where its bias exceeds 10 % of the exact gradient's norm
 RELATIVE_BIAS_FOR_POWER = 0.2    # the breakdown test's power is stated against a relative bias of 20 %
+POWER_MIN_GRADIENT_SHARE = 0.01  # ... over the layers holding at least 1 % of the exact gradient's squared norm
 INIT_BIAS_COLUMNS = ["label", "context", "outgoing_norm", "layer", "n_seeds", "unit_max_outgoing", "beyond_radius",
                      "bias_sq", "bias_sq_lo", "bias_sq_hi", "exact_sq", "relative_bias", "z", "p", "biased",
                      "p_breakdown", "broken", "power"]
@@ -234,7 +235,11 @@ def init_bias_breakdown(table: pd.DataFrame) -> pd.DataFrame:
         hit = g[g["broken"]]
         found = float(hit["outgoing_norm"].min()) if len(hit) else math.nan
         below = g[g["outgoing_norm"] < found] if len(hit) else g
-        power = float(below["power"].min()) if len(below) else math.nan
+        # a layer whose exact gradient is a vanishing share of the network's has no meaningful relative bias
+        # (relative to ~0): the power is stated over the layers that carry the gradient
+        share = below["exact_sq"] / below.groupby("outgoing_norm")["exact_sq"].transform("sum")
+        carrying = below[share >= POWER_MIN_GRADIENT_SHARE]
+        power = float(carrying["power"].min()) if len(carrying) else math.nan
         top = float(g["outgoing_norm"].max())
         if len(hit):
             layers = ", ".join(str(int(v)) for v in sorted(hit[hit["outgoing_norm"] == found]["layer"].unique()))
@@ -247,7 +252,9 @@ def init_bias_breakdown(table: pd.DataFrame) -> pd.DataFrame:
         verdict += ("; unbiased by the oracle z-test at every norm" if not biased else
                     f"; some bias detected at norms {', '.join(f'{v:g}' for v in biased)}")
         verdict += (f"; power against a {RELATIVE_BIAS_FOR_POWER:.0%} relative bias at the norms "
-                    f"{'below' if len(hit) else 'tested'}: at least {power:.0%}" if np.isfinite(power) else "")
+                    f"{'below' if len(hit) else 'tested'}, in every layer carrying at least "
+                    f"{POWER_MIN_GRADIENT_SHARE:.0%} of the exact gradient: at least {power:.0%}"
+                    if np.isfinite(power) else "")
         rows.append({"label": label, "context": context, "breakdown_norm": found, "min_power_below": power,
                      "biased_norms": ", ".join(f"{v:g}" for v in biased), "verdict": verdict})
     return pd.DataFrame(rows, columns=["label", "context", "breakdown_norm", "min_power_below", "biased_norms",

@@ -305,6 +305,19 @@ def test_pi_boundary_from_the_debiased_bias_at_initialisation():
     assert inter["order_below"] < 0 and inter["order_x_above"] > 0 and inter["order_x_above_p"] < 0.01
 
 
+def test_the_stated_power_ignores_layers_without_gradient():
+    """A layer whose exact gradient is a vanishing share of the network's (here 1e-6 of it) has no power
+    against a relative bias (relative to ~0); the power of a "no breakdown" claim is stated over the layers
+    that carry the gradient, so uwm's stays high (the old minimum over every layer read 0%)."""
+    from analysis.norm_stress import init_bias_breakdown, init_bias_table
+
+    table = init_bias_table(_init_bias_study())
+    idle = table[(table["label"] == "uwm") & (table["layer"] == 2)].assign(layer=3, exact_sq=1e-6, power=0.0)
+    bd = init_bias_breakdown(pd.concat([table, idle], ignore_index=True)).set_index("label")
+    assert bd.loc["uwm", "min_power_below"] > 0.95
+    assert "in every layer carrying at least 1% of the exact gradient: at least" in bd.loc["uwm", "verdict"]
+
+
 # ----------------------------------------------------------------------------- variance versus speed
 
 
