@@ -449,6 +449,10 @@ def _kill(server):
     for p in [psutil.Process(server.pid), *psutil.Process(server.pid).children(recursive=True)]:
         p.kill()
     server.wait()
+    try:   # the server's job runner and its consumers, which outlive it, stay in its session's group
+        os.killpg(server.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def test_tracking_outages_shorter_and_longer_than_the_retries(tmp_path, procs, monkeypatch):

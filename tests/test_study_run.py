@@ -65,11 +65,14 @@ class Processes:
 
     def __init__(self):
         self.pids: set[int] = set()
+        self.sessions: set[int] = set()
 
     def remember(self, proc):
         try:
             family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-        except psutil.NoSuchProcess:
+            if os.getpgid(proc.pid) == proc.pid:    # started in its own session (start_new_session=True)
+                self.sessions.add(proc.pid)
+        except (psutil.NoSuchProcess, ProcessLookupError):
             return
         self.pids |= {p.pid for p in family}
 
@@ -78,6 +81,13 @@ class Processes:
             try:
                 psutil.Process(pid).kill()
             except psutil.Error:
+                pass
+        # what such a process started later and left behind (an mlflow server's job runner and its consumers
+        # outlive the server) is still in its session's process group
+        for group in self.sessions:
+            try:
+                os.killpg(group, signal.SIGKILL)
+            except ProcessLookupError:
                 pass
 
 
