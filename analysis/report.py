@@ -57,6 +57,14 @@ class Section:
     bullets: list[str] = field(default_factory=list)         # rendered as a list after the text
 
 
+def _rho_answer(r) -> str:
+    """ρ(variance, AUC reward) with its interval and what it says."""
+    verdict = ("higher variance goes with slower learning" if r["rho_hi"] < 0 else
+               "higher variance goes with faster learning" if r["rho_lo"] > 0 else
+               "no monotone relation is resolved (the interval contains 0)")
+    return f"ρ(variance, AUC reward) = {_ci(r['rho'], r['rho_lo'], r['rho_hi'], 2)}: {verdict}"
+
+
 def _ci(est, lo, hi, digits: int = 3) -> str:
     if est is None or not np.isfinite(est):
         return "–"
@@ -277,11 +285,8 @@ def _variance_section(study: Study, vs: pd.DataFrame, corr: pd.DataFrame, level:
     total = corr[(corr["layer"] == "total") & (corr["scope"] == "all rules")]
     if len(ptotal) and np.isfinite(ptotal["rho"].iloc[0]):
         r = ptotal.iloc[0]
-        verdict = ("higher variance goes with slower learning" if r["rho_hi"] < 0 else
-                   "higher variance goes with faster learning" if r["rho_lo"] > 0 else
-                   "no monotone relation is resolved (the interval contains 0)")
         sec.answer.append((f"within settings, pooled over {int(r['n_settings'])} settings ({int(r['n_cells'])} cells)",
-                           f"ρ(variance, AUC reward) = {_ci(r['rho'], r['rho_lo'], r['rho_hi'], 2)}: {verdict}"))
+                           _rho_answer(r)))
         states = matched_state_correlations(study, level=level)
         for _, m in states[states["layer"] == "total"].iterrows():
             if np.isfinite(m["rho"]):
@@ -298,11 +303,8 @@ def _variance_section(study: Study, vs: pd.DataFrame, corr: pd.DataFrame, level:
                                "the level), seeds paired", states))
     elif len(total) and np.isfinite(total["rho"].iloc[0]):
         r = total.iloc[0]
-        verdict = ("higher variance goes with slower learning" if r["rho_hi"] < 0 else
-                   "higher variance goes with faster learning" if r["rho_lo"] > 0 else
-                   "no monotone relation is resolved (the interval contains 0)")
         sec.answer.append((f"all rules, all layers ({int(r['n'])} cells)",
-                           f"ρ(variance, AUC reward) = {_ci(r['rho'], r['rho_lo'], r['rho_hi'], 2)}: {verdict}"))
+                           _rho_answer(r)))
         within = corr[(corr["layer"] == "total") & (corr["scope"] != "all rules") & (corr["n"] >= 3)]
         for _, w in within.iterrows():
             sec.answer.append((f"within {w['scope']} ({int(w['n'])} cells)",
