@@ -88,6 +88,9 @@ def test_a_diverging_member_stops_and_leaves_the_others_untouched():
     diverged_at = [s["diverged_at"] for s in last[1].per_seed]
     assert all(0 < e <= 640 for e in diverged_at)
     assert torch.isfinite(pack.theta).all(), "a diverged member keeps the values of its last report"
+    # it diverged in the first window, so its last report's values are its initial ones
+    assert all(e <= 320 for e in diverged_at)
+    assert torch.equal(pack.theta[2:], um.Trainer(exploding).theta)
 
 
 def assert_reports_equal(got, expected):
