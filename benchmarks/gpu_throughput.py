@@ -50,7 +50,7 @@ def measure(P: int, B: int, rule: str, compile_mode: str, device: str, steps: in
         sort = "cuda_time_total" if torch.device(device).type == "cuda" else "cpu_time_total"
         with open(profile, "a") as f:
             f.write(f"\n=== P={P} batch={B} {rule} compile={compile_mode} draws={draws} on {device}\n")
-            f.write(prof.key_averages().table(sort_by=sort, row_limit=45, max_name_column_width=70))
+            f.write(prof.key_averages().table(sort_by=sort, row_limit=45, max_name_column_width=160))
     else:
         second = next(windows)
     seconds = second.wall_seconds - first.wall_seconds

@@ -140,9 +140,13 @@ def init_network(
 
 
 def batched_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a @ b`` for a: [P, B, n], b: [P, n, m]. With one sample per member (B = 1 or n = 1) it is written as a
-    broadcast product and a sum, which a compiled step fuses into its kernels instead of paying a
-    batched-GEMM call (about 15 us each on a CPU) for a matrix-vector product."""
+    """``a @ b`` for a: [P, B, n], b: [P, n, m]. On a CPU, with one sample per member (B = 1 or n = 1), it is
+    written as a broadcast product and a sum, which a compiled step fuses into its kernels instead of paying
+    a batched-GEMM call (about 15 us each) for a matrix-vector product. On a GPU it is always a batched GEMM:
+    fused there, the compiled step recomputed every sampled unit once per parameter entry in the update
+    (measured on an H100, 65 536 members at batch 1: 9.3M network-episodes/s fused, 10.8M as GEMMs)."""
+    if a.is_cuda:
+        return torch.bmm(a, b)
     if a.shape[2] == 1:                       # contraction over one sample: an outer product
         return a * b
     if a.shape[1] == 1:
