@@ -19,6 +19,7 @@ timeout ${BENCH_TIMEOUT:-300} python3 benchmarks/gpu_throughput.py --steps ${STE
     --cpu-populations ${CPU_POPULATIONS:-1024x8 65536x8} --cpu-steps 2 --modes ${MODES:-on} 2>&1 | tee "$OUT/throughput.txt"
 timeout 120 python3 benchmarks/gpu_throughput.py --steps ${STEPS:-100} --populations 65536x8 --rules uwm --draws block \
     --cpu-populations none 2>&1 | grep -E "^ +cuda " | tee -a "$OUT/throughput.txt"
+timeout 90 python3 benchmarks/update_bandwidth.py 2>&1 | tail -7 | tee -a "$OUT/throughput.txt"
 echo "benchmark: $((SECONDS - t0)) s"; t0=$SECONDS
 timeout ${TEST_TIMEOUT:-240} python3 -m pytest -q -x -p no:cacheprovider tests/test_gpu.py --durations=12 -s 2>&1 \
     | tee "$OUT/test_gpu.txt" | grep -v "^$" | tail -25
