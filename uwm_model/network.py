@@ -167,6 +167,17 @@ class Episode:
         return self.h[-1]
 
 
+def sigmoid(z: torch.Tensor) -> torch.Tensor:
+    """The logistic function 1 / (1 + exp(-z)), written out. On a CPU, torch.sigmoid rounds the few elements of
+    a tensor after its last full vector differently from the rest (a scalar tail loop), so in float32 a
+    member's probabilities, and so its whole trajectory, would depend on the size of its population: packing
+    would change the numbers. exp, the sum and the division round alike on both paths. Compiled kernels
+    already treat every element alike, so a compiled step keeps torch.sigmoid (and its numbers)."""
+    if torch.compiler.is_compiling():
+        return torch.sigmoid(z)
+    return 1 / (1 + torch.exp(-z))
+
+
 def sample_episode(weights, biases, x: torch.Tensor, unit_uniforms: Sequence[torch.Tensor]) -> Episode:
     """Sample every layer: ``z = W h + b``, ``pi = sigmoid(z)``, ``h' = [u < pi]`` with ``u`` given.
 
@@ -175,7 +186,7 @@ def sample_episode(weights, biases, x: torch.Tensor, unit_uniforms: Sequence[tor
     h, zs, pis = [x], [], []
     for w, b, u in zip(weights, biases, unit_uniforms):
         z = batched_matmul(h[-1], w.transpose(1, 2)) + b.unsqueeze(1)
-        pi = torch.sigmoid(z)
+        pi = sigmoid(z)
         zs.append(z)
         pis.append(pi)
         h.append((u < pi).to(z.dtype))

@@ -21,7 +21,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-from .network import Episode, Network, batched_matmul, sample_episode
+from .network import Episode, Network, batched_matmul, sample_episode, sigmoid
 
 Tensor = torch.Tensor
 
@@ -172,7 +172,7 @@ def uwm_delta(w: Tensor, h: Tensor, h_next: Tensor, z_next: Tensor, target: Tens
     spin = (2 * h_next - 1).unsqueeze(2)                                  # log Bern(h; s(z)) = logsigmoid((2h-1) z)
     log_rho = (F.logsigmoid(spin * z_shift).sum(-1)
                - F.logsigmoid(spin.squeeze(2) * z_next).sum(-1, keepdim=True))
-    slope = (w_t * (h_next.unsqueeze(2) - torch.sigmoid(z_shift)) * target.unsqueeze(2)).sum(-1)
+    slope = (w_t * (h_next.unsqueeze(2) - sigmoid(z_shift)) * target.unsqueeze(2)).sum(-1)
     return torch.exp(log_rho) * slope
 
 

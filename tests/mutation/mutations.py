@@ -35,6 +35,12 @@ MUTATIONS = [
     m("network.batch1_matmul_mean", "uwm_model/network.py",
       "return (a.transpose(1, 2) * b).sum(1, keepdim=True)", "return (a.transpose(1, 2) * b).mean(1, keepdim=True)",
       [MATH]),
+    m("network.eager_sigmoid_tail", "uwm_model/network.py",
+      "    return 1 / (1 + torch.exp(-z))", "    return torch.sigmoid(z)",
+      f"{PACK}::test_packing_changes_no_float32_number_in_eager_steps"),
+    m("rules.uwm_torch_sigmoid", "uwm_model/rules.py",
+      "(h_next.unsqueeze(2) - sigmoid(z_shift))", "(h_next.unsqueeze(2) - torch.sigmoid(z_shift))",
+      f"{PACK}::test_packing_changes_no_float32_number_in_eager_steps"),
     m("network.sample_flipped", "uwm_model/network.py",
       "h.append((u < pi).to(z.dtype))", "h.append((u > pi).to(z.dtype))", [MATH]),
     # ---- trainer step
