@@ -69,9 +69,10 @@ def setting_labels(cells: pd.DataFrame) -> pd.Series:
     vary (the cell key's other axes, widths and outgoing norm); "" when nothing else varies."""
     axes = cell_axes(cells)
     axes = axes[[c for c in axes.columns if c not in NON_SETTING and not c.startswith(("rule_options", "lr"))]]
-    for c in ("hidden", "outgoing_norm"):
-        if c in cells and c not in axes:
-            axes = axes.assign(**{c: cells[c].astype(str)})
+    if "hidden" in cells:          # the cells' own columns, where a cell key may leave them out
+        axes = axes.assign(hidden=cells["hidden"].astype(str))
+    if "outgoing_norm" in cells:
+        axes = axes.assign(outgoing_norm=cells["outgoing_norm"].map(lambda v: "default" if pd.isna(v) else f"{v:g}"))
     varying = [c for c in axes.columns if axes[c].astype(str).nunique(dropna=False) > 1]
     if not varying:
         return pd.Series("", index=cells.index, dtype=object)
@@ -89,8 +90,8 @@ def curve_summary(lr: np.ndarray, value: np.ndarray, lo: np.ndarray, hi: np.ndar
     usable_lr = lr[usable]
     half = worst + (best - worst) / 2
     left, right, censored = half_crossings(x, value, ib, half)
-    return {"n_lrs": int(np.unique(lr).size), "lr_min": float(lr[0]), "lr_max": float(lr[-1]), "best_lr": float(lr[ib]),
-            "best": best, "best_lo": float(lo[ib]), "best_hi": float(hi[ib]),
+    return {"n_lrs": int(np.unique(lr).size), "lr_min": float(lr[0]), "lr_max": float(lr[-1]),
+            "best_lr": float(lr[ib]), "best": best, "best_lo": float(lo[ib]), "best_hi": float(hi[ib]),
             "best_at_edge": bool(ib in (0, lr.size - 1)), "worst": worst, "half_level": half,
             "usable_lrs": ", ".join(f"{v:g}" for v in usable_lr), "n_usable": int(usable.sum()),
             "usable_lr_min": float(usable_lr.min()), "usable_lr_max": float(usable_lr.max()),

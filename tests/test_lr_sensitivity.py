@@ -1,6 +1,6 @@
 """Learning-rate sensitivity (analysis.lr_sensitivity) against curves with planted answers: a Gaussian in
 log10(lr) of known sigma, a tent whose half-maximum crossings fall between grid points, a peak at the
-grid's edge, flat and sharp curves, per-layer learning rates and too-short grids."""
+grid's edge, flat and sharp curves, per-layer learning rates and too-short grids; and the report's section."""
 
 import math
 
@@ -122,3 +122,35 @@ def test_an_unknown_measure_is_one_clear_error():
     with pytest.raises(ValueError, match="unknown lr-sensitivity measure 'episodes_to_threshold'"):
         lr_sensitivity(_cells("uwm", STUDY_GRID, np.zeros(8)), measure="episodes_to_threshold")
 
+
+def test_the_report_section_answers_per_rule_and_its_figure_is_legible():
+    from analysis.figures import layout_problems
+    from analysis.report import _answers, _lr_section
+
+    x = np.log10(STUDY_GRID)
+    cells = pd.concat([_cells("uwm", STUDY_GRID, _gaussian(x, -2.0, 0.3), half=0.02),
+                       _cells("reinforce(baseline=ema)", STUDY_GRID, _gaussian(x, 0.0, 0.6), half=0.02)],
+                      ignore_index=True)
+    table = lr_sensitivity(cells)
+    sec = _lr_section(table, cells, 0.95)
+    assert sec.present and len(sec.figures) == 1 and len(sec.tables) == 1
+    fig = sec.figures[0][1]
+    assert layout_problems(fig) == []
+    strip = fig.axes[-1]                   # the usable range and FWHM per rule, named on its y axis
+    assert [t.get_text() for t in strip.get_yticklabels()] == ["reinforce(baseline=ema)", "uwm"]
+    assert any(ln.get_marker() == ">" for ln in strip.get_lines())     # the censored FWHM runs past the grid
+    answers = _answers([sec]).tables[0][1]
+    rows = answers[answers["question"] == "Learning-rate sensitivity"].set_index("setting")
+    assert set(rows.index) == {"uwm", "reinforce(baseline=ema)"}
+    uwm = table.set_index("rule_variant").loc["uwm"]
+    assert uwm["fwhm_decades"] == pytest.approx(FWHM_PER_SIGMA * 0.3, abs=0.05)     # within a tenth of the spacing
+    assert rows.loc["uwm", "answer"] == ("best lr 0.01 (AUC 0.45 [0.43, 0.47]); usable 0.01 only; "
+                                         f"FWHM {uwm['fwhm_decades']:.2g} decades")
+    assert "FWHM ≥ " in rows.loc["reinforce(baseline=ema)", "answer"]
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    absent = _lr_section(lr_sensitivity(cells.iloc[:2]), cells.iloc[:2], 0.95)
+    assert not absent.present and absent.text[0].startswith("Not answerable from this study")
+    assert "at most 2 per rule" in absent.text[0]
+    assert _answers([absent]).tables[0][1]["answer"].iloc[0].startswith("not answerable")
