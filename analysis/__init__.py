@@ -7,8 +7,8 @@
 
 Modules: ``load`` (MLflow to DataFrames), ``stats`` (bootstrap, Wilson, Spearman, power laws),
 ``speed`` (speed per seed, trial and cell), ``probe`` (probe metrics at matched episodes),
-``variance_speed``, ``scaling``, ``norm_stress`` (the three questions), ``tuning`` (each cell's search,
-with Optuna's plots), ``figures``, ``report``,
+``variance_speed``, ``scaling``, ``norm_stress`` (the three questions), ``lr_sensitivity`` (best
+learning rate, usable range and FWHM on an lr grid), ``tuning`` (each cell's search, with Optuna's plots), ``figures``, ``report``,
 ``synthetic`` (a study with planted answers, for demonstrations and tests).
 """
 

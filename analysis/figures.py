@@ -427,3 +427,68 @@ def norm_stress_figure(table: pd.DataFrame):
     only = f" ({contexts[0]})" if len(contexts) == 1 and contexts[0] else ""
     fig.set_label(f"Outgoing-norm stress{only}: where do the rules break down?")  # the caption, printed under the figure
     return fig
+
+
+def lr_sensitivity_figure(table: pd.DataFrame, cells: pd.DataFrame, measure: str = "auc_reward",
+                          level: float = 0.95):
+    """The measure against the learning rate (log axis), one line per rule variant with its interval band
+    (filled markers: the usable range, open: resolved worse than the rule's best), and below it one bar per
+    rule: the usable range (thick) and the FWHM (thin; an arrow where it runs past the grid). ``table``:
+    :func:`analysis.lr_sensitivity.lr_sensitivity`; ``cells``: the cells it was read from. One column per
+    setting, at most 4."""
+    from matplotlib.lines import Line2D
+
+    from .lr_sensitivity import setting_labels
+
+    if not len(table):
+        raise ValueError("no learning-rate grid to plot")
+    settings = list(dict.fromkeys(table["setting"]))[:4]
+    scalar = ~cells["lr_per_layer"].fillna(False).astype(bool) if "lr_per_layer" in cells else True
+    c = cells[scalar & (cells["lr"] > 0)]
+    c = c.assign(setting=setting_labels(c))
+    rules = sorted(table["rule_variant"].unique())
+    pal = rule_palette(rules)
+    fig, axes = plt.subplots(2, len(settings), figsize=(PAGE_WIDTH_IN, 3.6 + 0.28 * len(rules)), squeeze=False,
+                             sharex="col", sharey="row", layout="constrained",
+                             gridspec_kw={"height_ratios": [2.8, 0.4 + 0.28 * len(rules)]})
+    for j, setting in enumerate(settings):
+        top, strip = axes[0, j], axes[1, j]
+        rows = table[table["setting"] == setting].set_index("rule_variant")
+        for rule, r in rows.iterrows():
+            h = c[(c["rule_variant"] == rule) & (c["setting"] == setting)].sort_values("lr")
+            lr, y = h["lr"].to_numpy(float), h[measure].to_numpy(float)
+            colour = pal[rule]
+            top.fill_between(lr, h[f"{measure}_lo"], h[f"{measure}_hi"], color=colour, alpha=0.15, lw=0)
+            top.plot(lr, y, color=colour, lw=1.4)
+            usable = np.isclose(lr[:, None], [float(v) for v in r["usable_lrs"].split(", ")], rtol=1e-4).any(axis=1)
+            top.plot(lr[usable], y[usable], "o", color=colour, ms=5)
+            top.plot(lr[~usable], y[~usable], "o", color=colour, mfc="white", ms=5)
+            k = rules.index(rule)
+            strip.plot([r["fwhm_lr_lo"], r["fwhm_lr_hi"]], [k, k], color=colour, lw=1.2)
+            strip.plot([r["usable_lr_min"], r["usable_lr_max"]], [k, k], color=colour, lw=6, alpha=0.6,
+                       solid_capstyle="butt")
+            strip.plot([r["best_lr"]], [k], "o", color=colour, ms=5)
+            if r["width_censored"]:
+                for end, edge, mark in ((r["fwhm_lr_lo"], r["lr_min"], "<"), (r["fwhm_lr_hi"], r["lr_max"], ">")):
+                    if np.isclose(end, edge):
+                        strip.plot([end], [k], mark, color=colour, ms=5)
+        top.set_xscale("log")
+        if len(settings) > 1 or setting:
+            top.set_title(setting or "all", fontsize=9)
+        top.tick_params(labelsize=8)
+        strip.tick_params(labelsize=8)
+        label_log_axis(strip.xaxis)
+    axes[1, 0].set_yticks(range(len(rules)), rules, fontsize=8)      # shared along the row: one call labels all
+    axes[1, 0].set_ylim(len(rules) - 0.5, -0.5)
+    axes[0, 0].set_ylabel({"auc_reward": "AUC reward (reward)"}.get(measure, SPEED_LABELS.get(measure, measure)),
+                          fontsize=9)
+    fig.supxlabel("learning rate (log scale)", fontsize=9)
+    handles = [Line2D([], [], color=pal[r], lw=2) for r in rules] + [
+        Line2D([], [], ls="", marker="o", color="0.4"), Line2D([], [], ls="", marker="o", color="0.4", mfc="white"),
+        Line2D([], [], color="0.4", lw=6, alpha=0.6), Line2D([], [], color="0.4", lw=1.2)]
+    labels = rules + ["usable (not resolved worse than the best)", "resolved worse than the best",
+                      "usable range", "FWHM (arrow: beyond the grid)"]
+    _legend_below(fig, handles, labels, ncol=3)      # long labels: 3 columns stay within the page
+    fig.set_label(f"Learning-rate sensitivity: mean over seeds with its {level:.0%} interval band against the "
+                  "learning rate; below, per rule, the usable range (thick), the FWHM (thin) and the best rate (dot)")
+    return fig

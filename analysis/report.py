@@ -8,9 +8,9 @@ The report answers the questions of docs/learning-rules.md §8 with numbers and 
 answers (one row per question and setting), a summary table per cell (tuned learning rate, speed with
 interval, variance), how each cell's search went (:mod:`analysis.tuning`: Optuna's slice and
 optimisation-history plots, the chosen value and whether it sits at the edge of the range tried), then
-variance versus speed, scaling with width, and the π boundary, each present only when the study has the
-data for it (and saying what is missing otherwise). Figures are drawn at the page's width
-(:data:`analysis.figures.PAGE_WIDTH_IN`), so a browser shows them at 100 %. The whole output directory
+variance versus speed, scaling with width, the π boundary and learning-rate sensitivity (on an lr grid),
+each present only when the study has the data for it (and saying what is missing otherwise). Figures are
+drawn at the page's width (:data:`analysis.figures.PAGE_WIDTH_IN`), so a browser shows them at 100 %. The whole output directory
 is attached to the study's MLflow parent run under ``report/``.
 """
 
@@ -30,6 +30,7 @@ import pandas as pd
 from . import figures as F
 from .load import Study, load_study
 from .fastest import fastest_rules
+from .lr_sensitivity import MIN_LRS, answer_text, lr_sensitivity, setting_labels
 from .norm_stress import (BREAKDOWN_RELATIVE_BIAS, breakdown_norms, init_bias_breakdown, init_bias_table,
                           norm_stress_table, order_norm_interaction)
 from .probe import cross_rule_labels
@@ -502,6 +503,53 @@ def _fastest_section(fast: pd.DataFrame, level: float) -> Section:
     return sec
 
 
+def _lr_section(table: pd.DataFrame, cells: pd.DataFrame, level: float) -> Section:
+    sec = Section("lr_sensitivity", "Learning-rate sensitivity", bool(len(table)))
+    if not len(table):
+        most = 0
+        if len(cells):
+            scalar = cells[~cells["lr_per_layer"].fillna(False).astype(bool)] if "lr_per_layer" in cells else cells
+            per = scalar.assign(setting=setting_labels(scalar)).groupby(["rule_variant", "setting"])["lr"].nunique()
+            most = int(per.max()) if len(per) else 0
+        sec.text.append(f"Not answerable from this study: it needs a learning-rate grid (grid: lr: [...]) with at "
+                        f"least {MIN_LRS} learning rates per rule and setting, each its own cell; this study's cells "
+                        f"hold at most {most} per rule and setting (a searched learning rate gives each cell its "
+                        "tuned rate only).")
+        return sec
+    measure = table["measure"].iloc[0]
+    sec.text.append(
+        f"Each rule's {'AUC reward' if measure == 'auc_reward' else measure} (mean over seeds, {level:.0%} bootstrap "
+        "interval) at every learning rate of the grid. Best: the rate with the highest mean. Usable range: the rates "
+        "whose result is not resolved worse than the best (their interval's upper bound reaches the best's lower "
+        "bound); '≥' where it reaches the edge of the grid. Sharpness: the full width at half maximum (FWHM) in "
+        "decades of learning rate, above the worst rate on the grid (half level = worst + (best − worst)/2), the "
+        "crossings interpolated linearly in log10(lr) between grid points; '≥' (a lower bound) where the curve does "
+        "not fall to half within the grid. A narrow FWHM means the rule's result depends sharply on the rate.")
+    for _, r in table.iterrows():
+        sec.answer.append((r["rule_variant"] + (f", {r['setting']}" if r["setting"] else ""),
+                           answer_text(r, "AUC" if measure == "auc_reward" else measure)))
+    show = pd.DataFrame({
+        "rule": table["rule_variant"], "setting": table["setting"],
+        "learning rates": [f"{n}: {_num(a)} – {_num(b)}" for n, a, b in zip(table["n_lrs"], table["lr_min"],
+                                                                            table["lr_max"])],
+        "best lr": [_num(v) + (" (edge)" if e else "") for v, e in zip(table["best_lr"], table["best_at_edge"])],
+        "at best [interval]": [_ci(a, b, c) for a, b, c in zip(table["best"], table["best_lo"], table["best_hi"])],
+        "usable learning rates": table["usable_lrs"],
+        "usable span (decades)": [("≥ " if c else "") + _num(v, 2) for v, c in zip(table["usable_decades"],
+                                                                                  table["usable_censored"])],
+        "FWHM (decades)": [("≥ " if c else "") + _num(v, 2) for v, c in zip(table["fwhm_decades"],
+                                                                           table["width_censored"])]})
+    if not table["setting"].ne("").any():
+        show = show.drop(columns="setting")
+    sec.tables.append(("One row per rule (and setting) with a learning-rate grid (every column: lr_sensitivity.csv)",
+                       show))
+    try:
+        sec.figures.append(("lr_sensitivity", F.lr_sensitivity_figure(table, cells, measure, level)))
+    except ValueError as exc:
+        sec.text.append(f"(No figure: {exc}.)")
+    return sec
+
+
 def _replication_section(table: pd.DataFrame) -> Section:
     sec = Section("replication", "Replication: mean training reward over all episodes", bool(len(table)))
     if not len(table):
@@ -541,7 +589,7 @@ def _methods(level: float, n_boot: int, seed: int) -> Section:
         "Matched points of training: probe values are compared at the first report episode every trial shares "
         "(each trial's first report when they share none).",
         "Tables: the CSV files beside this report hold every number shown here and more (trials.csv, cells.csv, "
-        "seed_speed.csv, tuning.csv, variance_speed*.csv, scaling*.csv, norm_stress*.csv).",
+        "seed_speed.csv, tuning.csv, variance_speed*.csv, scaling*.csv, norm_stress*.csv, lr_sensitivity.csv).",
     ]
     return sec
 
@@ -585,6 +633,9 @@ def analyse(study: Study, n_boot: int = DEFAULT_BOOT, level: float = DEFAULT_LEV
     fast = fastest_rules(study, n_boot=n_boot, level=level, seed=seed)
     tables["fastest"] = fast
     sections.append(_fastest_section(fast, level))
+    say("learning-rate sensitivity")
+    tables["lr_sensitivity"] = lrs = lr_sensitivity(cells)
+    sections.append(_lr_section(lrs, cells, level))
     rep_table = replication_table(study)
     tables["replication"] = rep_table
     sections.append(_replication_section(rep_table))
@@ -601,6 +652,7 @@ def _answers(sections: list[Section]) -> Section:
     rows = []
     for key, question in (("variance_speed", "Variance versus speed"), ("scaling", "Scaling with width"),
                           ("norm_stress", "The π boundary"), ("fastest", "Which rule learns fastest"),
+                          ("lr_sensitivity", "Learning-rate sensitivity"),
                           ("replication", "Replication"), ("tuning", "Tuning")):
         s = by.get(key)
         if s is None:
