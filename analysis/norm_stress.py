@@ -135,6 +135,7 @@ def breakdown_norms(table: pd.DataFrame, diverged_threshold: float = 0.5) -> pd.
 
 BREAKDOWN_RELATIVE_BIAS = 0.1    # a rule has broken down where its bias exceeds 10 % of the exact gradient's norm
 RELATIVE_BIAS_FOR_POWER = 0.2    # the breakdown test's power is stated against a relative bias of 20 %
+POWER_TARGET = 0.8               # "powered up to norm c": every norm up to c has at least this power
 POWER_MIN_GRADIENT_SHARE = 0.01  # ... over the layers holding at least 1 % of the exact gradient's squared norm
 INIT_BIAS_COLUMNS = ["label", "context", "outgoing_norm", "layer", "n_seeds", "unit_max_outgoing", "beyond_radius",
                      "bias_sq", "bias_sq_lo", "bias_sq_hi", "exact_sq", "relative_bias", "z", "p", "biased",
@@ -228,8 +229,9 @@ def init_bias_breakdown(table: pd.DataFrame) -> pd.DataFrame:
     """Per (variant, setting): the smallest norm at which some layer's relative bias exceeds
     :data:`BREAKDOWN_RELATIVE_BIAS` by the test of :func:`init_bias_table`, relative to π, whether any
     bias at all is detected (``biased_norms``), and the weakest power among the norms below the breakdown
-    (a "no breakdown" claim is only as strong as that power). Columns: label, context, breakdown_norm,
-    min_power_below, biased_norms, verdict."""
+    (a "no breakdown" claim is only as strong as that power) and the largest norm up to which every norm has
+    :data:`POWER_TARGET` power (``powered_up_to``; NaN when the smallest norm already lacks it). Columns: label,
+    context, breakdown_norm, min_power_below, powered_up_to, biased_norms, verdict."""
     rows = []
     for (label, context), g in table.groupby(["label", "context"], sort=True):
         hit = g[g["broken"]]
@@ -240,6 +242,12 @@ def init_bias_breakdown(table: pd.DataFrame) -> pd.DataFrame:
         share = below["exact_sq"] / below.groupby("outgoing_norm")["exact_sq"].transform("sum")
         carrying = below[share >= POWER_MIN_GRADIENT_SHARE]
         power = float(carrying["power"].min()) if len(carrying) else math.nan
+        # the largest norm up to which every norm's carrying layers have POWER_TARGET: past it, "not shown"
+        # says little (the estimator's variance, and so the test's noise, grows with the norm)
+        weakest = carrying.groupby("outgoing_norm")["power"].min().sort_index()
+        short = weakest.index[weakest < POWER_TARGET]
+        powered = weakest.index[weakest.index < short.min()] if len(short) else weakest.index
+        powered_up_to = float(powered.max()) if len(powered) else math.nan
         top = float(g["outgoing_norm"].max())
         if len(hit):
             layers = ", ".join(str(int(v)) for v in sorted(hit[hit["outgoing_norm"] == found]["layer"].unique()))
@@ -255,10 +263,14 @@ def init_bias_breakdown(table: pd.DataFrame) -> pd.DataFrame:
                     f"{'below' if len(hit) else 'tested'}, in every layer carrying at least "
                     f"{POWER_MIN_GRADIENT_SHARE:.0%} of the exact gradient: at least {power:.0%}"
                     if np.isfinite(power) else "")
+        if len(weakest):
+            verdict += (f"; {POWER_TARGET:.0%} power up to norm {powered_up_to:g}" if np.isfinite(powered_up_to)
+                        else f"; under {POWER_TARGET:.0%} power from norm {weakest.index.min():g} on")
         rows.append({"label": label, "context": context, "breakdown_norm": found, "min_power_below": power,
+                     "powered_up_to": powered_up_to,
                      "biased_norms": ", ".join(f"{v:g}" for v in biased), "verdict": verdict})
-    return pd.DataFrame(rows, columns=["label", "context", "breakdown_norm", "min_power_below", "biased_norms",
-                                       "verdict"])
+    return pd.DataFrame(rows, columns=["label", "context", "breakdown_norm", "min_power_below", "powered_up_to",
+                                       "biased_norms", "verdict"])
 
 
 REL_FLOOR = 1e-4   # relative squared bias floor of the interaction's log scale: a relative bias of 1 %
