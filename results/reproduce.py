@@ -5,7 +5,7 @@
     python results/reproduce.py compare TRACKING_URI STUDY RUN_NAME_PREFIX repro_per_seed.csv
 
 ``config`` rebuilds the point's TrialConfig from the parameters its MLflow child run logged (floats are
-logged as their shortest repr, so they read back exactly). ``compare`` looks every published value of the
+logged as their shortest repr, so they read back exactly), with ``compile`` pinned to the path its pack took. ``compare`` looks every published value of the
 run's ``curves_per_seed.csv`` (episode, seed, metric) up in the re-run: a re-run by newer code may log more
 metrics, never different values. Exit status 0 when all are equal. Training a point alone gives the numbers
 it had inside its pack: each member's draws depend only on its own seed.
@@ -38,21 +38,39 @@ def point_config(params: dict[str, str]) -> dict:
     for key, text in sorted(params.items()):
         if key.startswith("cell."):
             continue
-        value = json.loads(text) if text[:1] in "[{" else yaml.safe_load(text)
+        try:
+            value = json.loads(text)          # numbers as logged ("1e-08" is not a float to YAML 1.1), lists, null
+        except json.JSONDecodeError:
+            value = yaml.safe_load(text)      # bare words: auto, none, pm1
         *path, leaf = key.split(".")
         node = config
         for part in path:
             node = node.setdefault(part, {})
-        node[leaf] = float(text) if leaf in ("lr", "outgoing_norm") and isinstance(value, (int, float)) else value
+        node[leaf] = value
     return config
+
+
+def pack_compiled(client: MlflowClient, run) -> bool:
+    """Whether the run's pack compiled its steps: ``compile: auto`` decides by the population's size, and the
+    compiled and eager paths round differently in float32, so a point re-trained alone must take its pack's
+    path. The pack is every trial run of the study tagged with the same ``uwm.pack``."""
+    from uwm_model import Trainer, TrialConfig
+
+    pack = client.search_runs([run.info.experiment_id], max_results=50000,
+                              filter_string=f"tags.`uwm.pack` = '{run.data.tags['uwm.pack']}'")
+    points = [TrialConfig.model_validate(point_config(r.data.params)) for r in pack
+              if r.data.tags.get("uwm.role") == "trial"]
+    return Trainer(points).compiles()
 
 
 def main() -> None:
     command, uri, study, prefix, *rest = sys.argv[1:]
     client, run = published_run(uri, study, prefix)
     if command == "config":
-        print(f"# point {run.info.run_name} of study {study} (run {run.info.run_id})")
-        print(yaml.safe_dump(point_config(run.data.params), sort_keys=False), end="")
+        config = point_config(run.data.params)
+        config["compile"] = "on" if pack_compiled(client, run) else "off"
+        print(f"# point {run.info.run_name} of study {study} (run {run.info.run_id}); compile pinned to its pack's path")
+        print(yaml.safe_dump(config, sort_keys=False), end="")
         return
     published = pd.read_csv(client.download_artifacts(run.info.run_id, "curves_per_seed.csv", tempfile.mkdtemp()))
     repro = pd.read_csv(rest[0])

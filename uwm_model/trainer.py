@@ -336,16 +336,22 @@ class Trainer:
         lengths = {window} | ({steps % window} if steps % window else set())
         return {b for n in lengths for b in (min(block, n), n % block) if b}
 
+    def compiles(self) -> bool:
+        """Whether this trainer's steps are compiled: ``compile`` on, or auto and the run is long enough for
+        compiling to pay off (the estimate grows with the population, so a point may compile in a large pack
+        and run eagerly alone; in float32 the two paths round differently)."""
+        steps = self.cfg.episodes // self.cfg.batch_size
+        entries = self.P * self.cfg.batch_size * self.theta.shape[1]
+        eager_step = EAGER_STEP_FIXED_SECONDS + EAGER_STEP_PER_ENTRY_SECONDS * entries
+        return self.cfg.compile == "on" or (self.cfg.compile == "auto" and
+                                            steps * eager_step * COMPILE_SAVING > COMPILE_SECONDS)
+
     def _prepare(self) -> None:
         """Choose eager or compiled execution once: compiling pays off only for long runs on the CPU.
         (Threads and denormal handling are the caller's: :func:`uwm_model.settings.torch_settings`.)"""
         if self.compiled is not None:
             return
-        steps = self.cfg.episodes // self.cfg.batch_size
-        mode = self.cfg.compile
-        entries = self.P * self.cfg.batch_size * self.theta.shape[1]
-        eager_step = EAGER_STEP_FIXED_SECONDS + EAGER_STEP_PER_ENTRY_SECONDS * entries
-        self.compiled = mode == "on" or (mode == "auto" and steps * eager_step * COMPILE_SAVING > COMPILE_SECONDS)
+        self.compiled = self.compiles()
         if self.draws_in_step is None:
             # on a GPU the compiled step generates its own uniforms (no block through memory; the integer
             # work is cheap there); on the CPU drawn blocks are faster (see DRAW_BLOCK)
