@@ -238,9 +238,11 @@ def init_bias_breakdown(table: pd.DataFrame) -> pd.DataFrame:
         found = float(hit["outgoing_norm"].min()) if len(hit) else math.nan
         below = g[g["outgoing_norm"] < found] if len(hit) else g
         # a layer whose exact gradient is a vanishing share of the network's has no meaningful relative bias
-        # (relative to ~0): the power is stated over the layers that carry the gradient
+        # (relative to ~0): the power is stated over the layers that carry the gradient. And over the hidden
+        # layers only: every rule's output layer is REINFORCE's R (a - pi), unbiased at any norm, and its
+        # noise would make every statement about the boundary read "no power"
         share = below["exact_sq"] / below.groupby("outgoing_norm")["exact_sq"].transform("sum")
-        carrying = below[share >= POWER_MIN_GRADIENT_SHARE]
+        carrying = below[(share >= POWER_MIN_GRADIENT_SHARE) & (below["layer"] < table["layer"].max())]
         power = float(carrying["power"].min()) if len(carrying) else math.nan
         # the largest norm up to which every norm's carrying layers have POWER_TARGET: past it, "not shown"
         # says little (the estimator's variance, and so the test's noise, grows with the norm)
@@ -260,7 +262,7 @@ def init_bias_breakdown(table: pd.DataFrame) -> pd.DataFrame:
         verdict += ("; unbiased by the oracle z-test at every norm" if not biased else
                     f"; some bias detected at norms {', '.join(f'{v:g}' for v in biased)}")
         verdict += (f"; power against a {RELATIVE_BIAS_FOR_POWER:.0%} relative bias at the norms "
-                    f"{'below' if len(hit) else 'tested'}, in every layer carrying at least "
+                    f"{'below' if len(hit) else 'tested'}, in every hidden layer carrying at least "
                     f"{POWER_MIN_GRADIENT_SHARE:.0%} of the exact gradient: at least {power:.0%}"
                     if np.isfinite(power) else "")
         if len(weakest):

@@ -315,28 +315,29 @@ def test_the_stated_power_ignores_layers_without_gradient():
     idle = table[(table["label"] == "uwm") & (table["layer"] == 2)].assign(layer=3, exact_sq=1e-6, power=0.0)
     bd = init_bias_breakdown(pd.concat([table, idle], ignore_index=True)).set_index("label")
     assert bd.loc["uwm", "min_power_below"] > 0.95
-    assert "in every layer carrying at least 1% of the exact gradient: at least" in bd.loc["uwm", "verdict"]
+    assert "in every hidden layer carrying at least 1% of the exact gradient: at least" in bd.loc["uwm", "verdict"]
 
 
 def test_the_verdict_says_up_to_which_norm_the_test_has_power():
     """Planted: uwm's test loses power from norm 4 on (its variance grows with the norm), and again at 1 in
     another variant: "80% power up to norm 3" for the first, "under 80% power from norm 0.5 on" when the
-    smallest norm already lacks it; a layer without gradient does not count."""
+    smallest norm already lacks it. The output layer (REINFORCE in every rule: no power, whatever the norm)
+    does not count."""
     from analysis.norm_stress import init_bias_breakdown, init_bias_table
 
     table = init_bias_table(_init_bias_study())
-    weak = (table["label"] == "uwm") & (table["layer"] == 1) & (table["outgoing_norm"] >= 4)
-    table.loc[weak, "power"] = 0.3
-    table.loc[(table["label"] == "uwm") & (table["layer"] == 2) & (table["outgoing_norm"] == 1.0), "power"] = 0.5
-    idle = table[(table["label"] == "uwm") & (table["layer"] == 2)].assign(layer=3, exact_sq=1e-6, power=0.0)
-    bd = init_bias_breakdown(pd.concat([table, idle], ignore_index=True)).set_index("label")
+    uwm = table["label"] == "uwm"
+    output = table[table["layer"] == 2].assign(layer=3, power=0.0)                # carries gradient, no power
+    table.loc[uwm & (table["layer"] == 1) & (table["outgoing_norm"] >= 4), "power"] = 0.3
+    table.loc[uwm & (table["layer"] == 2) & (table["outgoing_norm"] == 1.0), "power"] = 0.5
+    bd = init_bias_breakdown(pd.concat([table, output], ignore_index=True)).set_index("label")
     assert bd.loc["uwm", "powered_up_to"] == 0.5 and "80% power up to norm 0.5" in bd.loc["uwm", "verdict"]
-    table.loc[(table["label"] == "uwm") & (table["layer"] == 2), "power"] = 0.99
-    bd = init_bias_breakdown(table).set_index("label")
-    assert bd.loc["uwm", "powered_up_to"] == 3.0 and "80% power up to norm 3;" not in bd.loc["uwm", "verdict"]
-    assert bd.loc["uwm", "verdict"].endswith("80% power up to norm 3")
-    table.loc[(table["label"] == "uwm") & (table["layer"] == 1) & (table["outgoing_norm"] == 0.5), "power"] = 0.1
-    bd = init_bias_breakdown(table).set_index("label")
+    table.loc[uwm & (table["layer"] == 2), "power"] = 0.99
+    bd = init_bias_breakdown(pd.concat([table, output], ignore_index=True)).set_index("label")
+    assert bd.loc["uwm", "powered_up_to"] == 3.0 and bd.loc["uwm", "verdict"].endswith("80% power up to norm 3")
+    assert bd.loc["uwm", "min_power_below"] == pytest.approx(0.3)
+    table.loc[uwm & (table["layer"] == 1) & (table["outgoing_norm"] == 0.5), "power"] = 0.1
+    bd = init_bias_breakdown(pd.concat([table, output], ignore_index=True)).set_index("label")
     assert math.isnan(bd.loc["uwm", "powered_up_to"])
     assert bd.loc["uwm", "verdict"].endswith("under 80% power from norm 0.5 on")
 
