@@ -242,7 +242,7 @@ def init_bias_breakdown(table: pd.DataFrame) -> pd.DataFrame:
         # layers only: every rule's output layer is REINFORCE's R (a - pi), unbiased at any norm, and its
         # noise would make every statement about the boundary read "no power"
         share = below["exact_sq"] / below.groupby("outgoing_norm")["exact_sq"].transform("sum")
-        carrying = below[(share >= POWER_MIN_GRADIENT_SHARE) & (below["layer"] < table["layer"].max())]
+        carrying = below[(share >= POWER_MIN_GRADIENT_SHARE) & (below["layer"] < g["layer"].max())]
         power = float(carrying["power"].min()) if len(carrying) else math.nan
         # the largest norm up to which every norm's carrying layers have POWER_TARGET: past it, "not shown"
         # says little (the estimator's variance, and so the test's noise, grows with the norm)

@@ -5,10 +5,11 @@
     python results/reproduce.py compare TRACKING_URI STUDY RUN_NAME_PREFIX repro_per_seed.csv
 
 ``config`` rebuilds the point's TrialConfig from the parameters its MLflow child run logged (floats are
-logged as their shortest repr, so they read back exactly), with ``compile`` pinned to the path its pack took. ``compare`` looks every published value of the
-run's ``curves_per_seed.csv`` (episode, seed, metric) up in the re-run: a re-run by newer code may log more
-metrics, never different values. Exit status 0 when all are equal. Training a point alone gives the numbers
-it had inside its pack: each member's draws depend only on its own seed.
+logged as their shortest repr, so they read back exactly), with ``compile`` pinned to the path its pack took.
+``compare`` looks every published value of the run's ``curves_per_seed.csv`` (episode, seed, metric) up in the
+re-run: a re-run by newer code may log more metrics, never different values. Exit status 0 when all are equal.
+Training a point alone gives the numbers it had inside its pack: each member's draws depend only on its own
+seed, and its arithmetic only on its own entries.
 """
 
 from __future__ import annotations

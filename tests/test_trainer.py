@@ -428,3 +428,13 @@ def test_the_initial_probe_takes_its_own_sample_count():
     big, small = fresh.probe(0, samples=64), fresh.probe(0)
     seed = final(um.Trainer(cfg)).points[0].per_seed[0]
     assert seed["init_probe_var_l1"] == big["probe_var_l1"][0].item() != small["probe_var_l1"][0].item()
+
+
+def test_compile_auto_depends_on_the_population_and_on_or_off_decide_alone():
+    """`compile: auto` weighs the eager cost of the whole population against compiling, so the same point can
+    compile in a large pack and run eagerly alone (results/reproduce.py pins its pack's choice)."""
+    alone = config(compile="auto")
+    assert not um.Trainer(alone).compiles()
+    assert um.Trainer([alone, config(compile="auto", seed=100, seeds=28)]).compiles()
+    assert um.Trainer(config(compile="on", episodes=16, report_every=16)).compiles()
+    assert not um.Trainer(config(compile="off", seeds=64)).compiles()

@@ -118,7 +118,7 @@ MUTATIONS = [
       "usable = np.where(np.isfinite(hi), hi, value) >= floor", "usable = value >= floor",
       "tests/test_lr_sensitivity.py"),
     m("analysis.power_counts_the_output_layer", "analysis/norm_stress.py",
-      '& (below["layer"] < table["layer"].max())]', ']', "tests/test_analysis_planted.py"),
+      '& (below["layer"] < g["layer"].max())]', ']', "tests/test_analysis_planted.py"),
     m("analysis.powered_past_the_first_weak_norm", "analysis/norm_stress.py",
       "powered = weakest.index[weakest.index < short.min()]", "powered = weakest.index[weakest.index <= short.min()]",
       "tests/test_analysis_planted.py"),
