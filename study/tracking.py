@@ -86,7 +86,8 @@ def client(uri: str):
     A tracking server that goes away while a study runs is waited for: MLflow's client retries every
     request with exponential backoff (7 retries, factor 2: about 4 minutes, MLflow's own default, kept),
     so the trials pause in their logging call and go on, each point recorded once, when the server is
-    back. An outage longer than that fails the pack's logging call: Ray Tune retries the pack from
+    back. A response cut off by a server that died while answering (which MLflow does not retry) is asked
+    again here, except a run's creation, which looks for the run first (:func:`_retry`). An outage longer than that fails the pack's logging call: Ray Tune retries the pack from
     its last checkpoint (``max_failures``), waiting again; after the last retry its points end as
     failed (exit 3) and ``resume`` trains them again. Commands that start work check the server
     first and fail fast (:func:`check_tracking`)."""
@@ -99,15 +100,24 @@ def client(uri: str):
     return MlflowClient(uri)
 
 
-def _retry(fn, *args, attempts: int = 8, **kwargs):
-    """Call ``fn``, retrying while a SQLite store is locked by another writer."""
+def _retry(fn, *args, attempts: int = 8, replayable: bool = True, **kwargs):
+    """Call ``fn``, retrying while a SQLite store is locked by another writer, and (when calling it again
+    cannot record anything twice: every call of this module but ``create_run``) after a response cut off."""
     for attempt in range(attempts):
         try:
             return fn(*args, **kwargs)
-        except Exception as err:  # noqa: BLE001 - only "database is locked" is retried
-            if "locked" not in str(err) or attempt == attempts - 1:
+        except Exception as err:  # noqa: BLE001 - only a locked store and a cut-off response are retried
+            transient = "locked" in str(err) or (replayable and is_cut_off(err))
+            if not transient or attempt == attempts - 1:
                 raise
             time.sleep(0.2 * 2**attempt)
+
+
+def is_cut_off(err: BaseException) -> bool:
+    """Whether ``err`` is a response cut off: the server died while answering, after doing the request.
+    MLflow's own retries cover a connection refused, reset or timed out, not this, so without a retry here
+    a server restarted at the wrong moment fails a pack at once however short its outage."""
+    return "Connection broken" in str(err) or "IncompleteRead" in str(err)
 
 
 def is_outage(err: BaseException) -> bool:
@@ -117,7 +127,8 @@ def is_outage(err: BaseException) -> bool:
 
     text = f"{type(err).__name__}: {err}"
     return isinstance(err, requests.ConnectionError) or any(
-        sign in text for sign in ("Max retries exceeded", "Connection refused", "ConnectionError", "Read timed out"))
+        sign in text for sign in ("Max retries exceeded", "Connection refused", "ConnectionError", "Read timed out")
+    ) or is_cut_off(err)
 
 
 def git_commit() -> str:
@@ -270,10 +281,38 @@ class PointRun:
         """Find this point's run (reusing it) or create it; return the run id."""
         if self.run_id is not None:
             return self.run_id
+        pid, chash = self.point["point_id"], layout.config_hash(self.point["config"])
+        params = layout.point_params(_flat(self.point["config"]), self.point["axes"])
+        for attempt in range(3):
+            self._reuse(search_all(self.client, [self.experiment_id], layout.point_filter(self.parent_id, pid)),
+                        chash, params)
+            if self.run_id is not None:
+                return self.run_id
+            tags = {layout.PARENT: self.parent_id, layout.ROLE: layout.ROLE_TRIAL, layout.STUDY: self.study,
+                    layout.CELL: self.point["cell"], layout.POINT_ID: pid, layout.STAGE: self.point["stage"],
+                    layout.PACK: self.pack_id, layout.CONFIG_HASH: chash, layout.STATUS: layout.RUNNING, **self.where}
+            try:
+                run = _retry(self.client.create_run, self.experiment_id,
+                             run_name=layout.point_run_name(pid, self.point["config"]), tags=tags, replayable=False)
+                break
+            except Exception as err:  # noqa: BLE001 - only a cut-off response is looked into
+                # the server may have created the run before it died: look again rather than create it twice
+                if not is_cut_off(err) or attempt == 2:
+                    raise
+        self.run_id = run.info.run_id
+        self._log_params(params)
+        return self.run_id
+
+    def _log_params(self, params: dict[str, str], have: dict[str, str] | None = None) -> None:
         from mlflow.entities import Param
 
-        pid, chash = self.point["point_id"], layout.config_hash(self.point["config"])
-        found = search_all(self.client, [self.experiment_id], layout.point_filter(self.parent_id, pid))
+        items = [Param(k, v) for k, v in params.items() if k not in (have or {})]
+        for i in range(0, len(items), 100):
+            _retry(self.client.log_batch, self.run_id, params=items[i: i + 100])
+
+    def _reuse(self, found: list, chash: str, params: dict[str, str]) -> None:
+        """Reuse the first of this point's runs with its configuration (completing its parameters, which an
+        attempt that died after creating it may have left out); delete the others."""
         for run in sorted(found, key=lambda r: r.info.start_time):
             if run.data.tags.get(layout.CONFIG_HASH) == chash and self.run_id is None:
                 self.run_id = run.info.run_id
@@ -289,21 +328,9 @@ class PointRun:
                 if not self.closed:
                     for key, value in self.where.items():
                         _retry(self.client.set_tag, self.run_id, key, value)
+                    self._log_params(params, have=run.data.params)
             else:   # a stale run of a lost attempt with another configuration, or a duplicate
                 _retry(self.client.delete_run, run.info.run_id)
-        if self.run_id is not None:
-            return self.run_id
-        tags = {layout.PARENT: self.parent_id, layout.ROLE: layout.ROLE_TRIAL, layout.STUDY: self.study,
-                layout.CELL: self.point["cell"], layout.POINT_ID: pid, layout.STAGE: self.point["stage"],
-                layout.PACK: self.pack_id, layout.CONFIG_HASH: chash, layout.STATUS: layout.RUNNING, **self.where}
-        run = _retry(self.client.create_run, self.experiment_id, run_name=layout.point_run_name(pid, self.point["config"]),
-                     tags=tags)
-        self.run_id = run.info.run_id
-        params = layout.point_params(_flat(self.point["config"]), self.point["axes"])
-        items = [Param(k, v) for k, v in params.items()]
-        for i in range(0, len(items), 100):
-            _retry(self.client.log_batch, self.run_id, params=items[i: i + 100])
-        return self.run_id
 
     def log(self, episode: int, metrics: dict[str, float]) -> None:
         """Aggregate metrics at step = episode (skipped when already logged or the point has ended)."""

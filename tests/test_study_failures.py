@@ -499,7 +499,8 @@ def test_tracking_outages_shorter_and_longer_than_the_retries(tmp_path, procs, m
 
     # longer than the retries: the packs training then fail, and say so
     wait_for(lambda: kids("finished"), 240, "a finished point", procs, driver)
-    assert not kids("failed"), "a point failed in the outage shorter than the retries"
+    assert not kids("failed"), ("a point failed in the outage shorter than the retries:\n"
+                                + (tmp_path / "run.log").read_text()[-6000:])
     procs.remember(server)
     print(f"[{time.time() - t0:5.0f} s] a point finished: server down (longer outage)")
     _kill(server)

@@ -60,3 +60,111 @@ def test_an_unreachable_server_is_told_apart_from_a_bad_request(tmp_path, monkey
     with pytest.raises(MlflowException) as missing:
         tracking.client(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run("0" * 32)
     assert not tracking.is_outage(missing.value)
+
+
+class _CutOffProxy:
+    """A real HTTP proxy in front of a real MLflow server that, for the paths named, lets the server do the
+    request and then sends the client the response's headers but never its body: what a client sees when the
+    server dies while answering. MLflow's own retries do not cover it (they retry refused, reset and timed-out
+    connections, not a response cut off), and the server has already done the request."""
+
+    def __init__(self, upstream_port: int, cuts: dict[str, int]):
+        import http.client
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.cuts, self.cut = dict(cuts), []
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _forward(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                upstream = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=30)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                upstream.request(self.command, self.path, body, headers)
+                response = upstream.getresponse()
+                data = response.read()
+                self.send_response(response.status)
+                for key, value in response.getheaders():
+                    if key.lower() not in ("content-length", "transfer-encoding", "connection", "date", "server"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.send_header("Connection", "close")
+                self.end_headers()
+                endpoint = self.path.split("?")[0].split("/mlflow/")[-1]
+                if proxy.cuts.get(endpoint, 0) > 0:
+                    proxy.cuts[endpoint] -= 1
+                    proxy.cut.append(endpoint)
+                else:
+                    self.wfile.write(data)
+                self.close_connection = True
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _forward
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.uri = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_responses_cut_off_by_a_dying_server_are_done_once(tmp_path):
+    """A tracking server that dies while answering (the request done, the response cut off) is not an
+    outage MLflow's retries wait for: each call of a point's run is done again, and the point is still recorded
+    once: one run with every parameter, each metric step once, its end."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import requests
+    from tests.test_study_run import env, free_port
+
+    port = free_port()
+    server = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
+                               "--port", str(port), "--workers", "1",
+                               "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+                               "--default-artifact-root", str(tmp_path / "artifacts")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=env(), start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/health", timeout=5).ok:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.time() < deadline and server.poll() is None, "mlflow server did not start"
+            time.sleep(0.3)
+        study = tracking.StudyTracker(f"http://127.0.0.1:{port}", "cutoff")
+        parent = study.open_parent("name: cutoff\n", "hash0")
+        exp = study.experiment_id()
+        proxy = _CutOffProxy(port, {"runs/create": 1, "runs/log-batch": 2, "runs/search": 1, "runs/update": 1})
+        try:
+            point = {"point_id": "p0", "cell": "c0", "stage": "search", "axes": {"lr": 0.1},
+                     "config": {"rule": "uwm", "hidden": [4], "lr": 0.1, "episodes": 200, "report_every": 100}}
+            run = tracking.PointRun(tracking.client(proxy.uri), exp, parent, "cutoff", "pack0", point)
+            run.log(100, {"eval_reward_mean": 0.25, "episodes": 100.0})
+            run.log(200, {"eval_reward_mean": 0.5, "episodes": 200.0})
+            run.finish(layout.FINISHED, {"auc": 0.4}, [])
+        finally:
+            proxy.close()
+        assert sorted(proxy.cut) == ["runs/create", "runs/log-batch", "runs/log-batch", "runs/search",
+                                     "runs/update"], proxy.cut
+
+        runs = tracking.search_all(study.client, [exp], layout.point_filter(parent, "p0"))
+        assert [r.info.run_id for r in runs] == [run.run_id]   # one run for the point, the one it logged to
+        data = study.client.get_run(run.run_id).data
+        assert data.params["lr"] == "0.1" and data.params["cell.lr"] == "0.1" and data.params["hidden"] == "[4]"
+        history = study.client.get_metric_history(run.run_id, "eval_reward_mean")
+        assert sorted((m.step, m.value) for m in history) == [(100, 0.25), (200, 0.5)]
+        assert data.metrics["auc"] == 0.4 and data.tags[layout.STATUS] == layout.FINISHED
+        assert study.client.get_run(run.run_id).info.status == "FINISHED"
+    finally:
+        server.kill()
+        server.wait()
