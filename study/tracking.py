@@ -117,7 +117,7 @@ def is_cut_off(err: BaseException) -> bool:
     """Whether ``err`` is a response cut off: the server died while answering, after doing the request.
     MLflow's own retries cover a connection refused, reset or timed out, not this, so without a retry here
     a server restarted at the wrong moment fails a pack at once however short its outage."""
-    return "Connection broken" in str(err) or "IncompleteRead" in str(err)
+    return any(sign in str(err) for sign in ("Connection broken", "IncompleteRead", "Response ended prematurely"))
 
 
 def is_outage(err: BaseException) -> bool:

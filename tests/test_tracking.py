@@ -68,12 +68,12 @@ class _CutOffProxy:
     server dies while answering. MLflow's own retries do not cover it (they retry refused, reset and timed-out
     connections, not a response cut off), and the server has already done the request."""
 
-    def __init__(self, upstream_port: int, cuts: dict[str, int]):
+    def __init__(self, upstream_port: int, cuts: dict[str, int], chunked: frozenset[str] = frozenset()):
         import http.client
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-        self.cuts, self.cut = dict(cuts), []
+        self.cuts, self.chunked, self.cut = dict(cuts), chunked, []
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -84,15 +84,17 @@ class _CutOffProxy:
                 upstream.request(self.command, self.path, body, headers)
                 response = upstream.getresponse()
                 data = response.read()
+                endpoint = self.path.split("?")[0].split("/mlflow/")[-1]
+                cut = proxy.cuts.get(endpoint, 0) > 0
+                chunked = cut and endpoint in proxy.chunked   # cut before its first chunk, not short of a length
                 self.send_response(response.status)
                 for key, value in response.getheaders():
                     if key.lower() not in ("content-length", "transfer-encoding", "connection", "date", "server"):
                         self.send_header(key, value)
-                self.send_header("Content-Length", str(len(data)))
+                self.send_header(*(("Transfer-Encoding", "chunked") if chunked else ("Content-Length", str(len(data)))))
                 self.send_header("Connection", "close")
                 self.end_headers()
-                endpoint = self.path.split("?")[0].split("/mlflow/")[-1]
-                if proxy.cuts.get(endpoint, 0) > 0:
+                if cut:
                     proxy.cuts[endpoint] -= 1
                     proxy.cut.append(endpoint)
                 else:
@@ -144,7 +146,8 @@ def test_responses_cut_off_by_a_dying_server_are_done_once(tmp_path):
         study = tracking.StudyTracker(f"http://127.0.0.1:{port}", "cutoff")
         parent = study.open_parent("name: cutoff\n", "hash0")
         exp = study.experiment_id()
-        proxy = _CutOffProxy(port, {"runs/create": 1, "runs/log-batch": 2, "runs/search": 1, "runs/update": 1})
+        proxy = _CutOffProxy(port, {"runs/create": 1, "runs/log-batch": 2, "runs/search": 1, "runs/update": 1},
+                             chunked=frozenset({"runs/update"}))
         try:
             point = {"point_id": "p0", "cell": "c0", "stage": "search", "axes": {"lr": 0.1},
                      "config": {"rule": "uwm", "hidden": [4], "lr": 0.1, "episodes": 200, "report_every": 100}}
