@@ -1,5 +1,8 @@
 import math
+import os
+import time
 
+import psutil
 import pytest
 import torch
 
@@ -34,6 +37,47 @@ def spec_table_networks():
     for w in norm4.weights[1:]:
         w *= 4 / w.norm(dim=1, keepdim=True)
     return small, norm4
+
+
+# Every process a test starts (servers, Ray, the CLI, and what they start) inherits this marker, so the
+# session can tell at its end whether any of them outlived the tests: a server left running by a test piles
+# up over a day of runs until the machine runs out of memory.
+SESSION_MARKER = "UWM_TEST_SESSION"
+LEFTOVER_GRACE_SECONDS = 20
+
+
+def pytest_sessionstart(session):
+    os.environ[SESSION_MARKER] = str(os.getpid())
+
+
+def _leftovers() -> list[psutil.Process]:
+    mine, found = os.environ.get(SESSION_MARKER), []
+    for proc in psutil.process_iter():
+        try:
+            if proc.pid != os.getpid() and proc.environ().get(SESSION_MARKER) == mine:
+                found.append(proc)
+        except (psutil.Error, OSError):   # gone meanwhile, or another user's
+            pass
+    return found
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run when processes its tests started are still running at its end (after a grace period in
+    which Ray and servers finish shutting down), and end them."""
+    deadline = time.time() + LEFTOVER_GRACE_SECONDS
+    while (left := _leftovers()) and time.time() < deadline:
+        time.sleep(1)
+    if not left:
+        return
+    names = []
+    for proc in left:
+        try:
+            names.append(f"{proc.pid} {' '.join(proc.cmdline())[:160]}")
+            proc.kill()
+        except psutil.Error:
+            pass
+    print(f"\nerror: {len(left)} process(es) started by the tests outlived them (ended now):\n  " + "\n  ".join(names))
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ a reopened run resumes after its last logged step."""
 import pytest
 
 from study import tracking
+from tests.test_study_run import procs  # noqa: F401 - the fixture
 from uwm_model import layout
 
 
@@ -115,7 +116,7 @@ class _CutOffProxy:
         self.server.server_close()
 
 
-def test_responses_cut_off_by_a_dying_server_are_done_once(tmp_path):
+def test_responses_cut_off_by_a_dying_server_are_done_once(tmp_path, procs):
     """A tracking server that dies while answering (the request done, the response cut off) is not an
     outage MLflow's retries wait for: each call of a point's run is done again, and the point is still recorded
     once: one run with every parameter, each metric step once, its end."""
@@ -133,6 +134,7 @@ def test_responses_cut_off_by_a_dying_server_are_done_once(tmp_path):
                                "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
                                "--default-artifact-root", str(tmp_path / "artifacts")],
                               stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=env(), start_new_session=True)
+    procs.remember(server)   # ended with its session's group: the server's job runner and consumers outlive it
     try:
         deadline = time.time() + 120
         while True:
@@ -169,5 +171,4 @@ def test_responses_cut_off_by_a_dying_server_are_done_once(tmp_path):
         assert data.metrics["auc"] == 0.4 and data.tags[layout.STATUS] == layout.FINISHED
         assert study.client.get_run(run.run_id).info.status == "FINISHED"
     finally:
-        server.kill()
-        server.wait()
+        procs.remember(server)
