@@ -31,8 +31,8 @@ COLUMNS = ["setting", "rank", "rule_variant", "n_seeds", "rmst", "rmst_lo", "rms
 
 def fastest_rules(study: Study, reference: str = REFERENCE, n_boot: int = DEFAULT_BOOT, level: float = DEFAULT_LEVEL,
                   seed: int = 0) -> pd.DataFrame:
-    """One row per (setting, rule variant), ranked by restricted mean episodes to threshold (1 = fastest),
-    with the paired bootstrap difference to ``reference`` (NaN for the reference itself or when the
+    """One row per (setting, rule variant), ranked by restricted mean episodes to threshold (1 = fastest;
+    equal means share a rank; NaN in a setting where no seed of any rule reached the threshold), with the paired bootstrap difference to ``reference`` (NaN for the reference itself or when the
     setting lacks it). ``faster_than_reference``/``slower_...``: the interval excludes 0 that way."""
     tuned = select_tuned(study)
     seeds = seed_speed(study)
@@ -56,8 +56,11 @@ def fastest_rules(study: Study, reference: str = REFERENCE, n_boot: int = DEFAUL
                              "paired": False})
             out.append(row)
         out.sort(key=lambda r: r["rmst"])
-        for i, r in enumerate(out, 1):
-            r["rank"] = i
+        # rules that never reached the threshold all stand at the budget: tied, not ranked by their order
+        # here; and where no rule reached it, nothing is ranked (NaN): the study cannot tell which is faster
+        anyone_reached = any(r["reached_fraction"] > 0 for r in out)
+        for r in out:
+            r["rank"] = 1 + sum(o["rmst"] < r["rmst"] for o in out) if anyone_reached else math.nan
             r["faster_than_reference"] = bool(r["difference_hi"] < 0)
             r["slower_than_reference"] = bool(r["difference_lo"] > 0)
         rows += out

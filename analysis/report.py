@@ -489,7 +489,12 @@ def _fastest_section(fast: pd.DataFrame, level: float) -> Section:
         f"censoring-aware, diverged seeds never reach it), with {level:.0%} bootstrap intervals of the difference to "
         "uwm that resample seeds jointly (paired: seed s of every rule starts from the same network and inputs).")
     for setting, g in fast.groupby("setting", sort=True):
-        g = g.sort_values("rank")
+        if not (g["reached_fraction"] > 0).any():
+            sec.answer.append((setting if setting != "all" else "",
+                               "not answerable: no seed of any rule reached the threshold within the budget "
+                               f"({_num(g['rmst'].max())} episodes), so every rule stands at the budget"))
+            continue
+        g = g.sort_values(["rank", "rule_variant"])
         parts = []
         for _, r in g.iterrows():
             text = f"{int(r['rank'])}. {r['rule_variant']} {_num(r['rmst'])}"

@@ -228,6 +228,33 @@ def test_fastest_rule_ranking_with_paired_differences():
     assert table.loc["reinforce", "slower_than_reference"] and table.loc["ste", "slower_than_reference"]
 
 
+def test_rules_that_never_reach_the_threshold_are_tied_and_none_reached_is_not_answerable():
+    """Planted: uwm reaches on every seed, ste and hwm on none. The two stand at the budget together: tied
+    at rank 2 (not 2 and 3 by name). In a setting where no rule reaches, nothing is ranked and the report's
+    answer says why, not "1. hwm 1000; 2. ste 1000; ..."."""
+    from analysis.fastest import fastest_rules
+    from analysis.report import _fastest_section
+
+    trials, rows = [], []
+    for width, reaches in ((8, True), (16, False)):
+        for rule in ("uwm", "ste", "hwm"):
+            run = f"{rule}{width}"
+            trials.append(_trial(run, f"rule={rule}|hidden=[{width}]", rule=rule, hidden=f"[{width}]"))
+            for s in range(4):
+                rows += _curve(run, s, [0.5, 0.9, 0.9, 0.9], reached=200 + 50 * s if reaches and rule == "uwm" else None)
+    table = fastest_rules(_study(trials, rows), n_boot=200)
+    assert table["setting"].nunique() == 2, table
+    ranked = table[table["reached_fraction"].groupby(table["setting"]).transform("max") > 0].set_index("rule_variant")
+    assert ranked["rank"].to_dict() == {"uwm": 1, "ste": 2, "hwm": 2}
+    unranked = table[table["reached_fraction"].groupby(table["setting"]).transform("max") == 0]
+    assert len(unranked) == 3 and unranked["rank"].isna().all()
+    answers = dict(_fastest_section(table, 0.95).answer)
+    assert len(answers) == 2
+    (open_setting, said), = [(k, v) for k, v in answers.items() if "16" in k]
+    assert said.startswith("not answerable: no seed of any rule reached the threshold") and "1." not in said
+    assert [a for k, a in answers.items() if k != open_setting][0].startswith("1. uwm")
+
+
 def test_tuning_warnings_flag_edge_few_points_and_no_confirm():
     from analysis.speed import tuning_warnings
 

@@ -120,6 +120,12 @@ MUTATIONS = [
       'self.last_step = max((m.step for m in history), default=-1)', "self.last_step = -1",
       "tests/test_tracking.py"),
     # ---- analysis
+    m("analysis.fastest_breaks_ties_by_order", "analysis/fastest.py",
+      'r["rank"] = 1 + sum(o["rmst"] < r["rmst"] for o in out)', 'r["rank"] = 1 + out.index(r)',
+      "tests/test_analysis_planted.py::test_rules_that_never_reach_the_threshold_are_tied_and_none_reached_is_not_answerable"),
+    m("analysis.fastest_ranks_when_none_reached", "analysis/report.py",
+      'if not (g["reached_fraction"] > 0).any():', "if False:",
+      "tests/test_analysis_planted.py::test_rules_that_never_reach_the_threshold_are_tied_and_none_reached_is_not_answerable"),
     m("analysis.lr_fwhm_without_interpolation", "analysis/lr_sensitivity.py",
       "left = x[i] + (half - y[i]) / (y[i + 1] - y[i]) * (x[i + 1] - x[i])", "left = x[i]",
       "tests/test_lr_sensitivity.py"),
