@@ -50,12 +50,19 @@ def pytest_sessionstart(session):
     os.environ[SESSION_MARKER] = str(os.getpid())
 
 
+# this process's own helpers, which end with it: multiprocessing's resource tracker and fork server
+INTERPRETER_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
+
+
 def _leftovers() -> list[psutil.Process]:
     mine, found = os.environ.get(SESSION_MARKER), []
     for proc in psutil.process_iter():
         try:
-            if proc.pid != os.getpid() and proc.environ().get(SESSION_MARKER) == mine:
-                found.append(proc)
+            if proc.pid == os.getpid() or proc.environ().get(SESSION_MARKER) != mine:
+                continue
+            if proc.ppid() == os.getpid() and any(h in " ".join(proc.cmdline()) for h in INTERPRETER_HELPERS):
+                continue
+            found.append(proc)
         except (psutil.Error, OSError):   # gone meanwhile, or another user's
             pass
     return found
