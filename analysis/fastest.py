@@ -32,8 +32,9 @@ COLUMNS = ["setting", "rank", "rule_variant", "n_seeds", "rmst", "rmst_lo", "rms
 def fastest_rules(study: Study, reference: str = REFERENCE, n_boot: int = DEFAULT_BOOT, level: float = DEFAULT_LEVEL,
                   seed: int = 0) -> pd.DataFrame:
     """One row per (setting, rule variant), ranked by restricted mean episodes to threshold (1 = fastest;
-    equal means share a rank; NaN in a setting where no seed of any rule reached the threshold), with the paired bootstrap difference to ``reference`` (NaN for the reference itself or when the
-    setting lacks it). ``faster_than_reference``/``slower_...``: the interval excludes 0 that way."""
+    equal means share a rank; NaN in a setting where no seed of any rule reached the threshold), with the
+    paired bootstrap difference to ``reference`` (NaN for the reference itself or when the setting lacks it).
+    ``faster_than_reference``/``slower_...``: the interval excludes 0 that way."""
     tuned = select_tuned(study)
     seeds = seed_speed(study)
     if not len(tuned) or not len(seeds):

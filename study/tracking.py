@@ -87,9 +87,10 @@ def client(uri: str):
     request with exponential backoff (7 retries, factor 2: about 4 minutes, MLflow's own default, kept),
     so the trials pause in their logging call and go on, each point recorded once, when the server is
     back. A response cut off by a server that died while answering (which MLflow does not retry) is asked
-    again here, except a run's creation, which looks for the run first (:func:`_retry`). An outage longer than that fails the pack's logging call: Ray Tune retries the pack from
-    its last checkpoint (``max_failures``), waiting again; after the last retry its points end as
-    failed (exit 3) and ``resume`` trains them again. Commands that start work check the server
+    again here, except a run's creation, which looks for the run first (:func:`_retry`). An outage longer
+    than that fails the pack's logging call: Ray Tune retries the pack from its last checkpoint
+    (``max_failures``), waiting again; after the last retry its points end as failed (exit 3) and
+    ``resume`` trains them again. Commands that start work check the server
     first and fail fast (:func:`check_tracking`)."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")   # "View run ..." from every worker
