@@ -284,14 +284,14 @@ class PointRun:
             return self.run_id
         pid, chash = self.point["point_id"], layout.config_hash(self.point["config"])
         params = layout.point_params(_flat(self.point["config"]), self.point["axes"])
+        tags = {layout.PARENT: self.parent_id, layout.ROLE: layout.ROLE_TRIAL, layout.STUDY: self.study,
+                layout.CELL: self.point["cell"], layout.POINT_ID: pid, layout.STAGE: self.point["stage"],
+                layout.PACK: self.pack_id, layout.CONFIG_HASH: chash, layout.STATUS: layout.RUNNING, **self.where}
         for attempt in range(3):
             self._reuse(search_all(self.client, [self.experiment_id], layout.point_filter(self.parent_id, pid)),
                         chash, params)
             if self.run_id is not None:
                 return self.run_id
-            tags = {layout.PARENT: self.parent_id, layout.ROLE: layout.ROLE_TRIAL, layout.STUDY: self.study,
-                    layout.CELL: self.point["cell"], layout.POINT_ID: pid, layout.STAGE: self.point["stage"],
-                    layout.PACK: self.pack_id, layout.CONFIG_HASH: chash, layout.STATUS: layout.RUNNING, **self.where}
             try:
                 run = _retry(self.client.create_run, self.experiment_id,
                              run_name=layout.point_run_name(pid, self.point["config"]), tags=tags, replayable=False)

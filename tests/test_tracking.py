@@ -120,55 +120,36 @@ def test_responses_cut_off_by_a_dying_server_are_done_once(tmp_path, procs):
     """A tracking server that dies while answering (the request done, the response cut off) is not an
     outage MLflow's retries wait for: each call of a point's run is done again, and the point is still recorded
     once: one run with every parameter, each metric step once, its end."""
-    import subprocess
-    import sys
-    import time
-    from pathlib import Path
-
-    import requests
-    from tests.test_study_run import env, free_port
+    from tests.test_study_failures import _server
+    from tests.test_study_run import _healthy, free_port, wait_for
 
     port = free_port()
-    server = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
-                               "--port", str(port), "--workers", "1",
-                               "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-                               "--default-artifact-root", str(tmp_path / "artifacts")],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=env(), start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    server = _server(tmp_path, port)
     procs.remember(server)   # ended with its session's group: the server's job runner and consumers outlive it
+    wait_for(lambda: _healthy(uri), 120, "mlflow server", procs, server)
+    study = tracking.StudyTracker(uri, "cutoff")
+    parent = study.open_parent("name: cutoff\n", "hash0")
+    exp = study.experiment_id()
+    proxy = _CutOffProxy(port, {"runs/create": 1, "runs/log-batch": 2, "runs/search": 1, "runs/update": 1},
+                         chunked=frozenset({"runs/update"}))
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/health", timeout=5).ok:
-                    break
-            except requests.RequestException:
-                pass
-            assert time.time() < deadline and server.poll() is None, "mlflow server did not start"
-            time.sleep(0.3)
-        study = tracking.StudyTracker(f"http://127.0.0.1:{port}", "cutoff")
-        parent = study.open_parent("name: cutoff\n", "hash0")
-        exp = study.experiment_id()
-        proxy = _CutOffProxy(port, {"runs/create": 1, "runs/log-batch": 2, "runs/search": 1, "runs/update": 1},
-                             chunked=frozenset({"runs/update"}))
-        try:
-            point = {"point_id": "p0", "cell": "c0", "stage": "search", "axes": {"lr": 0.1},
-                     "config": {"rule": "uwm", "hidden": [4], "lr": 0.1, "episodes": 200, "report_every": 100}}
-            run = tracking.PointRun(tracking.client(proxy.uri), exp, parent, "cutoff", "pack0", point)
-            run.log(100, {"eval_reward_mean": 0.25, "episodes": 100.0})
-            run.log(200, {"eval_reward_mean": 0.5, "episodes": 200.0})
-            run.finish(layout.FINISHED, {"auc": 0.4}, [])
-        finally:
-            proxy.close()
-        assert sorted(proxy.cut) == ["runs/create", "runs/log-batch", "runs/log-batch", "runs/search",
-                                     "runs/update"], proxy.cut
-
-        runs = tracking.search_all(study.client, [exp], layout.point_filter(parent, "p0"))
-        assert [r.info.run_id for r in runs] == [run.run_id]   # one run for the point, the one it logged to
-        data = study.client.get_run(run.run_id).data
-        assert data.params["lr"] == "0.1" and data.params["cell.lr"] == "0.1" and data.params["hidden"] == "[4]"
-        history = study.client.get_metric_history(run.run_id, "eval_reward_mean")
-        assert sorted((m.step, m.value) for m in history) == [(100, 0.25), (200, 0.5)]
-        assert data.metrics["auc"] == 0.4 and data.tags[layout.STATUS] == layout.FINISHED
-        assert study.client.get_run(run.run_id).info.status == "FINISHED"
+        point = {"point_id": "p0", "cell": "c0", "stage": "search", "axes": {"lr": 0.1},
+                 "config": {"rule": "uwm", "hidden": [4], "lr": 0.1, "episodes": 200, "report_every": 100}}
+        run = tracking.PointRun(tracking.client(proxy.uri), exp, parent, "cutoff", "pack0", point)
+        run.log(100, {"eval_reward_mean": 0.25, "episodes": 100.0})
+        run.log(200, {"eval_reward_mean": 0.5, "episodes": 200.0})
+        run.finish(layout.FINISHED, {"auc": 0.4}, [])
     finally:
-        procs.remember(server)
+        proxy.close()
+    assert sorted(proxy.cut) == ["runs/create", "runs/log-batch", "runs/log-batch", "runs/search",
+                                 "runs/update"], proxy.cut
+
+    runs = tracking.search_all(study.client, [exp], layout.point_filter(parent, "p0"))
+    assert [r.info.run_id for r in runs] == [run.run_id]   # one run for the point, the one it logged to
+    data = study.client.get_run(run.run_id).data
+    assert data.params["lr"] == "0.1" and data.params["cell.lr"] == "0.1" and data.params["hidden"] == "[4]"
+    history = study.client.get_metric_history(run.run_id, "eval_reward_mean")
+    assert sorted((m.step, m.value) for m in history) == [(100, 0.25), (200, 0.5)]
+    assert data.metrics["auc"] == 0.4 and data.tags[layout.STATUS] == layout.FINISHED
+    assert study.client.get_run(run.run_id).info.status == "FINISHED"
