@@ -1,5 +1,6 @@
 """``uwm-study``: run studies of learning rules on a laptop or a Ray cluster, and browse them.
 
+    uwm-study check tune_configs/quickstart.yaml        # validate a spec and print its plan; starts nothing
     uwm-study run tune_configs/quickstart.yaml          # local Ray + ./mlflow.db, results in ./runs
     uwm-study status quickstart                         # points by status, best point per cell
     uwm-study resume quickstart                         # continue an interrupted study
@@ -66,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     _set_option(p)
     p.set_defaults(func=cmd_run)
 
+    p = sub.add_parser("check", help="validate a spec and print its plan (cells, points, packs, resources, work); "
+                                     "starts nothing")
+    p.add_argument("spec", help="study spec (YAML); its fields: docs/spec.md")
+    p.add_argument("--name", help="study name (default: the spec's name)")
+    _set_option(p)
+    p.set_defaults(func=cmd_check)
+
     p = sub.add_parser("resume", help="continue an interrupted study")
     p.add_argument("name")
     p.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else start Ray locally)")
@@ -114,8 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args) -> int:
+    from .preflight import check_input_file
     from .spec import load_spec
 
+    check_input_file(args.spec)
     spec = load_spec(args.spec, args.set, args.name)
     from . import runner, tracking   # after the spec: a malformed one is refused before Ray and MLflow load (seconds)
     if runner.in_ray_job():   # the job's working directory is a temporary copy: results must go elsewhere
@@ -127,7 +137,17 @@ def cmd_run(args) -> int:
     uri = tracking.resolve_tracking_uri(args.tracking_uri)
     storage = runner.resolve_storage(args.storage)
     runner.leave_job_working_dir()   # every path is absolute now
-    return runner.run_study(spec, uri, storage, args.address, fresh=args.fresh)
+    return runner.run_study(spec, uri, storage, args.address, fresh=args.fresh, spec_path=args.spec)
+
+
+def cmd_check(args) -> int:
+    from .plan import plan_text
+    from .preflight import check_input_file
+    from .spec import load_spec
+
+    check_input_file(args.spec)
+    print(plan_text(load_spec(args.spec, args.set, args.name), args.spec))
+    return 0
 
 
 def cmd_resume(args) -> int:
@@ -168,14 +188,17 @@ def cmd_ui(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from .preflight import check_input_file, check_output_folder
     from .spec import load_trial_config
 
+    check_input_file(args.config, "config")
     cfg = load_trial_config(args.config, args.set)
     out = Path(args.out)
     if out.suffix not in (".csv", ".parquet"):
         raise UserError("--out", f"{out} must end in .csv or .parquet")
     if not out.parent.is_dir():
         raise UserError("--out", f"folder {out.parent} does not exist")
+    check_output_folder(out.parent, "--out")
 
     import pandas as pd
     from tqdm import tqdm
@@ -250,14 +273,16 @@ def cmd_timing(args) -> int:
 
 def cmd_report(args) -> int:
     from . import runner, tracking
+    from .preflight import check_output_folder
 
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.force:
         raise UserError("--out", f"{out} already exists and is not empty: pass --force to replace the report there, "
                                  "or choose another folder")
+    check_output_folder(out, "--out")
     meta = runner.read_meta(runner.resolve_storage(args.storage), args.name)
     uri = args.tracking_uri or (meta or {}).get("tracking_uri") or tracking.resolve_tracking_uri(None)
-    tracking.check_tracking(uri)
+    tracking.check_tracking(uri, write=False)   # a report only reads the store
     try:
         from analysis.load import StudyNotFound, find_parent_run
         from analysis.report import write_report

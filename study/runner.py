@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import progress
@@ -45,6 +46,15 @@ DEFAULT_STORAGE = "runs"
 def resolve_storage(arg: str | None) -> str:
     storage = arg or os.environ.get("UWM_STUDY_STORAGE") or DEFAULT_STORAGE
     return storage if layout.is_remote(storage) else str(Path(storage).resolve())
+
+
+def check_storage(storage: str) -> None:
+    """``--storage`` before anything starts: a local folder must be (or become) a folder this process can write
+    in (:func:`study.preflight.check_output_folder`); a remote one is checked by the filesystem when used."""
+    if not layout.is_remote(storage):
+        from .preflight import check_output_folder
+
+        check_output_folder(storage, "--storage")
 
 
 def read_meta(storage: str, name: str) -> dict | None:
@@ -89,14 +99,14 @@ def init_ray(address: str | None) -> str:
         except (ConnectionError, ValueError, RuntimeError) as err:
             raise UserError("address", f"cannot join the Ray cluster at {address}: {str(err).splitlines()[0]}") from None
         nodes = len([n for n in ray.nodes() if n.get("Alive")])
-        return f"Ray cluster at {address} ({nodes} node{'s' * (nodes != 1)}, {ray.cluster_resources().get('CPU', 0):g} CPUs)"
+        return f"Ray cluster at {address} ({nodes} node{'s' * (nodes != 1)}, {count(ray.cluster_resources().get('CPU', 0), 'CPU')})"
     cpus = os.cpu_count() or 1
     # a local cluster for this study alone: Ray warns on every start that token authentication is off
     # unless the mode is chosen explicitly; the user's own RAY_AUTH_MODE (or token) wins
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     # address="local": always a new cluster of our own, never one `ray start` left on this host
     ray.init(address="local", num_cpus=cpus, object_store_memory=200 * 1024**2, include_dashboard=False, **quiet)
-    return f"local Ray ({cpus} CPUs)"
+    return f"local Ray ({count(cpus, 'CPU')})"
 
 
 def leave_job_working_dir() -> None:
@@ -159,10 +169,10 @@ def check_fits(spec: StudySpec, cpus: float, gpus: float, host_bytes: float, gpu
     grow = "" if fixed else " (an autoscaling cluster may add a larger node: set the resources it offers)"
     r = spec.resources
     if r.cpus > cpus:
-        raise UserError("resources.cpus", f"a trial asks for {r.cpus:g} CPUs but {where} has {cpus:g}: it would wait "
+        raise UserError("resources.cpus", f"a trial asks for {count(r.cpus, 'CPU')} but {where} has {cpus:g}: it would wait "
                                           f"forever{grow}")
     if r.gpus > gpus:
-        raise UserError("resources.gpus", f"a trial asks for {r.gpus:g} GPUs but {where} has "
+        raise UserError("resources.gpus", f"a trial asks for {count(r.gpus, 'GPU')} but {where} has "
                                           f"{'none' if not gpus else f'{gpus:g}'}: it would wait forever{grow}")
     need, members, cell = trial_bytes(spec)
     if r.gpus:
@@ -216,34 +226,85 @@ def trial_seconds(cfg, members: int, gpus: float) -> float:
     return max(math.ceil(cfg.episodes / cfg.batch_size) * STEP_FLOOR_S, members * work * macs / rate)
 
 
-def check_work(spec: StudySpec) -> str:
+# The high end of an estimate: what slowed trials on the 2-core VMs besides the fastest speeds above (one tenth of
+# them at small widths and batches, where a step is launch-bound), the fixed costs of a trial (its worker process,
+# torch and the MLflow client starting) and of each report (per point: MLflow logging; per trial: a checkpoint),
+# and Ray and the tracking store starting once per study. Calibrated on the quickstart study (79 s on 2 cores for
+# a lower bound of 3 s), it is a range, not a bound.
+SLOWEST_FRACTION = 0.1
+TRIAL_START_S = 10.0
+REPORT_S_PER_POINT = 0.25
+STUDY_START_S = 15.0
+
+
+@dataclass(frozen=True)
+class WorkEstimate:
+    """A study's work as ranges of seconds, (low, high): the low ends are lower bounds (the fastest speeds
+    measured, training only), the high ends the slowest speeds seen plus every fixed cost."""
+
+    largest: tuple[float, float]   # the largest trial
+    cell: str                      # ... its cell
+    members: int                   # ... and members
+    total: tuple[float, float]     # every trial, one after another
+    trials: int
+
+    def wall(self, concurrent: int) -> tuple[float, float]:
+        """Wall seconds with ``concurrent`` trials at once: at least the largest trial and an even share of the
+        work; at most that share plus the largest trial (any scheduling that keeps the slots busy) and the start."""
+        low = max(self.largest[0], self.total[0] / concurrent)
+        return low, STUDY_START_S + self.total[1] / concurrent + self.largest[1]
+
+    def line(self, concurrent: int) -> str:
+        return (f"work: {_span(self.wall(concurrent))} with {concurrent} trial{'s' * (concurrent != 1)} at once "
+                f"({self.trials} trial{'s' * (self.trials != 1)}, {_span(self.total)} of trials in all; the largest, "
+                f"cell {self.cell}, {_span(self.largest)}); the low ends at the fastest speeds measured, the high ends "
+                f"at the slowest seen with each trial's start and logging")
+
+
+def check_work(spec: StudySpec) -> WorkEstimate:
     """Refuse, before anything starts, a study one of whose trials could not finish within
-    resources.max_trial_hours (:func:`trial_seconds`, a lower bound); else return a line with the estimate."""
+    resources.max_trial_hours (:func:`trial_seconds`, a lower bound); else return the study's estimate."""
     from uwm_model.config import TrialConfig
 
-    packs, worst = 0.0, (0.0, "", 0)
+    total, trials, worst = [0.0, 0.0], 0, ((0.0, 0.0), "", 0)
     for cell in spec.cells():
         cfg = TrialConfig.model_validate(cell.config)
         stages = [(cfg.seeds, spec.samples_per_cell)]   # (seeds per point, points) of the search, then the confirm
         if spec.confirm:
             stages.append((spec.confirm.seeds, min(spec.confirm.top_k, spec.samples_per_cell)))
         for seeds, points in stages:
-            members = min(spec.points_per_pack, points) * seeds
-            seconds = trial_seconds(cfg.model_copy(update={"seeds": seeds}), members, spec.resources.gpus)
-            packs += math.ceil(points / spec.points_per_pack) * seconds
-            worst = max(worst, (seconds, cell.key, members))
-    seconds, cell, members = worst
+            full, rest = divmod(points, spec.points_per_pack)   # full packs, and one of the points left over
+            for per_trial, n in ((spec.points_per_pack, full), (rest, 1 if rest else 0)):
+                if not n:
+                    continue
+                low = trial_seconds(cfg.model_copy(update={"seeds": seeds}), per_trial * seeds, spec.resources.gpus)
+                high = (low / SLOWEST_FRACTION + TRIAL_START_S
+                        + math.ceil(cfg.episodes / cfg.report_every) * per_trial * REPORT_S_PER_POINT)
+                total, trials = [total[0] + n * low, total[1] + n * high], trials + n
+                worst = max(worst, ((low, high), cell.key, per_trial * seeds))
+    (low, high), cell, members = worst
     bound = spec.resources.max_trial_hours
-    if seconds > bound * 3600:
+    if low > bound * 3600:
         raise UserError("resources.max_trial_hours",
-                        f"a trial of cell {cell} ({members:,} members) needs at least {_duration(seconds)} at the "
+                        f"a trial of cell {cell} ({members:,} members) needs at least {_duration(low)} at the "
                         f"fastest speeds measured, over the bound of {bound:g} h: make episodes, hidden, seeds or "
                         f"pack_size smaller, or raise resources.max_trial_hours")
-    return (f"work: at least {_duration(seconds)} for the largest trial (cell {cell}), {_duration(packs)} of trials "
-            f"in all (lower bounds at the fastest speeds measured; resources.max_trial_hours {bound:g})")
+    return WorkEstimate((low, high), cell, members, (total[0], total[1]), trials)
+
+
+def _span(seconds: tuple[float, float]) -> str:
+    """'3 s to 2 min'."""
+    return f"{_duration(seconds[0])} to {_duration(seconds[1])}"
+
+
+def count(n: float, unit: str) -> str:
+    """'1 GPU', '0.5 GPU', '2 GPUs': a number of a unit, plural from two on."""
+    return f"{n:g} {unit}{'s' * (n > 1)}"
 
 
 def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return "under 1 s"
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:,.1f} h"
 
 
@@ -256,7 +317,7 @@ def check_joined_cluster(spec: StudySpec, wait_s: float) -> str | None:
     nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
     if any(n.get("CPU", 0) >= r.cpus and n.get("GPU", 0) >= r.gpus for n in nodes):
         return None
-    return (f"waiting for a node with {r.cpus:g} CPUs" + (f" and {r.gpus:g} GPUs" if r.gpus else "")
+    return (f"waiting for a node with {count(r.cpus, 'CPU')}" + (f" and {count(r.gpus, 'GPU')}" if r.gpus else "")
             + f": none of the {len(nodes)} live nodes has them now (an autoscaler may add one); giving up after "
               f"{wait_s:g} s (resources.wait_timeout_s)")
 
@@ -501,6 +562,15 @@ def start_fresh(name: str, tracking_uri: str, storage: str) -> None:
             tracking._retry(tracker.client.delete_run, run.info.run_id)
 
 
+def already_held(name: str, tracking_uri: str, storage: str, spec_path: str) -> str:
+    """The refusal of a name MLflow already holds but ``storage`` has no folder of, naming the commands that work:
+    ``resume`` with the --storage it ran with, or ``run --fresh`` for a run that stopped while starting."""
+    flag = "" if storage == resolve_storage(None) else f" --storage {shlex.quote(storage)}"
+    return (f"MLflow at {tracking_uri} already holds a study '{name}' but {storage} has no folder of it: resume it "
+            f"with `uwm-study resume {name} --storage <the folder it ran with>`, or, if it stopped while starting, "
+            f"start it again with `uwm-study run {shlex.quote(spec_path)} --fresh{flag}` (or choose another --name)")
+
+
 def check_results_exist(name: str, meta: dict, storage: str) -> None:
     """A study recorded in its folder whose MLflow results are gone (the store deleted or emptied) cannot be
     continued or summarised: one line saying so and how to start over."""
@@ -520,9 +590,12 @@ def check_results_exist(name: str, meta: dict, storage: str) -> None:
                                 f"with `uwm-study run <spec> --fresh`")
 
 
-def run_study(spec: StudySpec, tracking_uri: str, storage: str, address: str | None = None, fresh: bool = False) -> int:
+def run_study(spec: StudySpec, tracking_uri: str, storage: str, address: str | None = None, fresh: bool = False,
+              spec_path: str = "<spec>") -> int:
     """Start a new study (see module doc), or continue the same spec run before; return the exit code.
-    ``fresh``: forget a study of the same name first (:func:`start_fresh`), once the spec's work is known to fit."""
+    ``fresh``: forget a study of the same name first (:func:`start_fresh`), once the spec's work is known to fit.
+    ``spec_path``: the spec as the user named it, for the command a refusal suggests."""
+    check_storage(storage)
     work = check_work(spec)
     if fresh:
         start_fresh(spec.name, tracking_uri, storage)
@@ -541,14 +614,18 @@ def run_study(spec: StudySpec, tracking_uri: str, storage: str, address: str | N
     else:
         tracker = tracking.StudyTracker(tracking_uri, spec.name)
         if tracker.parent() is not None:
-            raise UserError("name", f"MLflow at {tracking_uri} already holds a study '{spec.name}'; choose another "
-                                    f"--name (or resume it with `uwm-study resume {spec.name}` where its results are)")
+            raise UserError("name", already_held(spec.name, tracking_uri, storage, spec_path))
         where = init_ray(address)
     parent = tracker.open_parent(spec.to_yaml(), spec.spec_hash(), spec.description)
     meta = {"name": spec.name, "spec": spec.model_dump(mode="json"), "tracking_uri": tracking_uri,
             "experiment_id": tracker.experiment_id(), "parent_run_id": parent, "storage": storage,
             "created": time.strftime("%Y-%m-%d %H:%M:%S")}
-    write_meta(storage, spec.name, meta)
+    try:
+        write_meta(storage, spec.name, meta)
+    except OSError as err:   # never half a study: without its record the parent run could not be resumed
+        tracking._retry(tracker.client.delete_run, parent)
+        raise UserError("--storage", f"cannot write the study's record in {experiment_path(storage, spec.name)} "
+                                     f"({err.strerror or err}); nothing was started") from None
     if is_local(address):
         record_session(storage, spec.name)
 
@@ -556,7 +633,7 @@ def run_study(spec: StudySpec, tracking_uri: str, storage: str, address: str | N
     print(f"study {spec.name}: {len(spec.cells())} cells x {spec.samples_per_cell} points"
           + (" + confirm" if spec.confirm else "") + f" = {spec.total_points} points, packs of <= {spec.points_per_pack}, "
           f"{concurrent} trial{'s' * (concurrent != 1)} at once on {where}", flush=True)
-    print(work, flush=True)
+    print(work.line(concurrent), flush=True)
     return _fit(_new_tuner(spec, meta, concurrent, address), spec, meta, tracker)
 
 
@@ -599,6 +676,7 @@ def resume_study(name: str, storage: str, address: str | None = None, rerun: boo
     if meta is None:
         raise UserError("name", f"no study '{name}' in {storage} (pass the --storage it was run with)")
     spec = validate_spec(meta["spec"])
+    check_storage(storage)
     tracking.check_tracking(meta["tracking_uri"])
     check_results_exist(name, meta, storage)
     if not layout.is_remote(storage) and study_complete(spec, storage):
@@ -815,7 +893,7 @@ def status_text(name: str, storage: str) -> str:
     meta = read_meta(storage, name)
     if meta is None:
         raise UserError("name", f"no study '{name}' in {storage} (pass the --storage it was run with)")
-    tracking.check_tracking(meta["tracking_uri"])
+    tracking.check_tracking(meta["tracking_uri"], write=False)
     tracker = tracking.StudyTracker(meta["tracking_uri"], name)
     spec = validate_spec(meta["spec"])
     runs = tracker.children(meta["parent_run_id"])

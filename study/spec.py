@@ -55,7 +55,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from uwm_model import metrics
+from uwm_model import layout, metrics
 from uwm_model.config import TrialConfig, per_member_fields, refuse_booleans
 from uwm_model.rules import RULES
 
@@ -260,6 +260,12 @@ def format_value(value: Any) -> str:
 
 # ----------------------------------------------------------------------------- the spec
 
+def is_study_metric(name: str) -> bool:
+    """Whether a study can optimise ``name``: what a point reports (docs/metrics.md: per seed aggregated, per
+    point) or what the study writes for it (auc_reward_mean)."""
+    return metrics.is_point_metric(name) or name == layout.AUC_REWARD
+
+
 def searchable_fields() -> tuple[str, ...]:
     """Per-member hyperparameters (they may differ within one population); seeds and labels are not searched."""
     return tuple(f for f in per_member_fields() if f not in ("seed", "seeds", "name"))
@@ -403,9 +409,10 @@ class StudySpec(_Strict):
     @field_validator("metric")
     @classmethod
     def _known_metric(cls, metric):
-        if not metrics.is_point_metric(metric):
-            raise ValueError(f"unknown metric '{metric}': use an aggregate such as eval_reward_mean, "
-                             f"running_reward_mean, episodes_to_threshold_mean, or one of {', '.join(metrics.PER_POINT)}")
+        if not is_study_metric(metric):
+            raise ValueError(f"unknown metric '{metric}': use eval_reward_mean, auc_reward_mean (mean eval reward over "
+                             f"training), episodes_to_threshold_median (with mode: min), another <per-seed metric>_mean, "
+                             f"or one of {', '.join(metrics.PER_POINT)} (docs/metrics.md)")
         return metric
 
     # ------------------------------------------------------------------ derived

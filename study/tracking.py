@@ -56,8 +56,9 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
 
 
-def check_tracking(uri: str, timeout: float = 5.0) -> None:
-    """Fail fast (one line) when the tracking store cannot be reached; creates nothing."""
+def check_tracking(uri: str, timeout: float = 5.0, write: bool = True) -> None:
+    """Fail fast (one line) when the tracking store cannot be reached, or (``write``) a SQLite store cannot be
+    written (:func:`study.preflight.check_sqlite_store`); creates nothing."""
     if is_server(uri):
         import requests
 
@@ -70,7 +71,11 @@ def check_tracking(uri: str, timeout: float = 5.0) -> None:
         if response.status_code != 200:
             raise UserError("tracking", f"the MLflow server at {uri} answered /health with HTTP {response.status_code}")
     elif (db := sqlite_path(uri)) is not None:
-        if not db.parent.is_dir():
+        if write:
+            from .preflight import check_sqlite_store
+
+            check_sqlite_store(db, uri)
+        elif not db.parent.is_dir():
             raise UserError("tracking", f"folder {db.parent} of the SQLite store {uri} does not exist")
 
 
@@ -202,7 +207,17 @@ class StudyTracker:
                 layout.GIT_COMMIT: git_commit(), layout.VERSION: package_version()}
         if description:
             tags[layout.NOTE] = description
-        run = _retry(self.client.create_run, exp, run_name=self.study, tags=tags)
+        for attempt in range(3):
+            try:   # a run's creation is never sent twice blindly (see _retry) ...
+                run = _retry(self.client.create_run, exp, replayable=False, run_name=self.study, tags=tags)
+                break
+            except Exception as err:  # noqa: BLE001 - only a cut-off response is looked into
+                # ... the server may have created it before it died: look for it rather than create a second one
+                if not is_cut_off(err) or attempt == 2:
+                    raise
+                run = self.parent()
+                if run is not None:
+                    break
         _retry(self.client.log_text, run.info.run_id, spec_yaml, layout.SPEC_ARTIFACT)
         return run.info.run_id
 

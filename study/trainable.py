@@ -157,8 +157,9 @@ def train_pack(config: dict, ctx: StudyContext) -> None:
 
 
 def _record(state: PackState, i: int, episode: int, pr, cfg: TrialConfig, metric: str) -> None:
-    state.value[i] = float(pr.metrics.get(metric, math.nan))
     state.eval_curve[i].append([episode, pr.metrics.get("eval_reward_mean", math.nan)])
+    # the study's own auc_reward_mean is the point's value when it is the metric (the trainer does not report it)
+    state.value[i] = _auc(state.eval_curve[i]) if metric == layout.AUC_REWARD else float(pr.metrics.get(metric, math.nan))
     for seed, row in zip(cfg.member_seeds, pr.per_seed):
         state.rows[i].extend([episode, seed, name, value] for name, value in row.items())
 
@@ -167,10 +168,15 @@ def _series(point_metrics: dict[str, float], eval_curve: list, objective: str) -
     """What the point's child run charts at this report (``metrics.is_series``), with the mean eval
     reward over training so far (its last value is the point's ``auc_reward_mean``)."""
     out = {k: v for k, v in point_metrics.items() if metrics.is_series(k, objective)}
-    curve = [(e, v) for e, v in eval_curve if math.isfinite(v)]
-    if curve:
-        out[layout.AUC_REWARD] = layout.auc_reward(curve)
+    if math.isfinite(auc := _auc(eval_curve)):
+        out[layout.AUC_REWARD] = auc
     return out
+
+
+def _auc(eval_curve: list) -> float:
+    """The point's auc_reward_mean from its eval-reward curve so far (its finite reports), or nan before any."""
+    curve = [(e, v) for e, v in eval_curve if math.isfinite(v)]
+    return layout.auc_reward(curve) if curve else math.nan
 
 
 def _end(run: tracking.PointRun, state: PackState, i: int, status: str) -> None:

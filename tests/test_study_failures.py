@@ -138,7 +138,7 @@ def test_a_trial_that_could_not_finish_within_max_trial_hours_is_refused(tmp_pat
     from study.spec import validate_spec
 
     assert check_work(validate_spec(with_(base__hidden=[4096, 4096], base__episodes=10**7, base__report_every=10**6,
-                                          resources={"max_trial_hours": 1e5}))).startswith("work: at least")
+                                          resources={"max_trial_hours": 1e5}))).line(1).startswith("work: ")
 
 
 def test_the_work_estimate_counts_episodes_members_widths_rules_and_devices():
@@ -164,8 +164,37 @@ def test_the_work_estimate_counts_episodes_members_widths_rules_and_devices():
     assert GPU_MACS_PER_GPU > 1e11
     # the study's line: the largest trial (a confirm pack of 64 seeds here) and the sum over every pack
     spec = validate_spec(with_(grid={"hidden": [[4], [64, 64]]}, confirm={"seeds": 64}))
-    line = check_work(spec)
-    assert line.startswith("work: at least ") and "for the largest trial (cell hidden=[64, 64])" in line, line
+    work = check_work(spec)
+    assert work.cell == "hidden=[64, 64]" and work.members == 64, work
+    line = work.line(2)
+    assert line.startswith("work: ") and "the largest, cell hidden=[64, 64]" in line and " to " in line, line
+
+
+def test_the_estimate_is_a_range_that_holds_the_bound_and_every_fixed_cost():
+    """Low ends: the lower bounds above; high ends: the slowest speeds seen plus each trial's start and reports;
+    the wall time between an even share of the work and that share plus the largest trial and the study's start."""
+    from study import runner
+    from study.spec import validate_spec
+    from uwm_model.config import TrialConfig
+
+    spec = validate_spec(with_(samples_per_cell=3, pack_size=2, confirm={"seeds": 5, "top_k": 1}))
+    work = runner.check_work(spec)
+    cfg = TrialConfig.model_validate(spec.cells()[0].config)
+    search_full = runner.trial_seconds(cfg, 2 * cfg.seeds, 0)
+    search_rest = runner.trial_seconds(cfg, 1 * cfg.seeds, 0)
+    confirm = runner.trial_seconds(cfg.model_copy(update={"seeds": 5}), 5, 0)
+    assert work.trials == 3 and work.total[0] == pytest.approx(search_full + search_rest + confirm)
+    reports = cfg.episodes // cfg.report_every
+
+    def high(low, points):
+        return low / runner.SLOWEST_FRACTION + runner.TRIAL_START_S + reports * points * runner.REPORT_S_PER_POINT
+
+    assert work.total[1] == pytest.approx(high(search_full, 2) + high(search_rest, 1) + high(confirm, 1))
+    assert work.largest == pytest.approx((search_full, high(search_full, 2))) and work.members == 2 * cfg.seeds
+    low, top = work.wall(2)
+    assert low == pytest.approx(max(search_full, work.total[0] / 2))
+    assert top == pytest.approx(runner.STUDY_START_S + work.total[1] / 2 + work.largest[1])
+    assert work.wall(1)[0] == pytest.approx(work.total[0]) and "under 1 s to " in work.line(1)
 
 
 # ----------------------------------------------------------------------------- resources and devices (1, 4)
@@ -342,7 +371,7 @@ def test_a_killed_driver_leaves_nothing_running_and_ctrl_c_exits_130(tmp_path, p
     assert record["driver"][0] == driver.pid
     driver.kill()
     driver.wait()
-    assert "work: at least" in (tmp_path / "run.log").read_text()   # the estimate, printed as the study starts
+    assert "work: " in (tmp_path / "run.log").read_text()   # the estimate, printed as the study starts
     time.sleep(3)
     left = [pid for pid, created in record["processes"] if _running(pid, created)]
     assert left, "the dead driver's Ray processes ended by themselves: nothing to clean up"

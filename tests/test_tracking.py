@@ -119,7 +119,8 @@ class _CutOffProxy:
 def test_responses_cut_off_by_a_dying_server_are_done_once(tmp_path, procs):
     """A tracking server that dies while answering (the request done, the response cut off) is not an
     outage MLflow's retries wait for: each call of a point's run is done again, and the point is still recorded
-    once: one run with every parameter, each metric step once, its end."""
+    once: one run with every parameter, each metric step once, its end. The study's parent run, whose creation
+    is cut off first, exists once too."""
     from tests.test_study_failures import _server
     from tests.test_study_run import _healthy, free_port, wait_for
 
@@ -128,12 +129,15 @@ def test_responses_cut_off_by_a_dying_server_are_done_once(tmp_path, procs):
     server = _server(tmp_path, port)
     procs.remember(server)   # ended with its session's group: the server's job runner and consumers outlive it
     wait_for(lambda: _healthy(uri), 120, "mlflow server", procs, server)
-    study = tracking.StudyTracker(uri, "cutoff")
-    parent = study.open_parent("name: cutoff\n", "hash0")
-    exp = study.experiment_id()
-    proxy = _CutOffProxy(port, {"runs/create": 1, "runs/log-batch": 2, "runs/search": 1, "runs/update": 1},
+    proxy = _CutOffProxy(port, {"runs/create": 2, "runs/log-batch": 2, "runs/search": 2, "runs/update": 1},
                          chunked=frozenset({"runs/update"}))
     try:
+        parent = tracking.StudyTracker(proxy.uri, "cutoff").open_parent("name: cutoff\n", "hash0")   # cut, then found
+        study = tracking.StudyTracker(uri, "cutoff")
+        exp = study.experiment_id()
+        parents = tracking.search_all(study.client, [exp], layout.parent_filter("cutoff"))
+        assert [r.info.run_id for r in parents] == [parent]   # one parent run, with its spec
+        assert study.client.download_artifacts(parent, layout.SPEC_ARTIFACT, str(tmp_path)).endswith("spec.yaml")
         point = {"point_id": "p0", "cell": "c0", "stage": "search", "axes": {"lr": 0.1},
                  "config": {"rule": "uwm", "hidden": [4], "lr": 0.1, "episodes": 200, "report_every": 100}}
         run = tracking.PointRun(tracking.client(proxy.uri), exp, parent, "cutoff", "pack0", point)
@@ -142,8 +146,8 @@ def test_responses_cut_off_by_a_dying_server_are_done_once(tmp_path, procs):
         run.finish(layout.FINISHED, {"auc": 0.4}, [])
     finally:
         proxy.close()
-    assert sorted(proxy.cut) == ["runs/create", "runs/log-batch", "runs/log-batch", "runs/search",
-                                 "runs/update"], proxy.cut
+    assert sorted(proxy.cut) == ["runs/create", "runs/create", "runs/log-batch", "runs/log-batch", "runs/search",
+                                 "runs/search", "runs/update"], proxy.cut
 
     runs = tracking.search_all(study.client, [exp], layout.point_filter(parent, "p0"))
     assert [r.info.run_id for r in runs] == [run.run_id]   # one run for the point, the one it logged to
