@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import progress
+from . import progress, session
 from .errors import UserError
 from .spec import StudySpec, validate_spec
 from . import tracking
@@ -324,72 +324,20 @@ def check_joined_cluster(spec: StudySpec, wait_s: float) -> str | None:
 
 # ----------------------------------------------------------------------------- sessions left behind
 
-SESSION = "uwm-session.json"
-
-
 def record_session(storage: str, name: str) -> None:
-    """The process ids of the local Ray this driver started (with their start times, so a reused id is
-    never touched), for :func:`end_dead_sessions` should the driver die without stopping them."""
-    import psutil
-
-    me = psutil.Process()
-    procs = [[p.pid, p.create_time()] for p in me.children(recursive=True) if _alive(p)]
-    progress.write_json(experiment_path(storage, name), SESSION,
-                        {"driver": [me.pid, me.create_time()], "processes": procs})
+    """Record the processes of this driver's local Ray (:mod:`study.session`)."""
+    session.record(experiment_path(storage, name))
 
 
-def _alive(p) -> bool:
-    import psutil
-
-    try:
-        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
-def _same_process(pid: int, created: float):
-    import psutil
-
-    try:
-        p = psutil.Process(pid)
-        return p if abs(p.create_time() - created) < 0.01 and _alive(p) else None
-    except psutil.Error:
-        return None
+def watch_session(storage: str, name: str) -> None:
+    """Record this driver's local Ray and start the watchdog that ends it should the driver die (kill -9)."""
+    record_session(storage, name)
+    session.start_watchdog(experiment_path(storage, name))
 
 
 def end_dead_sessions(storage: str) -> int:
-    """End the processes a dead local driver of any study in ``storage`` left running (Ray's raylet, GCS,
-    dashboard and runtime-env agents, workers), by the process ids it recorded; return how many."""
-    import psutil
-
-    if layout.is_remote(storage):
-        return 0
-    ended = 0
-    for path in Path(storage).glob(f"*/{SESSION}"):
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if _same_process(*record["driver"]) is not None:
-            continue   # its driver still runs: a live session
-        procs = [p for pid, created in record["processes"] if (p := _same_process(pid, created)) is not None]
-        for p in procs:
-            try:
-                p.terminate()
-            except psutil.Error:
-                pass
-        _, alive = psutil.wait_procs(procs, timeout=5)
-        for p in alive:
-            try:
-                p.kill()
-            except psutil.Error:
-                pass
-        if procs:
-            print(f"ended {len(procs)} process{'es' * (len(procs) > 1)} left running by a stopped session of study "
-                  f"{path.parent.name} (driver pid {record['driver'][0]})", file=sys.stderr)
-        ended += len(procs)
-        path.unlink(missing_ok=True)
-    return ended
+    """End what dead local drivers of studies in ``storage`` left running (:func:`study.session.end_dead_sessions`)."""
+    return 0 if layout.is_remote(storage) else session.end_dead_sessions(storage)
 
 
 # ----------------------------------------------------------------------------- Tune callbacks
@@ -410,20 +358,82 @@ class ResourceWait(Exception):
     """No trial got its resources within resources.wait_timeout_s on a cluster we joined."""
 
 
+# ----------------------------------------------------------------------------- saying what happens
+
+ERRORS = "uwm-errors.log"
+
+
+class ErrorLog(logging.Filter):
+    """Ray's tracebacks go to ``<storage>/<name>/uwm-errors.log``, not to the terminal: a log record that carries
+    one (a trial's failure, Tune's own harmless errors on resume) is written there in full and dropped from the
+    console, whose one-line summaries name the file. Installed on the console handlers while the study runs."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not (record.exc_info or "Traceback (most recent call last)" in record.getMessage()):
+            return True
+        text = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s").format(record)
+        with open(self.path, "a") as f:
+            f.write(text + "\n\n")
+        return False
+
+    def handlers(self) -> list[logging.Handler]:
+        return [*logging.getLogger("ray").handlers, *logging.getLogger().handlers]
+
+
+def live_nodes() -> dict[str, dict]:
+    """node id -> {'ip', 'resources'} of every live node of the Ray cluster this driver is connected to."""
+    import ray
+
+    return {n["NodeID"]: {"ip": n.get("NodeManagerAddress", "?"), "resources": n.get("Resources", {})}
+            for n in ray.nodes() if n.get("Alive")}
+
+
+def trials_that_fit(nodes: dict[str, dict], cpus: float, gpus: float) -> int:
+    """Trials holding ``cpus`` and ``gpus`` each that the nodes hold at once (a trial lives on one node)."""
+    total = 0
+    for node in nodes.values():
+        fit = node["resources"].get("CPU", 0) / cpus
+        if gpus:
+            fit = min(fit, node["resources"].get("GPU", 0) / gpus)
+        total += int(fit + 1e-9)
+    return total
+
+
+def node_changes(before: dict[str, dict], after: dict[str, dict], cpus: float, gpus: float) -> list[str]:
+    """A line per node lost or joined between two looks at the cluster, with the trials it now fits at once."""
+    lost, joined = [k for k in before if k not in after], [k for k in after if k not in before]
+    if not lost and not joined:
+        return []
+    was, now = trials_that_fit(before, cpus, gpus), trials_that_fit(after, cpus, gpus)
+    fits = f"the cluster now fits {now} trial{'s' * (now != 1)} at once (was {was})"
+    return ([f"node {k[:8]} at {before[k]['ip']} lost: its trials are retried from their checkpoints on the nodes "
+             f"left; {fits}" for k in lost]
+            + [f"node {k[:8]} at {after[k]['ip']} joined: {fits}" for k in joined])
+
+
 class Progress(Callback):
     """One readable line per finished pack, and a status line at most every ``every`` seconds."""
 
     def __init__(self, total_points: int, metric: str, mode: str, every: float = 10.0, upper_bound: bool = False,
-                 waiting: str | None = None, wait_s: float = math.inf, session: tuple[str, str] | None = None):
+                 **options):
         self.total, self.metric, self.mode, self.every = total_points, metric, mode, every
-        self.configure(waiting, wait_s, session)
+        self.configure(**options)
         self.bound = "<=" if upper_bound else ""   # confirm points exist only for cells with a finished point
         self.start = self.last = time.time()
 
-    def configure(self, waiting: str | None = None, wait_s: float = math.inf, session: tuple[str, str] | None = None):
-        """What this run waits for (a joined cluster none of whose nodes fits a trial, given up after ``wait_s``)
-        and where the local session's process ids are recorded."""
+    def configure(self, waiting: str | None = None, wait_s: float = math.inf, session: tuple[str, str] | None = None,
+                  tracking_uri: str | None = None, trial_resources: tuple[float, float] = (1.0, 0.0),
+                  errors: str | None = None):
+        """What this run waits for (a joined cluster none of whose nodes fits a trial, given up after ``wait_s``),
+        where the local session's process ids are recorded, the tracking store to watch, the resources of one
+        trial (for what the cluster fits when a node comes or goes) and the log file of tracebacks."""
         self.waiting, self.wait_s, self.session = waiting, wait_s, session
+        self.tracking = tracking.TrackingWatch(tracking_uri, every=self.every) if tracking_uri else None
+        self.trial_resources, self.errors, self.nodes, self.nodes_seen = trial_resources, errors, None, -math.inf
 
     def setup(self, **info):
         self.start = self.last = time.time()
@@ -461,11 +471,28 @@ class Progress(Callback):
             self.waiting = None   # a trial got its resources
         if self.waiting is not None and time.time() - self.start > self.wait_s:
             raise ResourceWait(self.waiting)
+        for line in self._changes():
+            print(f"{_stamp(self.start)} {line}", flush=True)
         if time.time() - self.last >= self.every:
             self.last = time.time()
             print(self._line(trials), flush=True)
             if self.session:
                 record_session(*self.session)   # trial workers started since
+
+    def _changes(self) -> list[str]:
+        """Lines for what changed since the last look: the tracking server stopped or started answering, a node
+        was lost or joined (each looked at at most every ``every`` seconds)."""
+        lines = [line] if self.tracking is not None and (line := self.tracking.poll()) else []
+        if time.time() - self.nodes_seen >= self.every:
+            self.nodes_seen = time.time()
+            nodes = live_nodes()
+            if self.nodes is not None:
+                lines += node_changes(self.nodes, nodes, *self.trial_resources)
+            self.nodes = nodes
+        return lines
+
+    def _see_errors(self) -> str:
+        return f"; traceback in {self.errors}" if self.errors else ""
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.last = time.time()
@@ -475,11 +502,12 @@ class Progress(Callback):
         print(self._line(trials, ending=trial), flush=True)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
-        print(f"{_stamp(self.start)} {trial_name(trial)} failed; retrying from its last checkpoint", flush=True)
+        print(f"{_stamp(self.start)} {trial_name(trial)} failed; retrying from its last checkpoint{self._see_errors()}",
+              flush=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        print(f"{_stamp(self.start)} {trial_name(trial)} failed after its retries; its unfinished points end as failed",
-              flush=True)
+        print(f"{_stamp(self.start)} {trial_name(trial)} failed after its retries; its unfinished points end as failed"
+              + self._see_errors(), flush=True)
 
 
 def restore_tuner(spec: StudySpec, meta: dict, progress_options: dict):
@@ -627,7 +655,7 @@ def run_study(spec: StudySpec, tracking_uri: str, storage: str, address: str | N
         raise UserError("--storage", f"cannot write the study's record in {experiment_path(storage, spec.name)} "
                                      f"({err.strerror or err}); nothing was started") from None
     if is_local(address):
-        record_session(storage, spec.name)
+        watch_session(storage, spec.name)
 
     concurrent = spec.max_concurrent or default_concurrency(spec)
     print(f"study {spec.name}: {len(spec.cells())} cells x {spec.samples_per_cell} points"
@@ -661,13 +689,21 @@ def _new_tuner(spec: StudySpec, meta: dict, concurrent: int, address: str | None
 
 
 def _progress_options(spec: StudySpec, meta: dict, address: str | None) -> dict:
-    """Progress's session record (local Ray) or resource wait (a joined cluster none of whose nodes fits a trial)."""
+    """Progress's session record (local Ray) or resource wait (a joined cluster none of whose nodes fits a trial),
+    the tracking store it watches, a trial's resources and the log of tracebacks."""
+    common = {"tracking_uri": meta["tracking_uri"], "trial_resources": (spec.resources.cpus, spec.resources.gpus),
+              "errors": error_log(meta)}
     if is_local(address):
-        return {"session": (meta["storage"], spec.name)} if not layout.is_remote(meta["storage"]) else {}
+        return {**common, **({"session": (meta["storage"], spec.name)} if not layout.is_remote(meta["storage"]) else {})}
     waiting = check_joined_cluster(spec, spec.resources.wait_timeout_s)
     if waiting:
         print(waiting, flush=True)
-    return {"waiting": waiting, "wait_s": spec.resources.wait_timeout_s}
+    return {**common, "waiting": waiting, "wait_s": spec.resources.wait_timeout_s}
+
+
+def error_log(meta: dict) -> str | None:
+    """The study's log of tracebacks (a local storage only; on a remote one they stay on the console)."""
+    return None if layout.is_remote(meta["storage"]) else str(Path(experiment_path(meta["storage"], meta["name"]), ERRORS))
 
 
 def resume_study(name: str, storage: str, address: str | None = None, rerun: bool = False) -> int:
@@ -695,7 +731,7 @@ def resume_study(name: str, storage: str, address: str | None = None, rerun: boo
         end_dead_sessions(storage)
     where = init_ray(address)
     if is_local(address):
-        record_session(storage, name)
+        watch_session(storage, name)
     from ray import tune
 
     tracker = tracking.StudyTracker(meta["tracking_uri"], name)
@@ -743,6 +779,10 @@ def _fit(tuner, spec: StudySpec, meta: dict, tracker: tracking.StudyTracker) -> 
 
     hint = _TuneRestoreHint()
     logging.getLogger("ray.tune.tune").addFilter(hint)
+    divert = ErrorLog(error_log(meta)) if error_log(meta) else None
+    console = divert.handlers() if divert else []
+    for handler in console:
+        handler.addFilter(divert)
     previous = signal.signal(signal.SIGINT, on_sigint)
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"   # Tune would install its own handler, and print its own hint
     try:
@@ -764,6 +804,8 @@ def _fit(tuner, spec: StudySpec, meta: dict, tracker: tracking.StudyTracker) -> 
     finally:
         signal.signal(signal.SIGINT, previous)
         logging.getLogger("ray.tune.tune").removeFilter(hint)
+        for handler in console:
+            handler.removeFilter(divert)
     if interrupted:
         marked = tracker.mark_interrupted(meta["parent_run_id"])
         tracker.close_parent(meta["parent_run_id"], status="KILLED")
@@ -788,7 +830,8 @@ def _fit(tuner, spec: StudySpec, meta: dict, tracker: tracking.StudyTracker) -> 
     print()
     print(f"study {spec.name} {'ended' if complete else 'stopped before the end'} after {time.time() - start:.0f} s: "
           + (", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no points")
-          + (f"; {errors} pack(s) failed" if errors else ""))
+          + (f"; {errors} pack(s) failed" + (f" (tracebacks in {error_log(meta)})" if error_log(meta) else "")
+             if errors else ""))
     code = exit_code(counts, complete)
     if not complete:
         print(f"continue it with `uwm-study resume {spec.name}`", file=sys.stderr)
@@ -815,7 +858,7 @@ def _record_end(results, spec: StudySpec, meta: dict, tracker: tracking.StudyTra
 def _end_session(meta: dict) -> None:
     """This driver is ending normally: Ray stops its own processes at exit, nothing is left to clean up."""
     if not layout.is_remote(meta["storage"]):
-        Path(experiment_path(meta["storage"], meta["name"]), SESSION).unlink(missing_ok=True)
+        Path(experiment_path(meta["storage"], meta["name"]), session.SESSION).unlink(missing_ok=True)
 
 
 def study_complete(spec: StudySpec, storage: str) -> bool:
@@ -913,18 +956,17 @@ def status_text(name: str, storage: str) -> str:
                      f"stage {record['stage']}")
     nodes = points_by_node(runs)
     if nodes:
-        lines.append("nodes: " + ", ".join(f"{where} {n} point{'s' * (n != 1)}" for where, n in nodes.items()))
+        moved = sum(len(tracking.nodes_of(run.data.tags)) > 1 for run in runs)
+        lines.append("nodes: " + ", ".join(f"{where} {n} point{'s' * (n != 1)}" for where, n in nodes.items())
+                     + (f" ({moved} point{'s' * (moved != 1)} trained on more than one node)" if moved else ""))
     return "\n".join(lines + [summary(name, meta, tracker)])
 
 
 def points_by_node(runs: list) -> dict[str, int]:
-    """'<node id[:8]> at <ip>' -> points whose latest attempt trained there (MLflow tags uwm.node*)."""
+    """'<node id[:8]> at <ip>' -> points that trained there (MLflow tags uwm.nodes: every node a point's attempts
+    trained on, so a point retried on another node counts on both)."""
     counts: dict[str, int] = {}
     for run in runs:
-        tags = run.data.tags
-        if layout.NODE in tags:
-            where = f"{tags[layout.NODE][:8]} at {tags.get(layout.NODE_IP) or tags.get(layout.HOST, '?')}"
+        for where in tracking.nodes_of(run.data.tags):
             counts[where] = counts.get(where, 0) + 1
     return dict(sorted(counts.items()))
-
-

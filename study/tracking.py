@@ -79,6 +79,57 @@ def check_tracking(uri: str, timeout: float = 5.0, write: bool = True) -> None:
             raise UserError("tracking", f"folder {db.parent} of the SQLite store {uri} does not exist")
 
 
+def retry_window_s() -> float:
+    """About how long MLflow's client keeps retrying a request to a server that does not answer: urllib3's
+    backoff, factor x 2^(k-1) seconds (at most 120) before retry k = 2 .. max_retries, with its jitter
+    (MLflow's own environment variables; defaults 7 retries, factor 2: about 4 minutes)."""
+    from mlflow.environment_variables import (MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR, MLFLOW_HTTP_REQUEST_BACKOFF_JITTER,
+                                              MLFLOW_HTTP_REQUEST_MAX_RETRIES)
+
+    retries, factor = MLFLOW_HTTP_REQUEST_MAX_RETRIES.get(), MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR.get()
+    jitter = MLFLOW_HTTP_REQUEST_BACKOFF_JITTER.get()
+    return sum(min(120.0, factor * 2 ** (k - 1) + jitter / 2) for k in range(2, retries + 1))
+
+
+def answers(uri: str, timeout: float = 3.0) -> bool:
+    """Whether the MLflow server at ``uri`` answers /health now."""
+    import requests
+
+    try:
+        return requests.get(uri.rstrip("/") + "/health", timeout=timeout).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+class TrackingWatch:
+    """Says aloud when the tracking server stops answering (and how long the trials will wait for it) and when it
+    answers again: the driver's progress loop calls :meth:`poll` (a /health request at most every ``every`` s).
+    A SQLite store has no outage: nothing to watch."""
+
+    def __init__(self, uri: str, every: float = 10.0, timeout: float = 3.0):
+        self.uri, self.every, self.timeout = uri, every, timeout
+        self.down_since: float | None = None
+        self.last = -math.inf
+
+    def poll(self, now: float | None = None) -> str | None:
+        """A line when the server's state changed since the last poll, else None."""
+        now = time.time() if now is None else now
+        if not is_server(self.uri) or now - self.last < self.every:
+            return None
+        self.last = now
+        up = answers(self.uri, self.timeout)
+        if not up and self.down_since is None:
+            self.down_since = now
+            return (f"tracking: the MLflow server at {self.uri} does not answer; the trials wait for it (MLflow's "
+                    f"retries, about {retry_window_s():.0f} s), then the packs that were logging fail and Ray Tune "
+                    f"retries them from their checkpoints")
+        if up and self.down_since is not None:
+            line = f"tracking: the MLflow server at {self.uri} answers again after {now - self.down_since:.0f} s"
+            self.down_since = None
+            return line
+        return None
+
+
 def artifact_root(uri: str) -> str | None:
     """Artifacts of a SQLite store go next to it, in mlruns/; servers decide for themselves."""
     db = sqlite_path(uri)
@@ -302,6 +353,8 @@ class PointRun:
         tags = {layout.PARENT: self.parent_id, layout.ROLE: layout.ROLE_TRIAL, layout.STUDY: self.study,
                 layout.CELL: self.point["cell"], layout.POINT_ID: pid, layout.STAGE: self.point["stage"],
                 layout.PACK: self.pack_id, layout.CONFIG_HASH: chash, layout.STATUS: layout.RUNNING, **self.where}
+        if layout.NODE in self.where:
+            tags[layout.NODES] = node_label(self.where)
         for attempt in range(3):
             self._reuse(search_all(self.client, [self.experiment_id], layout.point_filter(self.parent_id, pid)),
                         chash, params)
@@ -344,6 +397,9 @@ class PointRun:
                 if not self.closed:
                     for key, value in self.where.items():
                         _retry(self.client.set_tag, self.run_id, key, value)
+                    nodes = nodes_of(run.data.tags)
+                    if layout.NODE in self.where and node_label(self.where) not in nodes:   # moved: a lost node?
+                        _retry(self.client.set_tag, self.run_id, layout.NODES, ", ".join([*nodes, node_label(self.where)]))
                     self._log_params(params, have=run.data.params)
             else:   # a stale run of a lost attempt with another configuration, or a duplicate
                 _retry(self.client.delete_run, run.info.run_id)
@@ -383,6 +439,18 @@ class PointRun:
         _retry(self.client.set_terminated, self.run_id, status="FAILED" if status == layout.FAILED else "FINISHED")
         _retry(self.client.set_tag, self.run_id, layout.STATUS, status)
         self.closed = True
+
+
+def node_label(tags: dict[str, str]) -> str:
+    """'<node id[:8]> at <ip>' of the node named by a run's tags (or an attempt's ``where``)."""
+    return f"{tags[layout.NODE][:8]} at {tags.get(layout.NODE_IP) or tags.get(layout.HOST, '?')}"
+
+
+def nodes_of(tags: dict[str, str]) -> list[str]:
+    """Every node a point's attempts trained on, in order (runs written before uwm.nodes: the last node only)."""
+    if tags.get(layout.NODES):
+        return tags[layout.NODES].split(", ")
+    return [node_label(tags)] if layout.NODE in tags else []
 
 
 def _finite(v: Any) -> bool:

@@ -10,7 +10,7 @@ here, so renaming a tag or adding a status is a one-line change. Standard librar
   :data:`VERSION`; artifact :data:`SPEC_ARTIFACT`; at the end, metrics ``points_<status>``.
 - Child run per point, ``run_name = <point id>``, tag :data:`PARENT`, tags :data:`ROLE` = ``trial``,
   :data:`STUDY`, :data:`CELL`, :data:`POINT_ID`, :data:`STAGE`, :data:`PACK`, :data:`CONFIG_HASH`,
-  :data:`NODE`, :data:`NODE_IP`, :data:`HOST`, :data:`PID`, :data:`DEVICE` and :data:`STATUS` (:data:`RUNNING`, then one of :data:`ENDED`);
+  :data:`NODE`, :data:`NODE_IP`, :data:`NODES`, :data:`HOST`, :data:`PID`, :data:`DEVICE` and :data:`STATUS` (:data:`RUNNING`, then one of :data:`ENDED`);
   params ``TrialConfig.flat()`` plus ``cell.<axis>``; metric series at step = episode, one per quantity
   (``uwm_model.metrics.is_series``) and :data:`AUC_REWARD` (stores written before that layout also hold
   one-point ``final_*`` summaries: :data:`FINAL_PREFIX`); artifact :data:`SEED_CURVES`.
@@ -38,6 +38,7 @@ CONFIG_HASH = "uwm.config_hash"
 NODE = "uwm.node"
 NODE_IP = "uwm.node_ip"     # the address Ray knows the node by
 HOST = "uwm.host"
+NODES = "uwm.nodes"         # every node an attempt of the point trained on, "<node id[:8]> at <ip>", comma-separated
 PID = "uwm.pid"             # the process id of the attempt that trains the point, on that node
 DEVICE = "uwm.device"       # the torch device a pack trained on (cpu where a GPU trial found no CUDA)
 STATUS = "uwm.status"
