@@ -76,6 +76,8 @@ def test_a_spec_path_that_is_a_folder_a_fifo_or_missing_is_named_with_its_reason
         f"{tmp_path / 'nope.yaml'}: no such config file"
     (tmp_path / "ok.yaml").write_text("name: x\n")
     assert problem(preflight.check_input_file, tmp_path / "ok.yaml") is None
+    (tmp_path / "link.yaml").symlink_to(tmp_path / "ok.yaml")   # a link to a spec is that spec
+    assert problem(preflight.check_input_file, tmp_path / "link.yaml") is None
 
 
 def test_an_output_folder_that_is_a_file_under_a_file_or_read_only_is_refused(shared):

@@ -140,3 +140,28 @@ def test_a_members_draws_depend_only_on_its_own_seed():
     assert torch.equal(alone[:, 0], packed[:, 1])
     single = streams.uniforms(streams.member_keys(torch.tensor([42]), streams.TRAIN), 3, 100, torch.float64)
     assert torch.equal(single.float(), alone[3])   # 24-bit uniforms are exact in both precisions
+
+
+def test_a_counter_is_the_four_words_step_low_step_high_block_zero():
+    """words() feeds Philox the counter (step mod 2^32, step div 2^32, block j, 0) under the key (seed, purpose):
+    steps past 2^32 use the high word (a study of 2^32 steps never wraps onto its first draws)."""
+    keys = streams.member_keys(torch.tensor([5, 9]), streams.PROBE)
+    for step in (3, 2**32 + 3, 2**33 + 2**31):
+        got = streams.words(keys, step, 3)
+        j = torch.arange(3)
+        for m, seed in enumerate((5, 9)):
+            want = streams.philox4x32((torch.full_like(j, step % 2**32), torch.full_like(j, step >> 32), j,
+                                       torch.zeros_like(j)), (torch.tensor(seed), torch.tensor(streams.PROBE)))
+            assert [w[m].tolist() for w in got] == [w.tolist() for w in want], (step, seed)
+    assert not torch.equal(streams.words(keys, 3, 1)[0], streams.words(keys, 2**32 + 3, 1)[0])
+
+
+def test_draws_are_word_major_and_exactly_n_of_them():
+    """Draw i * B + j is word i of block j (B = ceil(n / 4)), for an n that is not a multiple of 4."""
+    keys = streams.member_keys(torch.tensor([1, 2]), streams.TRAIN)
+    n, B = 10, 3
+    u = streams.uniforms(keys, 7, n, torch.float64)
+    w = streams.words(keys, 7, B)
+    assert u.shape == (2, n)
+    for k in range(n):
+        assert torch.equal(u[:, k], streams.to_uniform(w[k // B][:, k % B], torch.float64)), k

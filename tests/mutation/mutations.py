@@ -11,6 +11,16 @@ RESUME = ["tests/test_trainer.py::test_resume_equals_uninterrupted",
 STEPS = f"{MATH}::test_the_ema_baseline_and_adam_follow_their_equations_over_steps"
 THRESHOLD = f"{MATH}::test_episodes_to_threshold_and_running_reward_match_a_plain_running_mean"
 STOP = f"{PACK}::test_stop_points_freezes_the_chosen_points_and_leaves_the_others_as_if_alone"
+STREAM_COUNTER = "tests/test_streams.py::test_a_counter_is_the_four_words_step_low_step_high_block_zero"
+STREAM_ORDER = "tests/test_streams.py::test_draws_are_word_major_and_exactly_n_of_them"
+STREAM_ODD = "tests/test_streams.py::test_uniforms_are_odd_multiples_of_2_pow_minus_24_strictly_inside_the_unit_interval"
+STREAM_KAT = "tests/test_streams.py::test_philox_matches_the_published_known_answers"
+STREAM_KEYS = "tests/test_streams.py::test_keys_keep_seed_and_purpose_apart_and_refuse_seeds_beyond_32_bits"
+CHECKPOINT = "tests/test_checkpoint.py"
+PREFLIGHT = "tests/test_preflight.py"
+WATCH = "tests/test_study_watch.py"
+SESSION = "tests/test_session.py"
+CHECK = "tests/test_study_check.py"
 
 
 def m(name, file, original, mutant, tests):
@@ -167,4 +177,74 @@ MUTATIONS = [
     m("analysis.probe_total_is_a_mean", "analysis/probe.py",
       'wide["total"] = wide.sum(axis=1, min_count=len(layers))', 'wide["total"] = wide.mean(axis=1)',
       "tests/test_analysis_stats.py"),
+    # ---- issue 29: random streams, checkpoints, pre-flight, tracking, sessions, watching (each asked "which
+    # one-line change would still pass?")
+    m("streams.counter_high_word_shifted_31", "uwm_model/streams.py", "step >> 32, j", "step >> 31, j", STREAM_COUNTER),
+    m("streams.counter_fourth_word_is_the_block", "uwm_model/streams.py",
+      "j, torch.zeros_like(j))", "j, j)", STREAM_COUNTER),
+    m("streams.blocks_round_down", "uwm_model/streams.py", "-(-n // 4)", "n // 4", STREAM_ORDER),
+    m("streams.uniform_keeps_a_bit_too_many", "uwm_model/streams.py", "((w >> 9) * 2 + 1)", "((w >> 8) * 2 + 1)",
+      STREAM_ODD),
+    m("streams.key_bumped_before_round_0", "uwm_model/streams.py", "        if r:\n", "        if True:\n", STREAM_KAT),
+    m("streams.purpose_left_out_of_the_key", "uwm_model/streams.py",
+      "torch.full_like(seeds, purpose)", "torch.zeros_like(seeds)", STREAM_KEYS),
+    m("streams.largest_seed_refused", "uwm_model/streams.py",
+      "int(seeds.max()) > MASK", "int(seeds.max()) >= MASK", STREAM_KEYS),
+    m("checkpoint.float64_sums_cast_to_the_training_dtype", "uwm_model/trainer.py",
+      "keep = not value.is_floating_point() or name in self._FLOAT64_STATE", "keep = not value.is_floating_point()",
+      CHECKPOINT),
+    m("checkpoint.forgets_earlier_resumes", "uwm_model/trainer.py",
+      'self.resumed_from = [*state.get("resumed_from", []), self.episode]', "self.resumed_from = [self.episode]",
+      CHECKPOINT),
+    m("checkpoint.other_points_of_the_same_count_accepted", "uwm_model/trainer.py",
+      'if [c.model_dump(mode="json") for c in self.points] != state["configs"]:',
+      'if len(self.points) != len(state["configs"]):', CHECKPOINT),
+    m("checkpoint.drops_level_probes", "uwm_model/trainer.py",
+      'self.level_probe = {k: v.to(self.device) for k, v in state.get("level_probe", {}).items()}',
+      "self.level_probe = {}",
+      "tests/test_trainer.py::test_reward_level_probe_measures_each_member_once_where_it_first_reaches_the_level"),
+    m("preflight.link_to_a_spec_refused", "study/preflight.py",
+      "mode = path.stat().st_mode", "mode = path.lstat().st_mode", PREFLIGHT),
+    m("preflight.a_file_counts_as_a_folder", "study/preflight.py",
+      "if not existing.is_dir():", "if not existing.exists():", PREFLIGHT),
+    m("preflight.probe_file_left_behind", "study/preflight.py", "os.close(fd)\n    os.unlink(name)", "os.close(fd)",
+      PREFLIGHT),
+    m("preflight.store_probe_committed", "study/preflight.py", 'con.execute("ROLLBACK")', 'con.execute("COMMIT")',
+      PREFLIGHT),
+    m("preflight.probes_the_missing_folder_itself", "study/preflight.py",
+      "problem = _write_problem(existing)", "problem = _write_problem(path)", PREFLIGHT),
+    m("preflight.store_folder_not_tried", "study/preflight.py",
+      "problem = _write_problem(db.parent)", "problem = None", PREFLIGHT),
+    m("tracking.parent_create_replayed", "study/tracking.py",
+      "replayable=False, run_name=self.study", "replayable=True, run_name=self.study",
+      "tests/test_tracking.py::test_responses_cut_off_by_a_dying_server_are_done_once"),
+    m("tracking.back_again_said_at_every_poll", "study/tracking.py",
+      "if up and self.down_since is not None:", "if up:", WATCH),
+    m("tracking.retry_window_counts_the_first_retry", "study/tracking.py",
+      "range(2, retries + 1)", "range(1, retries + 1)", WATCH),
+    m("tracking.nodes_overwritten_by_the_last", "study/tracking.py",
+      '", ".join([*nodes, node_label(self.where)])', "node_label(self.where)", WATCH),
+    m("session.watchdog_in_the_drivers_group", "study/session.py",
+      "stdout=subprocess.DEVNULL, start_new_session=True", "stdout=subprocess.DEVNULL, start_new_session=False",
+      SESSION),
+    m("session.live_driver_taken_for_dead", "study/session.py",
+      'if same_process(*data["driver"]) is not None:', 'if same_process(*data["driver"]) is None:', SESSION),
+    m("session.watchdog_recorded_with_ray", "study/session.py",
+      "if _alive(p) and p.pid not in _watchdogs]", "if _alive(p)]", SESSION),
+    m("runner.wall_time_without_the_largest_trial", "study/runner.py",
+      "+ self.total[1] / concurrent + self.largest[1]", "+ self.total[1] / concurrent",
+      "tests/test_study_failures.py::test_the_estimate_is_a_range_that_holds_the_bound_and_every_fixed_cost"),
+    m("runner.node_loss_fits_compared_with_itself", "study/runner.py",
+      "was, now = trials_that_fit(before, cpus, gpus), trials_that_fit(after, cpus, gpus)",
+      "was, now = trials_that_fit(after, cpus, gpus), trials_that_fit(after, cpus, gpus)", WATCH),
+    m("runner.only_exc_info_diverted", "study/runner.py",
+      'if not (record.exc_info or "Traceback (most recent call last)" in record.getMessage()):',
+      "if not record.exc_info:", WATCH),
+    m("spec.auc_reward_refused", "study/spec.py",
+      "return metrics.is_point_metric(name) or name == layout.AUC_REWARD", "return metrics.is_point_metric(name)",
+      CHECK),
+    m("trainable.auc_metric_never_valued", "study/trainable.py",
+      "state.value[i] = _auc(state.eval_curve[i]) if metric == layout.AUC_REWARD else",
+      "state.value[i] = math.nan if metric == layout.AUC_REWARD else", CHECK),
+
 ]
