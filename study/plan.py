@@ -55,8 +55,9 @@ def plan_text(spec: StudySpec, path: str) -> str:
     confirm = (f" + confirm (top {spec.confirm.top_k} per cell, {spec.confirm.seeds} fresh seeds)" if spec.confirm else "")
     lines.append(f"points: {len(cells)} cells x {spec.samples_per_cell} ({search}){confirm} = "
                  f"{'<= ' if spec.confirm else ''}{spec.total_points} points")
-    lines.append(f"packs: at most {work.trials} Ray trial{'s' * (work.trials != 1)} of <= {spec.points_per_pack} "
-                 f"points (points that share every shape-fixing field train together)")
+    per = spec.points_per_pack
+    lines.append(f"packs: at most {work.trials} Ray trial{'s' * (work.trials != 1)} of <= {per} "
+                 f"point{'s' * (per != 1)} (points that share every shape-fixing field train together)")
     r = spec.resources
     concurrent = max(1, int((os.cpu_count() or 1) / r.cpus))
     try:

@@ -409,6 +409,10 @@ def test_a_killed_trial_worker_is_retried_and_recorded_once(tmp_path, procs):
     assert driver.wait(timeout=300) == 0, log.read_text()[-3000:]
     text = log.read_text()
     assert "failed; retrying from its last checkpoint" in text and "8 finished" in text
+    # Ray's traceback of the dead worker went to the study's error log, which the one-line summary names
+    errors = tmp_path / "runs/worker/uwm-errors.log"
+    assert f"traceback in {errors}" in text and "Traceback (most recent call last)" not in text, text[-3000:]
+    assert "Trial task failed" in errors.read_text()
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     _, kids = children(client, "worker")
