@@ -229,8 +229,9 @@ def trial_seconds(cfg, members: int, gpus: float) -> float:
 # The high end of an estimate: what slowed trials on the 2-core VMs besides the fastest speeds above (one tenth of
 # them at small widths and batches, where a step is launch-bound), the fixed costs of a trial (its worker process,
 # torch and the MLflow client starting) and of each report (per point: MLflow logging; per trial: a checkpoint),
-# and Ray and the tracking store starting once per study. Calibrated on the quickstart study (79 s on 2 cores for
-# a lower bound of 3 s), it is a range, not a bound.
+# and Ray and the tracking store starting once per study. Set by judgement, not fitted: a study whose lower bound
+# was 3 s took 79 s on 2 cores (issue 29), and the quickstart, about a minute there, gets 5 s to 3 min. The high
+# end is an estimate, not a bound.
 SLOWEST_FRACTION = 0.1
 TRIAL_START_S = 10.0
 REPORT_S_PER_POINT = 0.25

@@ -390,6 +390,7 @@ def test_a_killed_driver_leaves_nothing_running_and_ctrl_c_exits_130(tmp_path, p
     assert resumed.wait(120) == 130
     log = (tmp_path / "resume.log").read_text()
     assert "continue with `uwm-study resume cut`" in log and "Tuner.restore" not in log, log[-3000:]
+    assert "Traceback (most recent call last)" not in log, log[-3000:]   # Ray's go to uwm-errors.log
     parent, kids = children(_client(tmp_path), "cut")
     assert parent.info.status == "KILLED" and not [r for r in kids if r.info.status == "RUNNING"]
     assert any(r.info.status == "KILLED" and r.data.tags["uwm.status"] == "running" for r in kids)
