@@ -541,6 +541,11 @@ def test_tracking_outages_shorter_and_longer_than_the_retries(tmp_path, procs, m
     assert driver.wait(300) == 3, (tmp_path / "run.log").read_text()[-3000:]
     log = (tmp_path / "run.log").read_text()
     assert "point(s) failed" in log and "failed after its retries" in log, log[-3000:]
+    # said aloud as it happened: the server stopped answering (with how long the trials wait), then answered again
+    assert f"tracking: the MLflow server at {uri} does not answer; the trials wait for it (MLflow's retries, about " \
+           "42 s)" in log, log[-3000:]
+    assert f"tracking: the MLflow server at {uri} answers again after " in log, log[-3000:]
+    assert "Traceback (most recent call last)" not in log, log[-3000:]   # Ray's go to uwm-errors.log
     failed, ended = kids("failed"), {r.info.run_id: r.info.end_time for r in kids() if r.data.tags["uwm.status"] != "failed"}
     assert failed and ended and not kids("running"), [r.data.tags["uwm.status"] for r in kids()]
 
