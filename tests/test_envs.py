@@ -167,3 +167,20 @@ def test_cuda_steps_equal_cpu_steps_in_float64():
             c, g = env.step(cpu, action), env.step(gpu, action.cuda())
             assert torch.allclose(c.obs, g.obs.cpu(), rtol=0, atol=1e-9) and torch.equal(c.terminated, g.terminated.cpu())
             cpu, gpu = c.state, g.state
+
+
+@pytest.mark.slow
+def test_compiled_step_equals_eager_step_resets_included():
+    """Under torch.compile the step always draws next starts (no graph break); the numbers stay the eager ones."""
+    env = envs.make("CartPole-v1", max_steps=25)
+    eager, _ = env.reset(torch.arange(3), 4, torch.float64)
+    compiled_state = eager
+    step = torch.compile(env.step, dynamic=False)
+    generator = torch.Generator().manual_seed(3)
+    for _ in range(60):
+        action = torch.randint(0, 2, (3, 4), generator=generator)
+        e, c = env.step(eager, action), step(compiled_state, action)
+        assert torch.allclose(e.obs, c.obs, rtol=0, atol=1e-12) and torch.equal(e.truncated, c.truncated)
+        assert torch.equal(e.state.episodes, c.state.episodes)
+        eager, compiled_state = e.state, c.state
+    assert int(eager.episodes.min()) >= 2

@@ -118,9 +118,13 @@ class ClassicControl:
         done = terminated | truncated
         final_obs = self.observe(physics)
         episodes = state.episodes + done
-        # Every environment draws its next start each step (one Philox block): cheaper on a
-        # batch than gathering the few that ended, and free of data-dependent shapes.
-        physics = torch.where(done.unsqueeze(-1), self._starts(state.keys, episodes, physics.dtype), physics)
-        obs = torch.where(done.unsqueeze(-1), self.observe(physics), final_obs)
+        obs = final_obs
+        # Every environment draws a next start (one Philox block) and keeps it where its episode
+        # ended: no data-dependent shapes. Eager code skips the draw on steps where nothing ended
+        # (the ten Philox rounds are most of a small population's step); compiled code always
+        # draws (fused, nearly free) instead of breaking the graph on the test.
+        if torch.compiler.is_compiling() or bool(done.any()):
+            physics = torch.where(done.unsqueeze(-1), self._starts(state.keys, episodes, physics.dtype), physics)
+            obs = torch.where(done.unsqueeze(-1), self.observe(physics), final_obs)
         steps = torch.where(done, 0, steps)
         return Transition(EnvState(physics, steps, episodes, state.keys), obs, reward, terminated, truncated, final_obs)
