@@ -10,7 +10,8 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from uwm_model.control import ActorCritic, ControlConfig, schedule, softplus_critic_gradient, softplus_critic_value
+from uwm_model.control import (ActorCritic, ControlConfig, schedule, softplus_critic_gradient, softplus_critic_value,
+                               td_error)
 from uwm_model.rules import RULES
 from uwm_model.settings import torch_settings
 
@@ -102,6 +103,15 @@ def test_schedule_is_chungs_linear_interpolation():
     assert schedule([1.0, 0.1], [0.0, 0.1], 10, 0) == [1.0, 0.1]
     assert schedule([1.0, 0.1], [0.0, 0.1], 10, 5) == [0.5, 0.1]
     assert schedule([1.0, 0.1], [0.0, 0.1], 10, 30) == [0.0, 0.1]
+
+
+def test_td_error_bootstraps_except_after_terminations_and_zeroes_truncations_as_published():
+    r = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    term = torch.tensor([[False, True, True, False]])
+    trunc = torch.tensor([[False, False, True, True]])
+    v, v_next = torch.tensor([[2.0, 2.0, 2.0, 2.0]]), torch.tensor([[3.0, 3.0, 3.0, 3.0]])
+    assert td_error(r, term, trunc, v, v_next, 0.5).tolist() == [[0.5, -1.0, -1.0, 0.0]]
+    assert td_error(r, term, trunc, v, v_next, 0.5, "bootstrap").tolist() == [[0.5, -1.0, -1.0, -0.5]]
 
 
 def test_a_member_trains_alike_packed_or_alone():

@@ -106,6 +106,15 @@ def softplus_critic_gradient(weights, cache):
     return gw, gb
 
 
+def td_error(reward, terminated, truncated, value, next_value, gamma: float, truncation: str = "zero"):
+    """delta = r + gamma (1 - terminated) V(s') - V(s), [P, B]; at a truncation that is not also a
+    termination, 0 (``truncation="zero"``, Chung's code) or the bootstrapped value as written."""
+    delta = reward + gamma * (~terminated).to(value.dtype) * next_value - value
+    if truncation == "zero":
+        delta = torch.where(truncated & ~terminated, 0.0, delta)
+    return delta
+
+
 def schedule(start, end, end_t: int, t: int) -> list[float]:
     """Chung's linear schedule: start + (end - start) * min(t, end_t) / end_t, per layer."""
     f = min(t, end_t) / end_t
@@ -194,9 +203,7 @@ class ActorCritic:
             out = self.env.step(state, action)
             with torch.no_grad():
                 next_value = softplus_critic_value(*self.critic, out.final_obs)[0]
-            delta = out.reward + cfg.gamma * (~out.terminated).to(self.dtype) * next_value - value
-            if cfg.truncation == "zero":
-                delta = torch.where(out.truncated & ~out.terminated, 0.0, delta)
+            delta = td_error(out.reward, out.terminated, out.truncated, value, next_value, cfg.gamma, cfg.truncation)
             t += 1
             # critic: accumulating traces of dV/dw, cleared at episode starts (after this step's update)
             gw, gb = softplus_critic_gradient(self.critic[0], cache)

@@ -11,6 +11,7 @@ RESUME = ["tests/test_trainer.py::test_resume_equals_uninterrupted",
 STEPS = f"{MATH}::test_the_ema_baseline_and_adam_follow_their_equations_over_steps"
 THRESHOLD = f"{MATH}::test_episodes_to_threshold_and_running_reward_match_a_plain_running_mean"
 ENVS = "tests/test_envs.py"
+CONTROL = "tests/test_control.py"
 STOP = f"{PACK}::test_stop_points_freezes_the_chosen_points_and_leaves_the_others_as_if_alone"
 
 
@@ -192,8 +193,27 @@ MUTATIONS = [
       "index = torch.arange(episodes.shape[-1], dtype=torch.int64, device=episodes.device)",
       "index = torch.zeros(episodes.shape[-1], dtype=torch.int64, device=episodes.device)", ENVS),
     m("envs.reset_draws_from_the_old_episode", "uwm_model/envs/base.py",
-      "self._starts(state.keys, episodes, physics.dtype)", "self._starts(state.keys, state.episodes, physics.dtype)",
-      ENVS),
+      "episodes[p, b].unsqueeze(-1), b.unsqueeze(-1), physics.dtype)",
+      "state.episodes[p, b].unsqueeze(-1), b.unsqueeze(-1), physics.dtype)", ENVS),
     m("envs.obs_not_reset", "uwm_model/envs/base.py",
-      "obs = torch.where(done.unsqueeze(-1), self.observe(physics), final_obs)", "obs = final_obs", ENVS),
+      "obs = final_obs.index_put((p, b), self.observe(fresh))", "obs = final_obs", ENVS),
+    m("envs.reset_block_not_the_env_index", "uwm_model/envs/base.py",
+      "b.unsqueeze(-1), physics.dtype)", "torch.zeros_like(b).unsqueeze(-1), physics.dtype)", ENVS),
+    # ---- actor-critic (tests/test_control.py)
+    m("control.td_bootstraps_after_termination", "uwm_model/control.py",
+      "delta = reward + gamma * (~terminated).to(value.dtype) * next_value - value",
+      "delta = reward + gamma * next_value - value", CONTROL),
+    m("control.truncation_not_zeroed", "uwm_model/control.py",
+      "delta = torch.where(truncated & ~terminated, 0.0, delta)", "delta = delta", CONTROL),
+    m("control.inverse_cdf_off_by_one", "uwm_model/control.py",
+      "action = (probs.cumsum(-1)[..., :-1] < u[..., at: at + 1]).sum(-1)",
+      "action = (probs.cumsum(-1)[..., 1:] < u[..., at: at + 1]).sum(-1)", CONTROL),
+    m("control.critic_softplus_derivative", "uwm_model/control.py",
+      "g = g * torch.sigmoid(pre[l])", "g = g * F.softplus(pre[l])", CONTROL),
+    m("control.output_without_fixed_logit", "uwm_model/control.py",
+      "logits = torch.cat([free, torch.zeros_like(free[..., :1])], -1)", "logits = torch.cat([free, free[..., :1]], -1)",
+      CONTROL),
+    m("control.hidden_units_share_uniforms", "uwm_model/control.py",
+      "h.append((u[..., at: at + z.shape[-1]] < pi).to(z.dtype))", "h.append((u[..., :z.shape[-1]] < pi).to(z.dtype))",
+      CONTROL),
 ]

@@ -118,13 +118,20 @@ class ClassicControl:
         done = terminated | truncated
         final_obs = self.observe(physics)
         episodes = state.episodes + done
-        obs = final_obs
-        # Every environment draws a next start (one Philox block) and keeps it where its episode
-        # ended: no data-dependent shapes. Eager code skips the draw on steps where nothing ended
-        # (the ten Philox rounds are most of a small population's step); compiled code always
-        # draws (fused, nearly free) instead of breaking the graph on the test.
-        if torch.compiler.is_compiling() or bool(done.any()):
+        if torch.compiler.is_compiling():
+            # compiled: every environment draws a next start (one Philox block, fused, nearly free)
+            # and keeps it where its episode ended; no data-dependent shapes, no graph break
             physics = torch.where(done.unsqueeze(-1), self._starts(state.keys, episodes, physics.dtype), physics)
             obs = torch.where(done.unsqueeze(-1), self.observe(physics), final_obs)
+        else:
+            # eager: only the environments that ended draw (the ten Philox rounds over the whole
+            # batch would be most of the step); the same numbers as the compiled path
+            obs = final_obs
+            if bool(done.any()):
+                p, b = done.nonzero(as_tuple=True)
+                u = streams.block_uniforms(state.keys[p], episodes[p, b].unsqueeze(-1), b.unsqueeze(-1), physics.dtype)
+                fresh = self.start(u.squeeze(-2))
+                physics = physics.index_put((p, b), fresh)
+                obs = final_obs.index_put((p, b), self.observe(fresh))
         steps = torch.where(done, 0, steps)
         return Transition(EnvState(physics, steps, episodes, state.keys), obs, reward, terminated, truncated, final_obs)
