@@ -11,7 +11,9 @@ reports environment steps/s (P x B x steps / seconds) after a warm-up. Sides:
   torch       our pure step in eager mode (float32 unless --dtype), on --device;
   compiled    the same under torch.compile (compile time reported apart) with --compile;
   gym-sync    gymnasium.vector.SyncVectorEnv of P x B gymnasium environments (one Python env each);
-  gym-vector  gymnasium's numpy-vectorised entry point where it has one (CartPole-v1 only).
+  gym-vector  gymnasium's numpy-vectorised entry point where it has one (CartPole-v1 only);
+  train       with --train: whole actor-critic training steps (uwm_model.control, WM, the published
+              config) per second, environment included, so the environment's share can be read off.
 Needs gymnasium (the dev extra). Timings only: tests/test_envs.py proves the numbers equal.
 """
 
@@ -25,6 +27,8 @@ import numpy as np
 import torch
 
 from uwm_model import envs
+from uwm_model.control import ActorCritic, ControlConfig
+from uwm_model.settings import torch_settings
 from uwm_model.network import resolve_device, resolve_dtype
 
 WARMUP = 20
@@ -80,6 +84,15 @@ def gym_side(name: str, actions: np.ndarray, mode: str) -> float:
     return N * (T - WARMUP) / seconds
 
 
+def train_side(name: str, P: int, B: int, dtype: str, device: str) -> float:
+    """Environment steps/s of whole actor-critic training steps: two episodes per member, cut at 20 steps
+    (a step costs the same whatever the time limit; Acrobot's untrained episodes would last 500)."""
+    trainer = ActorCritic(ControlConfig(env=name, seeds=P, envs=B, episodes=2, max_steps=20, dtype=dtype,
+                                        device=device))
+    result = trainer.run()
+    return P * B * result.steps / result.seconds
+
+
 def steps_for(rate_guess: float, n: int, seconds: float) -> int:
     return max(WARMUP + 10, int(seconds * rate_guess / n) + WARMUP)
 
@@ -94,11 +107,16 @@ def main(argv=None) -> None:
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--seconds", type=float, default=1.0, help="rough time per measurement")
     ap.add_argument("--no-gym", action="store_true", help="only the torch side (large populations)")
+    ap.add_argument("--train", action="store_true", help="also whole actor-critic training steps/s")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = ap.parse_args(argv)
     device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
+    if args.threads:
+        torch_settings(threads=args.threads, device=device)
     print(f"torch {torch.__version__}, gymnasium {gymnasium.__version__}, {torch.get_num_threads()} threads, "
           f"device {device}, {args.dtype}, B = {args.batch}; environment steps/s (P x B x steps / s)")
-    header = f"{'env':<12} {'P':>6} {'torch':>12} {'compiled':>12} {'gym-sync':>12} {'gym-vector':>12} {'torch/sync':>10}"
+    header = (f"{'env':<12} {'P':>6} {'torch':>12} {'compiled':>16} {'gym-sync':>12} {'gym-vector':>12} "
+              f"{'torch/sync':>10} {'train':>10}")
     print(header)
     print("-" * len(header))
     for name in args.envs:
@@ -113,7 +131,8 @@ def main(argv=None) -> None:
             T = steps_for(ours, N, args.seconds)
             actions = rng.integers(0, n_actions, size=(T, P, args.batch))
             ours, _ = torch_side(name, torch.as_tensor(actions, device=device), dtype, device, False)
-            row = {"torch": f"{ours:,.0f}", "compiled": "-", "gym-sync": "-", "gym-vector": "-", "ratio": "-"}
+            row = {"torch": f"{ours:,.0f}", "compiled": "-", "gym-sync": "-", "gym-vector": "-", "ratio": "-",
+                   "train": "-"}
             if args.compile:
                 rate, compile_s = torch_side(name, torch.as_tensor(actions, device=device), dtype, device, True)
                 row["compiled"] = f"{rate:,.0f}"
@@ -124,8 +143,10 @@ def main(argv=None) -> None:
                 row["gym-sync"], row["ratio"] = f"{sync_rate:,.0f}", f"{ours / sync_rate:.1f}x"
                 if name == "CartPole-v1":
                     row["gym-vector"] = f"{gym_side(name, flat, 'vector_entry_point'):,.0f}"
-            print(f"{name:<12} {P:>6} {row['torch']:>12} {row['compiled']:>12} {row['gym-sync']:>12} "
-                  f"{row['gym-vector']:>12} {row['ratio']:>10}", flush=True)
+            if args.train:
+                row["train"] = f"{train_side(name, P, args.batch, args.dtype, str(device)):,.0f}"
+            print(f"{name:<12} {P:>6} {row['torch']:>12} {row['compiled']:>16} {row['gym-sync']:>12} "
+                  f"{row['gym-vector']:>12} {row['ratio']:>10} {row['train']:>10}", flush=True)
 
 
 if __name__ == "__main__":
