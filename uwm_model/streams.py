@@ -35,7 +35,7 @@ ROUNDS = 10
 _M0, _M1 = 0xD2511F53, 0xCD9E8D57
 _W0, _W1 = 0x9E3779B9, 0xBB67AE85
 
-TRAIN, EVAL, PROBE = 1, 2, 3
+TRAIN, EVAL, PROBE, ENV_RESET = 1, 2, 3, 4
 
 
 def _mulhilo(a: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,7 +62,7 @@ def philox4x32(counter: tuple, key: tuple, rounds: int = ROUNDS) -> tuple[torch.
 
 
 def member_keys(seeds: torch.Tensor, purpose: int) -> torch.Tensor:
-    """[P, 2] int64 key words (seed, purpose) of the members' streams for one purpose (TRAIN, EVAL or PROBE)."""
+    """[P, 2] int64 key words (seed, purpose) of the members' streams for one purpose (TRAIN, EVAL, PROBE, ENV_RESET)."""
     seeds = seeds.to(torch.int64)
     if seeds.numel() and (int(seeds.min()) < 0 or int(seeds.max()) > MASK):
         raise ValueError("stream seeds must lie in [0, 2^32)")
@@ -79,6 +79,18 @@ def words(keys: torch.Tensor, counter, blocks: int) -> tuple[torch.Tensor, ...]:
     j = torch.arange(blocks, dtype=torch.int64, device=keys.device)            # [blocks]
     k0, k1 = keys[:, 0:1], keys[:, 1:2]                                        # [P, 1]
     return philox4x32((step & MASK, step >> 32, j, torch.zeros_like(j)), (k0, k1))
+
+
+def block_uniforms(keys: torch.Tensor, counter: torch.Tensor, block: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The four uniforms of Philox block ``block`` of counter ``counter``, per element: [P, B, 4].
+
+    keys: [P, 2]; counter: int64 [P, B] (each element its own counter, e.g. an environment's episode
+    number); block: int64 [B] (e.g. the environment's index). The same words as :func:`words` gives
+    for that counter and block, for when every element of a batch is at its own counter."""
+    k0, k1 = keys[:, 0:1], keys[:, 1:2]                                        # [P, 1]
+    block = block.to(torch.int64).expand_as(counter)
+    out = philox4x32((counter & MASK, counter >> 32, block, torch.zeros_like(block)), (k0, k1))
+    return torch.stack([to_uniform(w, dtype) for w in out], -1)
 
 
 def to_uniform(w: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

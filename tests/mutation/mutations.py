@@ -10,6 +10,8 @@ RESUME = ["tests/test_trainer.py::test_resume_equals_uninterrupted",
           "tests/test_trainer.py::test_resume_of_reinforce_with_ema_baseline_after_the_threshold_was_reached"]
 STEPS = f"{MATH}::test_the_ema_baseline_and_adam_follow_their_equations_over_steps"
 THRESHOLD = f"{MATH}::test_episodes_to_threshold_and_running_reward_match_a_plain_running_mean"
+ENVS = "tests/test_envs.py"
+CONTROL = "tests/test_control.py"
 STOP = f"{PACK}::test_stop_points_freezes_the_chosen_points_and_leaves_the_others_as_if_alone"
 STREAM_COUNTER = "tests/test_streams.py::test_a_counter_is_the_four_words_step_low_step_high_block_zero"
 STREAM_ORDER = "tests/test_streams.py::test_draws_are_word_major_and_exactly_n_of_them"
@@ -247,4 +249,51 @@ MUTATIONS = [
       "state.value[i] = _auc(state.eval_curve[i]) if metric == layout.AUC_REWARD else",
       "state.value[i] = math.nan if metric == layout.AUC_REWARD else", CHECK),
 
+    # ---- episodic environments (tests/test_envs.py)
+    m("envs.acrobot_nips_dynamics", "uwm_model/envs/acrobot.py",
+      "ddtheta2 = ((torque + d2 / d1 * phi1 - M2 * L1 * LC2 * dtheta1**2 * sin2 - phi2)",
+      "ddtheta2 = ((torque + d2 / d1 * phi1 - phi2)", ENVS),
+    m("envs.acrobot_rk4_weights", "uwm_model/envs/acrobot.py",
+      "s = physics + DT / 6.0 * (k1 + 2 * k2 + 2 * k3 + k4)", "s = physics + DT / 6.0 * (k1 + 2 * k2 + k3 + 2 * k4)", ENVS),
+    m("envs.acrobot_start_not_float32", "uwm_model/envs/acrobot.py",
+      "return (-START_BOUND + (2 * START_BOUND) * u).to(torch.float32).to(u.dtype)",
+      "return -START_BOUND + (2 * START_BOUND) * u", ENVS),
+    m("envs.acrobot_reward_on_goal", "uwm_model/envs/acrobot.py",
+      "torch.where(terminated, 0.0, -1.0)", "torch.full_like(terminated, -1.0, dtype=torch.float64)", ENVS),
+    m("envs.cartpole_semi_implicit_euler", "uwm_model/envs/cartpole.py",
+      "theta + TAU * theta_dot, theta_dot + TAU * thetaacc", "theta + TAU * (theta_dot + TAU * thetaacc), theta_dot + TAU * thetaacc",
+      ENVS),
+    m("envs.cartpole_threshold_inclusive", "uwm_model/envs/cartpole.py",
+      "(physics[..., 2].abs() > THETA_LIMIT)", "(physics[..., 2].abs() > 0.2)", ENVS),
+    m("envs.truncation_off_by_one", "uwm_model/envs/base.py",
+      "truncated = steps >= self.max_steps", "truncated = steps > self.max_steps", ENVS),
+    m("envs.steps_not_reset", "uwm_model/envs/base.py",
+      "steps = torch.where(done, 0, steps)", "steps = torch.where(terminated, 0, steps)", ENVS),
+    m("envs.reset_counter_shared_across_envs", "uwm_model/envs/base.py",
+      "index = torch.arange(episodes.shape[-1], dtype=torch.int64, device=episodes.device)",
+      "index = torch.zeros(episodes.shape[-1], dtype=torch.int64, device=episodes.device)", ENVS),
+    m("envs.reset_draws_from_the_old_episode", "uwm_model/envs/base.py",
+      "episodes[p, b].unsqueeze(-1), b.unsqueeze(-1), physics.dtype)",
+      "state.episodes[p, b].unsqueeze(-1), b.unsqueeze(-1), physics.dtype)", ENVS),
+    m("envs.obs_not_reset", "uwm_model/envs/base.py",
+      "obs = final_obs.index_put((p, b), self.observe(fresh))", "obs = final_obs", ENVS),
+    m("envs.reset_block_not_the_env_index", "uwm_model/envs/base.py",
+      "b.unsqueeze(-1), physics.dtype)", "torch.zeros_like(b).unsqueeze(-1), physics.dtype)", ENVS),
+    # ---- actor-critic (tests/test_control.py)
+    m("control.td_bootstraps_after_termination", "uwm_model/control.py",
+      "delta = reward + gamma * (~terminated).to(value.dtype) * next_value - value",
+      "delta = reward + gamma * next_value - value", CONTROL),
+    m("control.truncation_not_zeroed", "uwm_model/control.py",
+      "delta = torch.where(truncated & ~terminated, 0.0, delta)", "delta = delta", CONTROL),
+    m("control.inverse_cdf_off_by_one", "uwm_model/control.py",
+      "action = (probs.cumsum(-1)[..., :-1] < u[..., at: at + 1]).sum(-1)",
+      "action = (probs.cumsum(-1)[..., 1:] < u[..., at: at + 1]).sum(-1)", CONTROL),
+    m("control.critic_softplus_derivative", "uwm_model/control.py",
+      "g = g * torch.sigmoid(pre[l])", "g = g * F.softplus(pre[l])", CONTROL),
+    m("control.output_without_fixed_logit", "uwm_model/control.py",
+      "logits = torch.cat([free, torch.zeros_like(free[..., :1])], -1)", "logits = torch.cat([free, free[..., :1]], -1)",
+      CONTROL),
+    m("control.hidden_units_share_uniforms", "uwm_model/control.py",
+      "h.append((u[..., at: at + z.shape[-1]] < pi).to(z.dtype))", "h.append((u[..., :z.shape[-1]] < pi).to(z.dtype))",
+      CONTROL),
 ]

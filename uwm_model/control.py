@@ -1,0 +1,236 @@
+"""Actor-critic training on the batched episodic environments (docs/learning-rules.md §9): a first
+version, not yet wired into studies.
+
+A population of P members (seeds ``seed, seed+1, ...``), each with B environments, steps in lock
+step. Every step: the actor (Bernoulli-logistic hidden layers, a categorical output) acts on the
+observations; the environments step (auto-reset); the TD error
+
+    delta_t = r_t + gamma (1 - terminated) V(s_{t+1}) - V(s_t)
+
+is every layer's reward for that step; the actor's hidden layers learn by the chosen rule, the
+critic (softplus MLP, linear output) by TD(lambda) with accumulating traces; both by Adam with
+per-layer learning rates that fall linearly from a start to an end value over ``end_t`` steps.
+
+The categorical output is private to this module for now: its logits are ``K - 1`` free rows and a
+logit fixed at 0 (Chung's parametrisation). Issue 25 is building the categorical unit type in
+uwm_model/units.py; this output should become that unit once it lands. Because the free logits'
+score is ``e_a - pi`` restricted to them, the output is handed to the rules as a layer with
+``h = e_a[:K-1]`` and ``pi = softmax[:K-1]``: reinforce, ste and wm then compute exactly the
+gradients of §9 (their formulas only use ``h - pi`` of the layer above). hwm and uwm use the next
+layer's Bernoulli law itself, so they are refused here until the unit type exists.
+
+Published-code quirks (§9): Adam's bias correction stopping after 1 000 steps is an option
+(``adam_bias_correction_steps``); WM rewards from the next layer's already-updated weights are not
+followed (the rule uses the weights the step sampled with); episode boundaries act on the fresh
+episode's first observation (not the last one's).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+
+from . import envs, streams
+from .config import _Strict
+from .network import Episode, batched_matmul, init_network, resolve_device, resolve_dtype, sigmoid
+from .optim import adam_update
+from .rules import batch_mean_parameters, resolve_rule
+
+CATEGORICAL_RULES = ("reinforce", "ste", "wm")
+CRITIC_SEED_OFFSET = 1 << 30     # the critic of member seed s is initialised from seed s + 2^30
+
+
+class ControlConfig(_Strict):
+    env: Literal["CartPole-v1", "Acrobot-v1"] = Field("CartPole-v1", description="gymnasium id of the environment")
+    max_steps: int = Field(500, ge=1, description="time limit: steps per episode before truncation")
+    actor_hidden: list[int] = Field([64, 32], min_length=1, description="widths of the actor's Bernoulli layers")
+    critic_hidden: list[int] = Field([64, 32], min_length=1, description="widths of the critic's softplus layers")
+    rule: Literal["reinforce", "ste", "wm"] = Field("wm", description="rule of the actor's hidden layers")
+    rule_options: dict = Field(default_factory=dict, description="the rule's options (wm: p)")
+    gamma: float = Field(0.98, gt=0, le=1, description="discount")
+    critic_lambda: float = Field(0.8, ge=0, le=1, description="TD(lambda) trace decay of the critic (traces decay by gamma * lambda)")
+    actor_lr_start: list[float] = Field([0.02, 2e-4, 2e-5], description="actor learning rate per layer at step 0")
+    actor_lr_end: list[float] = Field([2e-4, 2e-6, 2e-7], description="actor learning rate per layer from end_t on")
+    critic_lr_start: list[float] = Field([0.04, 4e-5, 4e-6], description="critic learning rate per layer at step 0")
+    critic_lr_end: list[float] = Field([0.004, 4e-5, 4e-6], description="critic learning rate per layer from end_t on")
+    end_t: int = Field(50_000, ge=1, description="steps over which learning rates fall linearly from start to end")
+    adam_bias_correction_steps: int | None = Field(None, ge=1, description="stop Adam's bias correction after this many "
+                                                   "steps (Chung's code: 1000); none: always correct")
+    truncation: Literal["zero", "bootstrap"] = Field("zero", description="delta at a truncation: zero (Chung's code) "
+                                                     "or r + gamma V(final observation) - V(s)")
+    episodes: int = Field(1000, ge=1, description="episodes per member (counted over its environments)")
+    seed: int = Field(0, ge=0, description="seed of member 0; member k uses seed + k")
+    seeds: int = Field(1, ge=1, description="members (independent runs) trained at once")
+    envs: int = Field(1, ge=1, description="environments per member (the batch of each update)")
+    dtype: Literal["float32", "float64"] = "float32"
+    device: str = "cpu"
+
+    @model_validator(mode="after")
+    def _check(self):
+        actor_layers, critic_layers = len(self.actor_hidden) + 1, len(self.critic_hidden) + 1
+        for name, layers in (("actor_lr_start", actor_layers), ("actor_lr_end", actor_layers),
+                             ("critic_lr_start", critic_layers), ("critic_lr_end", critic_layers)):
+            if len(getattr(self, name)) != layers:
+                raise ValueError(f"{name} lists {len(getattr(self, name))} learning rates for {layers} layers")
+        resolve_rule(self.rule, self.rule_options)
+        return self
+
+
+def softplus_critic_value(weights, biases, x):
+    """V(s) and the activations needed for its gradient. x: [P, B, d]; returns V [P, B] and the cache."""
+    h, pre = [x], []
+    for w, b in zip(weights[:-1], biases[:-1]):
+        a = batched_matmul(h[-1], w.transpose(1, 2)) + b.unsqueeze(1)
+        pre.append(a)
+        h.append(F.softplus(a))
+    v = (batched_matmul(h[-1], weights[-1].transpose(1, 2)) + biases[-1].unsqueeze(1)).squeeze(-1)
+    return v, (h, pre)
+
+
+def softplus_critic_gradient(weights, cache):
+    """Per-sample dV/dparameters ([P, B, ...] per weight and bias), by hand: two small layers."""
+    h, pre = cache
+    g = weights[-1].expand(-1, h[-1].shape[1], -1)                      # dV/dh_last: [P, B, n]
+    gw, gb = [h[-1].unsqueeze(-2)], [torch.ones_like(h[-1][..., :1])]
+    for l in range(len(pre) - 1, -1, -1):
+        g = g * torch.sigmoid(pre[l])                                     # through softplus
+        gw.insert(0, g.unsqueeze(-1) * h[l].unsqueeze(-2))
+        gb.insert(0, g)
+        g = batched_matmul(g, weights[l])
+    return gw, gb
+
+
+def td_error(reward, terminated, truncated, value, next_value, gamma: float, truncation: str = "zero"):
+    """delta = r + gamma (1 - terminated) V(s') - V(s), [P, B]; at a truncation that is not also a
+    termination, 0 (``truncation="zero"``, Chung's code) or the bootstrapped value as written."""
+    delta = reward + gamma * (~terminated).to(value.dtype) * next_value - value
+    if truncation == "zero":
+        delta = torch.where(truncated & ~terminated, 0.0, delta)
+    return delta
+
+
+def schedule(start, end, end_t: int, t: int) -> list[float]:
+    """Chung's linear schedule: start + (end - start) * min(t, end_t) / end_t, per layer."""
+    f = min(t, end_t) / end_t
+    return [s + (e - s) * f for s, e in zip(start, end)]
+
+
+@dataclass
+class ControlResult:
+    returns: torch.Tensor          # [P, episodes]: each member's episode returns in the order they ended
+    steps: int                     # steps taken (per environment)
+    seconds: float
+
+    @property
+    def average_return(self) -> torch.Tensor:
+        """The anchor's figure: each member's mean return over all its episodes, [P]."""
+        return self.returns.mean(1)
+
+
+class ActorCritic:
+    def __init__(self, cfg: ControlConfig):
+        self.cfg = cfg
+        self.dtype, self.device = resolve_dtype(cfg.dtype), resolve_device(cfg.device)
+        self.env = envs.make(cfg.env, cfg.max_steps)
+        self.rule, self.rule_options = resolve_rule(cfg.rule, cfg.rule_options)
+        P, K, d = cfg.seeds, self.env.num_actions, self.env.observation_size
+        seeds = [cfg.seed + k for k in range(P)]
+        actor = init_network([d, *cfg.actor_hidden, K - 1], P, seeds, dtype=torch.float64, device="cpu")
+        # Chung draws the output layer's weights with the scale of K outputs, then drops the fixed logit's row
+        n = cfg.actor_hidden[-1]
+        actor.weights[-1] *= math.sqrt((n + K - 1) / (n + K))
+        critic = init_network([d, *cfg.critic_hidden, 1], P, [s + CRITIC_SEED_OFFSET for s in seeds],
+                              dtype=torch.float64, device="cpu")
+        cast = lambda ts: [t.to(self.device, self.dtype) for t in ts]          # noqa: E731
+        self.actor = [cast(actor.weights), cast(actor.biases)]
+        self.critic = [cast(critic.weights), cast(critic.biases)]
+        self.train_keys = streams.member_keys(torch.tensor(seeds, device=self.device), streams.TRAIN)
+        self.seeds = torch.tensor(seeds, device=self.device)
+        self.adam = {name: [[torch.zeros_like(t) for t in ws + bs], [torch.zeros_like(t) for t in ws + bs]]
+                     for name, (ws, bs) in (("actor", self.actor), ("critic", self.critic))}
+
+    # --- the actor ---
+    def act(self, x: torch.Tensor, u: torch.Tensor) -> tuple[Episode, torch.Tensor]:
+        """Sample the actor on observations x [P, B, d] with uniforms u [P, B, sum(hidden) + 1]. Returns the
+        episode (its last layer the free logits' one-hot and probabilities) and the actions [P, B]."""
+        weights, biases = self.actor
+        h, zs, pis, at = [x], [], [], 0
+        for w, b in zip(weights[:-1], biases[:-1]):
+            z = batched_matmul(h[-1], w.transpose(1, 2)) + b.unsqueeze(1)
+            pi = sigmoid(z)
+            h.append((u[..., at: at + z.shape[-1]] < pi).to(z.dtype))
+            zs.append(z)
+            pis.append(pi)
+            at += z.shape[-1]
+        free = batched_matmul(h[-1], weights[-1].transpose(1, 2)) + biases[-1].unsqueeze(1)
+        logits = torch.cat([free, torch.zeros_like(free[..., :1])], -1)
+        probs = torch.softmax(logits, -1)
+        # inverse CDF: the action is the number of cumulative probabilities below the uniform
+        action = (probs.cumsum(-1)[..., :-1] < u[..., at: at + 1]).sum(-1)
+        onehot = F.one_hot(action, probs.shape[-1]).to(x.dtype)
+        h.append(onehot[..., :-1])
+        zs.append(free)
+        pis.append(probs[..., :-1])
+        return Episode(h, zs, pis), action
+
+    def _adam(self, name: str, params: list[torch.Tensor], grads: list[torch.Tensor], lrs: list[float], t: int):
+        m, v = self.adam[name]
+        limit = self.cfg.adam_bias_correction_steps
+        b1, b2 = (0.0, 0.0) if limit is not None and t >= limit else (0.9**t, 0.999**t)
+        L = len(lrs)
+        for i, (p, g) in enumerate(zip(params, grads)):
+            params[i], m[i], v[i] = adam_update(p, g, m[i], v[i], b1, b2, lrs[i % L])
+        return params[:L], params[L:]
+
+    def run(self, progress=None) -> ControlResult:
+        cfg, P, B = self.cfg, self.cfg.seeds, self.cfg.envs
+        state, obs = self.env.reset(self.seeds, B, self.dtype, self.device)
+        n_units = sum(cfg.actor_hidden) + 1
+        traces = None
+        ret = torch.zeros(P, B, dtype=self.dtype, device=self.device)
+        returns = [[] for _ in range(P)]
+        t, tic = 0, time.perf_counter()
+        while min(len(r) for r in returns) < cfg.episodes:
+            u = streams.uniforms(self.train_keys, t, B * n_units, self.dtype).reshape(P, n_units, B).transpose(1, 2)
+            ep, action = self.act(obs, u)
+            value, cache = softplus_critic_value(*self.critic, obs)
+            out = self.env.step(state, action)
+            with torch.no_grad():
+                next_value = softplus_critic_value(*self.critic, out.final_obs)[0]
+            delta = td_error(out.reward, out.terminated, out.truncated, value, next_value, cfg.gamma, cfg.truncation)
+            t += 1
+            # critic: accumulating traces of dV/dw, cleared at episode starts (after this step's update)
+            gw, gb = softplus_critic_gradient(self.critic[0], cache)
+            grads = gw + gb
+            traces = grads if traces is None else [cfg.gamma * cfg.critic_lambda * e + g for e, g in zip(traces, grads)]
+            shape = lambda e: delta.reshape(P, B, *([1] * (e.dim() - 2)))        # noqa: E731
+            critic_step = [(shape(e) * e).mean(1) for e in traces]
+            self.critic[0], self.critic[1] = self._adam(
+                "critic", self.critic[0] + self.critic[1], critic_step,
+                schedule(cfg.critic_lr_start, cfg.critic_lr_end, cfg.end_t, t - 1), t)
+            done = (out.terminated | out.truncated)
+            keep = (~done).to(self.dtype)
+            traces = [e * keep.reshape(P, B, *([1] * (e.dim() - 2))) for e in traces]
+            # actor: this step's per-layer logit estimates with R = delta
+            logit_grads = self.rule.fn(self.actor[0], ep, delta, None, **self.rule_options)
+            grad = batch_mean_parameters(logit_grads, ep)
+            self.actor[0], self.actor[1] = self._adam(
+                "actor", self.actor[0] + self.actor[1], grad.weights + grad.biases,
+                schedule(cfg.actor_lr_start, cfg.actor_lr_end, cfg.end_t, t - 1), t)
+            # bookkeeping
+            ret = ret + out.reward
+            if bool(done.any()):
+                for p, b in done.nonzero().tolist():
+                    returns[p].append(float(ret[p, b]))
+                ret = torch.where(done, 0.0, ret)
+                if progress:
+                    progress(t, returns)
+            state, obs = out.state, out.obs
+        returns = torch.tensor([r[: cfg.episodes] for r in returns], dtype=torch.float64)
+        return ControlResult(returns, t, time.perf_counter() - tic)
