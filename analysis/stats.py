@@ -144,6 +144,48 @@ def _t_quantile(q: float, df: int) -> float:
     return float(t.ppf(q, df))
 
 
+# ----------------------------------------------------------------------------- one-sample tests over seeds
+
+SIGN_FLIP_EXACT_MAX = 14   # up to 2**14 sign patterns enumerated; beyond, SIGN_FLIP_DRAWS random ones
+SIGN_FLIP_DRAWS = 20000
+
+
+def sign_flip_p(values, seed: int = 0) -> np.ndarray:
+    """One-sided p-value of H0 "each value is symmetric about 0" against a positive mean, per row of
+    ``values`` [..., n] (n independent values, e.g. one per seed; no NaNs): the share of the 2**n sign
+    patterns whose signed mean is at least the observed mean (the identity included, so p >= 2**-n). Exact
+    at any scale and heteroscedasticity under symmetry; beyond :data:`SIGN_FLIP_EXACT_MAX` values the patterns
+    are :data:`SIGN_FLIP_DRAWS` random ones from :func:`generator` (plus the identity)."""
+    x = np.asarray(values, dtype=np.float64)
+    n = x.shape[-1]
+    if n == 0:
+        return np.full(x.shape[:-1], np.nan)
+    if n <= SIGN_FLIP_EXACT_MAX:
+        signs = 1 - 2 * ((np.arange(2 ** n)[:, None] >> np.arange(n)) & 1)            # [2**n, n]; row 0 = identity
+    else:
+        draws = generator(seed, x).integers(0, 2, size=(SIGN_FLIP_DRAWS, n))
+        signs = np.vstack([np.ones((1, n), dtype=np.int64), 1 - 2 * draws])
+    flipped = x @ signs.T.astype(np.float64)                                           # [..., patterns]
+    observed = x.sum(-1, keepdims=True)
+    # a tolerance for the float residue of re-summing the same numbers in another order
+    return (flipped >= observed - 1e-12 * np.abs(x).sum(-1, keepdims=True)).mean(-1)
+
+
+def t_interval(values, level: float = DEFAULT_LEVEL) -> tuple[float, float, float, float]:
+    """Mean of the finite ``values`` (independent draws, e.g. one per initial state) with its Student-t
+    interval and standard error: ``(mean, lo, hi, se)``; NaN spread below 2 values."""
+    x = np.asarray(values, dtype=np.float64).ravel()
+    x = x[np.isfinite(x)]
+    if not x.size:
+        return math.nan, math.nan, math.nan, math.nan
+    mean = float(x.mean())
+    if x.size < 2:
+        return mean, math.nan, math.nan, math.nan
+    se = float(x.std(ddof=1) / math.sqrt(x.size))
+    half = _t_quantile(1 - (1 - level) / 2, x.size - 1) * se
+    return mean, mean - half, mean + half, se
+
+
 # ----------------------------------------------------------------------------- rank correlation
 
 

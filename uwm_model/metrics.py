@@ -52,6 +52,9 @@ PROBE_KINDS = {
     "bias_sq": "debiased squared bias ||mean - exact||^2 - V/K of layer l: unbiased for ||E estimate - exact||^2 "
                "(a U-statistic; may be negative; small networks only)",
     "bias_sq_se": "jackknife standard error of bias_sq (small networks only)",
+    "bias_split": "split-half bias product (mean_A - exact).(mean_B - exact) over the first and second halves of the "
+                  "K episodes of layer l: mean ||E estimate - exact||^2, symmetric about 0 when unbiased (the "
+                  "calibrated bias test's statistic; small networks only)",
     "cos": "cosine of the mean estimate of layer l to the exact gradient (small networks only)",
     "exact_sq": "squared norm of the exact gradient of layer l (small networks only; the scale of bias_sq)",
     "nsr": "noise-to-signal ratio V / (B (||mean||^2 - V/K)) of layer l: the variance of one update's "
