@@ -146,14 +146,14 @@ INIT_BIAS_COLUMNS = ["label", "context", "outgoing_norm", "layer", "n_seeds", "u
 RADIUS_METRIC = r"^init_(unit_max_outgoing|beyond_radius)_l\d+$"
 
 
-def init_bias_table(study: Study, level: float = DEFAULT_LEVEL) -> pd.DataFrame:
+def init_bias_table(study: Study, level: float = DEFAULT_LEVEL, seed: int = 0) -> pd.DataFrame:
     """The debiased squared bias of every probed rule variant on the *initial* parameters, per (variant,
     setting, outgoing norm, layer), from the ``init_probe_*`` metrics (every rule on the same states and
     episodes; trials sharing a setting and seed share their initial state, so each seed counts once).
 
     Every statistic is over the initial states (seeds) as random effects: the claim is about the rule at
     this norm, not about these states. ``bias_sq``: mean over seeds of the U-statistic ``||mean - exact||² -
-    V/K`` with its Student-t interval over seeds; ``relative_bias``: ``sqrt(max(bias_sq, 0) / exact_sq)``.
+    V/K`` with its expanded bootstrap interval over seeds (:func:`analysis.stats.bootstrap_ci`); ``relative_bias``: ``sqrt(max(bias_sq, 0) / exact_sq)``.
     The bias test (H0: unbiased) is the sign-flip test over seeds of the split-half products
     ``bias_split`` (:func:`analysis.stats.sign_flip_p`; symmetric about 0 under H0, so it holds its level;
     the per-seed ``bias_sq / bias_sq_se`` leans towards "unbiased" and is not used): ``split_mean`` their
@@ -208,7 +208,8 @@ def init_bias_table(study: Study, level: float = DEFAULT_LEVEL) -> pd.DataFrame:
         n = len(g)
         if not n:
             continue
-        mean, lo, hi, _ = t_interval(g["bias_sq"], level)
+        iv = bootstrap_ci(g["bias_sq"], level=level, seed=seed)
+        mean, lo, hi = iv.estimate, iv.lo, iv.hi
         exact = float(g["exact_sq"].mean()) if "exact_sq" in g else math.nan
         split = g["bias_split"].to_numpy(float) if "bias_split" in g else np.array([])
         split = split[np.isfinite(split)]

@@ -422,7 +422,7 @@ def _pi_section(study: Study, table: pd.DataFrame, level: float,
     if len(init):
         sec.text.append(
             "At initialisation (every rule on the same initial states and episodes): the debiased squared bias "
-            "||mean − exact||² − V/K per layer against the exact gradient, mean over seeds with a Student-t "
+            "||mean − exact||² − V/K per layer against the exact gradient, mean over seeds with a bootstrap "
             f"interval over the initial states (random effects); a relative bias above {BREAKDOWN_RELATIVE_BIAS:.0%} "
             "is shown where a one-sided t-test over seeds rejects (Bonferroni over norms and layers), any bias where "
             "a sign-flip test over seeds of the split-half products (mean_A − exact)·(mean_B − exact) rejects; a "
@@ -635,7 +635,7 @@ def analyse(study: Study, n_boot: int = DEFAULT_BOOT, level: float = DEFAULT_LEV
     ns = norm_stress_table(study, n_boot=n_boot, level=level, seed=seed)
     bd = breakdown_norms(ns) if len(ns) else pd.DataFrame()
     tables["norm_stress"], tables["norm_stress_breakdown"] = ns, bd
-    tables["norm_stress_init_bias"] = init = init_bias_table(study, level=level)
+    tables["norm_stress_init_bias"] = init = init_bias_table(study, level=level, seed=seed)
     sections.append(_pi_section(study, ns, level, init))
     say("fastest rule")
     fast = fastest_rules(study, n_boot=n_boot, level=level, seed=seed)
