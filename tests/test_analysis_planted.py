@@ -518,3 +518,41 @@ def test_order_norm_interaction_resolves_a_geometric_growth_above_pi():
                                            above=lambda d: (d["outgoing_norm"] > math.pi).astype(float))
     old = smf.ols("bias_sq ~ order * above + C(layer)", data=hwm).fit(cov_type="HC3")
     assert old.pvalues["order"] > 0.05 and old.pvalues["order:above"] > 0.05
+
+
+def test_the_order_by_radius_interaction_reads_the_per_weight_axis_and_reports_without_order_1():
+    """Finding 3, planted: in layer 1 the column norm exceeds π at norms 4 and 6 but no weight lies beyond its
+    radius (beyond_radius 0); in layer 2 a share of 0.3 does. The log10 relative squared bias is
+    -2 - 0.1 k + 2 k·share (per unit of the beyond share, the order's slope grows by 2). Coded per weight the
+    fit recovers 2 and -0.1; coded by column norm (the old axis) the layer-1 rows above π dilute it to ~0.3.
+    The fit without order 1 is reported beside it and recovers the same slope."""
+    from analysis.norm_stress import order_norm_interaction
+
+    rng = np.random.default_rng(5)
+    rows = []
+    for k in (1, 3, 5, 7):
+        for c in (0.5, 1, 2, 4, 6):
+            for layer in (1, 2):
+                share = 0.3 if (layer == 2 and c > math.pi) else 0.0
+                rel = 10 ** (-2 - 0.1 * k + 2 * k * share + 0.02 * rng.standard_normal())
+                rows.append({"label": f"hwm_order-{k}", "outgoing_norm": c, "layer": layer, "bias_sq": rel,
+                             "exact_sq": 1.0, "beyond_radius": share})
+    rows += [{"label": "uwm", "outgoing_norm": c, "layer": 3, "bias_sq": 0.0, "exact_sq": 1.0,
+              "beyond_radius": math.nan} for c in (0.5, 6)]
+    inter = order_norm_interaction(pd.DataFrame(rows))
+    assert inter["axis"].startswith("share of weights beyond")
+    assert inter["order_x_above"] == pytest.approx(2.0, abs=0.1) and inter["order_below"] == pytest.approx(-0.1, abs=0.02)
+    assert inter["order_x_above_wo1"] == pytest.approx(2.0, abs=0.1) and inter["n_wo1"] == 30
+    old = order_norm_interaction(pd.DataFrame(rows).drop(columns="beyond_radius"))
+    assert old["axis"].startswith("column norm") and old["order_x_above"] < 1.0
+
+
+def test_verdict_words_follow_the_statistics():
+    """A rejection is "shown"; a non-rejection "not shown" with its power against the stated effect; a
+    design that cannot answer says why; never a claim of the null."""
+    from analysis.verdicts import verdict
+
+    assert verdict(True, 0.3, "x") == "shown" and verdict(True) == "shown"
+    assert verdict(False, 0.015, "a 20% relative bias") == "not shown (power 2% against a 20% relative bias)"
+    assert verdict(False) == "not shown (power not computed)"
+    assert verdict(True, unanswerable="no split-half statistic") == "not answerable (no split-half statistic)"
