@@ -34,7 +34,8 @@ from .lr_sensitivity import MIN_LRS, answer_text, lr_sensitivity, setting_labels
 from .norm_stress import (BREAKDOWN_RELATIVE_BIAS, breakdown_norms, init_bias_breakdown, init_bias_table,
                           norm_stress_table, order_norm_interaction)
 from .probe import cross_rule_labels
-from .scaling import QUANTITIES, compare_compute, compare_exponents, compute_fits, scaling_data, scaling_fits
+from .scaling import (QUANTITIES, compare_compute, compare_exponents, compute_fits, compute_ratio, scaling_data,
+                      scaling_fits)
 from .speed import (MIN_TUNING_POINTS, cell_summary, replication_table, seed_speed, select_tuned,
                     tuning_warnings)
 from .tuning import objective_label, tuning_figures, tuning_table
@@ -356,11 +357,23 @@ def _scaling_section(study: Study, data: pd.DataFrame, fits: pd.DataFrame, comps
                             + f": {r['verdict']}.")
         sec.tables.append(("Compute fits t = a + b·width^k", cfits))
         cc = compare_compute(cobjs, level=level)
+        source = (" (dedicated timing run)" if str(data.attrs.get("compute_source", "")).startswith("the dedicated")
+                  else " (the study's own timings)")
         for _, r in cc.iterrows():
-            sec.answer.append(("compute, k(uwm) − k(reinforce)" + (f", {r['context']}" if r["context"] else ""),
+            sec.answer.append((f"compute, k(uwm) − k({r['reference']})" + (f", {r['context']}" if r["context"] else ""),
                                f"{_ci(r['difference'], r['difference_lo'], r['difference_hi'], 2)}: {r['verdict']}"
-                               + (" (dedicated timing run)" if str(data.attrs.get("compute_source", "")).startswith(
-                                   "the dedicated") else " (the study's own timings)")))
+                               + source))
+        ratio, trend = compute_ratio(data, level=level)
+        if len(ratio):
+            sec.tables.append(("Cost of uwm against each REINFORCE variant per width: ratio t_uwm / t_ref "
+                               f"({level:.0%} interval, log scale, Welch) and the extra seconds per episode, also "
+                               "per n² (flat where the extra work is O(n·n'))", ratio))
+        for _, r in trend.iterrows():
+            own = ratio.loc[(ratio["reference"] == r["reference"]) & (ratio["context"] == r["context"]), "ratio"]
+            sec.answer.append((f"compute, t_uwm / t_{r['reference']}" + (f", {r['context']}" if r["context"] else ""),
+                               f"ratio {own.min():.2f}–{own.max():.2f} over widths; "
+                               f"slope of log ratio on log width {_ci(r['slope'], r['slope_lo'], r['slope_hi'], 2)}: "
+                               f"{r['verdict']}" + source))
     else:
         sec.text.append("Compute: no t = a + b·width^k fit (it needs 4 or more widths); the bare power law's reading "
                         "below holds only where fixed costs per episode are negligible.")
