@@ -222,3 +222,34 @@ def test_the_ratio_interval_covers_and_its_trend_test_holds_its_level():
         row = compute_ratio(pd.DataFrame(rows))[0].iloc[0]
         covered.append(row["ratio_lo"] <= 1.5 <= row["ratio_hi"])
     assert np.mean(covered) >= 0.93, np.mean(covered)
+
+
+def test_the_interleaved_schedule_shares_a_slow_spell_between_rules():
+    """Finding 6's design, planted: two rules of equal cost at 6 widths, 6 windows each; the machine is 3x
+    slower during the middle third of the run. Timed in blocks (rule after rule, widths rising, windows back
+    to back: the old design) the spell lands on some widths of one rule: ratios of 3 (or 1/3). Timed by
+    timing_schedule (every configuration once per round, fresh random order) every configuration meets the
+    spell about equally: every ratio within [0.7, 1.4]."""
+    import pandas as pd
+
+    from analysis.scaling import compute_ratio
+    from study.timing import timing_schedule
+
+    rules, widths, rounds = ["uwm", "reinforce"], [16, 32, 64, 128, 256, 512], 6
+    configs = [(r, w) for r in rules for w in widths]
+    schedule = timing_schedule(len(configs), rounds, seed=0)
+    assert all(sorted(order) == list(range(len(configs))) for order in schedule)
+    assert len({tuple(order) for order in schedule}) == rounds                  # a fresh order every round
+
+    def measured(slots):
+        n = len(slots)
+        rows = [{"quantity": "seconds_per_episode", "rule_variant": configs[i][0], "context": "",
+                 "width": float(configs[i][1]),
+                 "value": (5e-5 + 2e-9 * configs[i][1] ** 2) * (3.0 if n / 3 <= slot < 2 * n / 3 else 1.0)}
+                for slot, i in enumerate(slots)]
+        return compute_ratio(pd.DataFrame(rows))[0]["ratio"]
+
+    blocked = [i for i in range(len(configs)) for _ in range(rounds)]
+    interleaved = [i for order in schedule for i in order]
+    assert measured(blocked).max() >= 2.9 or measured(blocked).min() <= 1 / 2.9
+    assert measured(interleaved).between(0.7, 1.4).all()
