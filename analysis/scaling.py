@@ -1,6 +1,6 @@
 """Scaling with width (docs/learning-rules.md §8, questions 1 and 3): power laws per rule, with intervals.
 
-Three quantities, each fitted as ``y = A · width^b`` per rule variant (and per setting: depth,
+Four kinds of quantity, each fitted as ``y = A · width^b`` per rule variant (and per setting: depth,
 outgoing norm and other grid axes that vary, so that only the width changes within a fit):
 
 ``episodes_to_threshold``  learning speed: the Kaplan-Meier median over the seeds of each cell's
@@ -11,6 +11,10 @@ outgoing norm and other grid axes that vary, so that only the width changes with
 ``probe_variance``         the trained rule's probe variance summed over layers on the initial
                            parameters (``init_probe_*``) when logged, else at a matched episode,
                            per seed, in squared gradient units;
+``noise_to_signal_l{l}``   per hidden layer l, the scale-free noise V / (B ||∇J||²) of the trained
+                           rule on the initial parameters against the exact gradient (``nsr_exact``;
+                           small nets only): the summed ``probe_variance`` counts parameters and grows
+                           with ||∇J||, so its exponent is not a property of the rule;
 ``seconds_per_episode``    measured compute per episode per member, one value per pack (points
                            trained together in one population share one timing; every finished
                            trial at that width counts, whatever its learning rate: compute does
@@ -94,6 +98,13 @@ def scaling_data(study: Study, at=None) -> pd.DataFrame:
     if len(var):
         v = var.merge(info, on="run_id")
         parts.append(v.assign(quantity="probe_variance", value=v["total"])[cols])
+    # the scale-free noise per layer (V / (B ||∇J||²) against the exact gradient) where the probe has the oracle:
+    # the summed variance counts parameters, and grows with ||∇J|| too
+    nsr, _ = probe_at(study, tuned["run_id"], kind="nsr_exact", per_seed=per_seed, init=True)
+    if len(nsr):
+        r = nsr.merge(info, on="run_id")
+        for col in [c for c in nsr.columns if c[:1] == "l" and c[1:].isdigit()]:
+            parts.append(r.assign(quantity=f"noise_to_signal_{col}", value=r[col])[cols])
     spe = next((c for c in ("final_seconds_per_episode", "last_seconds_per_episode") if c in finished), None)
     timing, compute_source = getattr(study, "timing", None), None
     if timing is not None and len(timing):

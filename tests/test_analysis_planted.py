@@ -556,3 +556,26 @@ def test_verdict_words_follow_the_statistics():
     assert verdict(False, 0.015, "a 20% relative bias") == "not shown (power 2% against a 20% relative bias)"
     assert verdict(False) == "not shown (power not computed)"
     assert verdict(True, unanswerable="no split-half statistic") == "not answerable (no split-half statistic)"
+
+
+def test_scaling_fits_the_scale_free_noise_per_layer():
+    """Finding 7: the width exponent of the noise is read per layer from nsr_exact (V / (B ||∇J||²) on the
+    initial parameters), not from the variance summed over layers. Planted: layer 1's ratio grows as
+    width^0.5, layer 2's is flat; the fits recover 0.5 and 0 per layer."""
+    from analysis.scaling import scaling_data, scaling_fits
+
+    rng = np.random.default_rng(6)
+    widths = [8, 16, 32, 64, 128]
+    trials = [_trial(f"uwm-{w}", f"rule=uwm|hidden=[{w}, {w}]", width=w, hidden=[w, w],
+                     final_episodes_to_threshold_mean=500.0) for w in widths]
+    rows = []
+    for w in widths:
+        for s in range(4):
+            noise = np.exp(0.05 * rng.standard_normal(2))
+            rows += [(f"uwm-{w}", 250, s, "eval_reward", 0.5),
+                     (f"uwm-{w}", 250, s, "init_probe_nsr_exact_l1", 3.0 * w ** 0.5 * noise[0]),
+                     (f"uwm-{w}", 250, s, "init_probe_nsr_exact_l2", 7.0 * noise[1])]
+    data = scaling_data(_study(trials, rows))
+    fits = scaling_fits(data, n_boot=200)[0].set_index("quantity")
+    assert fits.loc["noise_to_signal_l1", "exponent"] == pytest.approx(0.5, abs=0.05)
+    assert fits.loc["noise_to_signal_l2", "exponent"] == pytest.approx(0.0, abs=0.05)

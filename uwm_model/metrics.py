@@ -59,6 +59,8 @@ PROBE_KINDS = {
     "exact_sq": "squared norm of the exact gradient of layer l (small networks only; the scale of bias_sq)",
     "nsr": "noise-to-signal ratio V / (B (||mean||^2 - V/K)) of layer l: the variance of one update's "
            "batch-B estimate over the debiased squared norm of its mean (scale-free; absent when that is <= 0)",
+    "nsr_exact": "noise-to-signal ratio V / (B ||exact||^2) of layer l against the exact gradient (scale-free, "
+                 "defined at any K; small networks only)",
 }
 for _kind, _meaning in PROBE_KINDS.items():
     PER_SEED[f"probe_{_kind}_l{{l}}"] = _meaning

@@ -739,7 +739,11 @@ def _layer_statistics(g, h, mean_w, mean_b, batch: int, exact) -> dict[str, torc
     b_w = (K * mean_w - half * (a_w + e_w)) / (K - half) - e_w
     b_b = (K * mean_b - half * (a_b + e_b)) / (K - half) - e_b
     split = (a_w * b_w).sum((1, 2)) + (a_b * b_b).sum(1)
-    out.update(bias=diff_sq.sqrt(), bias_sq=bias_sq, bias_sq_se=se, bias_split=split, cos=cos, exact_sq=e_sq)
+    # the scale-free noise against the exact gradient: defined at any K (nsr's debiased ||mean||^2 - V/K is <= 0 in
+    # most draws at the probe's K on wide nets, and where it is defined, selection biases the ratio low)
+    nsr_exact = var.clamp_min(0) / (batch * e_sq)
+    out.update(bias=diff_sq.sqrt(), bias_sq=bias_sq, bias_sq_se=se, bias_split=split, cos=cos, exact_sq=e_sq,
+               nsr_exact=nsr_exact)
     return out
 
 
