@@ -355,3 +355,31 @@ def test_a_mild_shared_slowdown_with_unequal_fixed_costs_gives_no_spurious_expon
     row = compare_compute(fits).iloc[0]
     assert row["difference_lo"] > 0 and row["verdict"].startswith("no verdict")
     assert all(f.lack_of_fit_p < 1e-6 for f in fits.values())
+
+
+def test_the_usable_learning_rate_range_holds_the_true_best_rate():
+    """lr-sensitivity, planted: 8 rates on a half-decade grid, AUC a parabola in log10(lr) peaking at 0.01
+    (0.4, falling 0.02 per half decade squared), 8 seeds of noise sd 0.05 per cell, the cells' expanded
+    bootstrap intervals. The usable range (rates not resolved worse than the best) holds the true best rate
+    in >= 95 % of 400 simulations (measured 100 %). The best cell, picked and scored on the same seeds, leans
+    high (measured +0.004) and its interval covers its own truth in only 91 % (measured): the winner's curse,
+    which the report's answer now names instead of quoting that interval as calibrated."""
+    from analysis.lr_sensitivity import answer_text, curve_summary
+    from analysis.stats import bootstrap_ci
+
+    rng = np.random.default_rng(14)
+    lr = 10.0 ** np.arange(-4, 0, 0.5)
+    truth = 0.4 - 0.02 * ((np.log10(lr) + 2) / 0.5) ** 2
+    seeds = truth[None, :, None] + 0.05 * rng.standard_normal((400, lr.size, 8))
+    held, excess, covered = [], [], []
+    for s, sim in enumerate(seeds):
+        ivs = [bootstrap_ci(cell, n_boot=300, seed=s) for cell in sim]
+        row = curve_summary(lr, np.array([i.estimate for i in ivs]), np.array([i.lo for i in ivs]),
+                            np.array([i.hi for i in ivs]))
+        held.append(row["usable_lr_min"] <= 0.01 <= row["usable_lr_max"])
+        excess.append(row["best"] - truth.max())
+        best = int(np.argmax([i.estimate for i in ivs]))
+        covered.append(ivs[best].contains(truth[best]))
+    assert np.mean(held) >= 0.95
+    assert np.mean(excess) > 0 and np.mean(covered) < 0.93
+    assert "picked and scored on the same seeds" in answer_text(row)
