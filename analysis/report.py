@@ -606,7 +606,13 @@ def _methods(level: float, n_boot: int, seed: int) -> Section:
         "within settings, pooled as a cell-weighted mean, with a bootstrap of whole cells and, inside it, of seeds paired across "
         "the rules of a setting; power-law exponents a bootstrap "
         "stratified by width or a t-interval; compute t = a + b·width^k (scipy curve_fit) with a stratified "
-        "bootstrap.",
+        "bootstrap and a lack-of-fit F-test against the replicate timings; the cost ratio t_uwm / t_ref per width "
+        "on the log scale with Welch's degrees of freedom. Bias at initialisation: any bias by a sign-flip test over "
+        "seeds of the split-half products (mean_A − exact)·(mean_B − exact), a relative bias above 10% by a "
+        "one-sided t-test over seeds (Bonferroni over norms and layers, power by the noncentral t). Every test "
+        "and interval is checked on simulated data in tests/test_calibration.py. Verdicts: 'shown' on a "
+        "rejection; 'not shown (power p% against effect e)' on a non-rejection; 'not answerable (why)' where the "
+        "design cannot say.",
         "Matched points of training: probe values are compared at the first report episode every trial shares "
         "(each trial's first report when they share none).",
         "Tables: the CSV files beside this report hold every number shown here and more (trials.csv, cells.csv, "

@@ -159,7 +159,8 @@ def _timings(scale=1.5, slow_at=256, slow=3.0, seed=0, repeats=4):
     widths = np.repeat([16, 32, 64, 128, 256, 512], repeats).astype(float)
     rows = []
     for rule, factor in (("uwm", scale), ("reinforce(baseline=ema)", 1.0)):
-        t = factor * (5e-5 + 2e-9 * widths ** 2) * np.where(widths == slow_at, slow, 1.0) * np.exp(0.03 * rng.standard_normal(widths.size))
+        slowdown = np.where(widths == slow_at, slow, 1.0)
+        t = factor * (5e-5 + 2e-9 * widths ** 2) * slowdown * np.exp(0.03 * rng.standard_normal(widths.size))
         rows += [{"quantity": "seconds_per_episode", "rule_variant": rule, "context": "", "width": w, "value": v}
                  for w, v in zip(widths, t)]
     return pd.DataFrame(rows)
