@@ -384,3 +384,28 @@ def test_the_usable_learning_rate_range_holds_the_true_best_rate():
     assert np.mean(held) >= 0.95
     assert np.mean(excess) > 0 and np.mean(covered) < 0.93
     assert "picked and scored on the same seeds" in answer_text(row)
+
+
+def test_the_order_by_radius_interaction_test_holds_its_level():
+    """The interaction's HC3 test under H0, planted: log10 relative squared bias = -2 - 0.05 k + share + noise
+    (sd 0.3), the beyond-radius share 0 below norm 3.5 and growing above (unequal between layers), orders
+    1/3/5/7, 8 norms, 2 layers: an order effect and a radius effect but no interaction. Over 1 000
+    simulations the interaction is rejected at 5 % in 4.7 % (measured; 6.3 % without order 1, 48 rows)."""
+    import pandas as pd
+
+    from analysis.norm_stress import order_norm_interaction
+
+    rng = np.random.default_rng(15)
+    keys = [(k, c, layer) for k in (1, 3, 5, 7) for c in (0.5, 1, 2, 3, 3.5, 4, 6, 8) for layer in (1, 2)]
+    share = np.array([0.0 if c < 3.5 else min(1.0, (0.05 if layer == 1 else 0.3) * c / 3.5) for _, c, layer in keys])
+    order = np.array([k for k, _, _ in keys], float)
+    frame = pd.DataFrame({"label": [f"hwm_order-{k}" for k, _, _ in keys], "outgoing_norm": [c for _, c, _ in keys],
+                          "layer": [layer for _, _, layer in keys], "exact_sq": 1.0, "beyond_radius": share})
+    output = pd.DataFrame([{"label": "uwm", "outgoing_norm": 1.0, "layer": 3, "bias_sq": 0.0, "exact_sq": 1.0}])
+    full, wo1 = [], []
+    for _ in range(1000):
+        rel = 10 ** (-2 - 0.05 * order + share + 0.3 * rng.standard_normal(len(keys)))
+        r = order_norm_interaction(pd.concat([frame.assign(bias_sq=rel), output], ignore_index=True))
+        full.append(r["order_x_above_p"] < LEVEL)
+        wo1.append(r["order_x_above_p_wo1"] < LEVEL)
+    assert abs(np.mean(full) - LEVEL) < 0.02 and abs(np.mean(wo1) - LEVEL) < 0.02, (np.mean(full), np.mean(wo1))
