@@ -409,3 +409,33 @@ def test_the_order_by_radius_interaction_test_holds_its_level():
         full.append(r["order_x_above_p"] < LEVEL)
         wo1.append(r["order_x_above_p_wo1"] < LEVEL)
     assert abs(np.mean(full) - LEVEL) < 0.02 and abs(np.mean(wo1) - LEVEL) < 0.02, (np.mean(full), np.mean(wo1))
+
+
+def test_two_power_law_fits_of_identical_data_do_not_share_their_stream():
+    """Finding 9 for the width exponents too: two rules with identical observations; compare_exponents'
+    interval of their difference has a width (independent draws), not [0, 0]."""
+    import pandas as pd
+
+    from analysis.scaling import compare_exponents, scaling_fits
+
+    rng = np.random.default_rng(16)
+    w = np.repeat([8, 16, 32, 64, 128], 4).astype(float)
+    y = w ** 1.2 * np.exp(0.2 * rng.standard_normal(w.size))
+    data = pd.concat([pd.DataFrame({"quantity": "probe_variance", "rule_variant": r, "context": "", "width": w,
+                                    "value": y}) for r in ("uwm", "reinforce")], ignore_index=True)
+    row = compare_exponents(scaling_fits(data, n_boot=500)[1]).iloc[0]
+    assert row["difference"] == 0 and row["difference_lo"] < -0.01 and row["difference_hi"] > 0.01
+
+
+def test_no_analysis_writes_a_claim_of_the_null():
+    """Verdict words: the analysis code writes no "unbiased by", "no breakdown" or "no bias detected"
+    (a non-rejection says "not shown", with its power; analysis/verdicts.py)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "analysis"
+    for path in root.glob("*.py"):
+        if path.name == "verdicts.py":     # names the forbidden words in its docstring
+            continue
+        text = path.read_text()
+        for phrase in ('unbiased by', 'no breakdown up to', 'no bias detected'):
+            assert phrase not in text, f"{path.name}: {phrase!r}"

@@ -201,7 +201,8 @@ MUTATIONS = [
       "tests/test_calibration.py::test_a_mild_shared_slowdown_with_unequal_fixed_costs_gives_no_spurious_exponent_difference"),
     m("calib.stream_ignores_the_key", "analysis/stats.py",
       "zlib.crc32(key.encode())", "0",
-      "tests/test_calibration.py::test_two_fits_of_identical_data_do_not_share_their_resampling_stream"),
+      ["tests/test_calibration.py::test_two_fits_of_identical_data_do_not_share_their_resampling_stream",
+       "tests/test_calibration.py::test_two_power_law_fits_of_identical_data_do_not_share_their_stream"]),
     m("calib.ratio_interval_one_rule", "analysis/scaling.py",
       "half = student.ppf(1 - a, df) * math.sqrt(vx + vy)", "half = student.ppf(1 - a, df) * math.sqrt(vx)",
       "tests/test_calibration.py::test_the_ratio_interval_covers_and_its_trend_test_holds_its_level"),
@@ -216,4 +217,7 @@ MUTATIONS = [
       'parts.append(r.assign(quantity=f"noise_to_signal_{col}", value=r[col])[cols])',
       'parts.append(r.assign(quantity=f"noise_to_signal_{col}", value=r["total"])[cols])',
       "tests/test_analysis_planted.py::test_scaling_fits_the_scale_free_noise_per_layer"),
+    m("calib.power_law_stream_ignores_the_key", "analysis/scaling.py",
+      'n_boot=n_boot, level=level, seed=seed, key=f"{q}|{rule}|{ctx}")', 'n_boot=n_boot, level=level, seed=seed)',
+      "tests/test_calibration.py::test_two_power_law_fits_of_identical_data_do_not_share_their_stream"),
 ]
