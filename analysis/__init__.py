@@ -5,7 +5,8 @@
     cells = analysis.speed.cell_summary(study)          # tuned lr, speed with intervals, variance
     write_report("my-study", "reports/my-study")        # HTML + CSV, attached to the parent run
 
-Modules: ``load`` (MLflow to DataFrames), ``stats`` (bootstrap, Wilson, Spearman, power laws),
+Modules: ``load`` (MLflow to DataFrames), ``stats`` (bootstrap, Wilson, Spearman, power laws, sign-flip test),
+``verdicts`` ("shown" / "not shown (power p% against effect e)" / "not answerable (why)"),
 ``speed`` (speed per seed, trial and cell), ``probe`` (probe metrics at matched episodes),
 ``variance_speed``, ``scaling``, ``norm_stress`` (the three questions), ``lr_sensitivity`` (best
 learning rate, usable range and FWHM on an lr grid), ``tuning`` (each cell's search, with Optuna's plots), ``figures``, ``report``,

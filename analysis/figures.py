@@ -423,7 +423,7 @@ def norm_stress_figure(table: pd.DataFrame):
             ax.tick_params(labelsize=8)
     fig.supxlabel("initial outgoing norm c (weight units)", fontsize=9)
     handles = [Line2D([], [], color=pal[r], marker="o", ms=4) for r in sorted(pal)]
-    _legend_below(fig, handles + [Line2D([], [], color="0.3", ls="--", lw=1)], list(sorted(pal)) + ["c = π"])
+    _legend_below(fig, handles + [Line2D([], [], color="0.3", ls="--", lw=1)], list(sorted(pal)) + ["column norm c = π (the Taylor radius is per weight)"])
     only = f" ({contexts[0]})" if len(contexts) == 1 and contexts[0] else ""
     fig.set_label(f"Outgoing-norm stress{only}: where do the rules break down?")  # the caption, printed under the figure
     return fig

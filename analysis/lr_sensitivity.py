@@ -129,7 +129,8 @@ def answer_text(r, measure_name: str = "AUC") -> str:
 
     text = (f"best lr {num(r['best_lr'])}" + (" (edge of the grid)" if r["best_at_edge"] else "")
             + f" ({measure_name} {num(r['best'])}"
-            + (f" [{num(r['best_lo'])}, {num(r['best_hi'])}]" if math.isfinite(r["best_lo"]) else "") + ")")
+            + (f" [{num(r['best_lo'])}, {num(r['best_hi'])}]" if math.isfinite(r["best_lo"]) else "")
+            + "; picked and scored on the same seeds, so it leans high)")
     ge = "≥ " if r["usable_censored"] else ""
     if r["n_usable"] == 1:
         text += f"; usable {num(r['best_lr'])} only"

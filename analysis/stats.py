@@ -43,14 +43,17 @@ class Interval:
 NAN_INTERVAL = Interval(math.nan, math.nan, math.nan, 0)
 
 
-def generator(seed: int, *columns) -> np.random.Generator:
-    """A random stream for resampling ``columns`` (equal-length arrays, read as rows): seeded by ``seed``
-    and a checksum of the rows sorted, so it depends on the data as a multiset, not on its order.
-    Different data give independent streams (the draws of two fits are not coupled); a permutation of
-    the rows gives the same stream applied to other rows (the same interval up to Monte-Carlo error)."""
+def generator(seed: int, *columns, key: str = "") -> np.random.Generator:
+    """A random stream for resampling ``columns`` (equal-length arrays, read as rows): seeded by ``seed``,
+    a checksum of the rows sorted (so it depends on the data as a multiset, not on its order) and ``key``
+    (what is fitted: two fits of identical data, e.g. two rules' timings, must not share their draws, or
+    the interval of their difference collapses to [0, 0]). Different data or keys give independent
+    streams; a permutation of the rows gives the same stream applied to other rows (the same interval up
+    to Monte-Carlo error)."""
     rows = np.column_stack([np.asarray(c, dtype=np.float64).ravel() for c in columns]) if columns else np.zeros((0, 1))
     rows = rows[np.lexsort(rows.T[::-1])] if len(rows) else rows
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(zlib.crc32(rows.tobytes()),)))
+    return np.random.default_rng(np.random.SeedSequence(
+        seed, spawn_key=(zlib.crc32(rows.tobytes()), zlib.crc32(key.encode()))))
 
 
 def _stat_fn(statistic: str | Callable) -> Callable:
@@ -142,6 +145,48 @@ def _t_quantile(q: float, df: int) -> float:
     from scipy.stats import t
 
     return float(t.ppf(q, df))
+
+
+# ----------------------------------------------------------------------------- one-sample tests over seeds
+
+SIGN_FLIP_EXACT_MAX = 14   # up to 2**14 sign patterns enumerated; beyond, SIGN_FLIP_DRAWS random ones
+SIGN_FLIP_DRAWS = 20000
+
+
+def sign_flip_p(values, seed: int = 0) -> np.ndarray:
+    """One-sided p-value of H0 "each value is symmetric about 0" against a positive mean, per row of
+    ``values`` [..., n] (n independent values, e.g. one per seed; no NaNs): the share of the 2**n sign
+    patterns whose signed mean is at least the observed mean (the identity included, so p >= 2**-n). Exact
+    at any scale and heteroscedasticity under symmetry; beyond :data:`SIGN_FLIP_EXACT_MAX` values the patterns
+    are :data:`SIGN_FLIP_DRAWS` random ones from :func:`generator` (plus the identity)."""
+    x = np.asarray(values, dtype=np.float64)
+    n = x.shape[-1]
+    if n == 0:
+        return np.full(x.shape[:-1], np.nan)
+    if n <= SIGN_FLIP_EXACT_MAX:
+        signs = 1 - 2 * ((np.arange(2 ** n)[:, None] >> np.arange(n)) & 1)            # [2**n, n]; row 0 = identity
+    else:
+        draws = generator(seed, x).integers(0, 2, size=(SIGN_FLIP_DRAWS, n))
+        signs = np.vstack([np.ones((1, n), dtype=np.int64), 1 - 2 * draws])
+    flipped = x @ signs.T.astype(np.float64)                                           # [..., patterns]
+    observed = x.sum(-1, keepdims=True)
+    # a tolerance for the float residue of re-summing the same numbers in another order
+    return (flipped >= observed - 1e-12 * np.abs(x).sum(-1, keepdims=True)).mean(-1)
+
+
+def t_interval(values, level: float = DEFAULT_LEVEL) -> tuple[float, float, float, float]:
+    """Mean of the finite ``values`` (independent draws, e.g. one per initial state) with its Student-t
+    interval and standard error: ``(mean, lo, hi, se)``; NaN spread below 2 values."""
+    x = np.asarray(values, dtype=np.float64).ravel()
+    x = x[np.isfinite(x)]
+    if not x.size:
+        return math.nan, math.nan, math.nan, math.nan
+    mean = float(x.mean())
+    if x.size < 2:
+        return mean, math.nan, math.nan, math.nan
+    se = float(x.std(ddof=1) / math.sqrt(x.size))
+    half = _t_quantile(1 - (1 - level) / 2, x.size - 1) * se
+    return mean, mean - half, mean + half, se
 
 
 # ----------------------------------------------------------------------------- rank correlation
@@ -242,7 +287,8 @@ def _ols_slopes(lx: np.ndarray, ly: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return slope, intercept
 
 
-def fit_power_law(x, y, n_boot: int = DEFAULT_BOOT, level: float = DEFAULT_LEVEL, seed: int = 0) -> PowerLawFit:
+def fit_power_law(x, y, n_boot: int = DEFAULT_BOOT, level: float = DEFAULT_LEVEL, seed: int = 0,
+                  key: str = "") -> PowerLawFit:
     r"""Fit ``y = A x^b`` on log-log axes, with an interval on ``b``.
 
     The observations are grouped by distinct ``x`` (e.g. width); the fit is ordinary least
@@ -283,7 +329,7 @@ def fit_power_law(x, y, n_boot: int = DEFAULT_BOOT, level: float = DEFAULT_LEVEL
         t_lo = t_hi = math.nan
     draws = None
     if min(g.size for g in groups) >= MIN_BOOT_REPLICATES:
-        rng = generator(seed, x, y)
+        rng = generator(seed, x, y, key=key)
         means = np.empty((n_boot, k))
         for j, g in enumerate(groups):
             means[:, j] = g[rng.integers(0, g.size, size=(n_boot, g.size))].mean(axis=1)
@@ -432,7 +478,9 @@ class CostFit:
     ``lo, hi``: the bootstrap interval on ``k`` (observations resampled within each n, each fit's own
     stream); ``draws`` the bootstrap exponents. ``r2`` on log t; ``variable_share``: the power-law part's
     share of the time at the largest n (below 1/2, the fixed cost still dominates there and ``k`` is
-    poorly determined by these widths)."""
+    poorly determined by these widths). ``lack_of_fit_p``: the lack-of-fit F-test of the curve against the
+    replicate noise (on log t); below :data:`MIN_LACK_OF_FIT_P` the timings are not a + b n^k (a cache
+    step, a slow spell at one width) and ``k`` is not identified by them."""
 
     a: float
     b: float
@@ -444,6 +492,10 @@ class CostFit:
     n_levels: int
     n_obs: int
     draws: np.ndarray = field(default=None, repr=False)
+    lack_of_fit_p: float = math.nan
+
+
+MIN_LACK_OF_FIT_P = 0.01   # below: the per-width means depart from a + b n^k beyond the replicate noise
 
 
 def _fit_cost(n: np.ndarray, t: np.ndarray, start=None) -> tuple[float, float, float]:
@@ -467,9 +519,10 @@ def _fit_cost(n: np.ndarray, t: np.ndarray, start=None) -> tuple[float, float, f
     return math.exp(log_a), math.exp(log_b), float(k)
 
 
-def fit_cost(x, y, n_boot: int = 200, level: float = DEFAULT_LEVEL, seed: int = 0) -> CostFit:
-    """Fit ``y = a + b x^k`` (x: width, y: seconds per episode) with a stratified bootstrap interval on k.
-    Needs at least 4 distinct x (three parameters); raises ValueError otherwise."""
+def fit_cost(x, y, n_boot: int = 200, level: float = DEFAULT_LEVEL, seed: int = 0, key: str = "") -> CostFit:
+    """Fit ``y = a + b x^k`` (x: width, y: seconds per episode) with a stratified bootstrap interval on k
+    (its stream: :func:`generator` of the data and ``key``, what is fitted). Needs at least 4 distinct x
+    (three parameters); raises ValueError otherwise."""
     x = np.asarray(x, dtype=np.float64).ravel()
     y = np.asarray(y, dtype=np.float64).ravel()
     ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
@@ -487,7 +540,7 @@ def fit_cost(x, y, n_boot: int = 200, level: float = DEFAULT_LEVEL, seed: int = 
     draws = None
     lo = hi = math.nan
     if min(g.size for g in groups) >= 2:
-        rng = generator(seed, x, y)
+        rng = generator(seed, x, y, key=key)
         out: list[float] = []
         for _ in range(n_boot):
             idx = np.concatenate([g[rng.integers(0, g.size, g.size)] for g in groups])
@@ -500,7 +553,25 @@ def fit_cost(x, y, n_boot: int = 200, level: float = DEFAULT_LEVEL, seed: int = 
         draws = k + (np.asarray(out) - k) * math.sqrt(m / (m - 1))
         tail = (1 - level) / 2
         lo, hi = (float(v) for v in np.quantile(draws, [tail, 1 - tail]))
-    return CostFit(a, b, k, lo, hi, r2, float(top / (a + top)), int(levels.size), int(x.size), draws)
+    return CostFit(a, b, k, lo, hi, r2, float(top / (a + top)), int(levels.size), int(x.size), draws,
+                   _lack_of_fit_p(x, ly, pred, groups))
+
+
+def _lack_of_fit_p(x: np.ndarray, ly: np.ndarray, pred: np.ndarray, groups: list[np.ndarray]) -> float:
+    """Lack-of-fit F-test of a 3-parameter curve with predictions ``pred`` of ``ly`` (log t): the per-x
+    means' departure from the curve against the pure replicate error. NaN without replicates or with
+    fewer than 4 levels."""
+    from scipy.stats import f
+
+    levels, n = len(groups), x.size
+    if levels <= 3 or n <= levels:
+        return math.nan
+    means = np.array([ly[g].mean() for g in groups])
+    pure = sum(((ly[g] - m) ** 2).sum() for g, m in zip(groups, means))
+    lack = sum(g.size * (m - pred[g][0]) ** 2 for g, m in zip(groups, means))
+    if pure <= 0:
+        return 0.0 if lack > 0 else 1.0
+    return float(f.sf((lack / (levels - 3)) / (pure / (n - levels)), levels - 3, n - levels))
 
 
 def cost_exponent_difference(fit_a: CostFit, fit_b: CostFit, level: float = DEFAULT_LEVEL) -> Interval:
@@ -527,6 +598,9 @@ def cost_verdict(fit: CostFit, width_axis: str = "equal widths") -> str:
         return f"{iv}: no verdict without replicate timings"
     if not fit.r2 >= MIN_COST_R2:
         return f"{iv}: no verdict, t = a + b·n^k fits badly (R² {fit.r2:.2f} < {MIN_COST_R2})"
+    if fit.lack_of_fit_p < MIN_LACK_OF_FIT_P:
+        return (f"{iv}: no verdict, the per-width means depart from a + b·n^k beyond the replicate noise "
+                f"(lack of fit p = {fit.lack_of_fit_p:.2g})")
     if fit.variable_share < 0.5:
         return (f"{iv}: no verdict, the fixed cost is still {1 - fit.variable_share:.0%} of the time at the largest "
                 "width (time larger widths)")

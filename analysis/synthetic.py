@@ -248,6 +248,7 @@ def _write_point(client, exp_id, pid, name, rule, width, norm, lr, stage, s0, se
                     d[f"init_probe_mean_sq_l{l}"] = LAYER_SHARES[l - 1] * 0.1
             for (prefix, l), (values, exact) in (init.items() if step == report_every else ()):   # first report only
                 d[f"{prefix}bias_sq_l{l}"] = float(values[k])
+                d[f"{prefix}bias_split_l{l}"] = float(values[k])      # the same draw: symmetric about the bias
                 d[f"{prefix}bias_sq_se_l{l}"] = 0.002 * exact
                 d[f"{prefix}exact_sq_l{l}"] = exact
             for l in range(1, L + 1):

@@ -144,7 +144,8 @@ def test_the_report_section_answers_per_rule_and_its_figure_is_legible():
     assert set(rows.index) == {"uwm", "reinforce(baseline=ema)"}
     uwm = table.set_index("rule_variant").loc["uwm"]
     assert uwm["fwhm_decades"] == pytest.approx(FWHM_PER_SIGMA * 0.3, abs=0.05)     # within a tenth of the spacing
-    assert rows.loc["uwm", "answer"] == ("best lr 0.01 (AUC 0.45 [0.43, 0.47]); usable 0.01 only; "
+    assert rows.loc["uwm", "answer"] == ("best lr 0.01 (AUC 0.45 [0.43, 0.47]; picked and scored on the same "
+                                         "seeds, so it leans high); usable 0.01 only; "
                                          f"FWHM {uwm['fwhm_decades']:.2g} decades")
     assert "FWHM ≥ " in rows.loc["reinforce(baseline=ema)", "answer"]
     import matplotlib.pyplot as plt

@@ -324,6 +324,8 @@ def test_layer_statistics_equal_the_brute_force_u_statistic_and_jackknife():
     jack = ((K - 1) / K * (loo - loo.mean(1, keepdim=True)).pow(2).sum(1)).sqrt()
     assert torch.allclose(stats["bias_sq_se"], jack)
     assert torch.allclose(stats["cos"], torch.nn.functional.cosine_similarity(mean, e, dim=1))
+    half = K // 2                                                     # halves of unequal size: K odd
+    assert torch.allclose(stats["bias_split"], ((x[:, :half].mean(1) - e) * (x[:, half:].mean(1) - e)).sum(1))
     signal = mean.pow(2).sum(1) - var / K
     assert torch.allclose(stats["nsr"], torch.where(signal > 0, var / (4 * signal), torch.nan), equal_nan=True)
 

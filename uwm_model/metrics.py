@@ -52,10 +52,15 @@ PROBE_KINDS = {
     "bias_sq": "debiased squared bias ||mean - exact||^2 - V/K of layer l: unbiased for ||E estimate - exact||^2 "
                "(a U-statistic; may be negative; small networks only)",
     "bias_sq_se": "jackknife standard error of bias_sq (small networks only)",
+    "bias_split": "split-half bias product (mean_A - exact).(mean_B - exact) over the first and second halves of the "
+                  "K episodes of layer l: mean ||E estimate - exact||^2, symmetric about 0 when unbiased (the "
+                  "calibrated bias test's statistic; small networks only)",
     "cos": "cosine of the mean estimate of layer l to the exact gradient (small networks only)",
     "exact_sq": "squared norm of the exact gradient of layer l (small networks only; the scale of bias_sq)",
     "nsr": "noise-to-signal ratio V / (B (||mean||^2 - V/K)) of layer l: the variance of one update's "
            "batch-B estimate over the debiased squared norm of its mean (scale-free; absent when that is <= 0)",
+    "nsr_exact": "noise-to-signal ratio V / (B ||exact||^2) of layer l against the exact gradient (scale-free, "
+                 "defined at any K; small networks only)",
 }
 for _kind, _meaning in PROBE_KINDS.items():
     PER_SEED[f"probe_{_kind}_l{{l}}"] = _meaning

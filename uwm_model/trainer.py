@@ -729,7 +729,21 @@ def _layer_statistics(g, h, mean_w, mean_b, batch: int, exact) -> dict[str, torc
     else:
         se = torch.full_like(bias_sq, torch.nan)
     cos = mean_e / (mean_sq * e_sq).sqrt()
-    out.update(bias=diff_sq.sqrt(), bias_sq=bias_sq, bias_sq_se=se, cos=cos, exact_sq=e_sq)
+    # split halves A (first K//2 samples) and B (the rest), independent given the state: (mean_A - e).(mean_B - e)
+    # has mean ||E x - e||^2 and, unbiased, a distribution symmetric about 0 (exactly for Gaussian estimates),
+    # so its sign over seeds is a calibrated test; bias_sq / bias_sq_se is not (U and its jackknife error are
+    # positively dependent: under H0 the ratio leans negative)
+    half = K // 2
+    a_w = torch.einsum("pko,pki->poi", g[:, :half], h[:, :half]) / half - e_w
+    a_b = g[:, :half].mean(1) - e_b
+    b_w = (K * mean_w - half * (a_w + e_w)) / (K - half) - e_w
+    b_b = (K * mean_b - half * (a_b + e_b)) / (K - half) - e_b
+    split = (a_w * b_w).sum((1, 2)) + (a_b * b_b).sum(1)
+    # the scale-free noise against the exact gradient: defined at any K (nsr's debiased ||mean||^2 - V/K is <= 0 in
+    # most draws at the probe's K on wide nets, and where it is defined, selection biases the ratio low)
+    nsr_exact = var.clamp_min(0) / (batch * e_sq)
+    out.update(bias=diff_sq.sqrt(), bias_sq=bias_sq, bias_sq_se=se, bias_split=split, cos=cos, exact_sq=e_sq,
+               nsr_exact=nsr_exact)
     return out
 
 

@@ -1,0 +1,145 @@
+"""The numbers the published READMEs quote, recomputed from the studies' own report tables (results/*/md):
+a README that drifts from its report (lr-sensitivity's rho read [-0.64, -0.09] in the READMEs and
+[-0.63, -0.082] in the report), or a verdict stated without the power its table gives, fails here.
+
+Each claim: the README(s), and the text it must contain, built from the CSVs (or from report.md, for the
+pooled correlations, which only the report states)."""
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+RESULTS = Path(__file__).resolve().parent.parent / "results"
+TOP = "README.md"
+NORM = "outgoing-norm-stress/README.md"
+WIDTH = "width-scaling/README.md"
+REPL = "replicate-chung2022/README.md"
+LR = "lr-sensitivity/README.md"
+
+
+def _csv(study, name):
+    return pd.read_csv(RESULTS / study / "md" / name)
+
+
+def _num(v, digits=2):
+    """As the READMEs write numbers: fixed decimals, a typographic minus."""
+    return f"{v:.{digits}f}".replace("-", "−")
+
+
+def _list(values, digits=2, sep=", "):
+    return sep.join(_num(v, digits) for v in values)
+
+
+def _init(norm, layer, column):
+    t = _csv("outgoing-norm-stress", "norm_stress_init_bias.csv")
+    rows = t[(t["outgoing_norm"] == norm) & (t["layer"] == layer)].set_index("label")
+    return [rows.loc[f"hwm_order-{k}", column] for k in (3, 5, 7)]
+
+
+def _interaction():
+    from analysis.norm_stress import order_norm_interaction
+
+    # this study's beyond_radius column is not a fraction (the fixed bug): the fit on the column-norm axis
+    return order_norm_interaction(_csv("outgoing-norm-stress", "norm_stress_init_bias.csv").drop(columns="beyond_radius"))
+
+
+def _report_rho(study):
+    text = (RESULTS / study / "md" / "report.md").read_text()
+    m = re.search(r"within settings, pooled over \d+ settings \(\d+ cells\) \| ρ\(variance, AUC reward\) = "
+                  r"(-?[\d.]+) \[(-?[\d.]+), (-?[\d.]+)\]", text)
+    def sig(v):   # two decimals, or two significant digits below 0.1 (as the report rounds: -0.082)
+        v = float(v)
+        return _num(v, 2) if abs(v) >= 0.1 or v == 0 else _num(v, 1 - int(math.floor(math.log10(abs(v)))))
+
+    return f"{sig(m.group(1))} [{sig(m.group(2))}, {sig(m.group(3))}]"
+
+
+def _timing(rule, width):
+    d = _csv("width-scaling", "scaling_data.csv")
+    d = d[(d["quantity"] == "seconds_per_episode") & (d["rule_variant"] == rule) & (d["width"] == width)]
+    return d["value"].mean()
+
+
+def _ratios():
+    from analysis.scaling import compute_ratio
+
+    d = _csv("width-scaling", "scaling_data.csv").astype({"context": object}).fillna({"context": ""})
+    return compute_ratio(d)[0].set_index("width")["ratio"]
+
+
+def _replication():
+    r = _csv("replicate-chung2022", "replication.csv").set_index("rule_variant").loc["wm(p=2)"]
+    n, std0 = int(r["n_seeds"]), r["std_ddof0"]
+    ours = std0 * math.sqrt(n / (n - 1)) / math.sqrt(n)
+    theirs = r["published_std"] / math.sqrt(10)
+    se = math.hypot(ours, theirs)
+    lo, hi = r["published"] - 0.005 - r["train_reward_all"], r["published"] + 0.005 - r["train_reward_all"]
+    return r, ours, theirs, se, lo, hi
+
+
+CLAIMS = [
+    # the π boundary: relative bias and power at norm 3, relative bias at 3.5 and 8 (layer 2)
+    ([TOP], lambda: "(relative bias " + _list(_init(3.0, 2, "relative_bias")) + " in layer 2)"),
+    ([NORM], lambda: "layer 2 is {}, {} and {}".format(*(_num(v) for v in _init(3.0, 2, "relative_bias")))),
+    ([TOP, NORM], lambda: "{}%, {}% and {}% power".format(*(f"{100 * p:.1f}" for p in _init(3.0, 2, "power")))),
+    ([TOP], lambda: "Relative bias at 3.5: " + _list(_init(3.5, 2, "relative_bias"))),
+    ([TOP], lambda: "at 8: " + ", ".join(f"{v:.0f}" for v in _init(8.0, 2, "relative_bias"))),
+    # the order x norm interaction, with and without order 1
+    ([TOP, NORM], lambda: f"p = {_interaction()['order_x_above_p']:.3f}"),
+    ([NORM], lambda: f"−{abs(_interaction()['order_below']):.3f} per order, p = {_interaction()['order_below_p']:.3f}"),
+    ([NORM], lambda: f"+{_interaction()['order_x_above_wo1']:.3f} per order, p = {_interaction()['order_x_above_p_wo1']:.2f} "
+                     f"({_interaction()['n_wo1']} rows)"),
+    ([TOP], lambda: f"without it p = {_interaction()['order_x_above_p_wo1']:.2f}"),
+    # REINFORCE's z's all negative (the leaning test)
+    ([NORM], lambda: "all 24\n  of REINFORCE's z's are negative" if (
+        lambda t: int((t[t["label"] == "reinforce"]["z"] < 0).sum()) == 24)(
+        _csv("outgoing-norm-stress", "norm_stress_init_bias.csv")) else "?"),
+    # pooled correlations, as the reports state them
+    ([TOP, LR], lambda: "ρ = " + _report_rho("lr-sensitivity")),
+    ([TOP], lambda: "width-scaling ρ = " + _report_rho("width-scaling")),
+    ([TOP], lambda: "outgoing-norm-stress ρ = " + _report_rho("outgoing-norm-stress")),
+    # width scaling: the variance exponents, the compute ratio, the warm-up
+    ([TOP], lambda: (lambda f: f"width^{f.loc['reinforce(baseline=ema)', 'exponent']:.2f} "
+                               f"[{f.loc['reinforce(baseline=ema)', 'exponent_lo']:.2f}, "
+                               f"{f.loc['reinforce(baseline=ema)', 'exponent_hi']:.2f}]")(
+        _csv("width-scaling", "scaling_fits.csv").query("quantity == 'probe_variance'").set_index("rule_variant"))),
+    ([TOP, WIDTH], lambda: (lambda r: f"{r.loc[16:].min():.2f}–{r.loc[16:].max():.2f} from width 16 to 256")(_ratios())),
+    ([WIDTH], lambda: f"{_ratios().loc[8]:.2f} at width 8"),
+    ([WIDTH], lambda: f"{_timing('reinforce(baseline=ema)', 8) * 1e6:.1f} µs against "
+                      f"{_timing('reinforce(baseline=ema)', 16) * 1e6:.1f} µs at width 16"),
+    # replication: the gap in standard errors of the difference
+    ([TOP, REPL], lambda: (lambda r: f"{r[4]:.3f}–{r[5]:.3f} given")(_replication())),
+    ([TOP, REPL], lambda: (lambda r: f"is {r[4] / r[3]:.1f}–{r[5] / r[3]:.1f} standard errors")(_replication())),
+    ([REPL], lambda: (lambda r: f"(ours {r[1]:.3f},\n  theirs {r[2]:.3f})")(_replication())),
+]
+
+
+@pytest.mark.parametrize("readmes, claim", CLAIMS, ids=[f"claim{i}" for i in range(len(CLAIMS))])
+def test_every_quoted_number_matches_its_report(readmes, claim):
+    text = claim()
+    for readme in readmes:
+        body = (RESULTS / readme).read_text()
+        assert text in body, f"{readme} does not say {text!r} (computed from the study's report tables)"
+
+
+def test_reinforce_variance_is_a_parameter_count_not_a_power_law():
+    """width-scaling README: REINFORCE's summed variance equals 0.925 (n²/8 + 3n) within 2 % at every width."""
+    d = _csv("width-scaling", "scaling_data.csv")
+    v = d[(d["quantity"] == "probe_variance") & (d["rule_variant"] == "reinforce(baseline=ema)")]
+    means = v.groupby("width")["value"].mean()
+    count = means.index.to_numpy(float) ** 2 / 8 + 3 * means.index.to_numpy(float)
+    assert np.allclose(means.to_numpy() / count, 0.925, rtol=0.02)
+    assert "0.925 × (n²/8 + 3n) within 2%" in (RESULTS / WIDTH).read_text()
+
+
+def test_no_readme_claims_the_null_from_a_non_rejection():
+    """Verdict words (issue 23): no "unbiased by", "no bias detected", "no breakdown" or "not at norm 3"."""
+    for readme in [TOP, NORM, WIDTH, REPL, LR]:
+        body = (RESULTS / readme).read_text()
+        for phrase in ("unbiased by the", "no bias detected", "no breakdown", "and not at norm 3",
+                       "agree within one published"):
+            assert phrase not in body, f"{readme}: {phrase!r}"
