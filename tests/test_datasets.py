@@ -9,6 +9,7 @@ from uwm_model.datasets import DatasetTask, load_split
 from uwm_model.tasks import make_task
 
 from test_packing import assert_point_equals_alone
+from test_study_run import ROOT, procs  # noqa: F401  (a fixture)
 
 TINY = dict(hidden=[6, 4], batch_size=4, episodes=160, report_every=80, threshold_window=16, device="cpu",
             compile="off", probe={"enabled": True, "samples": 8, "cross_rule": True})
@@ -116,3 +117,28 @@ def test_ten_class_mnist_uwm_and_wm_beat_chance_clearly():
         last = list(um.Trainer(cfg).run())[-1].points[0]
         accuracies = [row["eval_accuracy"] for row in last.per_seed]
         assert min(accuracies) > 0.3, (rule, accuracies)
+
+
+@pytest.mark.slow
+def test_a_dataset_study_runs_end_to_end_and_its_report_shows_the_reference_points(tmp_path, procs):
+    """tune_configs/mnist-10class.yaml shrunk to the 8x8 digits (real Ray, MLflow on SQLite, Optuna): every rule
+    trains, logs eval_accuracy, and the report puts each rule's test accuracy beside the reference points."""
+    from mlflow import MlflowClient
+    from test_study_run import children, uwm_study
+
+    tiny = ["--set", "base.task.dataset=digits", "--set", "base.hidden=[4]", "--set", "base.episodes=400",
+            "--set", "base.report_every=200", "--set", "base.seeds=2", "--set", "base.probe.samples=8",
+            "--set", "grid.hidden=[[4]]", "--set", "samples_per_cell=1", "--set", "confirm=null"]
+    out = uwm_study("run", str(ROOT / "tune_configs/mnist-10class.yaml"), *tiny, cwd=tmp_path, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    _, kids = children(client, "mnist-10class")
+    assert len(kids) == 5 and {r.data.tags["uwm.status"] for r in kids} == {"finished"}
+    for run in kids:
+        assert run.data.params["task.dataset"] == "digits" and 0 <= run.data.metrics["eval_accuracy_mean"] <= 1
+    report = uwm_study("report", "mnist-10class", "--out", str(tmp_path / "report"), "--format", "md", cwd=tmp_path,
+                       timeout=900)
+    assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-3000:]
+    text = "\n".join(p.read_text() for p in (tmp_path / "report").glob("*.md"))
+    assert "Test accuracy and reference points" in text and "logistic regression (scikit-learn)" in text
+    assert text.count("| rule ") >= 5 and "(ceiling)" in text

@@ -173,7 +173,7 @@ MUTATIONS = [
       'wide["total"] = wide.sum(axis=1, min_count=len(layers))', 'wide["total"] = wide.mean(axis=1)',
       "tests/test_analysis_stats.py"),    # ---- unit types, dataset tasks (issue 25)
     m("units.categorical_inverse_cdf_strict", "uwm_model/units.py",
-      "k = (pi.cumsum(-1) <= u).sum(-1, keepdim=True)", "k = (pi.cumsum(-1) < u).sum(-1, keepdim=True) * 0",
+      "k = (pi.cumsum(-1) <= u).sum(-1, keepdim=True)", "k = (pi <= u).sum(-1, keepdim=True)",
       [UNBIASED_CAT, DATA_PACK]),
     m("units.categorical_log_prob_unnormalised", "uwm_model/units.py",
       "return shifted - torch.log(torch.exp(shifted).sum(-1, keepdim=True))", "return shifted",
