@@ -118,11 +118,16 @@ def rule_accuracies(study, level: float = 0.95) -> pd.DataFrame:
             continue
         first = g.iloc[0]
         lo, hi = _t_interval(values, level)
-        task = {k.split(".", 1)[1]: first[k] for k in g.columns if k.startswith("task.") and _given(first[k])}
-        rows.append({"cell": cell, "rule": first["rule_variant"], "hidden": list(first["hidden"]),
+        task = _plain({k.split(".", 1)[1]: first[k] for k in g.columns if k.startswith("task.") and _given(first[k])})
+        rows.append({"cell": cell, "rule": first["rule_variant"], "hidden": _plain(list(first["hidden"])),
                      "task": task, "accuracy": float(values.mean()), "lo": lo, "hi": hi, "seeds": len(values),
                      "episodes": float(last[last["run_id"].isin(g["run_id"])]["episode"].max())})
     return pd.DataFrame(rows)
+
+
+def _plain(value):
+    """Plain Python values (params parsed from MLflow may hold numpy scalars or arrays)."""
+    return json.loads(json.dumps(value, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
 
 
 def _given(value) -> bool:
