@@ -64,10 +64,9 @@ def test_training_draws_only_training_images_and_evaluation_reads_the_whole_test
     x_train, y_train = torch.rand(40, 64, generator=gen, dtype=torch.float64) / 2, torch.arange(40) % 3
     x_test, y_test = torch.full((7, 64), 0.75, dtype=torch.float64), torch.arange(7) % 3
     cfg = um.TrialConfig(task={"dataset": "digits", "classes": [0, 1, 2]}, rule="uwm", seeds=2, **TINY)
-    trainer = um.Trainer(cfg)
     planted = RecordingTask(x_train, y_train, x_test, y_test, classes=3)
     planted.seen = []
-    trainer.task = planted
+    trainer = um.Trainer(cfg, task=planted)
     reports = list(trainer.run())
     seen = torch.cat([x.reshape(-1, 64) for x in planted.seen])
     steps = cfg.episodes // cfg.batch_size
@@ -78,10 +77,10 @@ def test_training_draws_only_training_images_and_evaluation_reads_the_whole_test
     assert all(tuple(r.tolist()) in rows for r in seen[:: 97])
     assert len({tuple(r.tolist()) for r in seen.float()}) == 40       # uniform draws reach every training image
     # evaluation: the whole test split once per member, in order
-    x_eval, y_eval = planted.eval_set(torch.float64)
-    assert torch.equal(x_eval, x_test) and torch.equal(y_eval, y_test)
-    accuracy = reports[-1].points[0].per_seed[0]["eval_accuracy"]
-    assert accuracy * 7 == pytest.approx(round(accuracy * 7))         # a fraction of the 7 test images
+    x_eval, y_eval = trainer.eval_inputs
+    assert torch.equal(x_eval, x_test.float()) and torch.equal(y_eval, y_test)
+    for row in reports[-1].points[0].per_seed:
+        assert row["eval_accuracy"] * 7 == pytest.approx(round(row["eval_accuracy"] * 7))   # a fraction of 7 images
 
 
 @pytest.mark.parametrize("task", [{"dataset": "digits"}, {"dataset": "digits", "classes": [[0, 1, 2], [7, 8]]}],

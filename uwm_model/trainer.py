@@ -97,7 +97,9 @@ class Trainer:
     # compiled step (True); None lets the trainer choose (inside on a GPU, compiled). Numbers are the same.
     draws_in_step: bool | None = None
 
-    def __init__(self, configs: TrialConfig | Sequence[TrialConfig]):
+    def __init__(self, configs: TrialConfig | Sequence[TrialConfig], task=None):
+        """``task``: a task object to train on instead of the one ``cfg.task`` builds (same input and output
+        sizes; tests plant datasets this way)."""
         self.points = [configs] if isinstance(configs, TrialConfig) else list(configs)
         if not self.points:
             raise ValueError("Trainer needs at least one configuration")
@@ -107,9 +109,11 @@ class Trainer:
                              f"(all but {', '.join(per_member_fields())})")
         cfg = self.cfg = self.points[0]
         self.device, self.dtype = resolve_device(cfg.device), resolve_dtype(cfg.dtype)
-        self.task = make_task(cfg.task, self.device, self.dtype)     # a dataset's splits live on the trial's device
+        # a dataset's splits live on the trial's device
+        self.task = make_task(cfg.task, self.device, self.dtype) if task is None else task
         self.sizes = cfg.sizes(self.task.input_size)
         self.units = layer_units(self.task, len(self.sizes) - 1)
+        self.eval_inputs = self.task.eval_set(self.dtype, self.device)   # a fixed eval set (x, target), or None
         self.rule = RULES[cfg.rule]
         self.member_point = [i for i, c in enumerate(self.points) for _ in range(c.seeds)]
         members = [(c, s) for c in self.points for s in c.member_seeds]
@@ -494,7 +498,7 @@ class Trainer:
         """[P] mean reward of each member's stochastic network on eval_episodes fresh inputs, or, for a task
         with a fixed evaluation set (a dataset's test split), on every input of that set once (its units
         sampled from the member's eval stream: the same numbers at every run)."""
-        fixed = self.task.eval_set(self.dtype, self.device)
+        fixed = self.eval_inputs
         E = self.cfg.eval_episodes if fixed is None else len(fixed[1])
         return torch.cat([self._draw_episode(self.theta[m], self.eval_keys[m], counter, E, False, fixed)[2].mean(1)
                           for m in self._member_slices(E * sum(self._draws_per_episode(False)))])
@@ -613,7 +617,7 @@ class Trainer:
             "running_reward": self.running_reward.double(),
             "train_reward_all": self.reward_sum / self.step_count,
         }
-        if self.task.eval_set() is not None:       # a labelled test split: the accuracy on it
+        if self.eval_inputs is not None:       # a labelled test split: the accuracy on it
             low = -1.0 if self.cfg.task.rewards == "pm1" else 0.0
             per_member["eval_accuracy"] = (per_member["eval_reward"] - low) / (1.0 - low)
         weights, _ = self.unflatten(self.theta.double())
