@@ -39,6 +39,8 @@ from .scaling import (QUANTITIES, compare_compute, compare_exponents, compute_fi
 from .speed import (MIN_TUNING_POINTS, cell_summary, replication_table, seed_speed, select_tuned,
                     tuning_warnings)
 from .tuning import objective_label, tuning_figures, tuning_table
+from . import reference
+from .reference import reference_tables, rule_accuracies
 from .stats import DEFAULT_BOOT, DEFAULT_LEVEL
 from .variance_speed import (matched_state_correlations, pooled_within_setting, variance_speed_correlations,
                              variance_speed_seeds, variance_speed_table)
@@ -666,6 +668,12 @@ def analyse(study: Study, n_boot: int = DEFAULT_BOOT, level: float = DEFAULT_LEV
     rep_table = replication_table(study)
     tables["replication"] = rep_table
     sections.append(_replication_section(rep_table))
+    tables["accuracy"] = accuracies = rule_accuracies(study, level=level)
+    if len(accuracies):   # a dataset study: each rule's test accuracy beside the reference points (analysis.reference)
+        say("reference points")
+        sections.append(Section("reference", "Test accuracy and reference points", True,
+                                text=[(reference.__doc__ or "").split("\n\n")[0].replace("\n", " ")],
+                                tables=reference_tables(accuracies, level)))
     sections.append(_methods(level, n_boot, seed))
     sections.insert(1, _answers(sections))
     return sections, tables

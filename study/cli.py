@@ -227,7 +227,7 @@ def cmd_train(args) -> int:
         table.to_parquet(path, index=False) if out.suffix == ".parquet" else table.to_csv(path, index=False)
     pr = report.points[0]
     m = pr.metrics
-    print(f"{cfg.rule} on the {cfg.task.address_bits + 2 ** cfg.task.address_bits}-bit multiplexer, hidden {cfg.hidden}, "
+    print(f"{cfg.rule} on the {cfg.task.describe()}, hidden {cfg.hidden}, "
           f"{cfg.seeds} seeds x {report.episode} episodes in {time.time() - start:.1f} s: status {pr.status}")
     for key, label in (("eval_reward_mean", "eval reward"), ("train_reward_mean", "train reward"),
                        ("running_reward_mean", "running reward")):

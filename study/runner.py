@@ -213,9 +213,7 @@ def trial_seconds(cfg, members: int, gpus: float) -> float:
     """Lower bound of the wall seconds of one trial of ``cfg`` with ``members`` (points x seeds) trained together:
     training, evaluation at every report and probes, at the speeds above (a GPU when the trial holds one and
     its device is not cpu; else base.threads CPU threads). Each of its steps costs at least STEP_FLOOR_S."""
-    from uwm_model.tasks import Multiplexer
-
-    sizes = cfg.sizes(Multiplexer(cfg.task.address_bits).input_size)
+    sizes = cfg.sizes()
     macs = sum(n_in * n_out for n_in, n_out in zip(sizes[:-1], sizes[1:]))
     reports = math.ceil(cfg.episodes / cfg.report_every)
     work = cfg.episodes * RULE_COST.get(cfg.rule, 1.0) + reports * cfg.eval_episodes

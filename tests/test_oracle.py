@@ -82,3 +82,60 @@ def test_oracle_refuses_networks_too_large_to_enumerate():
         um.exact_gradient(net, task)
     with pytest.raises(ValueError, match="too many to enumerate"):
         um.Multiplexer(5).all_inputs()
+
+
+def brute_force_dataset_J(weights, biases, xs, ys, classes, rewards="pm1"):
+    """Plain Python floats for a dataset task: mean over the images of the sum over every joint configuration
+    of the hidden units and every output (a softmax over `classes` logits, or one Bernoulli unit for 2)."""
+    total = 0.0
+    for x, y in zip(xs, ys):
+        hidden_sizes = [len(w) for w in weights[:-1]]
+        for config in itertools.product([0, 1], repeat=sum(hidden_sizes)):
+            prob, h, offset = 1.0, x, 0
+            for w, b in zip(weights[:-1], biases[:-1]):
+                out = config[offset: offset + len(w)]
+                offset += len(w)
+                for i in range(len(w)):
+                    p = 1 / (1 + math.exp(-(sum(w[i][j] * h[j] for j in range(len(h))) + b[i])))
+                    prob *= p if out[i] else 1 - p
+                h = out
+            logits = [sum(row[j] * h[j] for j in range(len(h))) + bias for row, bias in zip(weights[-1], biases[-1])]
+            if classes == 2:
+                p1 = 1 / (1 + math.exp(-logits[0]))
+                action_probs = [1 - p1, p1]
+            else:
+                top = max(logits)
+                exps = [math.exp(v - top) for v in logits]
+                action_probs = [e / sum(exps) for e in exps]
+            for action, p in enumerate(action_probs):
+                right = action == y
+                total += prob * p * ((1.0 if right else -1.0) if rewards == "pm1" else float(right))
+    return total / len(xs)
+
+
+@pytest.mark.parametrize("classes,rewards", [(3, "pm1"), (4, "10"), (2, "pm1")])
+def test_categorical_oracle_matches_brute_force_and_finite_differences(classes, rewards):
+    from uwm_model.datasets import DatasetTask, load_split
+    x_train, y_train, _, _ = load_split("digits")
+    rows = [i for digit in range(classes) for i in (y_train == digit).nonzero()[0][:2]]
+    x = torch.tensor(x_train[rows][:, [20, 28, 36]])
+    y = torch.tensor(y_train[rows])
+    task = DatasetTask(x, y, x, y, classes=classes, rewards=rewards)
+    out = 1 if classes == 2 else classes
+    net = um.init_network([3, 2, 2, out], population=2, seed=5, dtype=torch.float64, device="cpu")
+    for l in range(3):
+        net.biases[l] = net.biases[l] + torch.linspace(-0.7, 0.9, net.biases[l].numel(), dtype=torch.float64).reshape(net.biases[l].shape)
+    J, grad = um.exact_gradient(net, task)
+    xs, ys = x.tolist(), y.tolist()
+    for k in range(2):
+        weights = [w[k].tolist() for w in net.weights]
+        biases = [b[k].tolist() for b in net.biases]
+        assert J[k].item() == pytest.approx(brute_force_dataset_J(weights, biases, xs, ys, classes, rewards), abs=1e-12)
+        eps = 1e-6
+        for l, (i, j) in itertools.product(range(3), [(0, 0), (-1, -1)]):
+            ws = [[r[:] for r in w] for w in weights]
+            ws[l][i][j] += eps
+            up = brute_force_dataset_J(ws, biases, xs, ys, classes, rewards)
+            ws[l][i][j] -= 2 * eps
+            down = brute_force_dataset_J(ws, biases, xs, ys, classes, rewards)
+            assert grad.weights[l][k, i, j].item() == pytest.approx((up - down) / (2 * eps), abs=1e-8)

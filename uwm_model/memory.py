@@ -20,7 +20,6 @@ from __future__ import annotations
 from .config import TrialConfig
 from .network import resolve_dtype
 from .rules import RULES
-from .tasks import Multiplexer
 
 FIXED_BYTES = 2 * 2**30
 MAX_MEMBERS = 65_536   # a pack of 65 536 members x batch 8 fills an H100's cores; more only queues
@@ -28,8 +27,8 @@ MAX_MEMBERS = 65_536   # a pack of 65 536 members x batch 8 fills an H100's core
 
 def member_bytes(cfg: TrialConfig) -> int:
     """Upper estimate of the device memory one member of ``cfg``'s population needs (see module doc)."""
-    inputs = Multiplexer(cfg.task.address_bits).input_size
-    sizes = cfg.sizes(inputs)
+    inputs = cfg.task.input_size
+    sizes = cfg.sizes()
     params = sum(n_in * n_out + n_out for n_in, n_out in zip(sizes[:-1], sizes[1:]))
     widths = sizes[1:]
     draws = inputs + sum(widths) + (sum(widths[:-1]) if RULES[cfg.rule].needs_uniforms else 0)

@@ -24,7 +24,10 @@ STOPPED = "stopped"        # stopped early (Trainer.stop_points)
 # ---------------------------------------------------------------- metrics
 PER_SEED = {
     "train_reward": "mean training reward over the report window",
-    "eval_reward": "mean reward of the stochastic network on eval_episodes fresh inputs, no learning",
+    "eval_reward": "mean reward of the stochastic network on eval_episodes fresh inputs (a dataset task: on every "
+                   "image of its test split once), no learning",
+    "eval_accuracy": "dataset tasks: fraction of the test split classified right by the stochastic network, every "
+                     "test image once (absent for the multiplexer)",
     "running_reward": "mean training reward over the last threshold_window episodes",
     "episodes_to_threshold": "first episode at which running_reward >= threshold (absent until reached)",
     "diverged": "1 once the member's parameters or estimates became non-finite",

@@ -156,15 +156,27 @@ def batched_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class Episode:
-    """One sampled pass: ``h[0] = x`` and ``h[l+1]`` the sample of layer l; ``z[l]``, ``pi[l]`` its logits and probabilities."""
+    """One sampled pass: ``h[0] = x`` and ``h[l+1]`` the sample of layer l; ``z[l]``, ``pi[l]`` its logits and
+    probabilities; ``units[l]`` its unit type (:mod:`uwm_model.units`; all Bernoulli when not given)."""
 
     h: list[torch.Tensor]
     z: list[torch.Tensor]
     pi: list[torch.Tensor]
+    units: list | None = None
+
+    def __post_init__(self):
+        if self.units is None:
+            from .units import BERNOULLI
+            self.units = [BERNOULLI] * len(self.z)
 
     @property
     def action(self) -> torch.Tensor:
-        return self.h[-1]
+        """The output layer's action: its sample ([..., 1]) for a Bernoulli unit, the class index for a categorical one."""
+        return self.units[-1].action(self.h[-1])
+
+    def samples(self, s: slice) -> "Episode":
+        """The episode restricted to the samples ``s`` of the batch axis."""
+        return Episode([t[:, s] for t in self.h], [t[:, s] for t in self.z], [t[:, s] for t in self.pi], self.units)
 
 
 def sigmoid(z: torch.Tensor) -> torch.Tensor:
@@ -178,16 +190,22 @@ def sigmoid(z: torch.Tensor) -> torch.Tensor:
     return 1 / (1 + torch.exp(-z))
 
 
-def sample_episode(weights, biases, x: torch.Tensor, unit_uniforms: Sequence[torch.Tensor]) -> Episode:
-    """Sample every layer: ``z = W h + b``, ``pi = sigmoid(z)``, ``h' = [u < pi]`` with ``u`` given.
+def sample_episode(weights, biases, x: torch.Tensor, unit_uniforms: Sequence[torch.Tensor],
+                   units: Sequence | None = None) -> Episode:
+    """Sample every layer: ``z = W h + b``, then the layer's unit type draws ``h'`` from ``z`` and its uniforms
+    (Bernoulli: ``pi = sigmoid(z)``, ``h' = [u < pi]``).
 
-    x: [P, B, d0]; unit_uniforms[l]: [P, B, n_{l+1}].
+    x: [P, B, d0]; unit_uniforms[l]: [P, B, draws of layer l] (n_{l+1} for Bernoulli units, 1 for a
+    categorical one); units: one unit type per layer (default all Bernoulli).
     """
+    if units is None:
+        from .units import BERNOULLI
+        units = [BERNOULLI] * len(weights)
     h, zs, pis = [x], [], []
-    for w, b, u in zip(weights, biases, unit_uniforms):
+    for w, b, u, kind in zip(weights, biases, unit_uniforms, units):
         z = batched_matmul(h[-1], w.transpose(1, 2)) + b.unsqueeze(1)
-        pi = sigmoid(z)
+        sample, pi = kind.sample(z, u)
         zs.append(z)
         pis.append(pi)
-        h.append((u < pi).to(z.dtype))
-    return Episode(h, zs, pis)
+        h.append(sample)
+    return Episode(h, zs, pis, list(units))

@@ -13,45 +13,60 @@ autograd of that sum (float64) gives :math:`\nabla J` exactly.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from .network import Network
 from .rules import Gradient, check_network_for_task
+from .units import configurations, layer_units  # noqa: F401  (configurations: re-exported)
 
 MAX_TRANSITION_ENTRIES = 2**24
+MAX_ENUMERABLE_INPUTS = 2**20
 
 
-def configurations(n: int, dtype=torch.float64, device=None) -> torch.Tensor:
-    """All 2^n binary configurations of n units, [2^n, n] (first unit most significant)."""
-    codes = torch.arange(2**n, device=device)
-    return ((codes.unsqueeze(-1) >> torch.arange(n - 1, -1, -1, device=device)) & 1).to(dtype)
-
-
-def _log_transition(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor, configs: torch.Tensor) -> torch.Tensor:
-    """log Pr(next = c | h) for every c: h [P, A, n], configs [C, n'] -> [P, A, C]."""
+def _log_transition(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor, kind, outcomes: torch.Tensor) -> torch.Tensor:
+    """log Pr(next = o | h) for every outcome o: h [P, A, n], outcomes [O, n'] -> [P, A, O]."""
     z = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))          # [P, A, n']
-    return F.logsigmoid(-z) @ (1 - configs).T + F.logsigmoid(z) @ configs.T
+    return kind.log_transition(z, outcomes)
+
+
+def oracle_fits(sizes, task, population: int = 1) -> bool:
+    """Whether the oracle can enumerate a population of networks ``sizes`` on ``task`` (see :func:`expected_reward`)."""
+    return not _too_large(sizes, task, population)
+
+
+def _too_large(sizes, task, population: int) -> str | None:
+    units = layer_units(task, len(sizes) - 1)
+    if task.num_inputs > MAX_ENUMERABLE_INPUTS:
+        return f"{task!r} has {task.num_inputs} inputs: too many to enumerate (at most {MAX_ENUMERABLE_INPUTS})"
+    counts = [task.num_inputs] + [kind.outcomes_count(n) for kind, n in zip(units, sizes[1:])]
+    for n_out, n_in, out in zip(sizes[1:], counts[:-1], counts[1:]):
+        if population * n_in * out > MAX_TRANSITION_ENTRIES:
+            return (f"network {list(sizes)} (population {population}) is too large for the exact oracle: a layer of "
+                    f"{n_out} units after {n_in} configurations needs {population * n_in * out} transition "
+                    f"entries (at most {MAX_TRANSITION_ENTRIES}); use at most ~10 units per layer")
+    return None
 
 
 def expected_reward(net: Network, task) -> torch.Tensor:
-    """J for every member, [P], differentiable in the network's tensors."""
+    """J for every member, [P], differentiable in the network's tensors: the mean over the task's enumerated
+    inputs (a dataset task: its training split) of the expected reward."""
     check_network_for_task(net, task)
     P, sizes = net.population, net.sizes
-    x = task.all_inputs(dtype=net.dtype, device=net.device)
-    for n_in, n_out in zip([x.shape[0]] + [2**n for n in sizes[1:-1]], sizes[1:]):
-        if P * n_in * 2**n_out > MAX_TRANSITION_ENTRIES:
-            raise ValueError(f"network {sizes} (population {P}) is too large for the exact oracle: a layer of "
-                             f"{n_out} units after {n_in} configurations needs {P * n_in * 2**n_out} transition "
-                             f"entries (at most {MAX_TRANSITION_ENTRIES}); use at most ~10 units per layer")
+    problem = _too_large(sizes, task, P)
+    if problem:
+        raise ValueError(problem)
+    units = layer_units(task, len(sizes) - 1)
+    x, target = task.enumerate(dtype=net.dtype, device=net.device)
     h = x.unsqueeze(0).expand(P, -1, -1)
     prob = None                                                        # [P, |X|, configs of the current layer]
     for l, (w, b) in enumerate(zip(net.weights, net.biases)):
-        configs = configurations(sizes[l + 1], net.dtype, net.device)
-        transition = _log_transition(h, w, b, configs).exp()          # [P, A, C]
+        outcomes = units[l].outcomes(sizes[l + 1], net.dtype, net.device)
+        transition = _log_transition(h, w, b, units[l], outcomes).exp()      # [P, A, O]
         prob = transition if prob is None else torch.bmm(prob, transition)
-        h = configs.unsqueeze(0).expand(P, -1, -1)
-    actions = configurations(sizes[-1], net.dtype, net.device)        # [2, 1]
-    rewards = task.reward(x.unsqueeze(1), actions.unsqueeze(0))       # [|X|, 2]
+        h = outcomes.unsqueeze(0).expand(P, -1, -1)
+    actions = units[-1].action(outcomes)                               # [O, 1] (Bernoulli) or [O]
+    if actions.dim() == 2:
+        actions = actions.squeeze(-1)
+    rewards = task.score(target.unsqueeze(1), actions.unsqueeze(0))   # [|X|, O]
     return (prob * rewards).sum(-1).mean(-1)
 
 

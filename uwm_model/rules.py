@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 import torch
-import torch.nn.functional as F
 
-from .network import Episode, Network, batched_matmul, sample_episode, sigmoid
+from .network import Episode, Network, batched_matmul, sample_episode
+from .units import BERNOULLI, layer_units
 
 Tensor = torch.Tensor
 
@@ -135,16 +135,14 @@ def hwm(weights, ep: Episode, R: Tensor, U, order=3, form="reinforce") -> list[T
         Y_0 = 1,\quad Y_{n+1} = \sum_{k=0}^{n} \binom{n}{k} Y_{n-k}\kappa_{k+1}\\
         \hat\Delta_i = R \sum_{n=1}^{P} (-1)^{n+1} Y_n / n!
 
-    (``form="rb"``: the sign of term n is :math:`(1 - 2h_i)^{n+1}`.) The signal is the global
+    (``form="rb"``: the sign of term n is :math:`(1 - 2h_i)^{n+1}`.) Above a categorical layer the
+    :math:`\kappa_m` are the derivatives of its log-probability instead (spec 3.7,
+    :meth:`uwm_model.units.Categorical.hwm_kappas`). The signal is the global
     reward. Biased for finite P; the sigmoid's Taylor series has radius :math:`\pi`, so with
     outgoing weights above :math:`\pi` bias and variance grow with P.
     """
     def hidden_delta(l, signal):
-        w, h_next, pi_next = weights[l + 1], ep.h[l + 2], ep.pi[l + 1]
-        kappa = []
-        for m in range(1, order + 1):
-            c = h_next - pi_next if m == 1 else -sigmoid_derivative(pi_next, m - 1)
-            kappa.append(batched_matmul(c, w.pow(m)))
+        kappa = ep.units[l + 1].hwm_kappas(weights[l + 1], ep.h[l + 2], ep.pi[l + 1], order)
         bell = [torch.ones_like(kappa[0])]
         for n in range(order):
             bell.append(sum(math.comb(n, k) * bell[n - k] * kappa[k] for k in range(n + 1)))
@@ -155,7 +153,7 @@ def hwm(weights, ep: Episode, R: Tensor, U, order=3, form="reinforce") -> list[T
     return signal_recursion(weights, ep, R, hidden_delta, form)
 
 
-def uwm_delta(w: Tensor, h: Tensor, h_next: Tensor, z_next: Tensor, target: Tensor, u: Tensor) -> Tensor:
+def uwm_delta(w: Tensor, h: Tensor, h_next: Tensor, z_next: Tensor, target: Tensor, u: Tensor, units=None) -> Tensor:
     r"""Unbiased estimate of :math:`\Delta_i = E_{U}[r_i'(U)]` by importance sampling over the next layer.
 
     .. math::
@@ -165,14 +163,15 @@ def uwm_delta(w: Tensor, h: Tensor, h_next: Tensor, z_next: Tensor, target: Tens
 
     A rank-1 shift of the known logits: ``[P, B, n, n']`` work and memory, O(n n') per
     sample, never the next layer recomputed once per unit. w: [P, n', n]; h, u: [P, B, n];
-    h_next, z_next, target: [P, B, n'].
+    h_next, z_next, target: [P, B, n']. ``units``: the next layer's unit type (default Bernoulli, where
+    ``log Bern(h; s(z)) = logsigmoid((2h-1) z)``); above a categorical unit :math:`\sigma` becomes the softmax
+    and the log-probabilities its log-softmax (spec 3.7).
     """
+    units = units or BERNOULLI
     w_t = w.transpose(1, 2).unsqueeze(1)                                 # [P, 1, n, n']
     z_shift = z_next.unsqueeze(2) + w_t * (u - h).unsqueeze(-1)          # [P, B, n, n']
-    spin = (2 * h_next - 1).unsqueeze(2)                                  # log Bern(h; s(z)) = logsigmoid((2h-1) z)
-    log_rho = (F.logsigmoid(spin * z_shift).sum(-1)
-               - F.logsigmoid(spin.squeeze(2) * z_next).sum(-1, keepdim=True))
-    slope = (w_t * (h_next.unsqueeze(2) - sigmoid(z_shift)) * target.unsqueeze(2)).sum(-1)
+    log_rho = units.log_prob(h_next.unsqueeze(2), z_shift) - units.log_prob(h_next, z_next).unsqueeze(-1)
+    slope = (w_t * (h_next.unsqueeze(2) - units.probabilities(z_shift)) * target.unsqueeze(2)).sum(-1)
     return torch.exp(log_rho) * slope
 
 
@@ -184,7 +183,7 @@ def uwm(weights, ep: Episode, R: Tensor, U, signal="individual", form="reinforce
     """
     def hidden_delta(l, next_signal):
         target = next_signal if signal == "individual" else R.unsqueeze(-1).expand_as(ep.h[l + 2])
-        return uwm_delta(weights[l + 1], ep.h[l + 1], ep.h[l + 2], ep.z[l + 1], target, U[l])
+        return uwm_delta(weights[l + 1], ep.h[l + 1], ep.h[l + 2], ep.z[l + 1], target, U[l], ep.units[l + 1])
 
     return signal_recursion(weights, ep, R, hidden_delta, form)
 
@@ -312,12 +311,14 @@ def check_network_for_task(net: Network, task) -> None:
                          f"and output size {task.output_size}")
 
 
-def estimate(rule: str, net: Network, task, x: Tensor, generator: torch.Generator, **options) -> Estimate:
+def estimate(rule: str, net: Network, task, x: Tensor, generator: torch.Generator, targets: Tensor | None = None,
+             **options) -> Estimate:
     """Per-sample estimates of dJ/dtheta by ``rule`` on one sampled episode per input row.
 
-    x: [B, k] (shared by all members) or [P, B, k]. The generator draws, in order, the unit
-    samples of every layer (``torch.rand``, [P, B, n_l] each) and then, for uwm, one
-    U ~ U(0, 1) per hidden unit and sample. Options as in :data:`RULES`.
+    x: [B, k] (shared by all members) or [P, B, k]; ``targets`` ([B] or [P, B]) the inputs' targets, needed
+    by a dataset task (the multiplexer computes them from x). The generator draws, in order, the unit
+    samples of every layer (``torch.rand``, [P, B, draws of layer l] each: n_l for Bernoulli units, 1 for a
+    categorical one) and then, for uwm, one U ~ U(0, 1) per hidden unit and sample. Options as in :data:`RULES`.
     """
     if not isinstance(generator, torch.Generator):
         raise ValueError("estimate needs generator=torch.Generator(...): library code never uses the global RNG")
@@ -327,10 +328,14 @@ def estimate(rule: str, net: Network, task, x: Tensor, generator: torch.Generato
     x = population_inputs(x, P, net.dtype, net.device)
     B = x.shape[1]
     draw = lambda n: torch.rand((P, B, n), generator=generator, device=net.device, dtype=net.dtype)  # noqa: E731
-    unit_uniforms = [draw(n) for n in net.sizes[1:]]
+    units = layer_units(task, len(net.weights))
+    unit_uniforms = [draw(kind.draws(n)) for kind, n in zip(units, net.sizes[1:])]
     U = [draw(n) for n in net.sizes[1:-1]] if spec.needs_uniforms else None
-    ep = sample_episode(net.weights, net.biases, x, unit_uniforms)
-    R = task.reward(x, ep.action)
+    ep = sample_episode(net.weights, net.biases, x, unit_uniforms, units)
+    if targets is None:
+        R = task.reward(x, ep.action)
+    else:
+        R = task.score(targets.to(net.device).expand(P, B), ep.action).to(net.dtype)
     logit_grads = spec.fn(net.weights, ep, R, U, **opts)
     weights, biases = per_sample_parameters(logit_grads, ep)
     return Estimate(weights, biases, R)

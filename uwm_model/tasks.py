@@ -1,4 +1,11 @@
-"""Tasks: the k-bit multiplexer.
+"""Tasks: the k-bit multiplexer, and the registry of task families (:func:`make_task`).
+
+A task declares what the trainer and the oracle read: ``input_size``, ``input_draws`` (uniforms an
+episode's input takes), ``output_units`` and ``output_size`` (the output layer's unit type and width),
+``num_inputs``; ``sample(u, dtype) -> (x, target)`` (an episode's input and its target from uniforms),
+``score(target, action) -> reward``, ``enumerate(dtype, device) -> (x, target)`` (every training input,
+for the exact oracle), and ``eval_set(dtype, device)``: a fixed evaluation set ``(x, target)``, or None
+when evaluation draws fresh inputs.
 
 ``a`` address bits select one of ``2^a`` data bits; ``k = a + 2^a``. Input layout: address
 bits first (most significant first), then data bits. The target is the selected data bit;
@@ -9,6 +16,8 @@ action equals the target, else -1 (or 0).
 from __future__ import annotations
 
 import torch
+
+from .units import BERNOULLI
 
 MAX_ENUMERABLE_INPUT_BITS = 20
 
@@ -24,6 +33,8 @@ class Multiplexer:
         self.address_bits, self.inputs, self.rewards = address_bits, inputs, rewards
         self.input_size = address_bits + 2**address_bits
         self.output_size = 1
+        self.output_units = BERNOULLI
+        self.input_draws = self.input_size
         self._powers = 2 ** torch.arange(address_bits - 1, -1, -1)
 
     def __repr__(self) -> str:
@@ -50,10 +61,26 @@ class Multiplexer:
 
     def reward(self, x: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """Reward of action in {0, 1} ([..., 1] or [...]) for inputs x: [..., k] -> [...], in x's dtype."""
-        if action.dim() == x.dim():
+        return self.score(self.target(x), action).to(x.dtype)
+
+    def score(self, target: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """Reward of actions [...] (or [..., 1]) against targets [...] in {0, 1}, in the action's dtype."""
+        if action.dim() == target.dim() + 1:
             action = action.squeeze(-1)
-        correct = (action == self.target(x).to(action.dtype)).to(x.dtype)
+        correct = (action == target.to(action.dtype)).to(action.dtype)
         return 2 * correct - 1 if self.rewards == "pm1" else correct
+
+    def sample(self, u: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """An episode's input and target from its uniforms u: [..., k]."""
+        x = self.inputs_from_uniforms(u, dtype)
+        return x, self.target(x)
+
+    def enumerate(self, dtype: torch.dtype = torch.float64, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.all_inputs(dtype, device)
+        return x, self.target(x)
+
+    def eval_set(self, dtype=None, device=None):
+        return None
 
     def all_inputs(self, dtype: torch.dtype = torch.float64, device=None) -> torch.Tensor:
         """Every input, [2^k, k], in counting order (first bit most significant)."""
@@ -79,4 +106,18 @@ class Multiplexer:
         return self.inputs_from_uniforms(u, dtype)
 
 
-TASKS = {"multiplexer": Multiplexer}
+def _multiplexer(cfg, device=None, dtype=None) -> Multiplexer:
+    return Multiplexer(cfg.address_bits, inputs=cfg.inputs, rewards=cfg.rewards)
+
+
+def _dataset(cfg, device=None, dtype=None):
+    from .datasets import DatasetTask
+    return DatasetTask.from_config(cfg, device=device, dtype=dtype)
+
+
+TASKS = {"multiplexer": _multiplexer, "dataset": _dataset}
+
+
+def make_task(cfg, device=None, dtype: torch.dtype | None = None):
+    """The task of a :class:`uwm_model.config.TaskConfig`, its data (if any) on ``device`` in ``dtype``."""
+    return TASKS[cfg.name](cfg, device=device, dtype=dtype)

@@ -27,11 +27,12 @@ import torch
 from . import streams
 from .metrics import DIVERGED, FINISHED, LEVEL_PREFIX, RUNNING, STOPPED, level_prefix, threshold_median
 from .config import TrialConfig, per_member_fields
-from .network import Episode, Network, init_network, resolve_device, resolve_dtype, sample_episode
+from .network import Network, init_network, resolve_device, resolve_dtype, sample_episode
 from .optim import adam_update, sgd_update
-from .oracle import MAX_TRANSITION_ENTRIES, exact_gradient
+from .oracle import exact_gradient, oracle_fits
 from .rules import REWARD_BASELINE, RULES, Gradient, batch_mean_parameters, resolve_rule
-from .tasks import Multiplexer
+from .tasks import make_task
+from .units import layer_units
 
 # "auto" compiles when the expected saving exceeds the cost of compiling (about 30 s on 2 cores with
 # a cold cache). An eager step costs a fixed ~0.5 ms of operator launches plus ~30 ns per parameter
@@ -89,10 +90,6 @@ class Report:
     episodes_per_second: float = field(default=0.0)
 
 
-def _task(cfg: TrialConfig) -> Multiplexer:
-    return Multiplexer(cfg.task.address_bits, inputs=cfg.task.inputs, rewards=cfg.task.rewards)
-
-
 class Trainer:
     """Trains the members of one or more configurations that share ``pack_key()``."""
 
@@ -100,7 +97,9 @@ class Trainer:
     # compiled step (True); None lets the trainer choose (inside on a GPU, compiled). Numbers are the same.
     draws_in_step: bool | None = None
 
-    def __init__(self, configs: TrialConfig | Sequence[TrialConfig]):
+    def __init__(self, configs: TrialConfig | Sequence[TrialConfig], task=None):
+        """``task``: a task object to train on instead of the one ``cfg.task`` builds (same input and output
+        sizes; tests plant datasets this way)."""
         self.points = [configs] if isinstance(configs, TrialConfig) else list(configs)
         if not self.points:
             raise ValueError("Trainer needs at least one configuration")
@@ -109,9 +108,12 @@ class Trainer:
             raise ValueError("configurations packed into one Trainer must agree on every shape-fixing field "
                              f"(all but {', '.join(per_member_fields())})")
         cfg = self.cfg = self.points[0]
-        self.task = _task(cfg)
         self.device, self.dtype = resolve_device(cfg.device), resolve_dtype(cfg.dtype)
+        # a dataset's splits live on the trial's device
+        self.task = make_task(cfg.task, self.device, self.dtype) if task is None else task
         self.sizes = cfg.sizes(self.task.input_size)
+        self.units = layer_units(self.task, len(self.sizes) - 1)
+        self.eval_inputs = self.task.eval_set(self.dtype, self.device)   # a fixed eval set (x, target), or None
         self.rule = RULES[cfg.rule]
         self.member_point = [i for i, c in enumerate(self.points) for _ in range(c.seeds)]
         members = [(c, s) for c in self.points for s in c.member_seeds]
@@ -223,23 +225,26 @@ class Trainer:
     # ------------------------------------------------------------------ one step
 
     def _draws_per_episode(self, with_u: bool) -> list[int]:
-        """Layout of one episode's uniforms: input bits, each layer's units, then (uwm) U per hidden unit."""
+        """Layout of one episode's uniforms: the input's, each layer's units', then (uwm) U per hidden unit."""
         widths = self.sizes[1:]
-        return [self.task.input_size, *widths, *(widths[:-1] if with_u else [])]
+        units = [kind.draws(n) for kind, n in zip(self.units, widths)]
+        return [self.task.input_draws, *units, *(widths[:-1] if with_u else [])]
 
-    def _draw_episode(self, theta, keys, counter, batch: int, with_u: bool):
-        """Sample inputs and every layer from the members' streams: (weights, episode, reward, U)."""
+    def _draw_episode(self, theta, keys, counter, batch: int, with_u: bool, inputs=None):
+        """Sample inputs (unless given) and every layer from the members' streams: (weights, episode, reward, U)."""
         u = streams.uniforms(keys, counter, batch * sum(self._draws_per_episode(with_u)), theta.dtype)
-        return self._episode(theta, u, batch, with_u)
+        return self._episode(theta, u, batch, with_u, inputs)
 
-    def _episode(self, theta, u, batch: int, with_u: bool):
-        """An episode from given uniforms u: [P, batch * draws per episode]."""
+    def _episode(self, theta, u, batch: int, with_u: bool, inputs=None):
+        """An episode from given uniforms u: [P, batch * draws per episode]; ``inputs`` = (x [batch, d], target
+        [batch]) replaces the inputs the uniforms would draw (a dataset's test split)."""
         widths = self.sizes[1:]
         parts = list(torch.split(u.view(theta.shape[0], batch, -1), self._draws_per_episode(with_u), dim=2))
-        x = self.task.inputs_from_uniforms(parts[0], theta.dtype)
+        x, target = self.task.sample(parts[0], theta.dtype) if inputs is None else \
+            (inputs[0].to(theta.dtype).expand(theta.shape[0], -1, -1), inputs[1].expand(theta.shape[0], -1))
         weights, biases = self.unflatten(theta)
-        ep = sample_episode(weights, biases, x, parts[1: 1 + len(widths)])
-        return weights, ep, self.task.reward(x, ep.action), parts[1 + len(widths):]
+        ep = sample_episode(weights, biases, x, parts[1: 1 + len(widths)], self.units)
+        return weights, ep, self.task.score(target, ep.action), parts[1 + len(widths):]
 
     def _rule_options(self, baseline):
         """The options of the trained rule in this step: the reward baseline is the trainer's EMA ([P])."""
@@ -490,9 +495,12 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, counter: int) -> torch.Tensor:
-        """[P] mean reward of each member's stochastic network on eval_episodes fresh inputs."""
-        E = self.cfg.eval_episodes
-        return torch.cat([self._draw_episode(self.theta[m], self.eval_keys[m], counter, E, False)[2].mean(1)
+        """[P] mean reward of each member's stochastic network on eval_episodes fresh inputs, or, for a task
+        with a fixed evaluation set (a dataset's test split), on every input of that set once (its units
+        sampled from the member's eval stream: the same numbers at every run)."""
+        fixed = self.eval_inputs
+        E = self.cfg.eval_episodes if fixed is None else len(fixed[1])
+        return torch.cat([self._draw_episode(self.theta[m], self.eval_keys[m], counter, E, False, fixed)[2].mean(1)
                           for m in self._member_slices(E * sum(self._draws_per_episode(False)))])
 
     @torch.no_grad()
@@ -589,13 +597,12 @@ class Trainer:
         parts = []
         for start in range(0, K, chunk):
             s = slice(start, start + chunk)
-            part = Episode([t[:, s] for t in ep.h], [t[:, s] for t in ep.z], [t[:, s] for t in ep.pi])
+            part = ep.samples(s)
             parts.append(rule.fn(weights, part, reward[:, s], [u[:, s] for u in U], **options))
         return [torch.cat(layer, 1) for layer in zip(*parts)]
 
     def _exact_gradient(self, theta, weights) -> Gradient | None:
-        configs = [self.task.input_size] + self.sizes[1:]
-        if self.task.input_size > 12 or any(self.P * 2**a * 2**b > MAX_TRANSITION_ENTRIES for a, b in zip(configs[:-1], configs[1:])):
+        if self.task.num_inputs > 2**12 or not oracle_fits(self.sizes, self.task, self.P):
             return None
         _, biases = self.unflatten(theta)
         return exact_gradient(Network(list(weights), list(biases)), self.task)[1]
@@ -610,6 +617,9 @@ class Trainer:
             "running_reward": self.running_reward.double(),
             "train_reward_all": self.reward_sum / self.step_count,
         }
+        if self.eval_inputs is not None:       # a labelled test split: the accuracy on it
+            low = -1.0 if self.cfg.task.rewards == "pm1" else 0.0
+            per_member["eval_accuracy"] = (per_member["eval_reward"] - low) / (1.0 - low)
         weights, _ = self.unflatten(self.theta.double())
         for l, w in enumerate(weights[1:], start=1):
             per_member[f"max_abs_outgoing_l{l}"] = w.abs().amax((1, 2))

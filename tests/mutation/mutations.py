@@ -23,6 +23,11 @@ PREFLIGHT = "tests/test_preflight.py"
 WATCH = "tests/test_study_watch.py"
 SESSION = "tests/test_session.py"
 CHECK = "tests/test_study_check.py"
+UNBIASED_CAT = "tests/test_unbiasedness.py::test_unbiased_rules_pass_the_z_test_with_a_categorical_output"
+HWM_CAT = "tests/test_unbiasedness.py::test_unbiased_rules_pass_the_z_test_with_a_categorical_output[hwm-{'order': 5}]"
+ORACLE_CAT = "tests/test_oracle.py::test_categorical_oracle_matches_brute_force_and_finite_differences"
+DATA_PACK = "tests/test_datasets.py::test_a_packed_dataset_trial_equals_the_same_point_alone"
+DATA_TRAIN_ONLY = "tests/test_datasets.py::test_training_draws_only_training_images_and_evaluation_reads_the_whole_test_split"
 
 
 def m(name, file, original, mutant, tests):
@@ -50,15 +55,15 @@ MUTATIONS = [
     m("network.eager_sigmoid_tail", "uwm_model/network.py",
       "    return 1 / (1 + torch.exp(-z))", "    return torch.sigmoid(z)",
       f"{PACK}::test_packing_changes_no_float32_number_in_eager_steps"),
-    m("rules.uwm_torch_sigmoid", "uwm_model/rules.py",
-      "(h_next.unsqueeze(2) - sigmoid(z_shift))", "(h_next.unsqueeze(2) - torch.sigmoid(z_shift))",
+    m("units.bernoulli_torch_sigmoid", "uwm_model/units.py",
+      "        return sigmoid(z)\n", "        return torch.sigmoid(z)\n",
       f"{PACK}::test_packing_changes_no_float32_number_in_eager_steps"),
-    m("network.sample_flipped", "uwm_model/network.py",
-      "h.append((u < pi).to(z.dtype))", "h.append((u > pi).to(z.dtype))", [MATH]),
+    m("units.bernoulli_sample_flipped", "uwm_model/units.py",
+      "return (u < pi).to(z.dtype), pi", "return (u > pi).to(z.dtype), pi", [MATH]),
     # ---- trainer step
     m("trainer.u_from_unit_uniforms", "uwm_model/trainer.py",
-      "return weights, ep, self.task.reward(x, ep.action), parts[1 + len(widths):]",
-      "return weights, ep, self.task.reward(x, ep.action), parts[1: len(widths)]", [MATH]),
+      "return weights, ep, self.task.score(target, ep.action), parts[1 + len(widths):]",
+      "return weights, ep, self.task.score(target, ep.action), parts[1: len(widths)]", [MATH]),
     m("trainer.ema_decay_swapped", "uwm_model/trainer.py",
       "baseline=torch.where(update, self.baseline_decay * baseline + (1 - self.baseline_decay) * reward.mean(1), baseline)",
       "baseline=torch.where(update, (1 - self.baseline_decay) * baseline + self.baseline_decay * reward.mean(1), baseline)",
@@ -76,8 +81,8 @@ MUTATIONS = [
     m("trainer.stop_points_marks_finished_as_stopped", "uwm_model/trainer.py",
       "self.stopped |= mask & (self.diverged_at < 0)", "self.stopped |= mask", PACK),
     m("trainer.eval_on_train_stream", "uwm_model/trainer.py",
-      "self._draw_episode(self.theta[m], self.eval_keys[m], counter, E, False)",
-      "self._draw_episode(self.theta[m], self.train_keys[m], counter, E, False)", [PROBE]),
+      "self._draw_episode(self.theta[m], self.eval_keys[m], counter, E, False, fixed)",
+      "self._draw_episode(self.theta[m], self.train_keys[m], counter, E, False, fixed)", [PROBE]),
     m("trainer.probe_bias_is_mean_norm", "uwm_model/trainer.py",
       "out.update(bias=diff_sq.sqrt(),", "out.update(bias=mean_sq.sqrt(),",
       [PROBE]),
@@ -349,4 +354,35 @@ MUTATIONS = [
     m("calib.power_law_stream_ignores_the_key", "analysis/scaling.py",
       'n_boot=n_boot, level=level, seed=seed, key=f"{q}|{rule}|{ctx}")', 'n_boot=n_boot, level=level, seed=seed)',
       "tests/test_calibration.py::test_two_power_law_fits_of_identical_data_do_not_share_their_stream"),
+    # ---- unit types, dataset tasks (issue 25)
+    m("units.categorical_inverse_cdf_strict", "uwm_model/units.py",
+      "k = (pi.cumsum(-1) <= u).sum(-1, keepdim=True)", "k = (pi <= u).sum(-1, keepdim=True)",
+      [UNBIASED_CAT, DATA_PACK]),
+    m("units.categorical_log_prob_unnormalised", "uwm_model/units.py",
+      "return shifted - torch.log(torch.exp(shifted).sum(-1, keepdim=True))", "return shifted",
+      [UNBIASED_CAT, ORACLE_CAT]),
+    m("units.categorical_cumulant_recursion", "uwm_model/units.py",
+      "cumulants.append(moments[m - 1] - sum(", "cumulants.append(moments[m - 1] + sum(", HWM_CAT),
+    m("units.categorical_kappa1_uses_moment", "uwm_model/units.py",
+      "return [batched_matmul(h_next - pi_next, w)] + [-c for c in cumulants[1:]]",
+      "return [batched_matmul(h_next, w)] + [-c for c in cumulants[1:]]", [UNBIASED_CAT]),
+    m("rules.uwm_ignores_unit_type", "uwm_model/rules.py",
+      "target, U[l], ep.units[l + 1])", "target, U[l])", [UNBIASED_CAT]),
+    m("datasets.sample_from_test_split", "uwm_model/datasets.py",
+      "return self.x_train[index].to(dtype), self.y_train[index]",
+      "return self.x_test[index.clamp_max(len(self.x_test) - 1)].to(dtype), self.y_test[index.clamp_max(len(self.y_test) - 1)]",
+      DATA_TRAIN_ONLY),
+    m("datasets.sample_skips_last_image", "uwm_model/datasets.py",
+      "index = (u[..., 0] * n).to(torch.int64).clamp_max(n - 1)", "index = (u[..., 0] * (n - 1)).to(torch.int64)",
+      DATA_TRAIN_ONLY),
+    m("datasets.split_not_stratified", "uwm_model/datasets.py",
+      "members = np.flatnonzero(y == digit)", "members = np.flatnonzero(y >= 0)[digit::LABELS]",
+      "tests/test_datasets.py::test_splits_are_fixed_stratified_and_disjoint"),
+    m("trainer.eval_on_training_images", "uwm_model/trainer.py",
+      "self.eval_inputs = self.task.eval_set(self.dtype, self.device)",
+      "self.eval_inputs = self.task.enumerate(self.dtype, self.device)",
+      DATA_TRAIN_ONLY),
+    m("oracle.categorical_outcomes_as_bits", "uwm_model/oracle.py",
+      "outcomes = units[l].outcomes(sizes[l + 1], net.dtype, net.device)",
+      "outcomes = units[0].outcomes(sizes[l + 1], net.dtype, net.device)", ORACLE_CAT),
 ]
