@@ -289,6 +289,7 @@ def _write_point(client, exp_id, pid, name, rule, width, norm, lr, stage, s0, se
         layout.PARENT: pid, layout.ROLE: layout.ROLE_TRIAL, layout.STUDY: name, layout.CELL: cell,
         layout.POINT_ID: point_id, layout.STAGE: stage, layout.PACK: f"pack-{point_id}",   # one point per pack: each has its own timing
         layout.CONFIG_HASH: layout.config_hash(config), layout.NODE: "synthetic", layout.NODE_IP: "127.0.0.1",
+        layout.NODES: "synthetic at 127.0.0.1",   # every node the point trained on, as study.tracking.node_label writes it
         layout.HOST: "synthetic", layout.PID: str(os.getpid()), layout.DEVICE: "cpu",
         layout.STATUS: layout.DIVERGED if ever_diverged else layout.FINISHED})
     rid = run.info.run_id
