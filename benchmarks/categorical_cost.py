@@ -7,8 +7,9 @@ network of two hidden layers of n categorical units with K values (n*K logits ea
 Bernoulli layers of n*(K-1) units, the 6-bit multiplexer, and prints the time ratio. The claim to check:
 a categorical layer costs no more than the Bernoulli layer of n*(K-1) units.
 
-Measured (shared 2-core CPU, n = 16, batch 128, K = 3 / 4): reinforce 1.6 / 2.0x, ste 2.1 / 1.8x, wm ~1.7x,
-hwm 23 / 35x, uwm 17 / 15x the Bernoulli time. Not met: uwm and hwm build per-sample switch directions
+Measured only on a shared, contended 2-core CPU (n = 16, batch 128 and 256, K = 3 / 4): reinforce, ste and wm
+1.6-2x the Bernoulli time; uwm 1.2x (K = 3, self CPU time under the profiler) to 5-17x (wall clock), hwm 9-160x
+between runs. The target is not established. Where it may fail: uwm and hwm build per-sample switch directions
 ([P, B, n', G*K], permuted, and for hwm raised to every power) where the Bernoulli path shares W across the batch.
 """
 
