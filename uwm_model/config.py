@@ -16,6 +16,7 @@ from pydantic_core import PydanticCustomError
 
 from .metrics import cross_rule_label
 from .rules import REWARD_BASELINE, RULES, resolve_rule
+from .units import hidden_unit_type
 
 # trial fields that may differ between the members of one population; rules add their own options
 TRIAL_PER_MEMBER_FIELDS = ("seed", "seeds", "lr", "outgoing_norm", "baseline_decay", "adam_beta1", "adam_beta2",
@@ -179,7 +180,12 @@ class ProbeConfig(_Strict):
 class TrialConfig(_Strict):
     name: str | None = Field(None, description="free label of this configuration (per member)")
     task: TaskConfig = Field(default_factory=TaskConfig, description="the task")
-    hidden: list[int] = Field([64, 32], min_length=1, max_length=64, description="hidden layer widths, input side first")
+    hidden: list[int] = Field([64, 32], min_length=1, max_length=64,
+                              description="hidden layer sizes in units, input side first")
+    hidden_units: Literal["bernoulli", "categorical"] = Field(
+        "bernoulli", description="unit type of every hidden layer (spec 3.8): a categorical unit takes one of "
+                                 "`categories` values, one-hot, with one logit per value")
+    categories: int | None = Field(None, ge=2, le=64, description="values per categorical hidden unit (categorical only)")
     rule: str = Field("uwm", description="learning rule: a name in uwm_model.rules.RULES")
     rule_options: dict[str, Any] = Field(default_factory=dict,
                                          description="rule options (spec 3.6); those a rule declares per_member "
@@ -259,6 +265,10 @@ class TrialConfig(_Strict):
         if self.baseline == "ema" and not RULES[self.rule].reward_baseline:
             raise ValueError(f"baseline: ema applies to rule{'s' * (len(with_baseline) > 1)} "
                              f"{', '.join(with_baseline)} only, not {self.rule}")
+        if self.hidden_units == "categorical" and self.categories is None:
+            raise ValueError("hidden_units: categorical needs categories: K (values per unit, >= 2)")
+        if self.hidden_units == "bernoulli" and self.categories is not None:
+            raise ValueError("categories applies to hidden_units: categorical only")
         if isinstance(self.lr, list) and len(self.lr) != self.layers:
             raise ValueError(f"lr lists {len(self.lr)} learning rates for {self.layers} layers (hidden {self.hidden} + output)")
         for name in ("episodes", "report_every", "threshold_window"):
@@ -287,9 +297,17 @@ class TrialConfig(_Strict):
     def member_seeds(self) -> list[int]:
         return list(range(self.seed, self.seed + self.seeds))
 
+    @property
+    def hidden_unit_type(self):
+        """The hidden layers' unit type (:func:`uwm_model.units.hidden_unit_type`)."""
+        return hidden_unit_type(self.hidden_units, self.categories)
+
     def sizes(self, input_size: int | None = None) -> list[int]:
-        """Layer widths [inputs, *hidden, outputs] (inputs default to the task's)."""
-        return [self.task.input_size if input_size is None else input_size, *self.hidden, self.task.output_size]
+        """Layer widths [inputs, *hidden, outputs] (inputs default to the task's); a layer of n categorical units
+        of K values is n*K logits wide."""
+        per_unit = self.categories or 1
+        return [self.task.input_size if input_size is None else input_size, *(n * per_unit for n in self.hidden),
+                self.task.output_size]
 
     def pack_key(self) -> str:
         """Everything that must be equal for two configurations to train in one population."""

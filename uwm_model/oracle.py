@@ -28,13 +28,13 @@ def _log_transition(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor, kind, out
     return kind.log_transition(z, outcomes)
 
 
-def oracle_fits(sizes, task, population: int = 1) -> bool:
+def oracle_fits(sizes, task, population: int = 1, hidden_units=None) -> bool:
     """Whether the oracle can enumerate a population of networks ``sizes`` on ``task`` (see :func:`expected_reward`)."""
-    return not _too_large(sizes, task, population)
+    return not _too_large(sizes, task, population, hidden_units)
 
 
-def _too_large(sizes, task, population: int) -> str | None:
-    units = layer_units(task, len(sizes) - 1)
+def _too_large(sizes, task, population: int, hidden_units=None) -> str | None:
+    units = layer_units(task, len(sizes) - 1, hidden_units)
     if task.num_inputs > MAX_ENUMERABLE_INPUTS:
         return f"{task!r} has {task.num_inputs} inputs: too many to enumerate (at most {MAX_ENUMERABLE_INPUTS})"
     counts = [task.num_inputs] + [kind.outcomes_count(n) for kind, n in zip(units, sizes[1:])]
@@ -46,15 +46,16 @@ def _too_large(sizes, task, population: int) -> str | None:
     return None
 
 
-def expected_reward(net: Network, task) -> torch.Tensor:
+def expected_reward(net: Network, task, hidden_units=None) -> torch.Tensor:
     """J for every member, [P], differentiable in the network's tensors: the mean over the task's enumerated
-    inputs (a dataset task: its training split) of the expected reward."""
+    inputs (a dataset task: its training split) of the expected reward. ``hidden_units``: the hidden layers'
+    unit type (default Bernoulli); a categorical layer's outcomes are its K^G one-hot configurations."""
     check_network_for_task(net, task)
     P, sizes = net.population, net.sizes
-    problem = _too_large(sizes, task, P)
+    problem = _too_large(sizes, task, P, hidden_units)
     if problem:
         raise ValueError(problem)
-    units = layer_units(task, len(sizes) - 1)
+    units = layer_units(task, len(sizes) - 1, hidden_units)
     x, target = task.enumerate(dtype=net.dtype, device=net.device)
     h = x.unsqueeze(0).expand(P, -1, -1)
     prob = None                                                        # [P, |X|, configs of the current layer]
@@ -70,12 +71,12 @@ def expected_reward(net: Network, task) -> torch.Tensor:
     return (prob * rewards).sum(-1).mean(-1)
 
 
-def exact_gradient(net: Network, task) -> tuple[torch.Tensor, Gradient]:
+def exact_gradient(net: Network, task, hidden_units=None) -> tuple[torch.Tensor, Gradient]:
     """``(J, grad)``: the exact expected reward [P] and its gradient (``grad.weights[l]``: [P, n_{l+1}, n_l]),
     computed in float64 whatever the network's dtype."""
     with torch.enable_grad():
         params = [t.detach().to(torch.float64).requires_grad_(True) for t in net.weights + net.biases]
         L = len(net.weights)
-        J = expected_reward(Network(params[:L], params[L:]), task)
+        J = expected_reward(Network(params[:L], params[L:]), task, hidden_units)
         grads = torch.autograd.grad(J.sum(), params)
     return J.detach(), Gradient(list(grads[:L]), list(grads[L:]))

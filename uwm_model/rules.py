@@ -44,16 +44,14 @@ def signal_recursion(weights, ep: Episode, R: Tensor, hidden_delta: Callable, fo
     :math:`S^L = R`; for each hidden layer, top down, ``hidden_delta(l, S_next)`` returns
     :math:`\hat\Delta^l`, and then
     :math:`S^l = h^l \hat\Delta^l`, and :math:`\hat g^l = S^l (h^l - \pi^l) = h^l (1 - \pi^l)\hat\Delta^l`
-    (``form="reinforce"``) or :math:`\hat g^l = \sigma'(z^l)\hat\Delta^l` (``form="rb"``).
+    (``form="reinforce"``) or :math:`\hat g^l = \sigma'(z^l)\hat\Delta^l` (``form="rb"``); a categorical
+    hidden layer's unit type forms them from one :math:`\hat\Delta` per value (spec 3.8).
     """
     grads = [None] * len(weights)
     grads[-1] = output_reinforce(ep, R)
     signal = R.unsqueeze(-1).expand_as(ep.h[-1])
     for l in range(len(weights) - 2, -1, -1):
-        h, pi = ep.h[l + 1], ep.pi[l]
-        delta = hidden_delta(l, signal)
-        grads[l] = h * (1 - pi) * delta if form == "reinforce" else pi * (1 - pi) * delta
-        signal = h * delta
+        grads[l], signal = ep.units[l].signal_grad(ep.h[l + 1], ep.pi[l], hidden_delta(l, signal), form)
     return grads
 
 
@@ -78,7 +76,7 @@ def ste(weights, ep: Episode, R: Tensor, U, surrogate="sigmoid") -> list[Tensor]
     grads[-1] = output_reinforce(ep, R)
     for l in range(len(weights) - 2, -1, -1):
         back = batched_matmul(grads[l + 1], weights[l + 1])
-        grads[l] = back * ep.pi[l] * (1 - ep.pi[l]) if surrogate == "sigmoid" else back
+        grads[l] = ep.units[l].ste_backward(back, ep.pi[l]) if surrogate == "sigmoid" else back
     return grads
 
 
@@ -142,15 +140,32 @@ def hwm(weights, ep: Episode, R: Tensor, U, order=3, form="reinforce") -> list[T
     outgoing weights above :math:`\pi` bias and variance grow with P.
     """
     def hidden_delta(l, signal):
-        kappa = ep.units[l + 1].hwm_kappas(weights[l + 1], ep.h[l + 2], ep.pi[l + 1], order)
+        kind = ep.units[l]
+        # a categorical unit's series runs from its sampled value k to every value k' along W[:, k'] - W[:, k]
+        w = weights[l + 1] if kind.categories is None else kind.switch_directions(weights[l + 1], ep.h[l + 1])
+        kappa = ep.units[l + 1].hwm_kappas(w, ep.h[l + 2], ep.pi[l + 1], order)
         bell = [torch.ones_like(kappa[0])]
         for n in range(order):
             bell.append(sum(math.comb(n, k) * bell[n - k] * kappa[k] for k in range(n + 1)))
+        if kind.categories is not None:          # r(k') - r(k), then against the reference value: r(k') - r(0)
+            series = sum(bell[n] / math.factorial(n) for n in range(1, order + 1))
+            return R.unsqueeze(-1) * kind.reference_offset(series)
         sign = -1.0 if form == "reinforce" else 1 - 2 * ep.h[l + 1]
         series = sum(sign ** (n + 1) * bell[n] / math.factorial(n) for n in range(1, order + 1))
         return R.unsqueeze(-1) * series
 
     return signal_recursion(weights, ep, R, hidden_delta, form)
+
+
+def importance_slope(z_shift: Tensor, dz: Tensor, h_next: Tensor, z_next: Tensor, target: Tensor, units) -> Tensor:
+    r""":math:`\rho\, \sum_j dz_j (h'_j - \sigma(z^{shift}_j)) T_j` with :math:`\log\rho = \log q_{z^{shift}}(h') -
+    \log q_{z'}(h')`: UWM's importance-weighted derivative of the next layer's log-likelihood along a shift of its
+    logits. z_shift, dz: [P, B, *alt, n']; h_next, z_next, target: [P, B, n'] (broadcast over the alternatives)."""
+    extra = z_shift.dim() - h_next.dim()
+    lift = lambda t: t.reshape(t.shape[:2] + (1,) * extra + t.shape[2:])   # noqa: E731
+    log_rho = units.log_prob(lift(h_next), z_shift) - units.log_prob(h_next, z_next).reshape(z_shift.shape[:2] + (1,) * extra)
+    slope = (dz * (lift(h_next) - units.probabilities(z_shift)) * lift(target)).sum(-1)
+    return torch.exp(log_rho) * slope
 
 
 def uwm_delta(w: Tensor, h: Tensor, h_next: Tensor, z_next: Tensor, target: Tensor, u: Tensor, units=None) -> Tensor:
@@ -170,9 +185,33 @@ def uwm_delta(w: Tensor, h: Tensor, h_next: Tensor, z_next: Tensor, target: Tens
     units = units or BERNOULLI
     w_t = w.transpose(1, 2).unsqueeze(1)                                 # [P, 1, n, n']
     z_shift = z_next.unsqueeze(2) + w_t * (u - h).unsqueeze(-1)          # [P, B, n, n']
-    log_rho = units.log_prob(h_next.unsqueeze(2), z_shift) - units.log_prob(h_next, z_next).unsqueeze(-1)
-    slope = (w_t * (h_next.unsqueeze(2) - units.probabilities(z_shift)) * target.unsqueeze(2)).sum(-1)
-    return torch.exp(log_rho) * slope
+    return importance_slope(z_shift, w_t, h_next, z_next, target, units)
+
+
+def uwm_delta_categorical(kind, w: Tensor, h: Tensor, h_next: Tensor, z_next: Tensor, target: Tensor, u: Tensor,
+                          units=None) -> Tensor:
+    r"""UWM for a layer of G categorical units of K values (spec 3.8). For unit g at its sampled value k and every
+    other value k', :math:`D_{gk'} = r_g(k') - r_g(k)` is estimated on the segment between the two values (which
+    holds the sample, so the importance weight is 1 at one end, as for a Bernoulli unit): with lo < hi the two
+    values, :math:`r(hi) - r(lo) = E_U[r'(U)]`, the next layer's known logits shifted by
+    :math:`(U - [k = hi])(W_{:,g\,hi} - W_{:,g\,lo})`: one rank-1 shift per unit and alternative, O(K n n') per
+    sample. Returns :math:`\hat\Delta_{gk'} = \hat D_{gk'} - \hat D_{g0}` (against value 0: ``[P, B, G*K]``),
+    for :meth:`uwm_model.units.CategoricalHidden.signal_grad`. u: [P, B, G*(K-1)], the alternatives of a unit
+    in value order (for K = 2 this is the Bernoulli unit's estimate, from the same uniform)."""
+    units = units or BERNOULLI
+    K = kind.categories
+    P, B, width = h.shape
+    G = width // K
+    k = (h.reshape(P, B, G, K) * torch.arange(K, dtype=h.dtype, device=h.device)).sum(-1, keepdim=True)
+    values = torch.arange(K, dtype=h.dtype, device=h.device)
+    sign = torch.sign(values - k)                                        # [P, B, G, K]: +1 above k, -1 below
+    slot = (values - (values > k).to(h.dtype)).clamp(0, K - 2).long()   # alternative k' -> its uniform
+    u_all = torch.gather(u.reshape(P, B, G, K - 1), -1, slot)
+    towards = kind.switch_directions(w, h).reshape(P, B, w.shape[1], G, K).permute(0, 1, 3, 4, 2)  # W_k' - W_k
+    t = torch.where(sign > 0, u_all, 1 - u_all).unsqueeze(-1)           # the shift is t (W_k' - W_k)
+    z_shift = z_next[:, :, None, None, :] + t * towards                 # [P, B, G, K, n']
+    D = sign * importance_slope(z_shift, sign.unsqueeze(-1) * towards, h_next, z_next, target, units)
+    return kind.reference_offset(D.reshape(P, B, width))
 
 
 def uwm(weights, ep: Episode, R: Tensor, U, signal="individual", form="reinforce") -> list[Tensor]:
@@ -183,7 +222,9 @@ def uwm(weights, ep: Episode, R: Tensor, U, signal="individual", form="reinforce
     """
     def hidden_delta(l, next_signal):
         target = next_signal if signal == "individual" else R.unsqueeze(-1).expand_as(ep.h[l + 2])
-        return uwm_delta(weights[l + 1], ep.h[l + 1], ep.h[l + 2], ep.z[l + 1], target, U[l], ep.units[l + 1])
+        args = (weights[l + 1], ep.h[l + 1], ep.h[l + 2], ep.z[l + 1], target, U[l], ep.units[l + 1])
+        kind = ep.units[l]
+        return uwm_delta(*args) if kind.categories is None else uwm_delta_categorical(kind, *args)
 
     return signal_recursion(weights, ep, R, hidden_delta, form)
 
@@ -312,13 +353,15 @@ def check_network_for_task(net: Network, task) -> None:
 
 
 def estimate(rule: str, net: Network, task, x: Tensor, generator: torch.Generator, targets: Tensor | None = None,
-             **options) -> Estimate:
+             hidden_units=None, **options) -> Estimate:
     """Per-sample estimates of dJ/dtheta by ``rule`` on one sampled episode per input row.
 
     x: [B, k] (shared by all members) or [P, B, k]; ``targets`` ([B] or [P, B]) the inputs' targets, needed
     by a dataset task (the multiplexer computes them from x). The generator draws, in order, the unit
     samples of every layer (``torch.rand``, [P, B, draws of layer l] each: n_l for Bernoulli units, 1 for a
-    categorical one) and then, for uwm, one U ~ U(0, 1) per hidden unit and sample. Options as in :data:`RULES`.
+    categorical one) and then, for uwm, one U ~ U(0, 1) per hidden unit and sample (per unit and alternative value
+    of a categorical hidden unit). ``hidden_units``: the hidden layers' unit type (default Bernoulli;
+    :func:`uwm_model.units.hidden_unit_type`). Options as in :data:`RULES`.
     """
     if not isinstance(generator, torch.Generator):
         raise ValueError("estimate needs generator=torch.Generator(...): library code never uses the global RNG")
@@ -328,9 +371,9 @@ def estimate(rule: str, net: Network, task, x: Tensor, generator: torch.Generato
     x = population_inputs(x, P, net.dtype, net.device)
     B = x.shape[1]
     draw = lambda n: torch.rand((P, B, n), generator=generator, device=net.device, dtype=net.dtype)  # noqa: E731
-    units = layer_units(task, len(net.weights))
+    units = layer_units(task, len(net.weights), hidden_units)
     unit_uniforms = [draw(kind.draws(n)) for kind, n in zip(units, net.sizes[1:])]
-    U = [draw(n) for n in net.sizes[1:-1]] if spec.needs_uniforms else None
+    U = [draw(kind.u_draws(n)) for kind, n in zip(units, net.sizes[1:-1])] if spec.needs_uniforms else None
     ep = sample_episode(net.weights, net.biases, x, unit_uniforms, units)
     if targets is None:
         R = task.reward(x, ep.action)

@@ -112,7 +112,7 @@ class Trainer:
         # a dataset's splits live on the trial's device
         self.task = make_task(cfg.task, self.device, self.dtype) if task is None else task
         self.sizes = cfg.sizes(self.task.input_size)
-        self.units = layer_units(self.task, len(self.sizes) - 1)
+        self.units = layer_units(self.task, len(self.sizes) - 1, cfg.hidden_unit_type)
         self.eval_inputs = self.task.eval_set(self.dtype, self.device)   # a fixed eval set (x, target), or None
         self.rule = RULES[cfg.rule]
         self.member_point = [i for i, c in enumerate(self.points) for _ in range(c.seeds)]
@@ -228,7 +228,8 @@ class Trainer:
         """Layout of one episode's uniforms: the input's, each layer's units', then (uwm) U per hidden unit."""
         widths = self.sizes[1:]
         units = [kind.draws(n) for kind, n in zip(self.units, widths)]
-        return [self.task.input_draws, *units, *(widths[:-1] if with_u else [])]
+        u_draws = [kind.u_draws(n) for kind, n in zip(self.units[:-1], widths[:-1])] if with_u else []
+        return [self.task.input_draws, *units, *u_draws]
 
     def _draw_episode(self, theta, keys, counter, batch: int, with_u: bool, inputs=None):
         """Sample inputs (unless given) and every layer from the members' streams: (weights, episode, reward, U)."""

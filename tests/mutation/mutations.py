@@ -26,6 +26,9 @@ CHECK = "tests/test_study_check.py"
 UNBIASED_CAT = "tests/test_unbiasedness.py::test_unbiased_rules_pass_the_z_test_with_a_categorical_output"
 HWM_CAT = "tests/test_unbiasedness.py::test_unbiased_rules_pass_the_z_test_with_a_categorical_output[hwm-{'order': 5}]"
 ORACLE_CAT = "tests/test_oracle.py::test_categorical_oracle_matches_brute_force_and_finite_differences"
+CAT_K2 = "tests/test_categorical_hidden.py::test_k2_estimates_equal_bernoulli"
+CAT_SAMPLER = "tests/test_categorical_hidden.py::test_categorical_sampler_and_outcomes_agree"
+CAT_STE = "tests/test_categorical_hidden.py::test_ste_backward_is_the_softmax_jacobian"
 DATA_PACK = "tests/test_datasets.py::test_a_packed_dataset_trial_equals_the_same_point_alone"
 DATA_TRAIN_ONLY = "tests/test_datasets.py::test_training_draws_only_training_images_and_evaluation_reads_the_whole_test_split"
 
@@ -39,8 +42,8 @@ MUTATIONS = [
     # ---- rules
     m("rules.uwm_drops_importance_weight", "uwm_model/rules.py",
       "return torch.exp(log_rho) * slope", "return slope", [MATH]),
-    m("rules.signal_drops_h", "uwm_model/rules.py",
-      "signal = h * delta", "signal = delta", [MATH]),
+    m("rules.signal_drops_h", "uwm_model/units.py",
+      "return grad, h * delta", "return grad, delta", [MATH]),
     m("rules.wm_p2_fast_path_halved", "uwm_model/rules.py",
       "dnorm = 2 * w", "dnorm = w", f"{MATH}::test_wm_p2_fast_path_equals_the_general_power"),
     m("rules.reinforce_output_sign", "uwm_model/rules.py",
@@ -364,8 +367,26 @@ MUTATIONS = [
     m("units.categorical_cumulant_recursion", "uwm_model/units.py",
       "cumulants.append(moments[m - 1] - sum(", "cumulants.append(moments[m - 1] + sum(", HWM_CAT),
     m("units.categorical_kappa1_uses_moment", "uwm_model/units.py",
-      "return [batched_matmul(h_next - pi_next, w)] + [-c for c in cumulants[1:]]",
-      "return [batched_matmul(h_next, w)] + [-c for c in cumulants[1:]]", [UNBIASED_CAT]),
+      "return softmax_kappas(h_next - pi_next, pi_next.unsqueeze(2), w, order)",
+      "return softmax_kappas(h_next, pi_next.unsqueeze(2), w, order)", [UNBIASED_CAT]),
+    # ---- categorical hidden units (issue 26)
+    m("units.cat_hidden_sampler_from_bottom", "uwm_model/units.py",
+      "from_top = (pi.flip(-1).cumsum(-1) <= u.unsqueeze(-1))", "from_top = (pi.cumsum(-1) <= u.unsqueeze(-1))",
+      [CAT_K2, CAT_SAMPLER]),
+    m("units.cat_hidden_rb_uncentred", "uwm_model/units.py",
+      "else pib * (db - (pib * db).sum(-1, keepdim=True))", "else pib * db", CAT_K2),
+    m("units.cat_hidden_ste_elementwise", "uwm_model/units.py",
+      "return (pib * (bb - (pib * bb).sum(-1, keepdim=True))).flatten(-2)", "return (pib * (1 - pib) * bb).flatten(-2)",
+      CAT_STE),
+    m("units.cat_hidden_kappa_groups_merged", "uwm_model/units.py",
+      "return softmax_kappas(h_next - pi_next, self._blocks(pi_next), w, order)",
+      "return softmax_kappas(h_next - pi_next, pi_next.unsqueeze(2), w, order)", CAT_K2),
+    m("rules.cat_uwm_segment_not_through_sample", "uwm_model/rules.py",
+      "t = torch.where(sign > 0, u_all, 1 - u_all).unsqueeze(-1)", "t = u_all.unsqueeze(-1)", CAT_K2),
+    m("rules.cat_uwm_no_reference", "uwm_model/rules.py",
+      "return kind.reference_offset(D.reshape(P, B, width))", "return D.reshape(P, B, width)", CAT_K2),
+    m("rules.cat_hwm_no_reference", "uwm_model/rules.py",
+      "return R.unsqueeze(-1) * kind.reference_offset(series)", "return R.unsqueeze(-1) * series", CAT_K2),
     m("rules.uwm_ignores_unit_type", "uwm_model/rules.py",
       "target, U[l], ep.units[l + 1])", "target, U[l])", [UNBIASED_CAT]),
     m("datasets.sample_from_test_split", "uwm_model/datasets.py",
