@@ -11,13 +11,13 @@ is every layer's reward for that step; the actor's hidden layers learn by the ch
 critic (softplus MLP, linear output) by TD(lambda) with accumulating traces; both by Adam with
 per-layer learning rates that fall linearly from a start to an end value over ``end_t`` steps.
 
-The categorical output is private to this module for now: its logits are ``K - 1`` free rows and a
-logit fixed at 0 (Chung's parametrisation). Issue 25 is building the categorical unit type in
-uwm_model/units.py; this output should become that unit once it lands. Because the free logits'
-score is ``e_a - pi`` restricted to them, the output is handed to the rules as a layer with
-``h = e_a[:K-1]`` and ``pi = softmax[:K-1]``: reinforce, ste and wm then compute exactly the
-gradients of §9 (their formulas only use ``h - pi`` of the layer above). hwm and uwm use the next
-layer's Bernoulli law itself, so they are refused here until the unit type exists.
+The output is one categorical unit over the K actions, :class:`uwm_model.units.Categorical` (K logits),
+sampled by :func:`uwm_model.network.sample_episode` like any other layer, so every rule (reinforce, ste,
+wm, hwm, uwm) reads it through the unit type's methods. Chung's parametrisation (the last logit fixed
+at 0, K - 1 free rows) is the option ``output_logits: pin_last``: the last row of the output weights and
+its bias start at 0 and their gradient is masked, so they stay 0. That is the same family of laws and,
+with the free rows, the same score ``(e_a - pi)[:K-1]`` Chung's code follows; a unit type of its own is
+not needed. ``free`` learns all K rows (the softmax's usual parametrisation).
 
 Published-code quirks (§9): Adam's bias correction stopping after 1 000 steps is an option
 (``adam_bias_correction_steps``); WM rewards from the next layer's already-updated weights are not
@@ -27,7 +27,6 @@ episode's first observation (not the last one's).
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -38,11 +37,11 @@ from pydantic import Field, model_validator
 
 from . import envs, streams
 from .config import _Strict
-from .network import Episode, batched_matmul, init_network, resolve_device, resolve_dtype, sigmoid
+from .network import Episode, batched_matmul, init_network, resolve_device, resolve_dtype, sample_episode
 from .optim import adam_update
 from .rules import batch_mean_parameters, resolve_rule
+from .units import BERNOULLI, CATEGORICAL
 
-CATEGORICAL_RULES = ("reinforce", "ste", "wm")
 CRITIC_SEED_OFFSET = 1 << 30     # the critic of member seed s is initialised from seed s + 2^30
 
 
@@ -51,8 +50,11 @@ class ControlConfig(_Strict):
     max_steps: int = Field(500, ge=1, description="time limit: steps per episode before truncation")
     actor_hidden: list[int] = Field([64, 32], min_length=1, description="widths of the actor's Bernoulli layers")
     critic_hidden: list[int] = Field([64, 32], min_length=1, description="widths of the critic's softplus layers")
-    rule: Literal["reinforce", "ste", "wm"] = Field("wm", description="rule of the actor's hidden layers")
-    rule_options: dict = Field(default_factory=dict, description="the rule's options (wm: p)")
+    rule: Literal["reinforce", "ste", "wm", "hwm", "uwm"] = Field("wm", description="rule of the actor's hidden layers")
+    rule_options: dict = Field(default_factory=dict, description="the rule's options (wm: p; hwm: order, form; "
+                               "uwm: signal, form)")
+    output_logits: Literal["pin_last", "free"] = Field("pin_last", description="pin_last: the last action's logit "
+                                                       "stays 0 (Chung's K - 1 free rows); free: all K rows learn")
     gamma: float = Field(0.98, gt=0, le=1, description="discount")
     critic_lambda: float = Field(0.8, ge=0, le=1, description="TD(lambda) trace decay of the critic (traces decay by gamma * lambda)")
     actor_lr_start: list[float] = Field([0.02, 2e-4, 2e-5], description="actor learning rate per layer at step 0")
@@ -141,10 +143,11 @@ class ActorCritic:
         self.rule, self.rule_options = resolve_rule(cfg.rule, cfg.rule_options)
         P, K, d = cfg.seeds, self.env.num_actions, self.env.observation_size
         seeds = [cfg.seed + k for k in range(P)]
-        actor = init_network([d, *cfg.actor_hidden, K - 1], P, seeds, dtype=torch.float64, device="cpu")
-        # Chung draws the output layer's weights with the scale of K outputs, then drops the fixed logit's row
-        n = cfg.actor_hidden[-1]
-        actor.weights[-1] *= math.sqrt((n + K - 1) / (n + K))
+        actor = init_network([d, *cfg.actor_hidden, K], P, seeds, dtype=torch.float64, device="cpu")
+        if cfg.output_logits == "pin_last":    # Chung: drawn at the scale of K outputs, the last logit fixed at 0
+            actor.weights[-1][:, -1] = 0.0
+            actor.biases[-1][:, -1] = 0.0
+        self.units = [BERNOULLI] * len(cfg.actor_hidden) + [CATEGORICAL]
         critic = init_network([d, *cfg.critic_hidden, 1], P, [s + CRITIC_SEED_OFFSET for s in seeds],
                               dtype=torch.float64, device="cpu")
         cast = lambda ts: [t.to(self.device, self.dtype) for t in ts]          # noqa: E731
@@ -157,27 +160,25 @@ class ActorCritic:
 
     # --- the actor ---
     def act(self, x: torch.Tensor, u: torch.Tensor) -> tuple[Episode, torch.Tensor]:
-        """Sample the actor on observations x [P, B, d] with uniforms u [P, B, sum(hidden) + 1]. Returns the
-        episode (its last layer the free logits' one-hot and probabilities) and the actions [P, B]."""
-        weights, biases = self.actor
-        h, zs, pis, at = [x], [], [], 0
-        for w, b in zip(weights[:-1], biases[:-1]):
-            z = batched_matmul(h[-1], w.transpose(1, 2)) + b.unsqueeze(1)
-            pi = sigmoid(z)
-            h.append((u[..., at: at + z.shape[-1]] < pi).to(z.dtype))
-            zs.append(z)
-            pis.append(pi)
-            at += z.shape[-1]
-        free = batched_matmul(h[-1], weights[-1].transpose(1, 2)) + biases[-1].unsqueeze(1)
-        logits = torch.cat([free, torch.zeros_like(free[..., :1])], -1)
-        probs = torch.softmax(logits, -1)
-        # inverse CDF: the action is the number of cumulative probabilities below the uniform
-        action = (probs.cumsum(-1)[..., :-1] < u[..., at: at + 1]).sum(-1)
-        onehot = F.one_hot(action, probs.shape[-1]).to(x.dtype)
-        h.append(onehot[..., :-1])
-        zs.append(free)
-        pis.append(probs[..., :-1])
-        return Episode(h, zs, pis), action
+        """Sample the actor on observations x [P, B, d] with uniforms u [P, B, sum(hidden) + 1] (one per hidden
+        unit, then the action's). Returns the episode (its last layer the action's one-hot) and the actions [P, B]."""
+        bounds = torch.tensor([0, *self.cfg.actor_hidden, 1]).cumsum(0).tolist()
+        parts = [u[..., a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        ep = sample_episode(*self.actor, x, parts, self.units)
+        return ep, CATEGORICAL.action(ep.h[-1]).long()
+
+    def actor_gradient(self, ep: Episode, delta: torch.Tensor, U) -> list[torch.Tensor]:
+        """The batch-mean ascent direction of the actor's weights then biases for reward delta [P, B]; with
+        ``pin_last`` the fixed logit's row gets no gradient."""
+        grad = batch_mean_parameters(self.rule.fn(self.actor[0], ep, delta, U, **self.rule_options), ep)
+        if self.cfg.output_logits == "pin_last":
+            grad.weights[-1] = torch.cat([grad.weights[-1][:, :-1], torch.zeros_like(grad.weights[-1][:, -1:])], 1)
+            grad.biases[-1] = torch.cat([grad.biases[-1][:, :-1], torch.zeros_like(grad.biases[-1][:, -1:])], 1)
+        return grad.weights + grad.biases
+
+    def uwm_uniforms(self, u: torch.Tensor) -> list[torch.Tensor]:
+        """uwm's U: one uniform per hidden unit and sample, [P, B, n_l] per hidden layer, from u [P, B, sum(hidden)]."""
+        return list(u.split(self.cfg.actor_hidden, -1))
 
     def _adam(self, name: str, params: list[torch.Tensor], grads: list[torch.Tensor], lrs: list[float], t: int):
         m, v = self.adam[name]
@@ -192,13 +193,15 @@ class ActorCritic:
         cfg, P, B = self.cfg, self.cfg.seeds, self.cfg.envs
         state, obs = self.env.reset(self.seeds, B, self.dtype, self.device)
         n_units = sum(cfg.actor_hidden) + 1
+        n_draws = n_units + (sum(cfg.actor_hidden) if self.rule.needs_uniforms else 0)
         traces = None
         ret = torch.zeros(P, B, dtype=self.dtype, device=self.device)
         returns = [[] for _ in range(P)]
         t, tic = 0, time.perf_counter()
         while min(len(r) for r in returns) < cfg.episodes:
-            u = streams.uniforms(self.train_keys, t, B * n_units, self.dtype).reshape(P, n_units, B).transpose(1, 2)
-            ep, action = self.act(obs, u)
+            u = streams.uniforms(self.train_keys, t, B * n_draws, self.dtype).reshape(P, n_draws, B).transpose(1, 2)
+            ep, action = self.act(obs, u[..., :n_units])
+            U = self.uwm_uniforms(u[..., n_units:]) if self.rule.needs_uniforms else None
             value, cache = softplus_critic_value(*self.critic, obs)
             out = self.env.step(state, action)
             with torch.no_grad():
@@ -218,10 +221,8 @@ class ActorCritic:
             keep = (~done).to(self.dtype)
             traces = [e * keep.reshape(P, B, *([1] * (e.dim() - 2))) for e in traces]
             # actor: this step's per-layer logit estimates with R = delta
-            logit_grads = self.rule.fn(self.actor[0], ep, delta, None, **self.rule_options)
-            grad = batch_mean_parameters(logit_grads, ep)
             self.actor[0], self.actor[1] = self._adam(
-                "actor", self.actor[0] + self.actor[1], grad.weights + grad.biases,
+                "actor", self.actor[0] + self.actor[1], self.actor_gradient(ep, delta, U),
                 schedule(cfg.actor_lr_start, cfg.actor_lr_end, cfg.end_t, t - 1), t)
             # bookkeeping
             ret = ret + out.reward
