@@ -189,3 +189,54 @@ def test_uwm_gets_its_own_uniform_for_every_hidden_unit():
     ac = ActorCritic(small(rule="uwm"))
     u = torch.arange(5.0).reshape(1, 1, 5)
     assert [t.flatten().tolist() for t in ac.uwm_uniforms(u)] == [[0.0, 1.0, 2.0], [3.0, 4.0]]
+
+
+def test_resume_from_a_checkpoint_equals_not_stopping(tmp_path):
+    """Run 25 steps, save, load into a fresh trainer, finish: every return, parameter and Adam moment equals a
+    run that never stopped (uwm: its own uniforms too)."""
+    cfg = small(seeds=2, envs=2, episodes=8, rule="uwm")
+    with torch_settings(threads=1):
+        whole = ActorCritic(cfg)
+        ref = whole.run()
+        first = ActorCritic(cfg)
+        first.run(max_steps=25)
+        assert first.t == 25 and not first.finished()
+        first.save(tmp_path / "ckpt.pt")
+        resumed = ActorCritic(cfg)
+        resumed.load(tmp_path / "ckpt.pt")
+        out = resumed.run()
+    assert out.steps == ref.steps and torch.equal(out.returns, ref.returns)
+    for a, b in zip(resumed.actor[0] + resumed.critic[1] + resumed.adam["actor"][1], whole.actor[0] + whole.critic[1]
+                    + whole.adam["actor"][1]):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="different ControlConfig"):
+        ActorCritic(small(seeds=2, envs=2, episodes=9, rule="uwm")).load(tmp_path / "ckpt.pt")
+
+
+def test_a_diverging_member_is_frozen_and_marked_while_the_others_go_on_as_if_alone():
+    with torch_settings(threads=1):
+        packed = ActorCritic(small(seeds=2, seed=4, episodes=4))
+        packed.start()
+        packed.critic[0][-1][1] = 1e308          # member 1's value overflows: its updates turn non-finite
+        out = packed.run()
+        alone = ActorCritic(small(seeds=1, seed=4, episodes=4)).run()
+    assert out.diverged_at.tolist() == [-1, 1]
+    assert torch.equal(out.returns[0], alone.returns[0]) and out.returns[1].isnan().all()
+    assert all(torch.isfinite(p[1]).all() for p in packed.actor[0] + packed.actor[1] + packed.critic[1])
+    assert out.average_return[1].isnan() and not out.average_return[0].isnan()
+
+
+def test_running_mean_and_episodes_to_threshold_match_plain_loops():
+    from uwm_model.control import ControlResult
+    returns = torch.tensor([[float(x) for x in range(1, 251)], [10.0] * 250], dtype=torch.float64)
+    result = ControlResult(returns, 0, 0.0, torch.tensor([-1, -1]))
+    running = result.running_mean()
+    for p in range(2):
+        for e in (0, 5, 99, 100, 249):
+            window = returns[p, max(0, e - 99): e + 1]
+            assert running[p, e] == pytest.approx(float(window.mean()))
+    # member 0: the mean of episodes e-99..e is e - 49.5 (1-based e), >= 100 first at e = 150
+    reached = result.episodes_to_threshold(100.0)
+    assert reached[0] == 150 and reached[1].isnan()
+    assert result.episodes_to_threshold(10.0)[1] == 100      # a full window first
+    assert result.average_return.tolist() == [125.5, 10.0]

@@ -27,6 +27,7 @@ episode's first observation (not the last one's).
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -123,16 +124,38 @@ def schedule(start, end, end_t: int, t: int) -> list[float]:
     return [s + (e - s) * f for s, e in zip(start, end)]
 
 
+THRESHOLDS = {"CartPole-v1": 195.0, "Acrobot-v1": -100.0}   # returns that count as solved (gymnasium's CartPole-v0
+                                                          # criterion; Acrobot: as often quoted)
+
+
 @dataclass
 class ControlResult:
-    returns: torch.Tensor          # [P, episodes]: each member's episode returns in the order they ended
+    returns: torch.Tensor          # [P, episodes]: each member's episode returns in the order they ended (NaN after
+                                   # its divergence)
     steps: int                     # steps taken (per environment)
     seconds: float
+    diverged_at: torch.Tensor      # [P] the step at which a member's parameters became non-finite (-1: never)
+    window: int = 100
 
     @property
     def average_return(self) -> torch.Tensor:
-        """The anchor's figure: each member's mean return over all its episodes, [P]."""
+        """The anchor's figure: each member's mean return over all its episodes, [P] (NaN if it diverged)."""
         return self.returns.mean(1)
+
+    def running_mean(self) -> torch.Tensor:
+        """[P, episodes]: the mean of the last ``window`` returns (of all of them before the window fills)."""
+        csum = torch.nn.functional.pad(self.returns.cumsum(1), (1, 0))
+        n = torch.arange(1, self.returns.shape[1] + 1, dtype=torch.float64)
+        lo = (n - self.window).clamp_min(0).long()
+        return (csum[:, 1:] - csum[:, lo]) / (n - lo)
+
+    def episodes_to_threshold(self, threshold: float) -> torch.Tensor:
+        """[P]: the first episode (1-based) at which the mean of the last ``window`` returns (a full window) is
+        >= threshold, as the multiplexer trainer's episodes_to_threshold; NaN if never."""
+        running = self.running_mean()[:, self.window - 1:]
+        hit = running >= threshold
+        first = hit.to(torch.int64).argmax(1).double() + self.window
+        return torch.where(hit.any(1), first, torch.nan)
 
 
 class ActorCritic:
@@ -189,49 +212,110 @@ class ActorCritic:
             params[i], m[i], v[i] = adam_update(p, g, m[i], v[i], b1, b2, lrs[i % L])
         return params[:L], params[L:]
 
-    def run(self, progress=None) -> ControlResult:
+    def start(self) -> None:
+        """The run's state at step 0: environments, critic traces, returns so far, divergence marks."""
         cfg, P, B = self.cfg, self.cfg.seeds, self.cfg.envs
-        state, obs = self.env.reset(self.seeds, B, self.dtype, self.device)
+        self.t = 0
+        self.env_state, self.obs = self.env.reset(self.seeds, B, self.dtype, self.device)
+        self.traces = [torch.zeros(P, B, *p.shape[1:], dtype=self.dtype, device=self.device)
+                       for p in self.critic[0] + self.critic[1]]
+        self.ret = torch.zeros(P, B, dtype=self.dtype, device=self.device)
+        self.returns: list[list[float]] = [[] for _ in range(P)]
+        self.diverged_at = torch.full((P,), -1, dtype=torch.int64, device=self.device)
+
+    def step(self) -> torch.Tensor:
+        """One step of every member's environments and both networks' updates; returns done [P, B]."""
+        cfg, P, B = self.cfg, self.cfg.seeds, self.cfg.envs
         n_units = sum(cfg.actor_hidden) + 1
         n_draws = n_units + (sum(cfg.actor_hidden) if self.rule.needs_uniforms else 0)
-        traces = None
-        ret = torch.zeros(P, B, dtype=self.dtype, device=self.device)
-        returns = [[] for _ in range(P)]
-        t, tic = 0, time.perf_counter()
-        while min(len(r) for r in returns) < cfg.episodes:
-            u = streams.uniforms(self.train_keys, t, B * n_draws, self.dtype).reshape(P, n_draws, B).transpose(1, 2)
-            ep, action = self.act(obs, u[..., :n_units])
-            U = self.uwm_uniforms(u[..., n_units:]) if self.rule.needs_uniforms else None
-            value, cache = softplus_critic_value(*self.critic, obs)
-            out = self.env.step(state, action)
-            with torch.no_grad():
-                next_value = softplus_critic_value(*self.critic, out.final_obs)[0]
-            delta = td_error(out.reward, out.terminated, out.truncated, value, next_value, cfg.gamma, cfg.truncation)
-            t += 1
-            # critic: accumulating traces of dV/dw, cleared at episode starts (after this step's update)
-            gw, gb = softplus_critic_gradient(self.critic[0], cache)
-            grads = gw + gb
-            traces = grads if traces is None else [cfg.gamma * cfg.critic_lambda * e + g for e, g in zip(traces, grads)]
-            shape = lambda e: delta.reshape(P, B, *([1] * (e.dim() - 2)))        # noqa: E731
-            critic_step = [(shape(e) * e).mean(1) for e in traces]
-            self.critic[0], self.critic[1] = self._adam(
-                "critic", self.critic[0] + self.critic[1], critic_step,
-                schedule(cfg.critic_lr_start, cfg.critic_lr_end, cfg.end_t, t - 1), t)
-            done = (out.terminated | out.truncated)
-            keep = (~done).to(self.dtype)
-            traces = [e * keep.reshape(P, B, *([1] * (e.dim() - 2))) for e in traces]
-            # actor: this step's per-layer logit estimates with R = delta
-            self.actor[0], self.actor[1] = self._adam(
-                "actor", self.actor[0] + self.actor[1], self.actor_gradient(ep, delta, U),
-                schedule(cfg.actor_lr_start, cfg.actor_lr_end, cfg.end_t, t - 1), t)
-            # bookkeeping
-            ret = ret + out.reward
-            if bool(done.any()):
-                for p, b in done.nonzero().tolist():
-                    returns[p].append(float(ret[p, b]))
-                ret = torch.where(done, 0.0, ret)
-                if progress:
-                    progress(t, returns)
-            state, obs = out.state, out.obs
-        returns = torch.tensor([r[: cfg.episodes] for r in returns], dtype=torch.float64)
-        return ControlResult(returns, t, time.perf_counter() - tic)
+        obs, t = self.obs, self.t
+        u = streams.uniforms(self.train_keys, t, B * n_draws, self.dtype).reshape(P, n_draws, B).transpose(1, 2)
+        ep, action = self.act(obs, u[..., :n_units])
+        U = self.uwm_uniforms(u[..., n_units:]) if self.rule.needs_uniforms else None
+        value, cache = softplus_critic_value(*self.critic, obs)
+        out = self.env.step(self.env_state, action)
+        with torch.no_grad():
+            next_value = softplus_critic_value(*self.critic, out.final_obs)[0]
+        delta = td_error(out.reward, out.terminated, out.truncated, value, next_value, cfg.gamma, cfg.truncation)
+        t = self.t = t + 1
+        before = [list(self.actor[0]), list(self.actor[1]), list(self.critic[0]), list(self.critic[1])]
+        # critic: accumulating traces of dV/dw, cleared at episode starts (after this step's update)
+        gw, gb = softplus_critic_gradient(self.critic[0], cache)
+        traces = [cfg.gamma * cfg.critic_lambda * e + g for e, g in zip(self.traces, gw + gb)]
+        shape = lambda e: delta.reshape(P, B, *([1] * (e.dim() - 2)))        # noqa: E731
+        critic_step = [(shape(e) * e).mean(1) for e in traces]
+        self.critic[0], self.critic[1] = self._adam(
+            "critic", self.critic[0] + self.critic[1], critic_step,
+            schedule(cfg.critic_lr_start, cfg.critic_lr_end, cfg.end_t, t - 1), t)
+        done = out.terminated | out.truncated
+        keep = (~done).to(self.dtype)
+        self.traces = [e * keep.reshape(P, B, *([1] * (e.dim() - 2))) for e in traces]
+        # actor: this step's per-layer logit estimates with R = delta
+        self.actor[0], self.actor[1] = self._adam(
+            "actor", self.actor[0] + self.actor[1], self.actor_gradient(ep, delta, U),
+            schedule(cfg.actor_lr_start, cfg.actor_lr_end, cfg.end_t, t - 1), t)
+        self._handle_divergence(before)
+        self.ret = self.ret + out.reward
+        if bool(done.any()):
+            frozen = (self.diverged_at >= 0).tolist()
+            for p, b in done.nonzero().tolist():
+                if not frozen[p]:
+                    self.returns[p].append(float(self.ret[p, b]))
+            self.ret = torch.where(done, 0.0, self.ret)
+        self.env_state, self.obs = out.state, out.obs
+        return done
+
+    def _handle_divergence(self, before) -> None:
+        """A member whose parameters turn non-finite is marked and frozen at its last finite parameters; its
+        returns stop counting (the run ends without it), the other members go on unchanged."""
+        after = [self.actor[0], self.actor[1], self.critic[0], self.critic[1]]
+        finite = torch.stack([torch.isfinite(p).flatten(1).all(1) for group in after for p in group]).all(0)
+        self.diverged_at = torch.where(~finite & (self.diverged_at < 0), self.t, self.diverged_at)
+        frozen = self.diverged_at >= 0
+        if bool(frozen.any()):
+            for old, new in zip(before, after):
+                for i, (o, n) in enumerate(zip(old, new)):
+                    new[i] = torch.where(frozen.reshape(-1, *([1] * (n.dim() - 1))), o, n)
+
+    def finished(self) -> bool:
+        live = [r for r, d in zip(self.returns, self.diverged_at.tolist()) if d < 0]
+        return not live or min(len(r) for r in live) >= self.cfg.episodes
+
+    def run(self, progress=None, max_steps: int | None = None) -> ControlResult:
+        """Train until every live member has ``episodes`` returns (or ``max_steps`` more steps: then the
+        run can be checkpointed and resumed); starts if not started."""
+        if not hasattr(self, "t"):
+            self.start()
+        tic, stop = time.perf_counter(), None if max_steps is None else self.t + max_steps
+        while not self.finished() and (stop is None or self.t < stop):
+            done = self.step()
+            if progress and bool(done.any()):
+                progress(self.t, self.returns)
+        return self.result(time.perf_counter() - tic)
+
+    def result(self, seconds: float = 0.0) -> ControlResult:
+        E = self.cfg.episodes
+        returns = torch.tensor([r[:E] + [math.nan] * (E - len(r[:E])) for r in self.returns], dtype=torch.float64)
+        return ControlResult(returns, self.t, seconds, self.diverged_at.cpu(), window=100)
+
+    # --- checkpoints ---
+    def state_dict(self) -> dict:
+        """Everything a resumed run needs to continue exactly as if it had not stopped."""
+        return {"t": self.t, "actor": self.actor, "critic": self.critic, "adam": self.adam, "traces": self.traces,
+                "env_state": vars(self.env_state), "obs": self.obs, "ret": self.ret,
+                "returns": self.returns, "diverged_at": self.diverged_at, "config": self.cfg.model_dump()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["config"] != self.cfg.model_dump():
+            raise ValueError("checkpoint was written by a different ControlConfig")
+        self.start()
+        self.t, self.actor, self.critic, self.adam = state["t"], state["actor"], state["critic"], state["adam"]
+        self.traces, self.obs, self.ret = state["traces"], state["obs"], state["ret"]
+        self.env_state = type(self.env_state)(**state["env_state"])
+        self.returns, self.diverged_at = state["returns"], state["diverged_at"]
+
+    def save(self, path) -> None:
+        torch.save(self.state_dict(), path)
+
+    def load(self, path) -> None:
+        self.load_state_dict(torch.load(path, weights_only=False))

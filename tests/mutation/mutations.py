@@ -303,6 +303,13 @@ MUTATIONS = [
     m("control.uwm_layers_share_uniforms", "uwm_model/control.py",
       "return list(u.split(self.cfg.actor_hidden, -1))", "return [u[..., :n] for n in self.cfg.actor_hidden]",
       CONTROL),
+    m("control.diverged_member_not_frozen", "uwm_model/control.py",
+      "new[i] = torch.where(frozen.reshape(-1, *([1] * (n.dim() - 1))), o, n)", "new[i] = n", CONTROL),
+    m("control.threshold_before_a_full_window", "uwm_model/control.py",
+      "running = self.running_mean()[:, self.window - 1:]", "running = self.running_mean()", CONTROL),
+    m("control.checkpoint_forgets_traces", "uwm_model/control.py",
+      'self.traces, self.obs, self.ret = state["traces"], state["obs"], state["ret"]',
+      'self.obs, self.ret = state["obs"], state["ret"]', CONTROL),
     # ---- calibrated statistics (issue 23)
     m("calib.split_half_b_is_the_full_mean", "uwm_model/trainer.py",
       "b_b = (K * mean_b - half * (a_b + e_b)) / (K - half) - e_b", "b_b = mean_b - e_b",
