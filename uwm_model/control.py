@@ -180,6 +180,7 @@ class ActorCritic:
         self.seeds = torch.tensor(seeds, device=self.device)
         self.adam = {name: [[torch.zeros_like(t) for t in ws + bs], [torch.zeros_like(t) for t in ws + bs]]
                      for name, (ws, bs) in (("actor", self.actor), ("critic", self.critic))}
+        self.start()
 
     # --- the actor ---
     def act(self, x: torch.Tensor, u: torch.Tensor) -> tuple[Episode, torch.Tensor]:
@@ -283,9 +284,7 @@ class ActorCritic:
 
     def run(self, progress=None, max_steps: int | None = None) -> ControlResult:
         """Train until every live member has ``episodes`` returns (or ``max_steps`` more steps: then the
-        run can be checkpointed and resumed); starts if not started."""
-        if not hasattr(self, "t"):
-            self.start()
+        run can be checkpointed and resumed)."""
         tic, stop = time.perf_counter(), None if max_steps is None else self.t + max_steps
         while not self.finished() and (stop is None or self.t < stop):
             done = self.step()
