@@ -21,70 +21,107 @@ def small(**kw):
     return ControlConfig(**{**base, **kw})
 
 
-def log_prob(ac, x, ep, action):
-    """log p(omega | s) of the actor's samples, from its parameters (autograd's reference)."""
-    weights, biases = ac.actor
-    total, h = 0.0, x
-    for w, b, sample in zip(weights[:-1], biases[:-1], ep.h[1:-1]):
-        z = h @ w[0].T + b[0]
-        total = total + (sample * torch.nn.functional.logsigmoid(z) + (1 - sample) * torch.nn.functional.logsigmoid(-z)).sum()
-        h = sample
-    logits = torch.cat([h @ weights[-1][0].T + biases[-1][0], torch.zeros(h.shape[:-1] + (1,), dtype=h.dtype)], -1)
-    return total + torch.log_softmax(logits, -1)[..., action].sum()
+def exact_objective(params, x, R, hidden):
+    """J = E[R(a)] for one state x [d], by enumerating every hidden configuration and action; params:
+    the actor's weights then biases (autograd differentiates J exactly)."""
+    L = len(hidden) + 1
+    W, b = params[:L], params[L:]
+
+    def expected(l, h):
+        z = h @ W[l][0].T + b[l][0]
+        if l == L - 1:
+            return (torch.softmax(z, -1) * R).sum()
+        p = torch.sigmoid(z)
+        total = 0.0
+        for s in itertools.product([0.0, 1.0], repeat=hidden[l]):
+            s = torch.tensor(s, dtype=torch.float64)
+            total = total + (s * p + (1 - s) * (1 - p)).prod() * expected(l + 1, s)
+        return total
+
+    return expected(0, x)
 
 
+@pytest.mark.parametrize("output_logits", ["pin_last", "free"])
 @pytest.mark.parametrize("env", ["CartPole-v1", "Acrobot-v1"])
-def test_reinforce_logit_estimates_are_delta_times_the_score_of_the_categorical_output(env):
-    """Per sample, reinforce's estimate of every layer's logits is delta * d log p(omega|s) / dz: the
-    categorical output enters the rules as h = e_a[:K-1], pi = softmax[:K-1] of the free logits."""
-    ac = ActorCritic(small(env=env))
+def test_reinforce_logit_estimates_are_delta_times_the_score_of_the_categorical_output(env, output_logits):
+    """Per sample, reinforce's estimate of every layer's logits is delta * d log p(omega|s) / dz, the
+    output's logits being the K of a units.Categorical (pinned or free alike)."""
+    ac = ActorCritic(small(env=env, output_logits=output_logits))
     gen = torch.Generator().manual_seed(0)
     for _ in range(20):
         x = torch.randn(1, 1, ac.env.observation_size, generator=gen, dtype=torch.float64)
         ep, action = ac.act(x, torch.rand(1, 1, 6, generator=gen, dtype=torch.float64))
+        assert ep.h[-1][0, 0, int(action)] == 1 and ep.h[-1].sum() == 1
         delta = torch.randn(1, 1, generator=gen, dtype=torch.float64)
         grads = RULES["reinforce"].fn(ac.actor[0], ep, delta, None, baseline=0.0)
         zs = [z.detach().clone().requires_grad_(True) for z in ep.z]
-        # the log-probability as a function of the logits themselves
         lp = sum((s * torch.nn.functional.logsigmoid(z) + (1 - s) * torch.nn.functional.logsigmoid(-z)).sum()
                  for z, s in zip(zs[:-1], ep.h[1:-1]))
-        logits = torch.cat([zs[-1], torch.zeros_like(zs[-1][..., :1])], -1)
-        lp = lp + torch.log_softmax(logits, -1)[0, 0, int(action)]
+        lp = lp + torch.log_softmax(zs[-1], -1)[0, 0, int(action)]
         autograd = torch.autograd.grad(lp, zs)
         for g, a in zip(grads, autograd):
             assert torch.allclose(g, delta.unsqueeze(-1) * a, atol=1e-12)
 
 
-def test_reinforce_through_the_categorical_output_is_unbiased_against_exact_enumeration():
-    """Fixed state, reward table R(a): J = sum over hidden configurations and actions, its exact
-    gradient by autograd; reinforce's mean estimate over N samples is within 5 standard errors of it
-    in every parameter, while the same test catches wm (biased, §3.3) far beyond 5."""
-    ac = ActorCritic(small(env="Acrobot-v1", actor_hidden=[3, 2]))
-    N = 40_000
+def test_pin_last_keeps_the_last_logit_at_zero_and_free_moves_it():
+    for output_logits, moved in (("pin_last", False), ("free", True)):
+        ac = ActorCritic(small(output_logits=output_logits, episodes=2))
+        ac.run()
+        last = torch.cat([ac.actor[0][-1][:, -1].flatten(), ac.actor[1][-1][:, -1]])
+        assert bool(last.abs().max() > 0) == moved, output_logits
+
+
+N_ENUM = 40_000
+CONTROL_RULES = [("reinforce", {"baseline": 0.0}, False), ("uwm", {"signal": "individual"}, False),
+                 ("uwm", {"signal": "global", "form": "rb"}, False), ("wm", {"p": 2.0}, True),
+                 ("hwm", {"order": 1}, True), ("ste", {}, True)]
+
+
+@pytest.mark.parametrize("output_logits", ["pin_last", "free"])
+@pytest.mark.parametrize("rule,options,caught", CONTROL_RULES, ids=lambda v: str(v))
+def test_actor_estimates_against_exact_enumeration(rule, options, caught, output_logits):
+    """Fixed state, reward table R(a): J = sum over hidden configurations and actions, its exact gradient by
+    autograd. reinforce and uwm (individual and global signals, both forms) have mean estimates over N samples
+    within 5 standard errors of it in every free parameter; the same test catches wm, hwm (order 1) and ste
+    beyond 10 (their bias, §3.3-3.4, with the next layer a softmax, §9). The weights are tripled so the biased
+    rules' bias is well above the noise."""
+    ac = ActorCritic(small(env="Acrobot-v1", actor_hidden=[3, 2], rule=rule, rule_options=options,
+                           output_logits=output_logits))
+    ac.actor[0] = [3 * w for w in ac.actor[0]]
     x = torch.tensor([[[0.3, -0.8, 0.5, 0.1, 0.7, -1.2]]], dtype=torch.float64)
     R = torch.tensor([1.0, -0.5, 2.0], dtype=torch.float64)
     params = [t.clone().requires_grad_(True) for t in ac.actor[0] + ac.actor[1]]
-    W, b = params[:3], params[3:]
-    J = 0.0
-    for h1 in itertools.product([0.0, 1.0], repeat=3):
-        h1 = torch.tensor(h1, dtype=torch.float64)
-        p1 = torch.sigmoid(x[0, 0] @ W[0][0].T + b[0][0])
-        q1 = (h1 * p1 + (1 - h1) * (1 - p1)).prod()
-        for h2 in itertools.product([0.0, 1.0], repeat=2):
-            h2 = torch.tensor(h2, dtype=torch.float64)
-            p2 = torch.sigmoid(h1 @ W[1][0].T + b[1][0])
-            q2 = (h2 * p2 + (1 - h2) * (1 - p2)).prod()
-            pa = torch.softmax(torch.cat([h2 @ W[2][0].T + b[2][0], torch.zeros(1, dtype=torch.float64)]), -1)
-            J = J + q1 * q2 * (pa * R).sum()
-    exact = torch.autograd.grad(J, params)
-    u = torch.rand(1, N, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    ep, action = ac.act(x.expand(1, N, 6), u)
-    for rule, options, caught in (("reinforce", {"baseline": 0.0}, False), ("wm", {"p": 2.0}, True)):
-        logit_grads = RULES[rule].fn(ac.actor[0], ep, R[action], None, **options)
-        per_sample = [g.unsqueeze(-1) * h.unsqueeze(-2) for g, h in zip(logit_grads, ep.h[:-1])] + logit_grads
-        z = torch.cat([((s.mean(1) - e) / (s.std(1) / N**0.5).clamp_min(1e-12)).flatten()
-                       for s, e in zip(per_sample, exact) if s.std(1).max() > 0])
-        assert (z.abs().max() > 10) if caught else (z.abs().max() < 5), (rule, float(z.abs().max()))
+    exact = torch.autograd.grad(exact_objective(params, x[0, 0], R, [3, 2]), params)
+    u = torch.rand(1, N_ENUM, 6 + 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    ep, action = ac.act(x.expand(1, N_ENUM, 6), u[..., :6])
+    U = ac.uwm_uniforms(u[..., 6:]) if ac.rule.needs_uniforms else None
+    logit_grads = ac.rule.fn(ac.actor[0], ep, R[action], U, **ac.rule_options)
+    per_sample = [g.unsqueeze(-1) * h.unsqueeze(-2) for g, h in zip(logit_grads, ep.h[:-1])] + logit_grads
+    if output_logits == "pin_last":     # the pinned row is no parameter: its estimate is dropped
+        per_sample[2], per_sample[5] = per_sample[2][:, :, :-1], per_sample[5][:, :, :-1]
+        exact = list(exact)
+        exact[2], exact[5] = exact[2][:, :-1], exact[5][:, :-1]
+    z = torch.cat([((s.mean(1) - e) / (s.std(1) / N_ENUM**0.5).clamp_min(1e-12)).flatten()
+                   for s, e in zip(per_sample, exact) if s.std(1).max() > 0])
+    assert (z.abs().max() > 10) if caught else (z.abs().max() < 5), (rule, float(z.abs().max()))
+
+
+@pytest.mark.parametrize("output_logits", ["pin_last", "free"])
+def test_the_trainers_step_is_the_rules_batch_mean_with_the_pinned_row_masked(output_logits):
+    ac = ActorCritic(small(rule="uwm", output_logits=output_logits))
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(1, 7, 4, generator=gen, dtype=torch.float64)
+    u = torch.rand(1, 7, 11, generator=gen, dtype=torch.float64)
+    ep, _ = ac.act(x, u[..., :6])
+    delta = torch.randn(1, 7, generator=gen, dtype=torch.float64)
+    step = ac.actor_gradient(ep, delta, ac.uwm_uniforms(u[..., 6:]))
+    grads = RULES["uwm"].fn(ac.actor[0], ep, delta, ac.uwm_uniforms(u[..., 6:]), signal="individual", form="reinforce")
+    ref = [(g.unsqueeze(-1) * h.unsqueeze(-2)).mean(1) for g, h in zip(grads, ep.h[:-1])] + [g.mean(1) for g in grads]
+    if output_logits == "pin_last":
+        ref[2][:, -1], ref[5][:, -1] = 0.0, 0.0
+    for ours, r in zip(step, ref):
+        assert torch.allclose(ours, r, atol=1e-12)
+    assert output_logits == "pin_last" or step[2][:, -1].abs().max() > 0
 
 
 def test_critic_gradient_equals_autograd():
@@ -126,7 +163,11 @@ def test_bad_configs_fail_naming_the_field():
     with pytest.raises(ValidationError, match="actor_lr_start lists 2 learning rates for 3 layers"):
         ControlConfig(actor_lr_start=[0.1, 0.1])
     with pytest.raises(ValidationError, match="rule"):
-        ControlConfig(rule="uwm")
+        ControlConfig(rule="backprop")
+    with pytest.raises(ValidationError, match="output_logits"):
+        ControlConfig(output_logits="last")
+    with pytest.raises(ValidationError, match="rule 'uwm' option signal='local' is not one of"):
+        ControlConfig(rule="uwm", rule_options={"signal": "local"})
     with pytest.raises(ValidationError, match="env"):
         ControlConfig(env="Pong-v5")
     with pytest.raises(ValidationError, match="rule 'wm' option p=0.5 must be >= 1"):
@@ -142,3 +183,60 @@ def test_wm_learns_cartpole():
         result = ActorCritic(ControlConfig(episodes=80, seeds=4)).run()
     first, last = result.returns[:, :20].mean(1), result.returns[:, -20:].mean(1)
     assert (last > first).all() and last.mean() > 35, (first, last)
+
+
+def test_uwm_gets_its_own_uniform_for_every_hidden_unit():
+    ac = ActorCritic(small(rule="uwm"))
+    u = torch.arange(5.0).reshape(1, 1, 5)
+    assert [t.flatten().tolist() for t in ac.uwm_uniforms(u)] == [[0.0, 1.0, 2.0], [3.0, 4.0]]
+
+
+def test_resume_from_a_checkpoint_equals_not_stopping(tmp_path):
+    """Run 25 steps, save, load into a fresh trainer, finish: every return, parameter and Adam moment equals a
+    run that never stopped (uwm: its own uniforms too)."""
+    cfg = small(seeds=2, envs=2, episodes=8, rule="uwm")
+    with torch_settings(threads=1):
+        whole = ActorCritic(cfg)
+        ref = whole.run()
+        first = ActorCritic(cfg)
+        first.run(max_steps=25)
+        assert first.t == 25 and not first.finished()
+        first.save(tmp_path / "ckpt.pt")
+        resumed = ActorCritic(cfg)
+        resumed.load(tmp_path / "ckpt.pt")
+        out = resumed.run()
+    assert out.steps == ref.steps and torch.equal(out.returns, ref.returns)
+    for a, b in zip(resumed.actor[0] + resumed.critic[1] + resumed.adam["actor"][1], whole.actor[0] + whole.critic[1]
+                    + whole.adam["actor"][1]):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="different ControlConfig"):
+        ActorCritic(small(seeds=2, envs=2, episodes=9, rule="uwm")).load(tmp_path / "ckpt.pt")
+
+
+def test_a_diverging_member_is_frozen_and_marked_while_the_others_go_on_as_if_alone():
+    with torch_settings(threads=1):
+        packed = ActorCritic(small(seeds=2, seed=4, episodes=4))
+        packed.start()
+        packed.critic[0][-1][1] = 1e308          # member 1's value overflows: its updates turn non-finite
+        out = packed.run()
+        alone = ActorCritic(small(seeds=1, seed=4, episodes=4)).run()
+    assert out.diverged_at.tolist() == [-1, 1]
+    assert torch.equal(out.returns[0], alone.returns[0]) and out.returns[1].isnan().all()
+    assert all(torch.isfinite(p[1]).all() for p in packed.actor[0] + packed.actor[1] + packed.critic[1])
+    assert out.average_return[1].isnan() and not out.average_return[0].isnan()
+
+
+def test_running_mean_and_episodes_to_threshold_match_plain_loops():
+    from uwm_model.control import ControlResult
+    returns = torch.tensor([[float(x) for x in range(1, 251)], [10.0] * 250], dtype=torch.float64)
+    result = ControlResult(returns, 0, 0.0, torch.tensor([-1, -1]))
+    running = result.running_mean()
+    for p in range(2):
+        for e in (0, 5, 99, 100, 249):
+            window = returns[p, max(0, e - 99): e + 1]
+            assert running[p, e] == pytest.approx(float(window.mean()))
+    # member 0: the mean of episodes e-99..e is e - 49.5 (1-based e), >= 100 first at e = 150
+    reached = result.episodes_to_threshold(100.0)
+    assert reached[0] == 150 and reached[1].isnan()
+    assert result.episodes_to_threshold(10.0)[1] == 100      # a full window first
+    assert result.average_return.tolist() == [125.5, 10.0]
