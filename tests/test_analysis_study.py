@@ -323,8 +323,15 @@ def test_html_report_is_self_contained_attached_and_renders(study, store, analys
     for title in ("Answers at a glance", "Summary per cell", "Variance versus speed", "Scaling with width",
                   "The π boundary"):
         assert title in text
-    # every question but the learning-rate sensitivity (the planted study searches lr within cells: no grid)
-    assert text.count("Not answerable") == 1 and "Not answerable from this study: it needs a learning-rate grid" in text
+    # every question but the learning-rate sensitivity (the planted study searches lr within cells: no grid),
+    # replication (no published figure for its variants) and the dataset reference points: one line at the end
+    closed = text[text.index("<section id='inapplicable'>"):]
+    assert "Learning-rate sensitivity: not answerable (it needs a learning-rate grid" in closed
+    assert text.count("not answerable (") == closed.count("not answerable (") == 3 + 1
+    assert "<section id='lr_sensitivity'>" not in text and "Not answerable" not in text
+    assert text.index("<section id='answers'>") < text.index("<section id='overview'>")     # the answers lead
+    for name in ("cells", "trials", "fastest", "variance_speed", "scaling_fits", "norm_stress_init_bias", "tuning"):
+        assert f"<a href='{name}.csv'>{name}.csv</a>" in text, name                          # every CSV linked
     assert "consistent with O(mn)" in text and "relative bias above 10%: shown at norm 4" in text
     for name in ("trials", "cells", "seed_speed", "variance_speed", "variance_speed_correlations", "scaling_fits",
                  "scaling_comparisons", "norm_stress", "norm_stress_breakdown", "norm_stress_init_bias", "tuning"):
@@ -354,7 +361,9 @@ def test_markdown_report_has_png_files_beside_it(study, analysed, tmp_path):
     for name in pngs:
         assert f"]({name})" in text
         assert (out / name).stat().st_size > 10_000
-    assert "| rule | width | norm | tuned lr |" in text
+    assert "| rule | width | norm |" in text
+    # the planted study tunes every cell to one learning rate: that column reads once, in the caption
+    assert "per cell at its tuned learning rate (intervals: 95%); same in every row: tuned lr" in text
     with pytest.raises(ValueError, match="unknown report format"):
         write_report("planted", out, fmt="pdf", study=study, attach=False)
 
@@ -363,8 +372,11 @@ def test_report_says_which_questions_a_study_cannot_answer(store, tmp_path):
     uri, _ = store
     path = write_report("narrow", tmp_path / "narrow", tracking_uri=uri, n_boot=200, attach=False)
     text = path.read_text()
-    assert text.count("Not answerable from this study") == 4
-    assert "it needs a learning-rate grid" in text and "at most 1 per rule and setting" in text
+    closed = text[text.index("<section id='inapplicable'>"):]
+    # replication, lr sensitivity, variance versus speed, scaling, π, reference points: one line, no sections
+    assert "Not answerable" not in text and closed.count("not answerable (") == 6
+    assert "it needs a learning-rate grid" in closed and "at most 1 per rule and setting" in closed
+    assert "Variance versus speed: not answerable (too few cells (" in closed
     # the narrow study has one width and sets no outgoing norm (so 0 distinct values)
     assert "1 hidden width" in text
     assert "0 distinct initial outgoing norm" in text

@@ -140,7 +140,7 @@ MUTATIONS = [
     m("analysis.fastest_breaks_ties_by_order", "analysis/fastest.py",
       'r["rank"] = 1 + sum(o["rmst"] < r["rmst"] for o in out)', 'r["rank"] = 1 + out.index(r)',
       "tests/test_analysis_planted.py::test_rules_that_never_reach_the_threshold_are_tied_and_none_reached_is_not_answerable"),
-    m("analysis.fastest_ranks_when_none_reached", "analysis/report.py",
+    m("analysis.fastest_ranks_when_none_reached", "analysis/questions/fastest_rule.py",
       'if not (g["reached_fraction"] > 0).any():', "if False:",
       "tests/test_analysis_planted.py::test_rules_that_never_reach_the_threshold_are_tied_and_none_reached_is_not_answerable"),
     m("analysis.lr_fwhm_without_interpolation", "analysis/lr_sensitivity.py",
