@@ -204,21 +204,35 @@ def analyse(study: Study, n_boot: int = DEFAULT_BOOT, level: float = DEFAULT_LEV
 
 
 def _answers(answers: list[Answer]) -> Section:
-    """The study's questions, one row per question and setting, with each answer's verdict and numbers.
-    Questions the study cannot address are left out here (one line at the end names them)."""
+    """The study's questions: one headline row per question (``summary``: each answer's ``headline``, else
+    its rows' common verdict) over the table of one row per question and setting. Questions the study cannot address
+    are left out here (one line at the end names them)."""
     sec = Section("answers", "Answers at a glance", True)
-    rows = []
+    rows, heads = [], []
     for a in answers:
         if not a.present:
             continue
+        mine = []
         for row in a.answer or [("", "see its section")]:
             setting, text = row if isinstance(row, tuple) else ("", row)
-            rows.append((_short(a.title), setting, text))
+            mine.append((_short(a.title), setting, text))
+        rows += mine
+        heads.append((_short(a.title), a.headline or _headline([t for _, _, t in mine])))
     table = pd.DataFrame(rows, columns=["question", "setting", "answer"])
     if len(table) and (table["setting"] == "").all():
         table = table.drop(columns="setting")
+    sec.summary = pd.DataFrame(heads, columns=["question", "answer"])
     sec.tables.append(("One row per question and setting; the sections below give the evidence", table))
     return sec
+
+
+def _headline(texts: list[str]) -> str:
+    """One row for a question's rows: the text when every setting says the same, else the most common
+    verdict with how many settings say it."""
+    if len(set(texts)) == 1:
+        return texts[0] + (f" (all {len(texts)} settings)" if len(texts) > 1 else "")
+    verdicts = pd.Series([t.split(": ")[0] if ": " in t else t for t in texts]).value_counts()
+    return f"{verdicts.index[0]} in {verdicts.iloc[0]} of {len(texts)} settings (each setting: the table below)"
 
 
 def _short(title: str) -> str:
@@ -291,6 +305,9 @@ def _render_html(study: Study, sections: list[Section], fig_b64: dict[str, str])
                 inner = "<ul>" + "".join(f"<li>{e(x)}</li>" for x in subs) + "</ul>" if subs else ""
                 out.append(f"<li>{e(b)}{inner}</li>")
             out.append("</ul>")
+        summary = s.summary
+        if summary is not None and len(summary):
+            out.append(f"<div class='table-wrap'>{summary.to_html(index=False, escape=True, border=0)}</div>")
         for caption, df in s.tables:
             df = _for_page(s, df)
             caption = caption_with_constants(caption, df)
@@ -323,8 +340,10 @@ def _for_page(section: Section, df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _folded(section: Section, df: pd.DataFrame) -> bool:
-    """Long or wide tables fold under their caption (the glance table never)."""
-    return section.key != "answers" and (len(df) > FOLD_ROWS or len(df.columns) > FOLD_COLUMNS)
+    """Long or wide tables fold under their caption."""
+    if section.key == "answers":   # the headline rows stand above; the rows per setting fold when long
+        return section.summary is not None and len(df) > FOLD_ROWS
+    return len(df) > FOLD_ROWS or len(df.columns) > FOLD_COLUMNS
 
 
 def _caption(table_html: str, caption: str) -> str:
@@ -353,6 +372,9 @@ def _render_md(study: Study, sections: list[Section], fig_files: dict[str, str])
             out += [("> " if not s.present else "") + p, ""]
         if s.bullets:
             out += [("  - " + b.strip()) if b.startswith("    ") else f"- {b}" for b in s.bullets] + [""]
+        summary = s.summary
+        if summary is not None and len(summary):
+            out += [_md_table(summary), ""]
         for caption, df in s.tables:
             df = _for_page(s, df)
             out += [f"**{caption_with_constants(caption, df)}**", "", _md_table(df), ""]

@@ -299,7 +299,10 @@ def chromium_layout(html_path, tmp_path):
     probe = ("<script>window.addEventListener('load',()=>{document.body.setAttribute('data-layout',JSON.stringify("
              "{content:parseFloat(getComputedStyle(document.body).width),scroll:document.documentElement.scrollWidth,"
              "inner:window.innerWidth,imgs:[...document.images].map(i=>({alt:i.alt,w:i.getBoundingClientRect().width,"
-             "natural:i.naturalWidth}))}));});</script></body>")
+             "natural:i.naturalWidth})),tables:[...document.querySelectorAll('table')].filter(t=>t.offsetParent!==null)"
+             ".map(t=>t.getBoundingClientRect().width),firstRow:Object.fromEntries([...document.querySelectorAll("
+             "'#answers tbody tr')].reverse().map(r=>[r.cells[0].textContent,r.getBoundingClientRect().top]))}));});"
+             "</script></body>")
     page = tmp_path / "measure.html"
     page.write_text(html_path.read_text().replace("</body>", probe))
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -345,6 +348,9 @@ def test_html_report_is_self_contained_attached_and_renders(study, store, analys
     page = chromium_layout(path, tmp_path)
     assert page["scroll"] <= page["inner"], "the page scrolls sideways"
     assert len(page["imgs"]) == 12
+    assert max(page["tables"]) <= page["content"] + 1, "a table is wider than the text column"
+    # each question's first glance row (its verdict) is on the first screen (1200 × 900)
+    assert page["firstRow"] and max(page["firstRow"].values()) < 900, page["firstRow"]
     for img in page["imgs"]:
         # shown at 100 % (not shrunk to fit), within the text column, and not a thumbnail
         assert img["w"] == img["natural"] <= page["content"], img

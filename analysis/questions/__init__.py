@@ -48,6 +48,8 @@ class Answer:
     answer: list = field(default_factory=list)   # glance rows: text, or (setting, text) per row
     bullets: list[str] = field(default_factory=list)         # rendered as a list after the text
     csv: dict[str, pd.DataFrame] = field(default_factory=dict)   # tables for CSV files, by file stem
+    headline: str = ""    # the one glance row over all settings (default: the rows' common verdict)
+    summary: pd.DataFrame | None = None   # the report's glance section only: one headline row per question
 
     @property
     def why_not(self) -> str:

@@ -86,7 +86,14 @@ def _pi_section(study: Study, table: pd.DataFrame, level: float,
         ibd = init_bias_breakdown(init)
         for _, r in ibd.iterrows():   # the full verdict per variant; the glance reads the rule × norm table
             sec.bullets.append(f"{r['label']}" + (f", {r['context']}" if r["context"] else "") + f": {r['verdict']}")
-        for _, g in rule_by_norm(init).iterrows():
+        grid = rule_by_norm(init)
+        key = f"first norm above {BREAKDOWN_RELATIVE_BIAS:.0%}"
+        if len(grid):   # the headline: per rule, the first norms shown over its settings
+            sec.headline = (f"first norm with a relative bias above {BREAKDOWN_RELATIVE_BIAS:.0%} shown: " + "; ".join(
+                f"{rule} " + ", ".join(f"{'none' if v == 'none shown' else 'c = ' + v}"
+                                       + (f" ({n} settings)" if n > 1 else "") for v, n in g[key].value_counts().items())
+                for rule, g in grid.groupby("rule", sort=True)))
+        for _, g in grid.iterrows():
             first, power = g[f"first norm above {BREAKDOWN_RELATIVE_BIAS:.0%}"], g["power below it (min)"]
             sec.answer.append((g["rule"] + (f", {g['setting']}" if "setting" in g else ""),
                                f"first norm with a relative bias above {BREAKDOWN_RELATIVE_BIAS:.0%} shown: "
@@ -106,7 +113,6 @@ def _pi_section(study: Study, table: pd.DataFrame, level: float,
                  f"{inter['order_below']:+.3g}, p = {inter['order_below_p']:.2g}; change beyond the radius "
                  f"{inter['order_x_above']:+.3g}, p = {inter['order_x_above_p']:.2g}; OLS, HC3, {inter['n']} rows)"
                  + wo1))
-        grid = rule_by_norm(init)
         if len(grid):
             sec.tables.append((f"Rule × initial outgoing norm c: largest relative bias over layers, ▲ where a relative "
                                f"bias above {BREAKDOWN_RELATIVE_BIAS:.0%} is shown; the first such norm and the lowest "
