@@ -217,7 +217,7 @@ def _answers(answers: list[Answer]) -> Section:
             setting, text = row if isinstance(row, tuple) else ("", row)
             mine.append((_short(a.title), setting, text))
         rows += mine
-        heads.append((_short(a.title), a.headline or _headline([t for _, _, t in mine])))
+        heads.append((_short(a.title), a.headline or _headline([(st, t) for _, st, t in mine])))
     table = pd.DataFrame(rows, columns=["question", "setting", "answer"])
     if len(table) and (table["setting"] == "").all():
         table = table.drop(columns="setting")
@@ -226,13 +226,14 @@ def _answers(answers: list[Answer]) -> Section:
     return sec
 
 
-def _headline(texts: list[str]) -> str:
-    """One row for a question's rows: the text when every setting says the same, else the most common
-    verdict with how many settings say it."""
+def _headline(rows: list[tuple[str, str]]) -> str:
+    """One row for a question's (setting, text) rows: the text when every row says the same, else the
+    first row with its setting and how many more the table below holds."""
+    texts = [t for _, t in rows]
     if len(set(texts)) == 1:
-        return texts[0] + (f" (all {len(texts)} settings)" if len(texts) > 1 else "")
-    verdicts = pd.Series([t.split(": ")[0] if ": " in t else t for t in texts]).value_counts()
-    return f"{verdicts.index[0]} in {verdicts.iloc[0]} of {len(texts)} settings (each setting: the table below)"
+        return texts[0] + (f" (all {len(texts)} rows)" if len(texts) > 1 else "")
+    setting, text = rows[0]
+    return (f"{setting}: " if setting else "") + text + f" (+{len(rows) - 1} more rows below)"
 
 
 def _short(title: str) -> str:

@@ -340,6 +340,16 @@ def test_html_report_is_self_contained_attached_and_renders(study, store, analys
                  "scaling_comparisons", "norm_stress", "norm_stress_breakdown", "norm_stress_init_bias", "tuning"):
         assert len(pd.read_csv(out / f"{name}.csv")) > 0, name
     assert len(pd.read_csv(out / "cells.csv")) == 18
+    # every number the glance quotes for the fastest rule is its CSV's, at three significant figures
+    from analysis.questions._text import num
+
+    glance = dict(analysed[0][0].tables[0][1].query("question == 'Which rule learns fastest'")[["setting", "answer"]]
+                  .itertuples(index=False))
+    fastest = pd.read_csv(out / "fastest.csv")
+    for _, r in fastest[fastest["rank"].notna()].iterrows():
+        assert f"{int(r['rank'])}. {r['rule_variant']} {num(float(r['rmst']))}" in glance[r["setting"]], r
+        if np.isfinite(r["difference"]):
+            assert f"Δ {num(float(r['difference']))} [{num(float(r['difference_lo']))}, " in glance[r["setting"]]
     from mlflow.tracking import MlflowClient
 
     attached = {a.path for a in MlflowClient(uri).list_artifacts(planted.parent_run_id, "report")}

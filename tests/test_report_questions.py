@@ -101,3 +101,11 @@ def test_an_answer_says_why_not_in_one_line():
     a = Answer("x", "X", False, text=["Not answerable from this study: it has 1 width."])
     assert a.why_not == "it has 1 width"
     assert Settings().seed == 0 and Context(None).settings == Settings()
+
+
+def test_a_glance_headline_never_passes_one_row_off_as_all():
+    from analysis.report import _headline
+
+    assert _headline([("", "shown")]) == "shown"
+    assert _headline([("a", "none"), ("b", "none")]) == "none (all 2 rows)"
+    assert _headline([("pooled", "ρ = -0.5"), ("matched", "ρ = -0.4")]) == "pooled: ρ = -0.5 (+1 more rows below)"

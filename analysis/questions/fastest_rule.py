@@ -46,6 +46,7 @@ def _fastest_section(fast: pd.DataFrame, level: float) -> Answer:
         "Per setting, rules ranked by the Kaplan-Meier restricted mean of episodes to threshold (lower is faster; "
         f"censoring-aware, diverged seeds never reach it), with {level:.0%} bootstrap intervals of the difference to "
         "uwm that resample seeds jointly (paired: seed s of every rule starts from the same network and inputs).")
+    groups = []   # the tie groups of each setting with a ranking
     for setting, g in fast.groupby("setting", sort=True):
         if not (g["reached_fraction"] > 0).any():
             sec.answer.append((setting if setting != "all" else "",
@@ -61,7 +62,11 @@ def _fastest_section(fast: pd.DataFrame, level: float) -> Answer:
                         if r["slower_than_reference"] else "not resolved from uwm")
                 text += f" (Δ {ci(r['difference'], r['difference_lo'], r['difference_hi'])}, {sign})"
             parts.append(text)
-        sec.answer.append((setting if setting != "all" else "", tie_groups(g) + ": " + "; ".join(parts)))
+        groups.append(tie_groups(g))
+        sec.answer.append((setting if setting != "all" else "", groups[-1] + ": " + "; ".join(parts)))
+    if groups:
+        counts = pd.Series(groups).value_counts()
+        sec.headline = "; ".join(f"{text} ({n} of {fast['setting'].nunique()} settings)" for text, n in counts.items())
     sec.tables.append(("Ranking per setting, with paired differences to uwm (episodes; every column: fastest.csv)",
                        _display(fast)))
     return sec
