@@ -9,7 +9,9 @@ Modules: ``load`` (MLflow to DataFrames), ``stats`` (bootstrap, Wilson, Spearman
 ``verdicts`` ("shown" / "not shown (power p% against effect e)" / "not answerable (why)"),
 ``speed`` (speed per seed, trial and cell), ``probe`` (probe metrics at matched episodes),
 ``variance_speed``, ``scaling``, ``norm_stress`` (the three questions), ``lr_sensitivity`` (best
-learning rate, usable range and FWHM on an lr grid), ``tuning`` (each cell's search, with Optuna's plots), ``figures``, ``report``,
+learning rate, usable range and FWHM on an lr grid), ``tuning`` (each cell's search, with Optuna's plots),
+``questions`` (one module per question of a study, each returning a typed Answer computed once), ``palette``
+(one fixed colour per rule), ``figures``, ``report`` (renders the answers: HTML and Markdown, CSVs beside),
 ``synthetic`` (a study with planted answers, for demonstrations and tests).
 """
 

@@ -1,5 +1,5 @@
 """Seaborn figures for the analyses. Every function returns a matplotlib Figure with labelled axes
-and units; one colour per rule variant, the same in every figure (:func:`rule_palette`)."""
+and units; one colour per rule variant, the same in every figure and report (:mod:`analysis.palette`)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from .palette import rule_palette  # noqa: E402,F401  (re-exported: one palette for every figure)
 from .scaling import QUANTITIES  # noqa: E402
 from .stats import bootstrap_ci  # noqa: E402
 
@@ -32,13 +33,6 @@ MAX_PANELS = 12
 DPI = 110
 PAGE_WIDTH_IN = 10.0     # the report's text column (1118 px) at DPI: a figure this wide shows at 100 %
 PANEL_HEIGHT_IN = 2.5
-
-
-def rule_palette(rules) -> dict[str, tuple]:
-    """A fixed colour per rule variant (sorted names, tab10)."""
-    names = sorted({str(r) for r in rules if r is not None and not (isinstance(r, float) and math.isnan(r))})
-    colours = sns.color_palette("tab10", max(10, len(names)))
-    return {n: colours[i % len(colours)] for i, n in enumerate(names)}
 
 
 def to_png_bytes(fig, dpi: int = DPI) -> bytes:
@@ -289,6 +283,8 @@ def variance_speed_figure(table: pd.DataFrame, correlations: pd.DataFrame | None
     columns ``<speed>_lo`` / ``<speed>_hi``) when given."""
     from matplotlib.lines import Line2D
 
+    x_label = ("noise-to-signal ratio V / (B·‖∇J‖²) (dimensionless, log scale)" if table.attrs.get("kind") == "nsr"
+               else "probe variance summed over weights (grad² units, log scale)")   # the quantity in 'variance'
     df = table.dropna(subset=["variance", speed])
     df = df[df["variance"] > 0]
     if not len(df):
@@ -328,7 +324,7 @@ def variance_speed_figure(table: pd.DataFrame, correlations: pd.DataFrame | None
         ax.set_title(title, fontsize=9)
         ax.tick_params(labelsize=8)
     _hide_unused(axes, n)
-    fig.supxlabel("probe variance (grad² units, log scale)", fontsize=9)
+    fig.supxlabel(x_label, fontsize=9)
     fig.supylabel(SPEED_LABELS.get(speed, speed), fontsize=9)
     handles = [Line2D([], [], ls="", marker="o", color=pal[r]) for r in sorted(pal)]
     labels = list(sorted(pal))
@@ -341,10 +337,11 @@ def variance_speed_figure(table: pd.DataFrame, correlations: pd.DataFrame | None
     return fig
 
 
-def scaling_figure(data: pd.DataFrame, fits_table: pd.DataFrame):
+def scaling_figure(data: pd.DataFrame, fits_table: pd.DataFrame, compute: pd.DataFrame | None = None):
     """Log-log panels of each quantity against width (points: mean at a width, bars: min to max over
-    seeds or trials), with the fitted power laws (their exponents and intervals are in the report's
-    table). One row per setting (context) when several, at most 4."""
+    seeds or trials), with the fits the answers read: power laws, and for compute the t = a + b·width^k
+    fit of ``compute`` (:func:`analysis.scaling.compute_fits`) where it exists. One row per setting
+    (context) when several, at most 4."""
     from matplotlib.lines import Line2D
 
     quantities = [q for q in QUANTITIES if q in set(data["quantity"])]
@@ -363,11 +360,16 @@ def scaling_figure(data: pd.DataFrame, fits_table: pd.DataFrame):
                 ax.errorbar(stats["width"], stats["mean"], yerr=[stats["mean"] - stats["min"],
                                                                  stats["max"] - stats["mean"]],
                             fmt="o", color=colour, ms=4, capsize=2, lw=1)
+                xs = np.geomspace(stats["width"].min(), stats["width"].max(), 50)
+                c = (compute[(compute["rule_variant"] == rule) & (compute["context"] == ctx)]
+                     if compute is not None and len(compute) and q == "seconds_per_episode" else ())
                 f = fits_table[(fits_table["quantity"] == q) & (fits_table["rule_variant"] == rule)
                                & (fits_table["context"] == ctx)]
-                if len(f):
+                if len(c):     # the fit behind the compute answer, not a bare power law
+                    r = c.iloc[0]
+                    ax.plot(xs, r["a"] + r["b"] * xs ** r["k"], color=colour, lw=1.3, ls="-.")
+                elif len(f):
                     r = f.iloc[0]
-                    xs = np.geomspace(stats["width"].min(), stats["width"].max(), 50)
                     ax.plot(xs, r["prefactor"] * xs ** r["exponent"], color=colour, lw=1.3)
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
@@ -379,33 +381,54 @@ def scaling_figure(data: pd.DataFrame, fits_table: pd.DataFrame):
             ax.tick_params(labelsize=8)
     fig.supxlabel("width (units per hidden layer, log scale)", fontsize=9)
     handles = [Line2D([], [], color=pal[r], marker="o", ms=4) for r in sorted(pal)]
-    _legend_below(fig, handles + [Line2D([], [], color="0.3", lw=1.3)],
-                  list(sorted(pal)) + ["fitted power law"])
+    fit_handles, fit_names = [Line2D([], [], color="0.3", lw=1.3)], ["fitted power law A·width^b"]
+    if compute is not None and len(compute) and "seconds_per_episode" in quantities:
+        fit_handles.append(Line2D([], [], color="0.3", lw=1.3, ls="-."))
+        fit_names.append("compute fit a + b·width^k")
+    _legend_below(fig, handles + fit_handles, list(sorted(pal)) + fit_names)
     only = f" ({contexts[0]})" if len(contexts) == 1 and contexts[0] else ""
     fig.set_label(f"Scaling with width{only}: y = A·width^b on log-log axes, bars min to max over seeds")
     return fig
 
 
-def norm_stress_figure(table: pd.DataFrame):
-    """Divergence rate, probe variance, probe bias (when the exact oracle applied) and final reward
-    against the initial outgoing norm, one line per rule variant, π dashed; bars: the intervals of
-    the table. One row per setting (context) when several (at most 4)."""
+def norm_stress_figure(table: pd.DataFrame, init: pd.DataFrame | None = None):
+    """Divergence rate (left out when no seed diverged), probe variance, the bias at initialisation and final
+    reward against the initial outgoing norm, one line per rule variant, π dashed; bars: the intervals of
+    the table. The bias is the quantity the π verdict reads: the relative bias at initialisation
+    (``init``, :func:`analysis.norm_stress.init_bias_table`; largest over layers) with the 10% line; the
+    absolute probe bias only when there is no ``init``. One row per setting (context), at most 4."""
     from matplotlib.lines import Line2D
+
+    from .norm_stress import BREAKDOWN_RELATIVE_BIAS
 
     if not len(table):
         raise ValueError("no norm-stress data to plot")
     contexts = list(dict.fromkeys(table["context"]))[:4]
-    pal = rule_palette(table["rule_variant"])
-    panels = [("diverged_rate", "diverged seeds (fraction)", False),
-              ("variance", "probe variance, all layers (grad²)", True),
+    relative = init is not None and len(init) and np.isfinite(init["relative_bias"].to_numpy(float)).any()
+    pal = rule_palette(list(table["rule_variant"]) + (list(init["label"]) if relative else []))
+    panels = [("variance", "probe variance, all layers (grad²)", True),
               ("final_reward", "final eval reward (reward)", False)]
-    if "bias" in table and np.isfinite(table["bias"].to_numpy(float)).any():
-        panels.insert(2, ("bias", "probe bias vs exact gradient (grad)", True))
+    if np.nan_to_num(table["diverged_rate"].to_numpy(float)).any():
+        panels.insert(0, ("diverged_rate", "diverged seeds (fraction)", False))
+    if relative:
+        panels.insert(-1, ("relative_bias", "relative bias at initialisation, largest layer (|bias| / |∇J|)", False))
+    elif "bias" in table and np.isfinite(table["bias"].to_numpy(float)).any():
+        panels.insert(-1, ("bias", "probe bias vs exact gradient (grad)", True))
     fig, axes = _page_grid(len(contexts), len(panels), height=2.2, sharex=True)
     for i, ctx in enumerate(contexts):
         d = table[table["context"] == ctx]
         for j, (col, name, logy) in enumerate(panels):
             ax = axes[i, j]
+            if col == "relative_bias":
+                own = init[init["context"] == ctx] if (init["context"] == ctx).any() else init
+                worst = own.groupby(["label", "outgoing_norm"])["relative_bias"].max().reset_index()
+                for rule, h in worst.groupby("label"):
+                    ax.plot(h["outgoing_norm"], h["relative_bias"], marker="o", ms=4, lw=1.2, color=pal[rule])
+                ax.axhline(BREAKDOWN_RELATIVE_BIAS, color="0.5", ls=":", lw=1)
+                ax.axvline(math.pi, color="0.3", ls="--", lw=1)
+                ax.set_title((name if i == 0 else "") + (f"\n{ctx}" if ctx and len(contexts) > 1 else ""), fontsize=8)
+                ax.tick_params(labelsize=8)
+                continue
             for rule, h in d.groupby("rule_variant"):
                 h = h.sort_values("outgoing_norm")
                 y = h[col].to_numpy(float)
@@ -423,7 +446,11 @@ def norm_stress_figure(table: pd.DataFrame):
             ax.tick_params(labelsize=8)
     fig.supxlabel("initial outgoing norm c (weight units)", fontsize=9)
     handles = [Line2D([], [], color=pal[r], marker="o", ms=4) for r in sorted(pal)]
-    _legend_below(fig, handles + [Line2D([], [], color="0.3", ls="--", lw=1)], list(sorted(pal)) + ["column norm c = π (the Taylor radius is per weight)"])
+    extra, names = [Line2D([], [], color="0.3", ls="--", lw=1)], ["column norm c = π (the Taylor radius is per weight)"]
+    if relative:
+        extra.append(Line2D([], [], color="0.5", ls=":", lw=1))
+        names.append(f"relative bias {BREAKDOWN_RELATIVE_BIAS:.0%}")
+    _legend_below(fig, handles + extra, list(sorted(pal)) + names)
     only = f" ({contexts[0]})" if len(contexts) == 1 and contexts[0] else ""
     fig.set_label(f"Outgoing-norm stress{only}: where do the rules break down?")  # the caption, printed under the figure
     return fig

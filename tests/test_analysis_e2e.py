@@ -112,7 +112,10 @@ def test_report_of_a_real_study_via_the_cli_renders_in_chromium(real_study, tmp_
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 4
     # 8 cells, 2 widths, 2 norms, cross-rule probe: all but the learning-rate sensitivity (lr is searched, no grid)
-    assert html.count("Not answerable") == 1 and "Not answerable from this study: it needs a learning-rate grid" in html
+    closed = html[html.index("<section id='inapplicable'>"):html.index("<section id='methods'>")]
+    assert "Learning-rate sensitivity: not answerable (it needs a learning-rate grid" in closed
+    for key in ("variance_speed", "scaling", "norm_stress", "fastest"):
+        assert f"<section id='{key}'>" in html and key not in closed, key
     assert "cross-rule probe, matched states" in html
     cells = pd.read_csv(out / "cells.csv")
     assert len(cells) == 8 and cells["auc_reward"].notna().all() and cells["var_total"].notna().all()

@@ -299,7 +299,10 @@ def chromium_layout(html_path, tmp_path):
     probe = ("<script>window.addEventListener('load',()=>{document.body.setAttribute('data-layout',JSON.stringify("
              "{content:parseFloat(getComputedStyle(document.body).width),scroll:document.documentElement.scrollWidth,"
              "inner:window.innerWidth,imgs:[...document.images].map(i=>({alt:i.alt,w:i.getBoundingClientRect().width,"
-             "natural:i.naturalWidth}))}));});</script></body>")
+             "natural:i.naturalWidth})),tables:[...document.querySelectorAll('table')].filter(t=>t.offsetParent!==null)"
+             ".map(t=>t.getBoundingClientRect().width),firstRow:Object.fromEntries([...document.querySelectorAll("
+             "'#answers tbody tr')].reverse().map(r=>[r.cells[0].textContent,r.getBoundingClientRect().top]))}));});"
+             "</script></body>")
     page = tmp_path / "measure.html"
     page.write_text(html_path.read_text().replace("</body>", probe))
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -323,13 +326,30 @@ def test_html_report_is_self_contained_attached_and_renders(study, store, analys
     for title in ("Answers at a glance", "Summary per cell", "Variance versus speed", "Scaling with width",
                   "The π boundary"):
         assert title in text
-    # every question but the learning-rate sensitivity (the planted study searches lr within cells: no grid)
-    assert text.count("Not answerable") == 1 and "Not answerable from this study: it needs a learning-rate grid" in text
+    # every question but the learning-rate sensitivity (the planted study searches lr within cells: no grid),
+    # replication (no published figure for its variants) and the dataset reference points: one line at the end
+    closed = text[text.index("<section id='inapplicable'>"):text.index("<section id='methods'>")]
+    assert "Learning-rate sensitivity: not answerable (it needs a learning-rate grid" in closed
+    assert closed.count("not answerable (") == 3
+    assert "<section id='lr_sensitivity'>" not in text and "Not answerable" not in text
+    assert text.index("<section id='answers'>") < text.index("<section id='overview'>")     # the answers lead
+    for name in ("cells", "trials", "fastest", "variance_speed", "scaling_fits", "norm_stress_init_bias", "tuning"):
+        assert f"<a href='{name}.csv'>{name}.csv</a>" in text, name                          # every CSV linked
     assert "consistent with O(mn)" in text and "relative bias above 10%: shown at norm 4" in text
     for name in ("trials", "cells", "seed_speed", "variance_speed", "variance_speed_correlations", "scaling_fits",
                  "scaling_comparisons", "norm_stress", "norm_stress_breakdown", "norm_stress_init_bias", "tuning"):
         assert len(pd.read_csv(out / f"{name}.csv")) > 0, name
     assert len(pd.read_csv(out / "cells.csv")) == 18
+    # every number the glance quotes for the fastest rule is its CSV's, at three significant figures
+    from analysis.questions._text import num
+
+    glance = dict(analysed[0][0].tables[0][1].query("question == 'Which rule learns fastest'")[["setting", "answer"]]
+                  .itertuples(index=False))
+    fastest = pd.read_csv(out / "fastest.csv")
+    for _, r in fastest[fastest["rank"].notna()].iterrows():
+        assert f"{int(r['rank'])}. {r['rule_variant']} {num(float(r['rmst']))}" in glance[r["setting"]], r
+        if np.isfinite(r["difference"]):
+            assert f"Δ {num(float(r['difference']))} [{num(float(r['difference_lo']))}, " in glance[r["setting"]]
     from mlflow.tracking import MlflowClient
 
     attached = {a.path for a in MlflowClient(uri).list_artifacts(planted.parent_run_id, "report")}
@@ -338,6 +358,9 @@ def test_html_report_is_self_contained_attached_and_renders(study, store, analys
     page = chromium_layout(path, tmp_path)
     assert page["scroll"] <= page["inner"], "the page scrolls sideways"
     assert len(page["imgs"]) == 12
+    assert max(page["tables"]) <= page["content"] + 1, "a table is wider than the text column"
+    # each question's first glance row (its verdict) is on the first screen (1200 × 900)
+    assert page["firstRow"] and max(page["firstRow"].values()) < 900, page["firstRow"]
     for img in page["imgs"]:
         # shown at 100 % (not shrunk to fit), within the text column, and not a thumbnail
         assert img["w"] == img["natural"] <= page["content"], img
@@ -354,7 +377,9 @@ def test_markdown_report_has_png_files_beside_it(study, analysed, tmp_path):
     for name in pngs:
         assert f"]({name})" in text
         assert (out / name).stat().st_size > 10_000
-    assert "| rule | width | norm | tuned lr |" in text
+    assert "| rule | width | norm |" in text
+    # the planted study tunes every cell to one learning rate: that column reads once, in the caption
+    assert "per cell at its tuned learning rate (intervals: 95%); same in every row: tuned lr" in text
     with pytest.raises(ValueError, match="unknown report format"):
         write_report("planted", out, fmt="pdf", study=study, attach=False)
 
@@ -363,8 +388,11 @@ def test_report_says_which_questions_a_study_cannot_answer(store, tmp_path):
     uri, _ = store
     path = write_report("narrow", tmp_path / "narrow", tracking_uri=uri, n_boot=200, attach=False)
     text = path.read_text()
-    assert text.count("Not answerable from this study") == 4
-    assert "it needs a learning-rate grid" in text and "at most 1 per rule and setting" in text
+    closed = text[text.index("<section id='inapplicable'>"):text.index("<section id='methods'>")]
+    # replication, lr sensitivity, variance versus speed, scaling, π, reference points: one line, no sections
+    assert "Not answerable" not in text and closed.count("not answerable (") == 6
+    assert "it needs a learning-rate grid" in closed and "at most 1 per rule and setting" in closed
+    assert "Variance versus speed: not answerable (too few cells (" in closed
     # the narrow study has one width and sets no outgoing norm (so 0 distinct values)
     assert "1 hidden width" in text
     assert "0 distinct initial outgoing norm" in text
