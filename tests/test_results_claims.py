@@ -15,6 +15,7 @@ import pytest
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 TOP = "README.md"
+REPO = "../README.md"        # the repository's own README quotes the headline numbers too
 NORM = "outgoing-norm-stress/README.md"
 WIDTH = "width-scaling/README.md"
 REPL = "replicate-chung2022/README.md"
@@ -107,13 +108,13 @@ CLAIMS = [
                                f"[{f.loc['reinforce(baseline=ema)', 'exponent_lo']:.2f}, "
                                f"{f.loc['reinforce(baseline=ema)', 'exponent_hi']:.2f}]")(
         _csv("width-scaling", "scaling_fits.csv").query("quantity == 'probe_variance'").set_index("rule_variant"))),
-    ([TOP, WIDTH], lambda: (lambda r: f"{r.loc[16:].min():.2f}–{r.loc[16:].max():.2f} from width 16 to 256")(_ratios())),
+    ([TOP, WIDTH, REPO], lambda: (lambda r: f"{r.loc[16:].min():.2f}–{r.loc[16:].max():.2f} from width 16 to 256")(_ratios())),
     ([WIDTH], lambda: f"{_ratios().loc[8]:.2f} at width 8"),
     ([WIDTH], lambda: f"{_timing('reinforce(baseline=ema)', 8) * 1e6:.1f} µs against "
                       f"{_timing('reinforce(baseline=ema)', 16) * 1e6:.1f} µs at width 16"),
     # replication: the gap in standard errors of the difference
     ([TOP, REPL], lambda: (lambda r: f"{r[4]:.3f}–{r[5]:.3f} given")(_replication())),
-    ([TOP, REPL], lambda: (lambda r: f"is {r[4] / r[3]:.1f}–{r[5] / r[3]:.1f} standard errors")(_replication())),
+    ([TOP, REPL, REPO], lambda: (lambda r: f"is {r[4] / r[3]:.1f}–{r[5] / r[3]:.1f} standard errors")(_replication())),
     ([REPL], lambda: (lambda r: f"(ours {r[1]:.3f},\n  theirs {r[2]:.3f})")(_replication())),
 ]
 
@@ -138,7 +139,7 @@ def test_reinforce_variance_is_a_parameter_count_not_a_power_law():
 
 def test_no_readme_claims_the_null_from_a_non_rejection():
     """Verdict words (issue 23): no "unbiased by", "no bias detected", "no breakdown" or "not at norm 3"."""
-    for readme in [TOP, NORM, WIDTH, REPL, LR]:
+    for readme in [TOP, NORM, WIDTH, REPL, LR, REPO]:
         body = (RESULTS / readme).read_text()
         for phrase in ("unbiased by the", "no bias detected", "no breakdown", "and not at norm 3",
                        "agree within one published"):
