@@ -1,4 +1,3 @@
-import math
 import os
 import time
 
@@ -8,6 +7,8 @@ import torch
 
 import uwm_model as um
 from uwm_model.settings import torch_settings
+
+from networks import glorot_pair
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -21,22 +22,7 @@ def spec_table_networks():
     """The networks of the spec's figures table: sizes [3, 3, 2, 1] from one generator seeded 0,
     per layer W = (2 rand - 1) sqrt(6 / (n_in + n_out)), then b = (2 rand - 1) 0.5; the norm-4
     network is the next one drawn from the same stream with every column of W2, W3 at norm 4."""
-    gen = torch.Generator().manual_seed(0)
-    sizes = [3, 3, 2, 1]
-
-    def draw():
-        weights, biases = [], []
-        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
-            weights.append(((2 * torch.rand(n_out, n_in, generator=gen, dtype=torch.float64) - 1)
-                            * math.sqrt(6 / (n_in + n_out))).unsqueeze(0))
-            biases.append(((2 * torch.rand(n_out, generator=gen, dtype=torch.float64) - 1) * 0.5).unsqueeze(0))
-        return um.Network(weights, biases)
-
-    small = draw()
-    norm4 = draw()
-    for w in norm4.weights[1:]:
-        w *= 4 / w.norm(dim=1, keepdim=True)
-    return small, norm4
+    return glorot_pair([3, 3, 2, 1], outgoing_norm=4)
 
 
 # Every process a test starts (servers, Ray, the CLI, and what they start) inherits this marker, so the

@@ -24,6 +24,7 @@ import torch
 import uwm_model as um
 from uwm_model.units import CategoricalHidden, hidden_unit_type
 
+from networks import glorot_pair
 from test_unbiasedness import BIASED, UNBIASED
 
 ALL_RULES = UNBIASED + BIASED + [("hwm", {"order": 3}), ("hwm", {"order": 3, "form": "rb"})]
@@ -126,20 +127,7 @@ N = 60_000
 
 @pytest.fixture(scope="module")
 def k3_networks():
-    gen, sizes = torch.Generator().manual_seed(0), [3, 6, 6, 1]
-
-    def draw():
-        weights, biases = [], []
-        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
-            weights.append(((2 * torch.rand(n_out, n_in, generator=gen, dtype=torch.float64) - 1)
-                            * math.sqrt(6 / (n_in + n_out))).unsqueeze(0))
-            biases.append(((2 * torch.rand(n_out, generator=gen, dtype=torch.float64) - 1) * 0.5).unsqueeze(0))
-        return um.Network(weights, biases)
-
-    small, norm2 = draw(), draw()
-    for w in norm2.weights[1:]:
-        w *= 2 / w.norm(dim=1, keepdim=True)
-    return small, norm2
+    return glorot_pair([3, 6, 6, 1], outgoing_norm=2)
 
 
 _cache = {}

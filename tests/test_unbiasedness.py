@@ -18,6 +18,8 @@ import torch
 
 import uwm_model as um
 
+from networks import glorot_pair
+
 N = 200_000
 
 UNBIASED = [
@@ -139,20 +141,7 @@ def digits3():
 
 @pytest.fixture(scope="module")
 def categorical_networks():
-    gen, sizes = torch.Generator().manual_seed(0), [4, 3, 2, 3]
-
-    def draw():
-        weights, biases = [], []
-        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
-            weights.append(((2 * torch.rand(n_out, n_in, generator=gen, dtype=torch.float64) - 1)
-                            * math.sqrt(6 / (n_in + n_out))).unsqueeze(0))
-            biases.append(((2 * torch.rand(n_out, generator=gen, dtype=torch.float64) - 1) * 0.5).unsqueeze(0))
-        return um.Network(weights, biases)
-
-    small, norm4 = draw(), draw()
-    for w in norm4.weights[1:]:
-        w *= 4 / w.norm(dim=1, keepdim=True)
-    return small, norm4
+    return glorot_pair([4, 3, 2, 3], outgoing_norm=4)
 
 
 @pytest.mark.parametrize("rule,options", UNBIASED + [("hwm", {"order": 5})], ids=lambda v: str(v))
