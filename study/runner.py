@@ -383,10 +383,13 @@ class ErrorLog(logging.Filter):
         return [*logging.getLogger("ray").handlers, *logging.getLogger().handlers]
 
 
-def live_nodes() -> dict[str, dict]:
-    """node id -> {'ip', 'resources'} of every live node of the Ray cluster this driver is connected to."""
+def live_nodes() -> dict[str, dict] | None:
+    """node id -> {'ip', 'resources'} of every live node of the Ray cluster this driver is connected to; None
+    when it is connected to none (a callback driven on its own, as the resume test does)."""
     import ray
 
+    if not ray.is_initialized():
+        return None
     return {n["NodeID"]: {"ip": n.get("NodeManagerAddress", "?"), "resources": n.get("Resources", {})}
             for n in ray.nodes() if n.get("Alive")}
 
@@ -485,7 +488,7 @@ class Progress(Callback):
         if time.time() - self.nodes_seen >= self.every:
             self.nodes_seen = time.time()
             nodes = live_nodes()
-            if self.nodes is not None:
+            if self.nodes is not None and nodes is not None:
                 lines += node_changes(self.nodes, nodes, *self.trial_resources)
             self.nodes = nodes
         return lines
