@@ -57,3 +57,11 @@ def stop_nodes(nodes, pids: set, ray_tmp) -> None:
         except psutil.Error:
             pass
     shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def agent_ports(ports: list[int], i: int) -> list[str]:
+    """`ray start` flags giving node ``i``'s agents the ports ``ports[4i: 4i + 4]``: other Ray instances on this
+    host may hold the defaults."""
+    listen, grpc, runtime_env, metrics = ports[4 * i: 4 * i + 4]
+    return [f"--dashboard-agent-listen-port={listen}", f"--dashboard-agent-grpc-port={grpc}",
+            f"--runtime-env-agent-port={runtime_env}", f"--metrics-export-port={metrics}"]

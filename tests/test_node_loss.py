@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
-from ray_nodes import family, free_ports, stop_nodes, wait_until
+from ray_nodes import agent_ports, family, free_ports, stop_nodes, wait_until
 
 BIN = Path(sys.executable).parent
 
@@ -26,22 +26,17 @@ def two_nodes(tmp_path):
     env.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")
     gcs, client, *agents = free_ports(10)
 
-    def own_ports(i):   # every node's agents on ports of their own: other Ray instances may hold the defaults
-        listen, grpc, runtime_env, metrics = agents[4 * i: 4 * i + 4]
-        return [f"--dashboard-agent-listen-port={listen}", f"--dashboard-agent-grpc-port={grpc}",
-                f"--runtime-env-agent-port={runtime_env}", f"--metrics-export-port={metrics}"]
-
     ray_tmp = tempfile.mkdtemp(prefix="uwm-ray-", dir="/tmp")   # short: Ray's socket paths must fit 107 bytes
     common = ["--num-cpus=1", "--object-store-memory=200000000", "--block"]
     nodes, pids = [], set()
     try:
         nodes.append(subprocess.Popen(
             [str(BIN / "ray"), "start", "--head", f"--port={gcs}", f"--ray-client-server-port={client}",
-             "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={ray_tmp}", *own_ports(0), *common],
+             "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={ray_tmp}", *agent_ports(agents, 0), *common],
             env=env, stdout=(tmp_path / "head.log").open("w"), stderr=subprocess.STDOUT))
         wait_until(lambda: "block forever" in (tmp_path / "head.log").read_text(), 90, "the head node", nodes[0], poll=1)
         nodes.append(subprocess.Popen(
-            [str(BIN / "ray"), "start", f"--address=127.0.0.1:{gcs}", *own_ports(1), *common],
+            [str(BIN / "ray"), "start", f"--address=127.0.0.1:{gcs}", *agent_ports(agents, 1), *common],
             env=env, stdout=(tmp_path / "worker.log").open("w"), stderr=subprocess.STDOUT))
 
         def alive() -> int:
