@@ -70,6 +70,7 @@ class Study:
     notes: list[str] = field(default_factory=list)
     timing: pd.DataFrame = field(default_factory=pd.DataFrame)   # the dedicated timing run (uwm-study timing), if any
     cache: dict = field(default_factory=dict, repr=False, compare=False)   # derived tables, see analysis.speed
+    runs: list | None = field(default=None, repr=False, compare=False)   # the child runs behind trials (analysis.export)
 
     TRIAL_KEYS = ("cell", "rule", "rule_variant", "width", "depth", "hidden", "outgoing_norm", "lr", "stage",
                   "status")
@@ -100,6 +101,7 @@ class Study:
         keep = set(trials["run_id"])
         return replace(self, trials=trials, curves=self.curves[self.curves["run_id"].isin(keep)].reset_index(drop=True),
                        seed_curves=self.seed_curves[self.seed_curves["run_id"].isin(keep)].reset_index(drop=True),
+                       runs=None if self.runs is None else [r for r in self.runs if r.info.run_id in keep],
                        notes=[*self.notes, f"selected {len(trials)} of {len(self.trials)} trials: {query}"], cache={})
 
     @property
@@ -364,6 +366,24 @@ def _dedupe_points(trials: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return keep.drop(columns="_final").sort_index(), notes
 
 
+def trials_table(runs, include_failed: bool = True) -> tuple[pd.DataFrame, list[str]]:
+    """The ``trials`` table of a study's child runs (MLflow ``Run`` objects, or records of the same shape read
+    back from an export, :mod:`analysis.export`): one row per point, sorted, with notes on what was dropped."""
+    notes: list[str] = []
+    trials = pd.DataFrame([_trial_row(r) for r in runs])
+    if not len(trials):
+        trials = pd.DataFrame(columns=["run_id", "cell", "status", "stage", "rule", "rule_variant", "width", "lr",
+                                       "outgoing_norm"])
+        notes.append("the study has no trial runs yet")
+    trials, more = _dedupe_points(trials)
+    notes += more
+    if not include_failed and len(trials):
+        trials = trials[~trials["status"].isin(["failed", "running"])]
+    trials = trials.sort_values([c for c in ("rule_variant", "width", "outgoing_norm", "lr", "run_id")
+                                 if c in trials.columns], na_position="last").reset_index(drop=True)
+    return trials, notes
+
+
 def load_study(name_or_parent_run_id: str, tracking_uri: str | None = None, *, seed_curves: bool = True,
                metrics: Iterable[str] | None = None, include_failed: bool = True) -> Study:
     """Load a study from MLflow.
@@ -387,18 +407,8 @@ def load_study(name_or_parent_run_id: str, tracking_uri: str | None = None, *, s
     exp_id = parent.info.experiment_id
     name = parent.data.tags.get(layout.STUDY) or parent.info.run_name or name_or_parent_run_id
     runs = layout.search_all(client, [exp_id], layout.point_filter(pid))
-    rows = [_trial_row(r) for r in runs]
-    trials = pd.DataFrame(rows)
-    if not len(trials):
-        trials = pd.DataFrame(columns=["run_id", "cell", "status", "stage", "rule", "rule_variant", "width", "lr",
-                                       "outgoing_norm"])
-        notes.append("the study has no trial runs yet")
-    trials, more = _dedupe_points(trials)
+    trials, more = trials_table(runs, include_failed)
     notes += more
-    if not include_failed and len(trials):
-        trials = trials[~trials["status"].isin(["failed", "running"])]
-    trials = trials.sort_values([c for c in ("rule_variant", "width", "outgoing_norm", "lr", "run_id")
-                                 if c in trials.columns], na_position="last").reset_index(drop=True)
     run_ids = list(trials["run_id"])
     wanted = set(metrics) if metrics is not None else None
     keys_by_run = {}
@@ -437,7 +447,7 @@ def load_study(name_or_parent_run_id: str, tracking_uri: str | None = None, *, s
         warnings.warn(n, stacklevel=2)
     return Study(name=name, parent_run_id=pid, experiment_id=exp_id, tracking_uri=tracking_uri,
                  tags=dict(parent.data.tags), spec=spec, trials=trials, curves=curves, seed_curves=seeds,
-                 notes=notes, timing=timing)
+                 notes=notes, timing=timing, runs=runs)
 
 
 def _parent_timing(client, parent) -> pd.DataFrame:
@@ -452,6 +462,12 @@ def _parent_timing(client, parent) -> pd.DataFrame:
             table = pd.read_csv(client.download_artifacts(parent.info.run_id, layout.TIMING, tmp))
     else:
         table = None
+    return timing_table(table)
+
+
+def timing_table(table: pd.DataFrame | None) -> pd.DataFrame:
+    """The timing run's rows as written (uwm-study timing) with a ``rule_variant`` column named as the
+    trials' are (empty when the study has no timing run)."""
     if table is None or not len(table):
         return pd.DataFrame()
     options = [json.loads(o) if isinstance(o, str) and o else {} for o in table["rule_options"]]

@@ -8,6 +8,8 @@
     uwm-study train config.yaml --set lr=0.01           # one configuration, here, with a progress bar
     uwm-study timing width-scaling                      # time every rule and width alone, for the compute fit
     uwm-study report quickstart --out reports/quickstart
+    uwm-study export quickstart --out results/quickstart  # what the report reads, as files (no MLflow needed after)
+    uwm-study report --from results/quickstart --out results/quickstart/md --format md
 
 Every mistake a user can make (a bad spec field, an unreachable tracking server, an unknown
 study, a trial the machine can never hold) is reported as one line, ``error: <where>: <problem>``,
@@ -27,6 +29,7 @@ from __future__ import annotations
 import torch  # noqa: F401,I001 - import torch first in every entry module (oneMKL load failures under `ray job submit`)
 
 import argparse
+import json
 import math
 import os
 import shutil
@@ -108,13 +111,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_timing)
 
     p = sub.add_parser("report", help="write a study's report (analysis package)")
-    p.add_argument("name")
+    p.add_argument("name", nargs="?", help="the study in the tracking store (or use --from)")
+    p.add_argument("--from", dest="source", metavar="FOLDER",
+                   help="read the study from an export folder (uwm-study export) instead of MLflow")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--format", choices=("html", "md"), default="html")
     p.add_argument("--force", action="store_true", help="replace the report already in --out")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the study's, else MLFLOW_TRACKING_URI or ./mlflow.db)")
     p.add_argument("--storage", help="where the study was run (default: ./runs)")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("export", help="write what a study's report is computed from into a folder (analysis.export): "
+                                      "runs, curves, per-seed curves, timing, spec; report --from reads it back")
+    p.add_argument("name")
+    p.add_argument("--out", required=True, help="output folder (other files there are left alone)")
+    p.add_argument("--force", action="store_true", help="replace the export already in --out")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the study's, else MLFLOW_TRACKING_URI or ./mlflow.db)")
+    p.add_argument("--storage", help="where the study was run (default: ./runs)")
+    p.set_defaults(func=cmd_export)
     return parser
 
 
@@ -271,34 +285,94 @@ def cmd_timing(args) -> int:
     return 0
 
 
-def cmd_report(args) -> int:
+def _study_store(args) -> str:
+    """The tracking URI of the study ``args.name``, after checking that it holds the study (one line, exit 2,
+    before anything is written; a SQLite store is never created)."""
     from . import runner, tracking
-    from .preflight import check_output_folder
 
-    out = Path(args.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.force:
-        raise UserError("--out", f"{out} already exists and is not empty: pass --force to replace the report there, "
-                                 "or choose another folder")
-    check_output_folder(out, "--out")
     meta = runner.read_meta(runner.resolve_storage(args.storage), args.name)
     uri = args.tracking_uri or (meta or {}).get("tracking_uri") or tracking.resolve_tracking_uri(None)
-    tracking.check_tracking(uri, write=False)   # a report only reads the store
+    tracking.check_tracking(uri, write=False)   # a report or an export only reads the store
     try:
         from analysis.load import StudyNotFound, find_parent_run
-        from analysis.report import write_report
     except ImportError as err:
-        raise UserError("report", f"the analysis package is not available ({err})") from None
-    # the study must exist before anything is written or printed (and a SQLite store is never created)
+        raise UserError(args.command, f"the analysis package is not available ({err})") from None
     db = tracking.sqlite_path(uri)
     if db is not None and not db.exists():
         raise UserError("name", f"no study named '{args.name}': there is no tracking store at {db} (pass the "
                                 "--tracking-uri or --storage it was run with)")
     try:
         find_parent_run(tracking.client(uri), args.name)
-        path = write_report(args.name, args.out, args.format, uri)
     except StudyNotFound as err:
         raise UserError("name", str(err).strip("'\"")) from None
+    return uri
+
+
+def _exported_study(folder):
+    """The study of an export folder (uwm-study export), checked before any work (one line, exit 2)."""
+    from analysis.export import BadExport, check_export, load_export
+
+    try:
+        check_export(folder)
+        import warnings
+
+        with warnings.catch_warnings():   # its notes are in the report
+            warnings.simplefilter("ignore")
+            return load_export(folder)
+    except BadExport as err:
+        raise UserError("--from", str(err)) from None
+
+
+def cmd_report(args) -> int:
+    from .preflight import check_output_folder
+
+    if (args.name is None) == (args.source is None):
+        raise UserError("report", "name a study in the tracking store or pass --from FOLDER (an export), one of the two")
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.force:
+        raise UserError("--out", f"{out} already exists and is not empty: pass --force to replace the report there, "
+                                 "or choose another folder")
+    check_output_folder(out, "--out")
+    try:
+        from analysis.report import write_report
+    except ImportError as err:
+        raise UserError("report", f"the analysis package is not available ({err})") from None
+    if args.source is not None:
+        if args.tracking_uri or args.storage:
+            raise UserError("--from", "an export is read without a tracking store: drop --tracking-uri and --storage")
+        study = _exported_study(args.source)
+        path = write_report(study.name, args.out, args.format, study=study, attach=False)
+    else:
+        path = write_report(args.name, args.out, args.format, _study_store(args))
     print(f"report written: {path or args.out}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .preflight import check_output_folder
+
+    out = Path(args.out)
+    check_output_folder(out, "--out")
+    from analysis.export import MANIFEST
+
+    if (out / MANIFEST).exists() and not args.force:
+        raise UserError("--out", f"{out} already holds an export ({MANIFEST}): pass --force to replace it, or choose "
+                                 "another folder")
+    uri = _study_store(args)
+    import warnings
+
+    from analysis.export import write_export
+    from analysis.load import load_study
+
+    with warnings.catch_warnings():   # the loader's notes go into the manifest
+        warnings.simplefilter("ignore")
+        study = load_study(args.name, uri)
+    manifest = write_export(study, out)
+    files = [manifest, *(out / name for name in json.loads(manifest.read_text())["files"])]
+    size = sum(p.stat().st_size for p in files)
+    print(f"export written: {out} ({len(study.trials)} trials, {len(study.curves)} curve rows, "
+          f"{len(study.seed_curves)} per-seed rows; {len(files)} files, {size / 1e6:.2f} MB); "
+          f"uwm-study report --from {out} --out DIR regenerates its report")
     return 0
 
 
