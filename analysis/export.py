@@ -75,10 +75,10 @@ def _sha256(path: Path) -> str:
 
 def write_export(study: Study, out_dir) -> Path:
     """Write ``study`` (loaded from MLflow by :func:`~analysis.load.load_study` with its defaults: every
-    trial, every metric, the per-seed curves) into ``out_dir`` (created; other files there are left alone)
-    and return the manifest's path."""
-    if study.runs is None:
-        raise ValueError("the study holds no run records: export a study as load_study or load_export returns it")
+    trial, every metric, the per-seed curves) into ``out_dir`` (created; other files there are left alone:
+    the manifest names the export's files) and return the manifest's path."""
+    if study.runs is None:   # a selection's trials would not be rebuilt as they are (columns follow the runs)
+        raise ValueError("only a whole study exports (as load_study or load_export returns it), not a selection")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows: dict[str, int] = {}
@@ -91,8 +91,6 @@ def write_export(study: Study, out_dir) -> Path:
     timing = study.timing.drop(columns="rule_variant", errors="ignore")   # the derived column is rebuilt on reading
     if len(timing):
         tables[TIMING] = timing
-    else:
-        (out / TIMING).unlink(missing_ok=True)   # a stale timing file of an earlier export must not be read back
     for name, table in tables.items():
         table.to_parquet(out / name, index=False, engine="pyarrow", compression="zstd")
         rows[name] = len(table)

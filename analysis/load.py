@@ -101,7 +101,7 @@ class Study:
         keep = set(trials["run_id"])
         return replace(self, trials=trials, curves=self.curves[self.curves["run_id"].isin(keep)].reset_index(drop=True),
                        seed_curves=self.seed_curves[self.seed_curves["run_id"].isin(keep)].reset_index(drop=True),
-                       runs=None if self.runs is None else [r for r in self.runs if r.info.run_id in keep],
+                       runs=None,   # a selection is not a study's runs: it is not exported (analysis.export)
                        notes=[*self.notes, f"selected {len(trials)} of {len(self.trials)} trials: {query}"], cache={})
 
     @property

@@ -109,6 +109,14 @@ def test_an_export_is_the_same_bytes_every_time(store, exported, tmp_path):
         assert (tmp_path / name).read_bytes() == (exported / name).read_bytes(), name
 
 
+def test_only_a_whole_study_exports(store, tmp_path):
+    """A selection's trials would be rebuilt from its runs with other columns (they follow the runs): refused."""
+    _, study, _ = store
+    with pytest.raises(ValueError, match="only a whole study exports"):
+        write_export(study.select("rule == 'uwm'"), tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
 def _numeric_equal(ours: pd.DataFrame, published: pd.DataFrame) -> list[str]:
     """Columns that differ: text exactly, numbers to 1e-9 relative (a library's last-digit rounding)."""
     if list(ours.columns) != list(published.columns) or len(ours) != len(published):

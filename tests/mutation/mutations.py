@@ -30,6 +30,9 @@ CAT_K2 = "tests/test_categorical_hidden.py::test_k2_estimates_equal_bernoulli"
 CAT_SAMPLER = "tests/test_categorical_hidden.py::test_categorical_sampler_and_outcomes_agree"
 CAT_STE = "tests/test_categorical_hidden.py::test_ste_backward_is_the_softmax_jacobian"
 DATA_PACK = "tests/test_datasets.py::test_a_packed_dataset_trial_equals_the_same_point_alone"
+EXPORT = "tests/test_export.py"
+EXPORT_BACK = f"{EXPORT}::test_an_export_reads_back_as_the_study_loaded_from_mlflow"
+EXPORT_BAD = f"{EXPORT}::test_a_broken_export_is_refused_in_one_line_before_any_work"
 DATA_TRAIN_ONLY = "tests/test_datasets.py::test_training_draws_only_training_images_and_evaluation_reads_the_whole_test_split"
 
 
@@ -432,4 +435,27 @@ MUTATIONS = [
     m("oracle.categorical_outcomes_as_bits", "uwm_model/oracle.py",
       "outcomes = units[l].outcomes(sizes[l + 1], net.dtype, net.device)",
       "outcomes = units[0].outcomes(sizes[l + 1], net.dtype, net.device)", ORACLE_CAT),
+    m("export.parquet_text_dtype_not_restored", "analysis/export.py",
+      'pd.read_parquet(folder / name, engine="pyarrow").astype(entry.get("dtypes", {}))',
+      'pd.read_parquet(folder / name, engine="pyarrow")', EXPORT_BACK),
+    m("export.run_keys_sorted", "analysis/export.py",
+      "f.write(json.dumps([_run_record(r) for r in study.runs]).encode())",
+      "f.write(json.dumps([_run_record(r) for r in study.runs], sort_keys=True).encode())", EXPORT_BACK),
+    m("export.start_time_from_end", "analysis/export.py",
+      '"start_time": info.start_time, "end_time": info.end_time,',
+      '"start_time": info.end_time, "end_time": info.end_time,', EXPORT_BACK),
+    m("export.timing_rules_not_named", "analysis/export.py",
+      "timing=timing_table(tables.get(TIMING))", "timing=tables.get(TIMING, pd.DataFrame())", EXPORT_BACK),
+    m("export.notes_recomputed", "analysis/export.py",
+      'notes = list(manifest["notes"])', "notes = trials_table(runs)[1]", EXPORT_BACK),
+    m("export.no_checksum", "analysis/export.py",
+      'if _sha256(file) != entry.get("sha256"):', "if not file.stat().st_size:", EXPORT_BAD),
+    m("export.any_format_version", "analysis/export.py",
+      "if got != FORMAT_VERSION:", "if got is None:", EXPORT_BAD),
+    m("export.select_keeps_every_run", "analysis/load.py",
+      "runs=None,   # a selection is not a study's runs", "runs=self.runs,   # a selection is not a study's runs",
+      f"{EXPORT}::test_only_a_whole_study_exports"),
+    m("cli.report_takes_study_and_export", "study/cli.py",
+      "if (args.name is None) == (args.source is None):", "if args.name is None and args.source is None:",
+      f"{EXPORT}::test_report_takes_a_study_or_an_export_and_export_keeps_an_earlier_one"),
 ]
