@@ -21,7 +21,9 @@ The MLflow layout (written by the ``study`` package) is:
 ``seed_curves``  long format: run_id, episode, seed, metric, value (from curves_per_seed.csv).
 
 Only the MLflow client API is used, so a local SQLite store and a remote ``mlflow server``
-both work.
+both work. :mod:`analysis.export` writes what this module reads (runs, histories, per-seed curves, timing,
+spec) to files and builds the same :class:`Study` from them with :func:`trials_table` and
+:func:`timing_table`, so a study's report needs its MLflow store only once.
 """
 
 from __future__ import annotations
