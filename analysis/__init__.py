@@ -4,8 +4,9 @@
     study = load_study("my-study")                     # tidy tables: trials, curves, seed_curves
     cells = analysis.speed.cell_summary(study)          # tuned lr, speed with intervals, variance
     write_report("my-study", "reports/my-study")        # HTML + CSV, attached to the parent run
+    study = load_export("results/my-study")            # the same tables from an export (uwm-study export)
 
-Modules: ``load`` (MLflow to DataFrames), ``stats`` (bootstrap, Wilson, Spearman, power laws, sign-flip test),
+Modules: ``load`` (MLflow to DataFrames), ``export`` (a study as files and back, without MLflow), ``stats`` (bootstrap, Wilson, Spearman, power laws, sign-flip test),
 ``verdicts`` ("shown" / "not shown (power p% against effect e)" / "not answerable (why)"),
 ``speed`` (speed per seed, trial and cell), ``probe`` (probe metrics at matched episodes),
 ``variance_speed``, ``scaling``, ``norm_stress`` (the three questions), ``lr_sensitivity`` (best
@@ -15,6 +16,7 @@ learning rate, usable range and FWHM on an lr grid), ``tuning`` (each cell's sea
 ``synthetic`` (a study with planted answers, for demonstrations and tests).
 """
 
+from .export import BadExport, load_export
 from .load import Study, StudyNotFound, load_study
 
 
@@ -25,4 +27,4 @@ def write_report(*args, **kwargs):
     return _write_report(*args, **kwargs)
 
 
-__all__ = ["Study", "StudyNotFound", "load_study", "write_report"]
+__all__ = ["BadExport", "Study", "StudyNotFound", "load_export", "load_study", "write_report"]
