@@ -66,6 +66,7 @@ def _variance_section(study: Study, vs: pd.DataFrame, corr: pd.DataFrame, level:
                         "the probe measures and how fast the reward rises), so ρ here mixes the learning rate's effect "
                         "with variance's: it is not an answer about variance (compare at each rule's best rate, or on "
                         "matched states).")
+    sec.csv["variance_speed_pooled"] = pooled     # the glance's ρ: every number it quotes is in a CSV
     ptotal = pooled[pooled["layer"] == "total"] if len(pooled) else pooled
     total = corr[(corr["layer"] == "total") & (corr["scope"] == "all rules")]
     if len(ptotal) and np.isfinite(ptotal["rho"].iloc[0]):
@@ -73,6 +74,7 @@ def _variance_section(study: Study, vs: pd.DataFrame, corr: pd.DataFrame, level:
         sec.answer.append((f"within settings, pooled over {int(r['n_settings'])} settings ({int(r['n_cells'])} cells)",
                            _rho_answer(r, confounded)))
         states = matched_state_correlations(study, level=level)
+        sec.csv["variance_speed_matched_states"] = states
         for _, m in states[states["layer"] == "total"].iterrows():
             if np.isfinite(m["rho"]):
                 sec.answer.append((f"on matched states ({m['state']}, {m['reached']:.0%} of seeds probed there)",
