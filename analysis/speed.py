@@ -216,7 +216,8 @@ def _select_tuned(study: Study, objective: str, mode: str) -> pd.DataFrame:
     ok = t[t["status"].isin(FINAL_STATUSES)] if len(t) else t
     picked = []
     for cell, g in ok.groupby("cell", sort=False, dropna=False):
-        values = g[objective] if objective and objective in g else pd.Series(np.nan, index=g.index)
+        values = (pd.to_numeric(g[objective], errors="coerce") if objective and objective in g
+                  else pd.Series(np.nan, index=g.index))
         # the one chooser the study's summary, best_per_cell.csv and its tag use too (the confirm stage first)
         points = [{"cell": 0, "stage": s, "status": st, "value": float(v), "index": i}
                   for i, s, st, v in zip(g.index, g["stage"], g["status"], values)]

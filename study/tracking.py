@@ -303,8 +303,10 @@ class StudyTracker:
             stage = f"; {best['stage']} stage" if best.get("stage") else ""
             _retry(self.client.set_tag, run_id, layout.BEST_POINT, f"{best['point_id']} ({best['cell']}{stage})")
             now = int(time.time() * 1000)
+            per_cell = {layout.cell_metric(f"best_{metric}", r["cell"]): float(r["value"]) for r in done}
+            per_cell = {k: v for k, v in per_cell.items() if len(k) <= layout.MAX_METRIC_NAME}   # the CSV has them all
             _retry(self.client.log_batch, run_id, metrics=[Metric(f"best_{metric}", float(best["value"]), now, 0)] + [
-                Metric(layout.cell_metric(f"best_{metric}", r["cell"]), float(r["value"]), now, 0) for r in done])
+                Metric(name, value, now, 0) for name, value in per_cell.items()])
 
     def close_parent(self, run_id: str, status: str = "FINISHED") -> dict[str, int]:
         """Log the point counts by status and end the parent run; return the counts."""

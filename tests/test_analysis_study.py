@@ -303,7 +303,8 @@ def chromium_layout(html_path, tmp_path):
              "inner:window.innerWidth,imgs:[...document.images].map(i=>({alt:i.alt,w:i.getBoundingClientRect().width,"
              "natural:i.naturalWidth})),tables:[...document.querySelectorAll('table')].filter(t=>t.offsetParent!==null)"
              ".map(t=>t.getBoundingClientRect().width),firstRow:Object.fromEntries([...document.querySelectorAll("
-             "'#answers tbody tr')].reverse().map(r=>[r.cells[0].textContent,r.getBoundingClientRect().top]))}));});"
+             "'#answers tbody tr')].reverse().map(r=>[r.cells[0].textContent,r.getBoundingClientRect().top])),"
+             "cells:[...document.querySelectorAll('#answers td')].map(c=>c.textContent)}));});"
              "</script></body>")
     page = tmp_path / "measure.html"
     page.write_text(html_path.read_text().replace("</body>", probe))
@@ -372,6 +373,11 @@ def test_html_report_is_self_contained_attached_and_renders(study, store, analys
     assert max(page["tables"]) <= page["content"] + 1, "a table is wider than the text column"
     # each question's first glance row (its verdict) is on the first screen (1200 × 900)
     assert page["firstRow"] and max(page["firstRow"].values()) < 900, page["firstRow"]
+    # the page shows the glance rows as the answers hold them (whose numbers test_every_number_in_the_glance_...
+    # reads back from the CSVs): every answer text is a cell of the rendered glance, word for word
+    rendered = set(page["cells"])
+    glance_rows = analysed[0][0].tables[0][1]
+    assert set(glance_rows["answer"]) <= rendered and set(analysed[0][0].summary["answer"]) <= rendered
     for img in page["imgs"]:
         # shown at 100 % (not shrunk to fit), within the text column, and not a thumbnail
         assert img["w"] == img["natural"] <= page["content"], img

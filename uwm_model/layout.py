@@ -47,6 +47,7 @@ DEVICE = "uwm.device"       # the torch device a pack trained on (cpu where a GP
 STATUS = "uwm.status"
 
 ANSWER_PREFIX = "uwm.answer."   # parent run, once a report is written: one tag per question, its answer at a glance
+MAX_METRIC_NAME = 250         # MLflow's limit on a metric's name (a longer per-cell name is left to best_per_cell.csv)
 MAX_TAG_CHARS = 5000           # MLflow's limit on a tag value (longer answers are cut: the report holds them whole)
 BEST_POINT = "uwm.best_point"  # parent run: the point id of the best finished point of the study
 EXPERIMENT_KIND = "mlflow.experimentKind"          # experiment tag: which MLflow UI the experiment opens in
