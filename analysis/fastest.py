@@ -29,19 +29,27 @@ COLUMNS = ["setting", "rank", "rule_variant", "n_seeds", "rmst", "rmst_lo", "rms
            "slower_than_reference"]
 
 
+def ranked_seeds(study: Study) -> pd.DataFrame:
+    """The seeds the ranking reads: every seed of each cell's tuned trial(s) (:func:`analysis.speed.seed_speed`
+    columns) with its ``rule_variant`` and ``setting`` (the varying axes other than the rule, "all" when none)."""
+    tuned = select_tuned(study)
+    seeds = seed_speed(study)
+    if not len(tuned) or not len(seeds):
+        return seeds.assign(rule_variant=pd.Series(dtype=object), setting=pd.Series(dtype=object))
+    cols = [c for c in setting_columns(tuned) if c not in ("rule", "rule_variant")]
+    tuned = tuned.assign(setting=tuned[cols].astype(str).agg(", ".join, axis=1) if cols else "all")
+    return seeds.merge(tuned[["run_id", "rule_variant", "setting"]], on="run_id")
+
+
 def fastest_rules(study: Study, reference: str = REFERENCE, n_boot: int = DEFAULT_BOOT, level: float = DEFAULT_LEVEL,
                   seed: int = 0) -> pd.DataFrame:
     """One row per (setting, rule variant), ranked by restricted mean episodes to threshold (1 = fastest;
     equal means share a rank; NaN in a setting where no seed of any rule reached the threshold), with the
     paired bootstrap difference to ``reference`` (NaN for the reference itself or when the setting lacks it).
     ``faster_than_reference``/``slower_...``: the interval excludes 0 that way."""
-    tuned = select_tuned(study)
-    seeds = seed_speed(study)
-    if not len(tuned) or not len(seeds):
+    s = ranked_seeds(study)
+    if not len(s):
         return pd.DataFrame(columns=COLUMNS)
-    cols = [c for c in setting_columns(tuned) if c not in ("rule", "rule_variant")]
-    tuned = tuned.assign(setting=tuned[cols].astype(str).agg(", ".join, axis=1) if cols else "all")
-    s = seeds.merge(tuned[["run_id", "rule_variant", "setting"]], on="run_id")
     rows = []
     for setting, g in s.groupby("setting", sort=True):
         tau = float(g["budget"].max())

@@ -30,6 +30,7 @@ SPEED_LABELS = {
     "final_reward": "final eval reward (reward)",
 }
 MAX_PANELS = 12
+MAX_SEED_LINES = 40      # per rule and panel: more thin lines are a grey smear
 DPI = 110
 PAGE_WIDTH_IN = 10.0     # the report's text column (1118 px) at DPI: a figure this wide shows at 100 %
 PANEL_HEIGHT_IN = 2.5
@@ -194,7 +195,8 @@ def _facets(df: pd.DataFrame, candidates) -> tuple[str | None, str | None]:
 
 
 def learning_curves(study, run_ids=None, metric: str = "eval_reward", n_boot: int = 1000):
-    """Reward against episodes, one line per rule variant (mean over seeds with a 95 % bootstrap band),
+    """Reward against episodes, one line per rule variant (mean over seeds with a 95 % bootstrap band, every
+    seed a thin line behind it),
     one panel per width and outgoing norm when they vary, the reward threshold dashed. ``run_ids``: which
     trials (default: all finished); use the tuned trials for a per-cell view."""
     from matplotlib.lines import Line2D
@@ -204,7 +206,8 @@ def learning_curves(study, run_ids=None, metric: str = "eval_reward", n_boot: in
     df = sc if per_seed else study.curve(f"{metric}_mean")
     if run_ids is not None:
         df = df[df["run_id"].isin(list(run_ids))]
-    df = df.dropna(subset=["value"])[["run_id", "episode", "value", "rule_variant", "width", "outgoing_norm"]]
+    df = df.dropna(subset=["value"])[["run_id", *(["seed"] if per_seed else []), "episode", "value", "rule_variant",
+                                      "width", "outgoing_norm"]]
     if not len(df):
         raise ValueError(f"no values of {metric} to plot")
     df = df.assign(width=df["width"].map(lambda w: f"{int(w)}" if pd.notna(w) else "?"))
@@ -229,15 +232,25 @@ def learning_curves(study, run_ids=None, metric: str = "eval_reward", n_boot: in
     fig, axes = _page_grid(nrow, ncol, height=min(PANEL_HEIGHT_IN, 0.75 * PAGE_WIDTH_IN / ncol + 0.4),
                            sharex=True, sharey=True)
     names = {"width": "width {}", "outgoing_norm": "norm {}"}
-    threshold = _threshold(study, df["run_id"].unique()) if metric in ("eval_reward", "train_reward") else None
+    threshold = threshold_of(study, df["run_id"].unique()) if metric in ("eval_reward", "train_reward") else None
     for ax, (r, c) in zip(axes.ravel(), panels):
         d = stats
         if col:
             d = d[d[col] == c]
         if row:
             d = d[d[row] == r]
+        raw = df
+        if col:
+            raw = raw[raw[col] == c]
+        if row:
+            raw = raw[raw[row] == r]
         for rule, h in d.groupby("rule_variant"):
-            ax.plot(h["episode"], h["mean"], color=pal[rule], lw=1.5)
+            if per_seed:   # every seed thin behind its mean: the spread and any seed that breaks away
+                seeds = raw[raw["rule_variant"] == rule].groupby(["run_id", "seed"], sort=True)
+                for _, one in list(seeds)[:MAX_SEED_LINES]:
+                    one = one.sort_values("episode")
+                    ax.plot(one["episode"], one["value"], color=pal[rule], lw=0.5, alpha=0.3, zorder=1)
+            ax.plot(h["episode"], h["mean"], color=pal[rule], lw=1.8, zorder=3)
             if h["lo"].notna().any():
                 ax.fill_between(h["episode"], h["lo"], h["hi"], color=pal[rule], alpha=0.2, lw=0)
         if threshold is not None:
@@ -254,12 +267,13 @@ def learning_curves(study, run_ids=None, metric: str = "eval_reward", n_boot: in
         handles.append(Line2D([], [], color="0.3", ls="--", lw=1))
         labels.append(f"threshold {threshold:g}")
     _legend_below(fig, handles, labels)
-    how = "mean over seeds, 95% bootstrap band" if per_seed else "mean over seeds"
+    how = (f"mean over seeds with a 95% bootstrap band, each seed a thin line (at most {MAX_SEED_LINES} per rule and "
+           "panel)" if per_seed else "mean over seeds")
     fig.set_label(f"Learning curves: {label} against episodes ({how})")  # the caption, printed under the figure
     return fig
 
 
-def _threshold(study, run_ids) -> float | None:
+def threshold_of(study, run_ids) -> float | None:
     """The reward threshold of these trials when they share one (``threshold`` of their configs)."""
     t = study.trials
     if "threshold" not in t:
@@ -518,4 +532,50 @@ def lr_sensitivity_figure(table: pd.DataFrame, cells: pd.DataFrame, measure: str
     _legend_below(fig, handles, labels, ncol=3)      # long labels: 3 columns stay within the page
     fig.set_label(f"Learning-rate sensitivity: mean over seeds with its {level:.0%} interval band against the "
                   "learning rate; below, per rule, the usable range (thick), the FWHM (thin) and the best rate (dot)")
+    return fig
+
+
+def time_to_threshold_figure(seeds: pd.DataFrame, threshold: float | None = None):
+    """Kaplan-Meier curves of time to threshold: the fraction of seeds that have reached the reward threshold
+    against episodes, one step curve per rule variant, one panel per setting (at most :data:`MAX_PANELS`).
+    ``seeds``: one row per seed with setting, rule_variant, episodes_to_threshold (the censoring time where not
+    reached), reached. A seed that never reached (censored at its budget or its divergence) is drawn as a ``+``
+    on its rule's curve at the episode it was last seen, so the reader sees how much of the curve is data."""
+    from matplotlib.lines import Line2D
+    from statsmodels.duration.survfunc import SurvfuncRight
+
+    d = seeds.dropna(subset=["episodes_to_threshold"])
+    if not len(d):
+        raise ValueError("no seeds with an episode to threshold or a censoring time")
+    settings = sorted(d["setting"].unique(), key=_natural)[:MAX_PANELS]
+    ncol = min(4, len(settings))
+    fig, axes = _page_grid(math.ceil(len(settings) / ncol), ncol, sharex=True, sharey=True)
+    pal = rule_palette(d["rule_variant"])
+    for ax, setting in zip(axes.ravel(), settings):
+        for rule, h in d[d["setting"] == setting].groupby("rule_variant", sort=True):
+            t, e = h["episodes_to_threshold"].to_numpy(float), h["reached"].to_numpy(bool)
+            if e.any():
+                sf = SurvfuncRight(t, e.astype(int))
+                xs, ys = np.r_[0.0, sf.surv_times], np.r_[0.0, 1 - sf.surv_prob]
+            else:
+                xs, ys = np.array([0.0]), np.array([0.0])
+            xs, ys = np.r_[xs, t.max()], np.r_[ys, ys[-1]]          # the curve runs on to the last seed seen
+            ax.step(xs, ys, where="post", color=pal[rule], lw=1.6)
+            cens = t[~e]
+            if len(cens):
+                at = ys[np.searchsorted(xs, cens, side="right") - 1]
+                ax.plot(cens, at, "+", color=pal[rule], ms=8, mew=1.4)
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_title("" if setting == "all" else str(setting), fontsize=9)
+        ax.tick_params(labelsize=8)
+    _hide_unused(axes, len(settings))
+    fig.supxlabel("episodes", fontsize=9)
+    what = f"reward threshold {threshold:g}" if threshold is not None else "the threshold"
+    fig.supylabel(f"fraction of seeds that reached {what}", fontsize=9)
+    handles = [Line2D([], [], color=pal[r], lw=2) for r in sorted(pal)]
+    handles.append(Line2D([], [], ls="", marker="+", color="0.3", ms=8, mew=1.4))
+    _legend_below(fig, handles, [*sorted(pal), "seed censored (not reached when last seen)"])
+    fig.set_label("Time to threshold (Kaplan-Meier): the fraction of seeds that have reached the threshold against "
+                  "episodes, per rule; + marks a censored seed: one that had not reached it when its training ended or it "
+                  "diverged")
     return fig

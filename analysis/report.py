@@ -27,6 +27,8 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from uwm_model import layout
+
 from . import figures as F
 from .load import Study, load_study
 from .questions import Answer, Context, Settings, ask
@@ -455,6 +457,20 @@ def write_report(study_name: str, out_dir, fmt: str = "html", tracking_uri: str 
         say("attaching the report to the study's MLflow parent run (report/)")
         from mlflow.tracking import MlflowClient
 
-        MlflowClient(tracking_uri=study.tracking_uri).log_artifacts(study.parent_run_id, str(out),
-                                                                   artifact_path="report")
+        client = MlflowClient(tracking_uri=study.tracking_uri)
+        client.log_artifacts(study.parent_run_id, str(out), artifact_path="report")
+        tags = answer_tags(sections)
+        if tags:   # the answers at a glance as the parent run's tags: one call, columns in the runs table
+            from mlflow.entities import RunTag
+
+            client.log_batch(study.parent_run_id, tags=[RunTag(k, v) for k, v in tags.items()])
     return path
+
+
+def answer_tags(sections: list[Section]) -> dict[str, str]:
+    """The glance table (one headline per question) as parent-run tags ``uwm.answer.<question>`` (the question
+    in MLflow's key alphabet), each value cut to MLflow's tag length."""
+    glance = next((s.summary for s in sections if s.summary is not None and len(s.summary)), None)
+    if glance is None:
+        return {}
+    return {layout.answer_tag(q): str(a)[:layout.MAX_TAG_CHARS] for q, a in zip(glance["question"], glance["answer"])}

@@ -216,14 +216,17 @@ def _select_tuned(study: Study, objective: str, mode: str) -> pd.DataFrame:
     ok = t[t["status"].isin(FINAL_STATUSES)] if len(t) else t
     picked = []
     for cell, g in ok.groupby("cell", sort=False, dropna=False):
-        cand = g[g["stage"] == "confirm"] if (g["stage"] == "confirm").any() else g
-        how = "confirm stage" if (g["stage"] == "confirm").any() else "best search trial"
-        if objective and objective in cand and cand[objective].notna().any():
-            score = cand[objective] if mode == "max" else -cand[objective]
-            best = cand.loc[score.idxmax()]
-        else:
-            best = cand.iloc[0]
+        values = (pd.to_numeric(g[objective], errors="coerce") if objective and objective in g
+                  else pd.Series(np.nan, index=g.index))
+        # the one chooser the study's summary, best_per_cell.csv and its tag use too (the confirm stage first)
+        points = [{"cell": 0, "stage": s, "status": st, "value": float(v), "index": i}
+                  for i, s, st, v in zip(g.index, g["stage"], g["status"], values)]
+        best_point = layout.chosen_points(points, mode)[0]
+        how = "confirm stage" if best_point["stage"] == layout.STAGE_CONFIRM else "best search trial"
+        if best_point["value"] is None:
             how += " (no objective values: first trial)"
+        cand = g[g["stage"] == best_point["stage"]] if best_point["stage"] == layout.STAGE_CONFIRM else g
+        best = g.loc[best_point["index"]]
         same_lr = cand["lr"].eq(best["lr"]) | (cand["lr"].isna() & pd.isna(best["lr"]))
         sel = cand[same_lr | (cand["run_id"] == best["run_id"])].copy()
         sel["tuned_by"] = f"{how}, {objective or 'n/a'} {mode}"

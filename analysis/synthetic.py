@@ -31,6 +31,7 @@ training-reward curve so far.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import zlib
@@ -82,14 +83,15 @@ def _variance(rule, width, norm, rng, size):
 def write_synthetic_study(tracking_uri: str, name: str = "synthetic", rules=("reinforce", "uwm"),
                           widths=(8, 16, 32, 64), norms=(None,), lrs=(0.01, 0.03, 0.1), seeds: int = 4,
                           episodes: int = 4000, report_every: int = 400, cross_rule: bool = True,
-                          confirm: bool = True, extras: bool = False, artifact_root: str | None = None,
+                          confirm: bool = True, confirm_lrs=(BEST_LR,), extras: bool = False, artifact_root: str | None = None,
                           seed: int = 0) -> SyntheticStudy:
     """Write a synthetic study to ``tracking_uri``; returns its parent run id and the planted answers.
 
     Args:
         rules: rule names (keys of ``RULE_MODEL``); widths: equal hidden widths (two hidden layers);
         norms: initial outgoing norms (None: default initialisation); lrs: searched learning rates
-            (stage ``search``); confirm: add a ``confirm`` point per cell at the best lr with fresh seeds.
+            (stage ``search``); confirm: add ``confirm`` points per cell with fresh seeds, one at each of
+            ``confirm_lrs`` (default the planted best lr).
         extras: also write a failed trial (no final status) and a duplicate run of one point (a retry).
         artifact_root: directory for artifacts (default: a ``artifacts`` folder next to a SQLite file,
             else MLflow's default).
@@ -122,23 +124,24 @@ def write_synthetic_study(tracking_uri: str, name: str = "synthetic", rules=("re
         p = Path(tmp) / layout.SPEC_ARTIFACT
         p.write_text(spec_text)
         client.log_artifact(pid, str(p))
+    client.log_text(pid, registry.glossary_markdown(OBJECTIVE), layout.GLOSSARY)
 
     rows_written = 0
     base_seed = 0
     for rule in rules:
         for width in widths:
             for norm in norms:
-                cell = f"rule={rule}|hidden=[{width}, {width}]|outgoing_norm={norm}"
+                cell = _cell_key(rule, width, norm)
                 points = [("search", lr, base_seed) for lr in lrs]
                 if confirm:
-                    points.append(("confirm", BEST_LR, 1000 + base_seed))
+                    points += [("confirm", lr, 1000 + base_seed) for lr in confirm_lrs]
                 for stage, lr, s0 in points:
                     _write_point(client, exp_id, pid, name, rule, width, norm, lr, stage, s0, seeds, episodes,
                                  report_every, cross_rule, rules, cell, rng)
                     rows_written += 1
     if extras:
         rule, width, norm = rules[0], widths[0], norms[0]
-        cell = f"rule={rule}|hidden=[{width}, {width}]|outgoing_norm={norm}"
+        cell = _cell_key(rule, width, norm)
         # a failed trial: RUNNING/FAILED run without uwm.status nor summaries
         run = client.create_run(exp_id, run_name="failed-trial", tags={
             layout.PARENT: pid, layout.ROLE: "trial", layout.STUDY: name, layout.CELL: cell,
@@ -162,6 +165,11 @@ def write_synthetic_study(tracking_uri: str, name: str = "synthetic", rules=("re
         "n_points": rows_written,
     }
     return SyntheticStudy(name=name, parent_run_id=pid, tracking_uri=tracking_uri, planted=planted)
+
+
+def _cell_key(rule, width, norm) -> str:
+    """The cell key as ``study.spec`` writes it (values as JSON: ``outgoing_norm=null``)."""
+    return f"rule={rule}|hidden=[{width}, {width}]|outgoing_norm={json.dumps(norm)}"
 
 
 def _point_id(name, cell, lr, stage, s0):
@@ -291,6 +299,7 @@ def _write_point(client, exp_id, pid, name, rule, width, norm, lr, stage, s0, se
         layout.CONFIG_HASH: layout.config_hash(config), layout.NODE: "synthetic", layout.NODE_IP: "127.0.0.1",
         layout.NODES: "synthetic at 127.0.0.1",   # every node the point trained on, as study.tracking.node_label writes it
         layout.HOST: "synthetic", layout.PID: str(os.getpid()), layout.DEVICE: "cpu",
+        layout.NOTE: layout.point_note({"config": config, "stage": stage, "cell": cell, "point_id": point_id}),
         layout.STATUS: layout.DIVERGED if ever_diverged else layout.FINISHED})
     rid = run.info.run_id
     params = [Param(k, v) for k, v in params.items()]

@@ -646,7 +646,7 @@ def run_study(spec: StudySpec, tracking_uri: str, storage: str, address: str | N
         if tracker.parent() is not None:
             raise UserError("name", already_held(spec.name, tracking_uri, storage, spec_path))
         where = init_ray(address)
-    parent = tracker.open_parent(spec.to_yaml(), spec.spec_hash(), spec.description)
+    parent = tracker.open_parent(spec.to_yaml(), spec.spec_hash(), spec.description, spec.metric)
     meta = {"name": spec.name, "spec": spec.model_dump(mode="json"), "tracking_uri": tracking_uri,
             "experiment_id": tracker.experiment_id(), "parent_run_id": parent, "storage": storage,
             "created": time.strftime("%Y-%m-%d %H:%M:%S")}
@@ -851,9 +851,8 @@ def _record_end(results, spec: StudySpec, meta: dict, tracker: tracking.StudyTra
         if result.error is not None:
             tracker.mark_failed(meta["parent_run_id"], result.config.get("pack_id", "?"), result.config.get("points", []))
     complete = study_complete(spec, meta["storage"])
-    best = best_per_cell(spec, tracker.children(meta["parent_run_id"]))
     tracker.log_best(meta["parent_run_id"], spec.metric, spec.mode,
-                     [{"cell": c, "value": v, "point_id": p, "params": t} for c, v, p, t in best])
+                     best_per_cell(spec, tracker.children(meta["parent_run_id"])))
     return complete, tracker.close_parent(meta["parent_run_id"], status="FINISHED" if complete else "KILLED")
 
 
@@ -874,25 +873,24 @@ def study_complete(spec: StudySpec, storage: str) -> bool:
 # ----------------------------------------------------------------------------- summaries
 
 
-def best_per_cell(spec: StudySpec, runs: list) -> list[tuple[str, float | None, str, dict]]:
-    """(cell, best final metric, point id, params) per cell, from the child runs."""
-    key = spec.metric   # a run's latest value of a series: its value at the point's last report
-    sign = 1 if spec.mode == "max" else -1
+def best_per_cell(spec: StudySpec, runs: list) -> list[dict]:
+    """The chosen point of every cell (:func:`uwm_model.layout.chosen_points`: the confirm stage where the cell
+    has one), from the child runs: cell, value (the point's last ``spec.metric``, None if none), point_id, stage,
+    seeds and params (the searched parameters, shortened)."""
+    points = [{"cell": run.data.tags.get(layout.CELL), "stage": run.data.tags.get(layout.STAGE),
+               "status": run.data.tags.get(layout.STATUS), "value": run.data.metrics.get(spec.metric), "run": run}
+              for run in runs]
+    chosen = layout.chosen_points(points, spec.mode)
     rows = []
     for cell in spec.cells():
-        best = None
-        for run in runs:
-            if run.data.tags.get(layout.CELL) != cell.key or run.data.tags.get(layout.STATUS) != layout.FINISHED:
-                continue
-            v = run.data.metrics.get(key)
-            if v is not None and (best is None or sign * v > sign * best[0]):
-                best = (v, run)
-        if best is None:
-            rows.append((cell.key, None, "-", {}))
-        else:
-            v, run = best
-            tuned = {k: _short(run.data.params.get(k)) for k in spec.search}
-            rows.append((cell.key, v, run.data.tags.get(layout.POINT_ID, "?"), tuned))
+        p = chosen.get(cell.key)
+        if p is None:
+            rows.append({"cell": cell.key, "value": None, "point_id": "-", "stage": "", "seeds": "", "params": {}})
+            continue
+        params = p["run"].data.params
+        rows.append({"cell": cell.key, "value": p["value"], "point_id": p["run"].data.tags.get(layout.POINT_ID, "?"),
+                     "stage": p["stage"] or "", "seeds": params.get("seeds", ""),
+                     "params": {k: _short(params.get(k)) for k in spec.search}})
     return rows
 
 
@@ -912,11 +910,16 @@ def _short(text: str | None) -> str:
 def summary(name: str, meta: dict, tracker: tracking.StudyTracker) -> str:
     spec = validate_spec(meta["spec"])
     runs = tracker.children(meta["parent_run_id"])
-    lines = [f"best per cell (last {spec.metric}, {spec.mode}, finished points):"]
+    rows = best_per_cell(spec, runs)
+    lines = [f"best per cell (last {spec.metric}, {spec.mode}; a cell with a confirm stage is answered by its "
+             "confirm points, trained on fresh seeds):"]
     width = max((len(c.key) for c in spec.cells()), default=10)
-    for cell, value, pid, tuned in best_per_cell(spec, runs):
-        shown = "   -  " if value is None else f"{value:6.3f}"
-        lines.append(f"  {cell:<{width}}  {shown}  {pid}  " + " ".join(f"{k}={v}" for k, v in tuned.items()))
+    pid_width = max((len(r["point_id"]) for r in rows), default=1)
+    for r in rows:
+        shown = "   -  " if r["value"] is None else f"{r['value']:6.3f}"
+        where = f"{r['stage']}, {r['seeds']} seeds" if r["stage"] else ""
+        lines.append(f"  {r['cell']:<{width}}  {shown}  {r['point_id']:<{pid_width}}  "
+                     + " ".join(f"{k}={v}" for k, v in r["params"].items()) + (f"  ({where})" if where else ""))
     uri = meta["tracking_uri"]
     lines.append("results:")
     lines.append(f"  MLflow   {uri}  experiment '{name}' (experiment id {meta['experiment_id']}, "

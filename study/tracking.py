@@ -2,7 +2,7 @@
 
 The layout itself (every tag, status, artifact and run name) is :mod:`uwm_model.layout`, shared with
 ``analysis``. Parent run ``run_name = <study>``; child run per point named by
-:func:`~uwm_model.layout.point_run_name` (point id, rule, widths, norm, lr, seeds),
+:func:`~uwm_model.layout.point_run_name` (rule, widths, norm, lr, seeds, then the point id),
 params ``TrialConfig.flat()`` (lists as strings) plus ``cell.<path>`` for every grid axis,
 metric series at step = episode (one per quantity: ``uwm_model.metrics.is_series``, chosen by
 the trainable), and the per-seed curves artifact.
@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from uwm_model import layout
+from uwm_model import layout, metrics
 from uwm_model.layout import is_server
 
 from .errors import UserError
@@ -247,8 +247,10 @@ class StudyTracker:
         runs = search_all(self.client, [exp], layout.parent_filter(self.study))
         return min(runs, key=lambda r: r.info.start_time) if runs else None
 
-    def open_parent(self, spec_yaml: str, spec_hash: str, description: str = "") -> str:
-        """Create the parent run (RUNNING) with its tags and spec.yaml artifact; return its id."""
+    def open_parent(self, spec_yaml: str, spec_hash: str, description: str = "", metric: str | None = None) -> str:
+        """Create the parent run (RUNNING) with its tags, spec.yaml and the glossary of every metric the study's
+        runs log (``glossary.md``: meaning and unit; ``metric``, the study metric, names its ``best_*``); return
+        its id."""
         exp = self.experiment_id(create=True)
         # the experiments page shows these: a training experiment (not GenAI) described by the spec
         _retry(self.client.set_experiment_tag, exp, layout.EXPERIMENT_KIND, layout.KIND_TRAINING)
@@ -270,6 +272,7 @@ class StudyTracker:
                 if run is not None:
                     break
         _retry(self.client.log_text, run.info.run_id, spec_yaml, layout.SPEC_ARTIFACT)
+        _retry(self.client.log_text, run.info.run_id, metrics.glossary_markdown(metric), layout.GLOSSARY)
         return run.info.run_id
 
     def reopen_parent(self, run_id: str) -> None:
@@ -280,19 +283,30 @@ class StudyTracker:
         return search_all(self.client, [exp], layout.point_filter(parent_id)) if exp else []
 
     def log_best(self, run_id: str, metric: str, mode: str, rows: list[dict]) -> None:
-        """The study's answer on its parent run: the best finished point of every cell as a table
-        artifact, and the best of all as the tag ``uwm.best_point`` and the metric ``best_<metric>``.
-        ``rows``: one mapping per cell (cell, point_id, value, tuned parameters), value None if none finished."""
-        header = ["cell", "point_id", f"final_{metric}", *sorted({k for r in rows for k in r.get("params", {})})]
+        """The study's answer on its parent run: the chosen point of every cell (``runner.best_per_cell``) as a
+        table artifact and as one metric per cell, ``best_<metric>/<cell>``, so the runs table shows each rule's
+        value as a column; the best of all as the tag ``uwm.best_point`` and the metric ``best_<metric>``.
+        ``rows``: one mapping per cell (cell, point_id, value, stage, seeds, tuned parameters), value None if
+        none was trained; stage says which stage answers the cell (confirm where it has one)."""
+        from mlflow.entities import Metric
+
+        params = sorted({k for r in rows for k in r.get("params", {})})
+        header = ["cell", "point_id", "stage", "seeds", f"final_{metric}", *params]
         buf = io.StringIO()
-        csv.writer(buf).writerows([header] + [[r["cell"], r["point_id"], "" if r["value"] is None else r["value"],
-                                               *(r.get("params", {}).get(k, "") for k in header[3:])] for r in rows])
+        csv.writer(buf).writerows([header] + [[r["cell"], r["point_id"], r.get("stage", ""), r.get("seeds", ""),
+                                               "" if r["value"] is None else r["value"],
+                                               *(r.get("params", {}).get(k, "") for k in params)] for r in rows])
         _retry(self.client.log_text, run_id, buf.getvalue(), layout.BEST_PER_CELL)
         done = [r for r in rows if r["value"] is not None]
         if done:
             best = (max if mode == "max" else min)(done, key=lambda r: r["value"])
-            _retry(self.client.set_tag, run_id, layout.BEST_POINT, f"{best['point_id']} ({best['cell']})")
-            _retry(self.client.log_metric, run_id, f"best_{metric}", float(best["value"]))
+            stage = f"; {best['stage']} stage" if best.get("stage") else ""
+            _retry(self.client.set_tag, run_id, layout.BEST_POINT, f"{best['point_id']} ({best['cell']}{stage})")
+            now = int(time.time() * 1000)
+            per_cell = {layout.cell_metric(f"best_{metric}", r["cell"]): float(r["value"]) for r in done}
+            per_cell = {k: v for k, v in per_cell.items() if len(k) <= layout.MAX_METRIC_NAME}   # the CSV has them all
+            _retry(self.client.log_batch, run_id, metrics=[Metric(f"best_{metric}", float(best["value"]), now, 0)] + [
+                Metric(name, value, now, 0) for name, value in per_cell.items()])
 
     def close_parent(self, run_id: str, status: str = "FINISHED") -> dict[str, int]:
         """Log the point counts by status and end the parent run; return the counts."""
@@ -352,7 +366,8 @@ class PointRun:
         params = layout.point_params(_flat(self.point["config"]), self.point["axes"])
         tags = {layout.PARENT: self.parent_id, layout.ROLE: layout.ROLE_TRIAL, layout.STUDY: self.study,
                 layout.CELL: self.point["cell"], layout.POINT_ID: pid, layout.STAGE: self.point["stage"],
-                layout.PACK: self.pack_id, layout.CONFIG_HASH: chash, layout.STATUS: layout.RUNNING, **self.where}
+                layout.PACK: self.pack_id, layout.CONFIG_HASH: chash, layout.STATUS: layout.RUNNING,
+                layout.NOTE: layout.point_note(self.point), **self.where}
         if layout.NODE in self.where:
             tags[layout.NODES] = node_label(self.where)
         for attempt in range(3):

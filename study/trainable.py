@@ -138,12 +138,12 @@ def train_pack(config: dict, ctx: StudyContext) -> None:
                 trainer.stop_points(stop)
                 for i in stop:
                     diverged = report.points[i].metrics.get("diverged_fraction", 0) > 0
-                    _end(runs[i], state, i, layout.DIVERGED if diverged else layout.STOPPED)
+                    _end(runs[i], state, i, layout.DIVERGED if diverged else layout.STOPPED, report.points[i].metrics)
 
         last = report.episode >= configs[0].episodes
         for i, pr in enumerate(report.points):
             if not state.ended[i] and (last or pr.metrics.get("diverged_fraction", 0) >= 1):
-                _end(runs[i], state, i, layout.DIVERGED if pr.status == layout.DIVERGED else layout.FINISHED)
+                _end(runs[i], state, i, layout.DIVERGED if pr.status == layout.DIVERGED else layout.FINISHED, pr.metrics)
         done = all(state.ended)
 
         with tempfile.TemporaryDirectory() as folder:
@@ -179,8 +179,10 @@ def _auc(eval_curve: list) -> float:
     return layout.auc_reward(curve) if curve else math.nan
 
 
-def _end(run: tracking.PointRun, state: PackState, i: int, status: str) -> None:
-    run.finish(status, {}, state.rows[i])   # every summary is a series' last value: nothing more to log
+def _end(run: tracking.PointRun, state: PackState, i: int, status: str, point_metrics: dict[str, float]) -> None:
+    """The point ended: its means at reward levels once (``metrics.is_logged_at_end``; every other summary is a
+    series' last value), its per-seed curves, its status."""
+    run.finish(status, {k: v for k, v in point_metrics.items() if metrics.is_logged_at_end(k)}, state.rows[i])
     state.ended[i] = status
     state.rows[i] = []   # logged: no need to carry them in later checkpoints
 

@@ -110,7 +110,7 @@ def test_report_of_a_real_study_via_the_cli_renders_in_chromium(real_study, tmp_
                    cwd=root)
     assert "report.html" in printed
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 4
+    assert html.count("data:image/png;base64,") == 5   # curves, time to threshold, variance, scaling, π
     # 8 cells, 2 widths, 2 norms, cross-rule probe: all but the learning-rate sensitivity (lr is searched, no grid)
     closed = html[html.index("<section id='inapplicable'>"):html.index("<section id='methods'>")]
     assert "Learning-rate sensitivity: not answerable (it needs a learning-rate grid" in closed
@@ -180,8 +180,10 @@ def test_the_synthetic_writer_writes_exactly_the_runners_layout(real_study):
         parent = next(r for r in runs if r.data.tags.get(layout.ROLE) == layout.ROLE_STUDY)
         ours = lambda tags: {k for k in tags if k.startswith("uwm.") or k == layout.PARENT}  # noqa: E731
         return {
-            "parent tags": ours(parent.data.tags) - {layout.BEST_POINT},   # the runner adds it when the study ends
-            "child tags": set.union(*(ours(r.data.tags) for r in kids)),
+            # the runner adds the best point when the study ends, a report the answers
+            "parent tags": {t for t in ours(parent.data.tags) - {layout.BEST_POINT}
+                            if not t.startswith(layout.ANSWER_PREFIX)},
+            "child tags": set.union(*(ours(r.data.tags) | ({layout.NOTE} & set(r.data.tags)) for r in kids)),
             "params": set.union(*(set(r.data.params) for r in kids)),
             "artifacts": set.union(*({a.path for a in client.list_artifacts(r.info.run_id)} for r in kids)),
             "names": [r.info.run_name for r in kids],
@@ -191,7 +193,8 @@ def test_the_synthetic_writer_writes_exactly_the_runners_layout(real_study):
     real, synthetic = layout_of("tiny-e2e"), layout_of("synthetic-layout")
     for part in ("parent tags", "child tags", "params", "artifacts"):
         assert synthetic[part] == real[part], (part, synthetic[part] ^ real[part])
-    for names in (real["names"], synthetic["names"]):   # point id, rule, widths, norm, lr, seeds
-        assert all(re.fullmatch(r"\S+ (reinforce|uwm) \[\d+x\d+\] norm [\d.]+ lr \S+ s\d+-\d+", n) for n in names), names
-    for name in real["metrics"] | synthetic["metrics"]:   # the series a child run charts, nothing else
-        assert metrics.is_series(name, "eval_reward_mean") or name in (layout.AUC_REWARD, "episodes_to_threshold_mean"), name
+    for names in (real["names"], synthetic["names"]):   # rule, widths, norm, lr, seeds, then the point id
+        assert all(re.fullmatch(r"(reinforce|uwm) \[\d+x\d+\] norm [\d.]+ lr \S+ s\d+-\d+ \S+", n) for n in names), names
+    for name in real["metrics"] | synthetic["metrics"]:   # the series a child run charts, the levels' means at the end
+        assert (metrics.is_series(name, "eval_reward_mean") or metrics.is_logged_at_end(name)
+                or name in (layout.AUC_REWARD, "episodes_to_threshold_mean")), name

@@ -7,6 +7,7 @@ known model: compute per episode ~ width², probe variance ~ width^a_r, episodes
 ~ sqrt(variance), hwm diverging above π. Every analysis must recover those answers.
 """
 
+import re
 import shutil
 import subprocess
 import warnings
@@ -261,7 +262,8 @@ def test_every_report_figure_is_legible_at_page_width(analysed):
     """Sized to the page (so the browser does not shrink it), no text on text, no legend over data, no
     bare legend entries: the checks the old figures failed (see test_report_layout.py)."""
     figures = dict(_figures(analysed[0]))
-    assert {"learning_curves[0]", "variance_vs_speed[0]", "scaling[0]", "norm_stress[0]"} <= set(figures)
+    assert {"learning_curves[0]", "variance_vs_speed[0]", "scaling[0]", "norm_stress[0]",
+            "time_to_threshold[0]"} <= set(figures)
     assert sum(k.startswith("tuning_") for k in figures) == 8     # 4 cells: slice and history each
     for name, fig in figures.items():
         assert layout_problems(fig) == [], name
@@ -301,7 +303,8 @@ def chromium_layout(html_path, tmp_path):
              "inner:window.innerWidth,imgs:[...document.images].map(i=>({alt:i.alt,w:i.getBoundingClientRect().width,"
              "natural:i.naturalWidth})),tables:[...document.querySelectorAll('table')].filter(t=>t.offsetParent!==null)"
              ".map(t=>t.getBoundingClientRect().width),firstRow:Object.fromEntries([...document.querySelectorAll("
-             "'#answers tbody tr')].reverse().map(r=>[r.cells[0].textContent,r.getBoundingClientRect().top]))}));});"
+             "'#answers tbody tr')].reverse().map(r=>[r.cells[0].textContent,r.getBoundingClientRect().top])),"
+             "cells:[...document.querySelectorAll('#answers td')].map(c=>c.textContent)}));});"
              "</script></body>")
     page = tmp_path / "measure.html"
     page.write_text(html_path.read_text().replace("</body>", probe))
@@ -321,7 +324,7 @@ def test_html_report_is_self_contained_attached_and_renders(study, store, analys
     path = write_report("planted", out, tracking_uri=uri, study=study, analysis=analysed)
     assert path == out / "report.html"
     text = path.read_text()
-    assert text.count("data:image/png;base64,") == 4 + 8         # curves, variance, scaling, π; 4 tuning pairs
+    assert text.count("data:image/png;base64,") == 5 + 8   # curves, time to threshold, variance, scaling, π; 4 tuning pairs
     assert "<script" not in text and "http://" not in text and "https://" not in text
     for title in ("Answers at a glance", "Summary per cell", "Variance versus speed", "Scaling with width",
                   "The π boundary"):
@@ -354,13 +357,27 @@ def test_html_report_is_self_contained_attached_and_renders(study, store, analys
 
     attached = {a.path for a in MlflowClient(uri).list_artifacts(planted.parent_run_id, "report")}
     assert {"report/report.html", "report/cells.csv"} <= attached
+    # the parent run carries the answers at a glance, one tag per question, word for word
+    from uwm_model import layout
+
+    tags = MlflowClient(uri).get_run(planted.parent_run_id).data.tags
+    glance = analysed[0][0].summary
+    assert len(glance) >= 4 and sum(k.startswith(layout.ANSWER_PREFIX) for k in tags) == len(glance)
+    for question, answer in zip(glance["question"], glance["answer"]):
+        assert tags[layout.answer_tag(question)] == answer, question
+    assert layout.answer_tag("Which rule learns fastest") == "uwm.answer.which_rule_learns_fastest"
     assert_shows_figures(chromium_screenshot(path, tmp_path / "report.png"))
     page = chromium_layout(path, tmp_path)
     assert page["scroll"] <= page["inner"], "the page scrolls sideways"
-    assert len(page["imgs"]) == 12
+    assert len(page["imgs"]) == 13
     assert max(page["tables"]) <= page["content"] + 1, "a table is wider than the text column"
     # each question's first glance row (its verdict) is on the first screen (1200 × 900)
     assert page["firstRow"] and max(page["firstRow"].values()) < 900, page["firstRow"]
+    # the page shows the glance rows as the answers hold them (whose numbers test_every_number_in_the_glance_...
+    # reads back from the CSVs): every answer text is a cell of the rendered glance, word for word
+    rendered = set(page["cells"])
+    glance_rows = analysed[0][0].tables[0][1]
+    assert set(glance_rows["answer"]) <= rendered and set(analysed[0][0].summary["answer"]) <= rendered
     for img in page["imgs"]:
         # shown at 100 % (not shrunk to fit), within the text column, and not a thumbnail
         assert img["w"] == img["natural"] <= page["content"], img
@@ -372,7 +389,7 @@ def test_markdown_report_has_png_files_beside_it(study, analysed, tmp_path):
     path = write_report("planted", out, fmt="md", study=study, attach=False, analysis=analysed)
     text = path.read_text()
     pngs = sorted(p.name for p in out.glob("*.png"))
-    assert pngs == ["learning_curves.png", "norm_stress.png", "scaling.png"] + [
+    assert pngs == ["learning_curves.png", "norm_stress.png", "scaling.png", "time_to_threshold.png"] + [
         f"tuning_{i}_{ab}.png" for i in range(1, 5) for ab in "ab"] + ["variance_vs_speed.png"]
     for name in pngs:
         assert f"]({name})" in text
@@ -396,7 +413,7 @@ def test_report_says_which_questions_a_study_cannot_answer(store, tmp_path):
     # the narrow study has one width and sets no outgoing norm (so 0 distinct values)
     assert "1 hidden width" in text
     assert "0 distinct initial outgoing norm" in text
-    assert text.count("data:image/png;base64,") == 1              # the learning curves only
+    assert text.count("data:image/png;base64,") == 2              # the learning curves and time to threshold
 
 
 def test_timing_command_attaches_a_dedicated_timing_run_the_analysis_reads(store, capsys):
@@ -414,3 +431,46 @@ def test_timing_command_attaches_a_dedicated_timing_run_the_analysis_reads(store
     capsys.readouterr()
     assert main(["timing", "no-such-study", "--tracking-uri", uri]) == 2
     assert "no study named 'no-such-study'" in capsys.readouterr().err
+
+
+_NUMBER = re.compile(r"(?<![\w.=])-?\d[\d,]*(?:\.\d+)?(?:e[-+]?\d+)?%?(?![\w])")
+
+
+def _shown_as(token: str, values: np.ndarray) -> bool:
+    """Whether some CSV value reads as ``token`` at the precision the token shows (3 significant figures,
+    thousands separated, or a percentage)."""
+    text = token.rstrip("%").replace(",", "")
+    mantissa, _, exp = text.partition("e")
+    shown = float(text)
+    if "." in mantissa:
+        half = 0.5 * 10.0 ** (-len(mantissa.split(".")[1]) + (int(exp) if exp else 0))
+    else:
+        digits = len(mantissa.lstrip("-"))
+        half = 0.5 * 10.0 ** max(0, digits - 3) if not exp else 0.5 * 10.0 ** int(exp)
+    scale = 100.0 if token.endswith("%") else 1.0
+    return bool(np.any(np.abs(values * scale - shown) <= half * (1 + 1e-9)))
+
+
+def test_every_number_in_the_glance_is_its_questions_csv(analysed):
+    """Each number a glance row quotes (its verdict's estimate, interval, difference) reads as a value of the CSV
+    files its question writes: the page says what the tables hold, nothing computed on the side. Counts below 100
+    (settings, cells, ranks, widths) and the questions' own thresholds ("above 10%") are not looked up."""
+    sections, _ = analysed
+    by_title = {s.title: s for s in sections}
+    from analysis.report import _short
+
+    table = sections[0].tables[0][1]
+    checked = 0
+    for _, row in table.iterrows():
+        sec = next(s for t, s in by_title.items() if _short(t) == row["question"])
+        values = np.concatenate([pd.to_numeric(df[c], errors="coerce").to_numpy(float)
+                                 for df in sec.csv.values() for c in df.columns] or [np.array([])])
+        values = values[np.isfinite(values)]
+        criteria = re.sub(r"(above|against an?) \d+%", "", row["answer"])   # the question's thresholds, not data
+        for token in _NUMBER.findall(criteria):
+            plain = token.rstrip("%").replace(",", "")
+            if "." not in plain and "e" not in plain and not token.endswith("%") and abs(float(plain)) < 100:
+                continue
+            assert _shown_as(token, values), (row["question"], row.get("setting"), token, row["answer"])
+            checked += 1
+    assert checked >= 20, checked

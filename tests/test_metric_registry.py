@@ -20,7 +20,9 @@ def test_every_reported_metric_is_in_the_registry():
     assert {"episodes_to_threshold", "probe_uwm_var_l2", "probe_wm_p-3_bias_l1", "max_abs_outgoing_l2"} <= per_seed
     assert all(metrics.is_point_metric(f"{name}_{kind}") for name in per_seed for kind in metrics.AGGREGATES)
     assert all(metrics.is_point_metric(name) for name in point.metrics), sorted(point.metrics)
-    assert set(metrics.PER_POINT) <= set(point.metrics)
+    assert {n for n in metrics.PER_POINT if "{" not in n} <= set(point.metrics)
+    # every reward level's censored summary, from the first report on (the median once half the seeds reached)
+    assert {f"at_reward_{lv:g}_reached_fraction" for lv in cfg.probe.reward_levels} <= set(point.metrics)
     for unknown in ("eval_rewrd_mean", "eval_reward", "probe_var_l1_median", "diverged_fraction_mean"):
         assert not metrics.is_point_metric(unknown)
 
@@ -73,3 +75,37 @@ def test_episodes_to_threshold_median_never_moves_once_reported():
     means = [m["episodes_to_threshold_mean"] for m in points if "episodes_to_threshold_mean" in m]
     assert medians and len(set(medians)) == 1, medians
     assert len(set(means)) > 1, means   # the planted contrast: this run's seeds reach at different reports
+
+
+def test_reward_levels_are_summarised_over_all_seeds_with_the_unreached_censored():
+    """A level's episode over the seeds that reached it climbs as slower seeds reach (the flaw the issue found
+    in at_reward_0.6_episode_mean: 6 000 -> 7 500); the censored median and the reached fraction count every seed."""
+    rows = [{"at_reward_0.6_episode": 100.0}, {"at_reward_0.6_episode": 300.0}, {}, {}]
+    out = metrics.level_summary(rows, [0.6, 0.8])
+    assert out == {"at_reward_0.6_reached_fraction": 0.5, "at_reward_0.6_episode_median": 300.0,
+                   "at_reward_0.8_reached_fraction": 0.0}
+    assert metrics.level_summary(rows[:1] + [{}, {}], [0.6]) == {"at_reward_0.6_reached_fraction": 1 / 3}
+    for name in out:
+        assert metrics.is_point_metric(name) and metrics.is_series(name)
+    # the means at a level are logged once, when the point ends, never as a series
+    for name in ("at_reward_0.6_episode_mean", "at_reward_0.6_probe_var_l1_mean", "at_reward_0.6_probe_uwm_var_l2_mean"):
+        assert metrics.is_point_metric(name) and metrics.is_logged_at_end(name) and not metrics.is_series(name)
+    assert not metrics.is_logged_at_end("probe_var_l1_mean") and not metrics.is_logged_at_end("at_reward_0.6_episode_std")
+
+
+def test_a_trained_point_charts_its_levels_censored_and_logs_their_means_at_the_end():
+    from study.trainable import _series
+
+    cfg = TrialConfig(task={"address_bits": 1}, hidden=[4], rule="wm", episodes=1500, report_every=100, seeds=6,
+                      lr=0.5, optimizer="adam", threshold=0.5, threshold_window=50, eval_episodes=8, compile="off",
+                      device="cpu", probe={"samples": 4, "reward_levels": [0.5]})
+    points = [r.points[0].metrics for r in Trainer(cfg).run()]
+    fractions = [m["at_reward_0.5_reached_fraction"] for m in points]
+    medians = [m["at_reward_0.5_episode_median"] for m in points if "at_reward_0.5_episode_median" in m]
+    means = [m["at_reward_0.5_episode_mean"] for m in points if "at_reward_0.5_episode_mean" in m]
+    assert fractions == sorted(fractions) and fractions[-1] > fractions[0]
+    assert medians and len(set(medians)) == 1, medians          # never moves once reported
+    assert len(set(means)) > 1, means    # the planted contrast: the mean over the seeds reached so far moves
+    charted = _series(points[-1], [], "eval_reward_mean")
+    assert "at_reward_0.5_reached_fraction" in charted and "at_reward_0.5_episode_median" in charted
+    assert not [k for k in charted if metrics.is_logged_at_end(k)]

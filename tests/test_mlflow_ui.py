@@ -117,7 +117,7 @@ def test_the_experiment_opens_as_model_training_with_its_runs(served, tmp_path):
 def test_a_child_run_is_named_by_its_point_and_charts_one_series_per_quantity(served, tmp_path):
     run_id, point = next(iter(served["runs"].items()))
     text = page_text(layout.ui_url(served["url"], served["experiment"], run_id), tmp_path)
-    assert "c000-search-000 uwm [4] lr 0.05 s0-1" in text     # rule, widths, lr, seeds in the run's name
+    assert "uwm [4] lr 0.05 s0-1 c000-search-000" in text     # rule, widths, lr, seeds first in the run's name
     logged = served["client"].get_run(run_id).data.metrics
     assert f"Metrics ({len(logged)})" in text                  # every logged metric is on the page ...
     for name in ("eval_reward_mean", "auc_reward_mean", "threshold_reached_fraction", "episodes_to_threshold_median"):

@@ -188,11 +188,17 @@ def test_quickstart_end_to_end_on_the_sqlite_default(tmp_path, procs):
     assert_no_duplicates(client, kids, [200, 400, 600])
     run = kids[0]
     assert run.data.tags["uwm.stage"] == "search"
-    for kid in kids:   # named by point id, rule, widths, lr and seeds
-        assert re.fullmatch(rf"{kid.data.tags['uwm.point_id']} {kid.data.params['rule']}\S*( \S+=\S+)* \[4\] "
-                            r"lr \S+ s0-1", kid.info.run_name), kid.info.run_name
+    for kid in kids:   # named by rule, widths, lr and seeds, then the point id; described in one line
+        assert re.fullmatch(rf"{kid.data.params['rule']}\S*( \S+=\S+)* \[4\] lr \S+ s0-1 "
+                            rf"{kid.data.tags['uwm.point_id']}", kid.info.run_name), kid.info.run_name
+        assert (kid.data.params["width"], kid.data.params["depth"]) == ("4", "1")
+        assert kid.data.tags["mlflow.note.content"].startswith(kid.data.params["rule"])
+    assert "`eval_reward_mean (_std, _sem)`" in open(client.download_artifacts(parent.info.run_id, "glossary.md",
+                                                                              str(tmp_path))).read()
     best = client.download_artifacts(parent.info.run_id, "best_per_cell.csv", str(tmp_path))
     assert len(pd.read_csv(best)) == 5 and tags["uwm.best_point"].split(" ")[0] in {r.data.tags["uwm.point_id"] for r in kids}
+    assert sum(k.startswith(f"best_{spec.metric}/") for k in parent.data.metrics) == 5   # one column per cell
+    assert out.stdout.count("(search, 2 seeds)") == 5          # the summary says which stage answers each cell
     assert client.get_experiment(parent.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     assert run.data.params["hidden"] == "[4]" and "cell.rule" in run.data.params and "lr" in run.data.params
     # one series per quantity: means (the spread is in curves_per_seed.csv), no one-point final_* summaries,

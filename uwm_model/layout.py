@@ -7,11 +7,14 @@ here, so renaming a tag or adding a status is a one-line change. Standard librar
 
 - Experiment: the study name. Parent run ``run_name = <study>``, tags :data:`ROLE` = ``study``,
   :data:`STUDY`, :data:`SPEC_HASH` (sha256 of the canonical spec), :data:`GIT_COMMIT`,
-  :data:`VERSION`; artifact :data:`SPEC_ARTIFACT`; at the end, metrics ``points_<status>``.
-- Child run per point, ``run_name = <point id>``, tag :data:`PARENT`, tags :data:`ROLE` = ``trial``,
+  :data:`VERSION`; artifacts :data:`SPEC_ARTIFACT` and :data:`GLOSSARY`; at the end, metrics ``points_<status>``,
+  ``best_<metric>`` and ``best_<metric>/<cell>`` (:func:`cell_metric`), tag :data:`BEST_POINT` and artifact
+  :data:`BEST_PER_CELL` (each cell's point from :func:`chosen_points`).
+- Child run per point, ``run_name`` = :func:`point_run_name` (rule, options, widths, lr, seeds, then the point
+  id), description :data:`NOTE` = :func:`point_note`, tag :data:`PARENT`, tags :data:`ROLE` = ``trial``,
   :data:`STUDY`, :data:`CELL`, :data:`POINT_ID`, :data:`STAGE`, :data:`PACK`, :data:`CONFIG_HASH`,
   :data:`NODE`, :data:`NODE_IP`, :data:`NODES`, :data:`HOST`, :data:`PID`, :data:`DEVICE` and :data:`STATUS` (:data:`RUNNING`, then one of :data:`ENDED`);
-  params ``TrialConfig.flat()`` plus ``cell.<axis>``; metric series at step = episode, one per quantity
+  params ``TrialConfig.flat()`` plus ``cell.<axis>``, ``width`` and ``depth`` (:func:`point_params`); metric series at step = episode, one per quantity
   (``uwm_model.metrics.is_series``) and :data:`AUC_REWARD` (stores written before that layout also hold
   one-point ``final_*`` summaries: :data:`FINAL_PREFIX`); artifact :data:`SEED_CURVES`.
 """
@@ -43,6 +46,9 @@ PID = "uwm.pid"             # the process id of the attempt that trains the poin
 DEVICE = "uwm.device"       # the torch device a pack trained on (cpu where a GPU trial found no CUDA)
 STATUS = "uwm.status"
 
+ANSWER_PREFIX = "uwm.answer."   # parent run, once a report is written: one tag per question, its answer at a glance
+MAX_METRIC_NAME = 250         # MLflow's limit on a metric's name (a longer per-cell name is left to best_per_cell.csv)
+MAX_TAG_CHARS = 5000           # MLflow's limit on a tag value (longer answers are cut: the report holds them whole)
 BEST_POINT = "uwm.best_point"  # parent run: the point id of the best finished point of the study
 EXPERIMENT_KIND = "mlflow.experimentKind"          # experiment tag: which MLflow UI the experiment opens in
 KIND_TRAINING = "custom_model_development"         # model training (MLflow would guess GenAI otherwise)
@@ -64,6 +70,7 @@ ENDED = (*TRAINED, FAILED)                # final: a run with one of these is ne
 
 # ---------------------------------------------------------------- artifacts and metrics
 SPEC_ARTIFACT = "spec.yaml"
+GLOSSARY = "glossary.md"   # parent run: every metric name a run of the study logs, its meaning and unit
 SEED_CURVES = "curves_per_seed.csv"
 BEST_PER_CELL = "best_per_cell.csv"   # parent run: the best finished point of every cell, with its metrics
 TIMING = "timing.csv"   # parent run: the dedicated timing run of `uwm-study timing` (study.timing)
@@ -71,6 +78,49 @@ SEED_CURVE_COLUMNS = ("episode", "seed", "metric", "value")
 FINAL_PREFIX = "final_"
 AUC_REWARD = "auc_reward_mean"
 POINT_COUNT_PREFIX = "points_"
+
+
+def answer_tag(question: str) -> str:
+    """The parent-run tag of one question's answer: ``uwm.answer.which_rule_learns_fastest``."""
+    key = "".join(c if c.isalnum() else "_" for c in question.lower()).strip("_")
+    return ANSWER_PREFIX + "_".join(filter(None, key.split("_")))
+
+
+def cell_metric(name: str, cell: str) -> str:
+    """A per-cell metric's name on the parent run, ``<name>/<cell>`` with the cell key in MLflow's metric
+    alphabet: ``best_eval_reward_mean/rule_uwm hidden_16x16`` for cell ``rule=uwm|hidden=[16, 16]``."""
+    text = cell.replace(", ", "x").replace(",", "x").replace("|", " ").replace("=", "_")
+    return f"{name}/" + "".join(c if c.isalnum() or c in "_-. /:" else "" if c in "[]" else "-" for c in text)
+
+
+def chosen_points(points, mode: str = "max") -> dict:
+    """The one chosen point of every cell, the study's single answer to "which point is best here": the
+    terminal summary, the parent run's ``best_per_cell.csv`` and :data:`BEST_POINT`, and the report all call this.
+
+    ``points``: mappings with ``cell``, ``stage``, ``status`` and ``value`` (the study metric, None or NaN if
+    never reported), in a fixed order (ties keep the first). Only trained points (:data:`TRAINED`) count. A cell
+    with a confirm stage is answered by its confirm points: they re-ran the search's choice on fresh seeds, while
+    the best search point's value is the maximum over noisy points (optimistic). Returns cell -> the chosen
+    mapping (the first candidate, value None, when none reported a value), in the cells' first-seen order."""
+    sign = 1 if mode == "max" else -1
+    by_cell: dict = {}
+    for p in points:
+        if p.get("status") in TRAINED:
+            by_cell.setdefault(p["cell"], []).append(p)
+    chosen = {}
+    for cell, cand in by_cell.items():
+        if any(p.get("stage") == STAGE_CONFIRM for p in cand):
+            cand = [p for p in cand if p.get("stage") == STAGE_CONFIRM]
+        scored = [p for p in cand if _finite(p.get("value"))]
+        chosen[cell] = max(scored, key=lambda p: sign * p["value"]) if scored else {**cand[0], "value": None}
+    return chosen
+
+
+def _finite(value) -> bool:
+    try:
+        return value is not None and value == value and abs(float(value)) != float("inf")
+    except (TypeError, ValueError):
+        return False
 
 
 def ui_url(base: str, experiment_id: str | None = None, run_id: str | None = None) -> str:
@@ -86,16 +136,23 @@ def config_hash(config: dict) -> str:
 
 
 def point_params(flat_config: dict, axes: dict) -> dict[str, str]:
-    """A child run's params: every field of ``TrialConfig.flat()`` and ``cell.<axis>`` for every grid axis,
-    as text (strings as they are, everything else as JSON)."""
+    """A child run's params: every field of ``TrialConfig.flat()``, ``cell.<axis>`` for every grid axis, and the
+    architecture as numbers the runs table can sort and plot: ``width`` (the first hidden layer's, as the analysis
+    reads it), ``depth`` (hidden layers) and, where the hidden layers differ, ``width.l<i>`` per layer;
+    all as text (strings as they are, everything else as JSON)."""
     text = lambda v: v if isinstance(v, str) else json.dumps(v)  # noqa: E731
-    return {**{k: text(v) for k, v in flat_config.items()}, **{f"cell.{k}": text(v) for k, v in axes.items()}}
+    hidden = flat_config.get("hidden")
+    shape = {}
+    if isinstance(hidden, list) and hidden:
+        shape = {"width": hidden[0], "depth": len(hidden)}
+        if len(set(hidden)) > 1:
+            shape.update({f"width.l{i}": n for i, n in enumerate(hidden, 1)})
+    return {**{k: text(v) for k, v in flat_config.items()}, **{f"cell.{k}": text(v) for k, v in axes.items()},
+            **{k: text(v) for k, v in shape.items()}}
 
 
-def point_run_name(point_id: str, config: dict) -> str:
-    """A child run's name: the point id, then what tells points apart in MLflow's run list (rule and
-    options, hidden widths, outgoing norm, learning rate(s), seed range), e.g.
-    ``c003-search-007 uwm signal=global [64x64] norm 4 lr 0.012 s0-3``."""
+def _point_words(config: dict) -> tuple[str, str, str, str, str]:
+    """(rule with options, hidden widths, norm, lr, seeds) as a run's name shows them."""
     options = "".join(f" {k}={v}" for k, v in sorted((config.get("rule_options") or {}).items()))
     baseline = " baseline=ema" if config.get("baseline") == "ema" else ""
     hidden = "x".join(str(n) for n in config.get("hidden", []))
@@ -104,7 +161,30 @@ def point_run_name(point_id: str, config: dict) -> str:
     lr_text = "/".join(f"{v:.2g}" for v in lr) if isinstance(lr, list) else f"{lr:.2g}"
     first = config.get("seed", 0)
     seeds = f"s{first}" if config.get("seeds", 1) == 1 else f"s{first}-{first + config['seeds'] - 1}"
-    return f"{point_id} {config.get('rule')}{options}{baseline} [{hidden}]{norm} lr {lr_text} {seeds}"
+    return f"{config.get('rule')}{options}{baseline}", hidden, norm, lr_text, seeds
+
+
+def point_run_name(point_id: str, config: dict) -> str:
+    """A child run's name: what tells points apart in MLflow's run list first (rule and options, hidden widths,
+    outgoing norm, learning rate(s), seed range), so a name cut short in the table still says it, then the point
+    id, e.g. ``uwm signal=global [64x64] norm 4 lr 0.012 s0-3 c003-search-007``."""
+    rule, hidden, norm, lr, seeds = _point_words(config)
+    return f"{rule} [{hidden}]{norm} lr {lr} {seeds} {point_id}"
+
+
+def point_note(point: dict) -> str:
+    """A child run's description (tag :data:`NOTE`, shown above the run's page): one line saying what the point
+    is, where it sits in the study and where the metric names are explained."""
+    config = point["config"]
+    rule, hidden, norm, lr, seeds = _point_words(config)
+    stage = point.get("stage")
+    why = ("re-runs the search's choice for its cell on fresh seeds" if stage == STAGE_CONFIRM
+           else "a point of its cell's search")
+    layers = len(config.get("hidden", []))
+    return (f"{rule} on {layers} hidden layer{'s' * (layers != 1)} [{hidden}]{norm}, lr {lr}, "
+            f"{config.get('seeds', 1)} seeds ({seeds}), {config.get('episodes')} episodes: {why} "
+            f"(cell {point.get('cell')}, point {point.get('point_id')}). Metric names: {GLOSSARY} on the study's "
+            "parent run.")
 
 
 def point_filter(parent_run_id: str, point_id: str | None = None) -> str:

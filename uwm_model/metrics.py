@@ -94,6 +94,10 @@ PER_POINT = {
                                     "the median of episodes_to_threshold counting seeds not yet reached as later "
                                     "(absent until half have; never changes once reported, since seeds that reach "
                                     "later reach at later episodes)",
+    "at_reward_{level}_reached_fraction": "fraction of the point's seeds whose running_reward has reached {level}: the "
+                                          "seeds the probes at that level cover",
+    "at_reward_{level}_episode_median": "episode by which half of the point's seeds (rounded up) had reached reward "
+                                        "level {level}, counting seeds not yet reached as later (absent until half have)",
 }
 
 # ---------------------------------------------------------------- what a point's MLflow child run charts
@@ -119,20 +123,45 @@ def _pattern(name: str) -> str:
 
 
 _AGGREGATE_RE = re.compile("^(?:" + "|".join(_pattern(n) for n in PER_SEED) + ")_(?:" + "|".join(AGGREGATES) + ")$")
+_POINT_RE = re.compile("^(?:" + "|".join(_pattern(n) for n in PER_POINT) + ")$")
 
 
 def is_point_metric(name: str) -> bool:
     """Whether a point reports a metric of this name (an aggregate over seeds or a point metric)."""
-    return name in PER_POINT or bool(_AGGREGATE_RE.match(name))
+    return bool(_POINT_RE.match(name) or _AGGREGATE_RE.match(name))
 
 
 def is_series(name: str, objective: str | None = None) -> bool:
     """Whether a point's child run logs this metric as a series: the study's objective (what the searcher
-    saw), every point metric, and the mean over seeds of every per-seed metric not in :data:`NOT_CHARTED`."""
-    if name == objective or name in PER_POINT:
+    saw), every point metric, and the mean over seeds of every per-seed metric not in :data:`NOT_CHARTED`
+    and not :func:`is_logged_at_end`."""
+    if name == objective or _POINT_RE.match(name):
         return True
     base, _, kind = name.rpartition("_")
-    return kind == SERIES_AGGREGATE and base not in NOT_CHARTED and is_point_metric(name)
+    return (kind == SERIES_AGGREGATE and base not in NOT_CHARTED and not is_logged_at_end(name)
+            and is_point_metric(name))
+
+
+def is_logged_at_end(name: str) -> bool:
+    """Whether a point's child run logs this metric once, when the point ends, instead of as a series: the means
+    over seeds at a reward level (``at_reward_{level}_*_mean``) cover only the seeds that have reached it, so while
+    the point trains they move as slower seeds reach (the episode's mean climbs); the series of a level are its
+    censored ``at_reward_{level}_reached_fraction`` and ``at_reward_{level}_episode_median``."""
+    return name.startswith(LEVEL_PREFIX) and name.endswith(f"_{SERIES_AGGREGATE}") and bool(_AGGREGATE_RE.match(name))
+
+
+def level_summary(per_seed: list[dict[str, float]], levels) -> dict[str, float]:
+    """A point's metrics of each reward level over all its seeds (those not yet reached counted as censored):
+    ``at_reward_{level}_reached_fraction`` and, once half have reached, ``at_reward_{level}_episode_median``."""
+    out = {}
+    for level in levels:
+        key = f"{level_prefix(level)}episode"
+        reached = [r[key] for r in per_seed if key in r]
+        out[f"{level_prefix(level)}reached_fraction"] = len(reached) / len(per_seed)
+        median = threshold_median(reached, len(per_seed))
+        if median is not None:
+            out[f"{level_prefix(level)}episode_median"] = median
+    return out
 
 
 def threshold_median(reached_at: list[float], seeds: int) -> float | None:
@@ -144,3 +173,73 @@ def threshold_median(reached_at: list[float], seeds: int) -> float | None:
 def cross_rule_label(rule: str, options: dict[str, Any]) -> str:
     """The default label of a cross-rule probe entry: the rule name, then ``option-value`` pairs."""
     return "_".join([rule] + [f"{k}-{v}" for k, v in sorted(options.items())])
+
+
+# ---------------------------------------------------------------- units and the glossary a study logs
+WRITTEN_BY_STUDY = {   # metrics the study writes itself (not the trainer), on child and parent runs
+    "auc_reward_mean": "mean eval reward over training so far (each report's eval_reward_mean weighted by the "
+                       "episodes since the previous one); its last value is the point's area under its learning curve",
+    "best_{metric}": "parent run: the study metric of the best cell's chosen point (the confirm stage where the "
+                     "cell has one); uwm.best_point names it",
+    "best_{metric}/{cell}": "parent run: the study metric of each cell's chosen point (best_per_cell.csv)",
+    "points_{status}": "parent run: the study's points by final status",
+}
+_PROBE_UNITS = {"var": "gradient units squared (summed over the layer's weights and biases)",
+                "mean_sq": "gradient units squared", "bias": "gradient units", "bias_sq": "gradient units squared",
+                "bias_sq_se": "gradient units squared", "bias_split": "gradient units squared",
+                "cos": "dimensionless, -1 to 1", "exact_sq": "gradient units squared",
+                "nsr": "dimensionless ratio", "nsr_exact": "dimensionless ratio"}
+
+
+def unit(name: str) -> str:
+    """The unit of a metric's values, from its name (a registry name, template or concrete, with or without an
+    aggregate suffix: the mean, std and sem of a quantity share its unit)."""
+    base, _, kind = name.rpartition("_")
+    if kind in AGGREGATES and base:
+        name = base
+    probe = PROBE_RE.match(name.replace("{l}", "1").replace("{label}", "x").replace("{level}", "0.5"))
+    if probe:
+        return _PROBE_UNITS[probe["kind"]]
+    if name == "seconds_per_episode":
+        return "seconds per episode per member"
+    if name == "eval_accuracy":
+        return "fraction of test images, 0 to 1"
+    if name.endswith("_fraction") or name == "init_beyond_radius_l{l}":
+        return "fraction, 0 to 1"
+    if name in ("diverged",):
+        return "0 or 1"
+    if "reward" in name and not name.endswith(("episode", "episode_median")):
+        return "reward per episode (the task's rewards: -1 to 1 or 0 to 1)"
+    if "episode" in name or name == "diverged_at":
+        return "episodes"
+    if "outgoing" in name:
+        return "weight units"
+    if name.startswith("points_"):
+        return "points"
+    return "see meaning"
+
+
+def glossary(metric: str | None = None) -> list[tuple[str, str, str]]:
+    """(name, meaning, unit) of every metric a study's runs log, the templates as written here (``{l}`` a hidden
+    layer, ``{label}`` a cross-rule probe rule, ``{level}`` a reward level); ``metric`` fills ``best_{metric}``."""
+    rows = []
+    for name, meaning in PER_SEED.items():
+        kinds = "; ".join(f"_{k}: {v}" for k, v in AGGREGATES.items())
+        rows.append((f"{name}_mean (_std, _sem)", f"{meaning} [{kinds}]", unit(name)))
+    rows += [(name, meaning, unit(name)) for name, meaning in PER_POINT.items()]
+    for name, meaning in WRITTEN_BY_STUDY.items():
+        shown = name.replace("{metric}", metric) if metric else name
+        u = unit(metric) if name.startswith("best_") and metric else unit(name)
+        rows.append((shown, meaning, "the study metric's unit" if name.startswith("best_") and u == "see meaning" else u))
+    return rows
+
+
+def glossary_markdown(metric: str | None = None) -> str:
+    """:func:`glossary` as a Markdown table (the study logs it on its parent run as ``glossary.md``)."""
+    esc = lambda t: t.replace("|", "\\|")  # noqa: E731
+    lines = ["# Metrics of this study", "",
+             "Every metric a run of this study logs: its meaning and unit. Series are logged at step = episode; "
+             "a point's child run charts the mean over seeds (std and sem are in its curves_per_seed.csv).", "",
+             "| name | meaning | unit |", "|---|---|---|"]
+    lines += [f"| `{n}` | {esc(m)} | {u} |" for n, m, u in glossary(metric)]
+    return "\n".join(lines) + "\n"

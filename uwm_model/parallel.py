@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 
 from .config import TrialConfig
 from .settings import torch_settings
-from .trainer import Report, Trainer, point_report
+from .trainer import Report, Trainer, point_report, reward_levels
 
 
 def split_members(points: Sequence[TrialConfig], workers: int) -> list[list[tuple[int, TrialConfig]]]:
@@ -91,7 +91,7 @@ def _merge(points, parts, reports: list[Report]) -> Report:
     episode = reports[0].episode
     wall = max(r.wall_seconds for r in reports)
     seconds = wall / (members * episode) if episode else float("nan")
-    merged = [point_report(rows, stopped[i], episode >= points[i].episodes, episode, seconds)
+    merged = [point_report(rows, stopped[i], episode >= points[i].episodes, episode, seconds, reward_levels(points[i]))
               for i, rows in enumerate(per_point)]
     return Report(episode, merged, wall, max(r.compile_seconds for r in reports),
                   sum(r.episodes_per_second for r in reports))

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from . import streams
-from .metrics import DIVERGED, FINISHED, LEVEL_PREFIX, RUNNING, STOPPED, level_prefix, threshold_median
+from .metrics import DIVERGED, FINISHED, LEVEL_PREFIX, RUNNING, STOPPED, level_prefix, level_summary, threshold_median
 from .config import TrialConfig, per_member_fields
 from .network import Network, init_network, resolve_device, resolve_dtype, sample_episode
 from .optim import adam_update, sgd_update
@@ -651,7 +651,7 @@ class Trainer:
                     row["episodes_to_threshold"] = float(reached[m])
                 per_seed.append(row)
             points.append(point_report(per_seed, any(stopped[m] for m in ids), self.episode >= c.episodes,
-                                       self.episode, seconds_per_episode))
+                                       self.episode, seconds_per_episode, reward_levels(cfg)))
         eps = members / self.wall_seconds if self.wall_seconds > 0 else float("nan")
         return Report(self.episode, points, self.wall_seconds, self.compile_seconds, eps)
 
@@ -758,15 +758,22 @@ def _layer_statistics(g, h, mean_w, mean_b, batch: int, exact) -> dict[str, torc
     return out
 
 
+def reward_levels(cfg) -> list[float]:
+    """The reward levels a trainer of ``cfg`` probes at (none without the probe)."""
+    return list(cfg.probe.reward_levels) if cfg.probe.enabled else []
+
+
 def point_report(per_seed: list[dict[str, float]], stopped: bool, done: bool, episode: int,
-                 seconds_per_episode: float) -> PointReport:
-    """A point's report from its seeds' rows: aggregates, fractions and status."""
+                 seconds_per_episode: float, levels=()) -> PointReport:
+    """A point's report from its seeds' rows: aggregates, fractions, each reward level's censored summary
+    (:func:`~uwm_model.metrics.level_summary`) and status."""
     metrics = _aggregate(per_seed)
     metrics["diverged_fraction"] = sum(r["diverged"] for r in per_seed) / len(per_seed)
     metrics["threshold_reached_fraction"] = sum("episodes_to_threshold" in r for r in per_seed) / len(per_seed)
     median = threshold_median([r["episodes_to_threshold"] for r in per_seed if "episodes_to_threshold" in r], len(per_seed))
     if median is not None:
         metrics["episodes_to_threshold_median"] = median
+    metrics.update(level_summary(per_seed, levels))
     metrics["episodes"] = float(episode)
     metrics["seconds_per_episode"] = seconds_per_episode
     if metrics["diverged_fraction"] > 0:

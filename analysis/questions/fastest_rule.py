@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..fastest import fastest_rules
+from .. import figures as F
+from ..fastest import fastest_rules, ranked_seeds
 from . import Answer, Context
 from ._text import ci, for_people, num
 
@@ -20,6 +21,14 @@ def answer(ctx: Context) -> Answer:
     fast = fastest_rules(ctx.study, n_boot=s.n_boot, level=s.level, seed=s.seed)
     a = _fastest_section(fast, s.level)
     a.csv["fastest"] = fast
+    if a.present:
+        seeds = ranked_seeds(ctx.study)
+        try:
+            a.figures.append(("time_to_threshold", F.time_to_threshold_figure(
+                seeds.drop_duplicates(["run_id", "seed"]).drop_duplicates(["setting", "rule_variant", "seed"]),
+                F.threshold_of(ctx.study, seeds["run_id"].unique()))))
+        except ValueError as exc:
+            a.text.append(f"(No figure: {exc}.)")
     return a
 
 

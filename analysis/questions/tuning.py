@@ -55,6 +55,12 @@ def _tuning_section(study: Study, table: pd.DataFrame) -> Answer:
     if not table["confirmed"].any():
         sec.text.append("No cell has a confirm stage: each chosen point is reported on the seeds it was picked on "
                         "(optimistic).")
+    else:
+        n = int(table["confirmed"].sum())
+        sec.text.append(f"{n} of {len(table)} cells have a confirm stage: their chosen value and its objective are "
+                        "the confirm points' (re-run on fresh seeds; the same point the study's summary, "
+                        "best_per_cell.csv and uwm.best_point name), so the objective can fall outside the search "
+                        "points' best – worst, which were measured on the search's seeds.")
     few = table["n_points"] < MIN_TUNING_POINTS
     if few.any():
         sec.text.append(f"{int(few.sum())} of {len(table)} cells tried fewer than {MIN_TUNING_POINTS} points (TPE "

@@ -59,13 +59,22 @@ def _variance_section(study: Study, vs: pd.DataFrame, corr: pd.DataFrame, level:
                     "that resamples whole cells within settings and, inside each draw, one set of seed numbers per "
                     "setting shared by its cells (seeds paired across rules); the raw correlation over all settings is shown "
                     "below but mixes settings, which can flip its sign.")
+    confounded = lr_grid(vs)
+    if confounded:
+        sec.text.append(f"Learning-rate grid: {confounded} (each a rule in one setting) compare cells at different "
+                        "learning rates, and the learning rate moves both sides (a larger step changes the states "
+                        "the probe measures and how fast the reward rises), so ρ here mixes the learning rate's effect "
+                        "with variance's: it is not an answer about variance (compare at each rule's best rate, or on "
+                        "matched states).")
+    sec.csv["variance_speed_pooled"] = pooled     # the glance's ρ: every number it quotes is in a CSV
     ptotal = pooled[pooled["layer"] == "total"] if len(pooled) else pooled
     total = corr[(corr["layer"] == "total") & (corr["scope"] == "all rules")]
     if len(ptotal) and np.isfinite(ptotal["rho"].iloc[0]):
         r = ptotal.iloc[0]
         sec.answer.append((f"within settings, pooled over {int(r['n_settings'])} settings ({int(r['n_cells'])} cells)",
-                           _rho_answer(r)))
+                           _rho_answer(r, confounded)))
         states = matched_state_correlations(study, level=level)
+        sec.csv["variance_speed_matched_states"] = states
         for _, m in states[states["layer"] == "total"].iterrows():
             if np.isfinite(m["rho"]):
                 sec.answer.append((f"on matched states ({m['state']}, {m['reached']:.0%} of seeds probed there)",
@@ -82,7 +91,7 @@ def _variance_section(study: Study, vs: pd.DataFrame, corr: pd.DataFrame, level:
     elif len(total) and np.isfinite(total["rho"].iloc[0]):
         r = total.iloc[0]
         sec.answer.append((f"all rules, all layers ({int(r['n'])} cells)",
-                           _rho_answer(r)))
+                           _rho_answer(r, confounded)))
         within = corr[(corr["layer"] == "total") & (corr["scope"] != "all rules") & (corr["n"] >= 3)]
         for _, w in within.iterrows():
             sec.answer.append((f"within {w['scope']} ({int(w['n'])} cells)",
@@ -99,14 +108,37 @@ def _variance_section(study: Study, vs: pd.DataFrame, corr: pd.DataFrame, level:
     sec.tables.append(("Spearman's ρ between variance and AUC reward, per layer, over all rules and within each",
                        show[~few.to_numpy()]))
     try:
-        sec.figures.append(("variance_vs_speed", F.variance_speed_figure(vs, corr, cells=cells)))
+        fig = F.variance_speed_figure(vs, corr, cells=cells)
+        if confounded:
+            fig.suptitle("learning-rate grid: cells differ in learning rate, which moves variance and speed alike",
+                         fontsize=9, color="#a33")
+            fig.set_label(fig.get_label() + " Warning: the cells differ in learning rate (a grid), which drives both "
+                          "axes; the relation shown is not variance's effect.")
+        sec.figures.append(("variance_vs_speed", fig))
     except ValueError as exc:
         sec.text.append(f"(No figure: {exc}.)")
     return sec
 
 
-def _rho_answer(r) -> str:
-    """ρ(variance, AUC reward) with its interval and what it says."""
+def lr_grid(vs: pd.DataFrame) -> str:
+    """'' when each rule's compared cells share one learning rate within a setting; else how many (rule, setting)
+    groups hold several (a learning-rate grid: the rate drives variance and speed alike), as words."""
+    from ..lr_sensitivity import setting_labels
+
+    if not len(vs) or "lr" not in vs:
+        return ""
+    cells = vs.drop_duplicates("cell")
+    cells = cells.assign(_setting=setting_labels(cells).to_numpy())
+    n = int((cells.groupby(["rule_variant", "_setting"])["lr"].nunique() > 1).sum())
+    groups = cells.groupby(["rule_variant", "_setting"]).ngroups
+    return f"{n} of {groups} groups" if n else ""
+
+
+def _rho_answer(r, confounded: str = "") -> str:
+    """ρ(variance, AUC reward) with its interval and what it says (not answerable on a learning-rate grid)."""
+    if confounded:
+        return (f"ρ(variance, AUC reward) = {ci(r['rho'], r['rho_lo'], r['rho_hi'], 2)}: not answerable as an effect "
+                "of variance (the cells differ in learning rate, a grid, which moves both)")
     verdict = ("higher variance goes with slower learning" if r["rho_hi"] < 0 else
                "higher variance goes with faster learning" if r["rho_lo"] > 0 else
                "no monotone relation is resolved (the interval contains 0)")

@@ -33,6 +33,10 @@ DATA_PACK = "tests/test_datasets.py::test_a_packed_dataset_trial_equals_the_same
 EXPORT = "tests/test_export.py"
 EXPORT_BACK = f"{EXPORT}::test_an_export_reads_back_as_the_study_loaded_from_mlflow"
 EXPORT_BAD = f"{EXPORT}::test_a_broken_export_is_refused_in_one_line_before_any_work"
+BEST = "tests/test_best_point.py"
+LEVELS = ["tests/test_metric_registry.py::test_reward_levels_are_summarised_over_all_seeds_with_the_unreached_censored"]
+NAMES = ["tests/test_tracking_layout.py::test_child_runs_are_named_by_what_tells_points_apart"]
+FIGS = "tests/test_report_figures.py"
 DATA_TRAIN_ONLY = "tests/test_datasets.py::test_training_draws_only_training_images_and_evaluation_reads_the_whole_test_split"
 
 
@@ -136,7 +140,7 @@ MUTATIONS = [
     m("tracking.auc_ignores_widths", "uwm_model/layout.py",
       "area += value * (episode - previous)", "area += value", "tests/test_tracking.py"),
     m("metrics.charts_the_spread", "uwm_model/metrics.py",
-      "return kind == SERIES_AGGREGATE and", 'return kind in ("mean", "sem") and', "tests/test_metric_registry.py"),
+      "return (kind == SERIES_AGGREGATE and", 'return (kind in ("mean", "sem") and', "tests/test_metric_registry.py"),
     m("metrics.threshold_median_waits_for_a_majority", "uwm_model/metrics.py",
       "half = math.ceil(seeds / 2)", "half = seeds // 2 + 1", "tests/test_metric_registry.py"),
     m("tracking.resume_forgets_last_step", "study/tracking.py",
@@ -458,4 +462,42 @@ MUTATIONS = [
     m("cli.report_takes_study_and_export", "study/cli.py",
       "if (args.name is None) == (args.source is None):", "if args.name is None and args.source is None:",
       f"{EXPORT}::test_report_takes_a_study_or_an_export_and_export_keeps_an_earlier_one"),
+    # issue 24: one best point per cell, MLflow at a glance, figures that show what they say
+    m("layout.chosen_ignores_confirm", "uwm_model/layout.py",
+      "if any(p.get(\"stage\") == STAGE_CONFIRM for p in cand):", "if False:", BEST),
+    m("layout.chosen_counts_failed_points", "uwm_model/layout.py",
+      "if p.get(\"status\") in TRAINED:", "if p.get(\"status\") is not None:", BEST),
+    m("speed.select_tuned_own_best", "analysis/speed.py",
+      "best = g.loc[best_point[\"index\"]]",
+      "best = g.loc[values.idxmax() if mode == \"max\" else values.idxmin()]", BEST),
+    m("runner.best_per_cell_from_search", "study/runner.py",
+      "chosen = layout.chosen_points(points, spec.mode)",
+      "chosen = layout.chosen_points([p for p in points if p[\"stage\"] != \"confirm\"], spec.mode)", BEST),
+    m("tracking.cell_metric_best_of_all", "study/tracking.py",
+      "per_cell = {layout.cell_metric(f\"best_{metric}\", r[\"cell\"]): float(r[\"value\"]) for r in done}",
+      "per_cell = {layout.cell_metric(f\"best_{metric}\", r[\"cell\"]): float(best[\"value\"]) for r in done}", BEST),
+    m("metrics.level_median_over_reached_only", "uwm_model/metrics.py",
+      "median = threshold_median(reached, len(per_seed))", "median = threshold_median(reached, len(reached))",
+      LEVELS),
+    m("metrics.level_fraction_over_reached", "uwm_model/metrics.py",
+      "len(reached) / len(per_seed)", "len(reached) / max(len(reached), 1)", LEVELS),
+    m("metrics.level_means_charted", "uwm_model/metrics.py",
+      "base not in NOT_CHARTED and not is_logged_at_end(name)", "base not in NOT_CHARTED", LEVELS),
+    m("trainable.end_drops_level_means", "study/trainable.py",
+      "run.finish(status, {k: v for k, v in point_metrics.items() if metrics.is_logged_at_end(k)}, state.rows[i])",
+      "run.finish(status, {}, state.rows[i])",
+      "tests/test_tracking_layout.py::test_an_ending_point_logs_its_reward_level_means_once_at_its_last_step"),
+    m("layout.width_param_last_layer", "uwm_model/layout.py",
+      "shape = {\"width\": hidden[0], \"depth\": len(hidden)}", "shape = {\"width\": hidden[-1], \"depth\": len(hidden)}",
+      NAMES),
+    m("layout.run_name_point_id_first", "uwm_model/layout.py",
+      "return f\"{rule} [{hidden}]{norm} lr {lr} {seeds} {point_id}\"",
+      "return f\"{point_id} {rule} [{hidden}]{norm} lr {lr} {seeds}\"", NAMES),
+    m("figures.km_naive_fraction", "analysis/figures.py",
+      "xs, ys = np.r_[0.0, sf.surv_times], np.r_[0.0, 1 - sf.surv_prob]",
+      "xs, ys = np.r_[0.0, np.sort(t[e])], np.r_[0.0, np.arange(1, e.sum() + 1) / len(t)]", FIGS),
+    m("figures.one_seed_line", "analysis/figures.py",
+      "for _, one in list(seeds)[:MAX_SEED_LINES]:", "for _, one in list(seeds)[:1]:", FIGS),
+    m("variance_speed.lr_grid_any_rate", "analysis/questions/variance_speed.py",
+      "[\"lr\"].nunique() > 1).sum())", "[\"lr\"].nunique() > 0).sum())", FIGS),
 ]
