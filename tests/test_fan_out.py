@@ -52,6 +52,7 @@ def test_masks_are_per_member_seeded_and_deal_the_profile():
     c = member_masks([3, 32, 64, 1], 6, 1.5, 0.125)
     assert a[0] is None and a[2] is None and torch.equal(a[1], b[1]) and not torch.equal(a[1], c[1])
     assert torch.equal(fan_outs(a[1]).sort().values.long(), fan_out_counts(32, 64, 1.5, 0.125))
+    assert not torch.equal(fan_outs(a[1]), fan_outs(a[1]).sort().values)    # dealt to the units in a random order
     # categorical units: all K x K' weights between two units share their connection
     k3 = member_masks([3, 12, 12, 1], 0, 0.5, 0.5, categories=3)[1]
     blocks = k3.reshape(4, 3, 4, 3)
@@ -213,3 +214,67 @@ def test_unbiased_rules_pass_the_z_test_on_masked_nets(masked_networks, mux3, ru
 def test_biased_rules_are_caught_on_masked_nets(masked_networks, mux3, rule, options):
     z = max(statistics(net, mux3, rule, options)[0] for net in masked_networks)
     assert z > 10, f"{rule} {options} was not caught: max |z| = {z:.1f}"
+
+
+# ------------------------------------------------------------------------------------------------- the probe
+
+
+def test_probe_metrics_of_a_masked_net_match_an_independent_computation():
+    """The probe's variance, mean norm and bias on a masked net leave the masked entries out, and the fan-out rhos
+    are Spearman's rho (analysis.stats.spearman, an independent implementation) of per-unit statistics computed
+    episode by episode (tests/test_probe_metrics.py's harness)."""
+    from analysis.stats import spearman
+    from test_probe_metrics import per_episode_estimates
+    from uwm_model import streams
+
+    K = 32
+    cfg = um.TrialConfig(rule="wm", task={"address_bits": 1}, hidden=[4, 4], fan_out={"cv": 0.6, "density": 0.5},
+                         seeds=2, seed=3, batch_size=2, episodes=32, report_every=16, lr=0.05, dtype="float64",
+                         device="cpu", compile="off", probe={"samples": K, "reward_levels": []})
+    trainer = um.Trainer(cfg)
+    report = list(trainer.run())[-1]
+    task, sizes = trainer.task, trainer.sizes
+    draws = K * (sizes[0] + sum(sizes[1:]) + sum(sizes[1:-1]))
+    probe_u = streams.uniforms(trainer.probe_keys, 2, draws, torch.float64)
+    w0, b0 = trainer.unflatten(trainer.init_theta)
+    for m, row in enumerate(report.points[0].per_seed):
+        weights, biases = trainer.unflatten(trainer.theta[m: m + 1])
+        masks = [None if t is None else t[m: m + 1] for t in trainer.masks]
+        net = um.Network([w.clone() for w in weights], [b.clone() for b in biases], masks)
+        _, exact = um.exact_gradient(net, task)
+        samples = per_episode_estimates(net, task, probe_u[m].view(K, -1), sizes, "wm", {})
+        for l, s in enumerate(samples):
+            keep = torch.cat([(masks[l][0] if masks[l] is not None else torch.ones_like(weights[l][0])).flatten(),
+                              torch.ones(sizes[l + 1], dtype=torch.float64)])
+            s = s * keep
+            mean = s.mean(0)
+            exact_flat = torch.cat([exact.weights[l][0].flatten(), exact.biases[l][0]])
+            assert row[f"probe_var_l{l + 1}"] == pytest.approx(((s - mean) ** 2).sum().item() / (K - 1), rel=1e-9)
+            assert row[f"probe_mean_sq_l{l + 1}"] == pytest.approx(mean.pow(2).sum().item(), rel=1e-9)
+            assert row[f"probe_bias_l{l + 1}"] == pytest.approx((mean - exact_flat).norm().item(), rel=1e-9)
+        g = samples[0][:, -sizes[1]:]                                 # layer-1 logit estimates [K, n1]
+        fan = masks[1][0].sum(0)
+        var = g.var(0)
+        bias = (g - exact.biases[0][0]).mean(0).pow(2) - (g - exact.biases[0][0]).var(0) / K
+        speed = (weights[0][0] - w0[0][m]).pow(2).sum(1) + (biases[0][0] - b0[0][m]).pow(2)
+        for kind, value in (("var", var), ("bias", bias), ("speed", speed)):
+            assert row[f"probe_fanout_rho_{kind}_l1"] == pytest.approx(spearman(fan.numpy(), value.numpy()), abs=1e-9)
+        assert "probe_fanout_rho_speed_l1" not in row or math.isfinite(row["probe_fanout_rho_speed_l1"])
+
+
+def test_rank_correlation_and_the_debiased_unit_bias():
+    from analysis.stats import spearman
+    from uwm_model.fanout import rank_correlation, unit_statistics
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(1, 5, (3, 20), generator=gen).double()              # ties, as fan-outs have
+    y = x + torch.randn(3, 20, generator=gen, dtype=torch.float64)
+    got = rank_correlation(x, y)
+    assert all(got[i].item() == pytest.approx(spearman(x[i].numpy(), y[i].numpy()), abs=1e-12) for i in range(3))
+    assert torch.isnan(rank_correlation(torch.ones(1, 5), torch.arange(5.0).unsqueeze(0))).all()
+    # an unbiased estimate's debiased squared bias averages 0 (its plain squared bias would be var / K > 0)
+    g = torch.randn(1, 16, 4000, generator=gen, dtype=torch.float64) * 2 + 1
+    stats = unit_statistics(g, torch.ones(1, 4000, dtype=torch.float64), False, torch.zeros(1, 4000))
+    bias = stats["bias"]
+    assert abs(bias.mean().item()) < 4 * bias.std().item() / math.sqrt(4000)
+    assert stats["var"].mean().item() == pytest.approx(4, rel=0.05)
