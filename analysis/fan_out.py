@@ -4,8 +4,8 @@ The trainer's fan-out probe (``fan_out`` masks on, spec 3.9) logs, per seed and 
 through a mask, Spearman's rho over the layer's units between the fan-out and a per-unit statistic of the trained
 rule (:func:`uwm_model.fanout.unit_statistics`): ``bias`` (debiased squared bias of the unit's estimate, against
 the exact gradient or uwm on the same episodes), ``var`` (its per-sample variance) and ``speed`` (how far its
-incoming parameters moved since initialisation). ``probe_fanout_rho_{stat}_l{l}`` at each report and
-``init_probe_...`` at initialisation.
+incoming parameters moved since initialisation). ``fanout_rho_{stat}_l{l}`` at each report and
+``init_fanout_rho_...`` at initialisation.
 
 The test: each seed is one network (its own masks, state and episodes), so its rho is one independent draw; the
 claim "the statistic depends on fan-out under this rule at this CV" is the two-sided sign-flip test over seeds of
@@ -28,7 +28,7 @@ from .verdicts import verdict
 
 RHO_FOR_POWER = 0.3
 STATISTICS = ("bias", "var", "speed")
-METRIC = re.compile(r"^(init_)?probe_fanout_rho_(bias|var|speed)_l(\d+)$")
+METRIC = re.compile(r"^(init_)?fanout_rho_(bias|var|speed)_l(\d+)$")
 COLUMNS = ["rule_variant", "cv", "density", "layer", "statistic", "when", "seed", "rho"]
 TEST_COLUMNS = ["rule_variant", "cv", "density", "layer", "statistic", "when", "n_seeds", "mean_rho", "sd_rho", "p",
                 "alpha", "shown", "power", "verdict", "reading"]

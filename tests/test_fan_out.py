@@ -258,8 +258,8 @@ def test_probe_metrics_of_a_masked_net_match_an_independent_computation():
         bias = (g - exact.biases[0][0]).mean(0).pow(2) - (g - exact.biases[0][0]).var(0) / K
         speed = (weights[0][0] - w0[0][m]).pow(2).sum(1) + (biases[0][0] - b0[0][m]).pow(2)
         for kind, value in (("var", var), ("bias", bias), ("speed", speed)):
-            assert row[f"probe_fanout_rho_{kind}_l1"] == pytest.approx(spearman(fan.numpy(), value.numpy()), abs=1e-9)
-        assert "probe_fanout_rho_speed_l1" not in row or math.isfinite(row["probe_fanout_rho_speed_l1"])
+            assert row[f"fanout_rho_{kind}_l1"] == pytest.approx(spearman(fan.numpy(), value.numpy()), abs=1e-9)
+        assert "fanout_rho_speed_l1" not in row or math.isfinite(row["fanout_rho_speed_l1"])
 
 
 def test_rank_correlation_and_the_debiased_unit_bias():

@@ -69,9 +69,9 @@ def test_the_question_reads_the_probe_metrics_of_a_study():
     rows = []
     for run, sign in (("a", 1.0), ("b", 0.0)):
         for s, r in enumerate(rhos):
-            rows += [{"run_id": run, "episode": 0, "seed": s, "metric": "init_probe_fanout_rho_var_l1", "value": r},
-                     {"run_id": run, "episode": 500, "seed": s, "metric": "probe_fanout_rho_speed_l1", "value": -r},
-                     {"run_id": run, "episode": 1000, "seed": s, "metric": "probe_fanout_rho_speed_l1",
+            rows += [{"run_id": run, "episode": 0, "seed": s, "metric": "init_fanout_rho_var_l1", "value": r},
+                     {"run_id": run, "episode": 500, "seed": s, "metric": "fanout_rho_speed_l1", "value": -r},
+                     {"run_id": run, "episode": 1000, "seed": s, "metric": "fanout_rho_speed_l1",
                       "value": sign * r + (1 - sign) * (-1) ** s * 0.01},
                      {"run_id": run, "episode": 1000, "seed": s, "metric": "probe_bias_l1", "value": 1.0}]
     st = study(pd.DataFrame(rows), trials)

@@ -562,7 +562,7 @@ class Trainer:
     def _fan_out_probe(self, members, theta, weights, ep, reward, U, logit_grads, exact, masks) -> dict:
         """With connectivity masks: per hidden layer l whose units fan out through a mask, Spearman's rho over its
         units between the fan-out and each per-unit statistic of the trained rule
-        (:func:`uwm_model.fanout.unit_statistics`; ``probe_fanout_rho_{bias,var,speed}_l{l}``, NaN where every
+        (:func:`uwm_model.fanout.unit_statistics`; ``fanout_rho_{bias,var,speed}_l{l}``, NaN where every
         fan-out is equal). The bias is against the exact gradient where the oracle fits, else against uwm's
         estimates on the same episodes (unbiased; no bias row when uwm is the trained rule)."""
         K = self.cfg.categories or 1
@@ -580,7 +580,7 @@ class Trainer:
             ref = None if reference is None and exact is None else \
                 (reference[l - 1] if paired else exact.biases[l - 1])
             for kind, value in unit_statistics(logit_grads[l - 1], ref, paired, change, K).items():
-                out[f"probe_fanout_rho_{kind}_l{l}"] = rank_correlation(fan, value)
+                out[f"fanout_rho_{kind}_l{l}"] = rank_correlation(fan, value)
         return out
 
     @torch.no_grad()
@@ -687,7 +687,7 @@ class Trainer:
                 # a noise-to-signal ratio without a positive signal estimate is undefined, and a reward level
                 # not reached yet has no probe: absent, not NaN
                 row = {k: v[m] for k, v in values.items()
-                       if not (math.isnan(v[m]) and ("_nsr_l" in k or "_fanout_rho_" in k
+                       if not (math.isnan(v[m]) and ("_nsr_l" in k or "fanout_rho_" in k
                                                      or k.startswith(LEVEL_PREFIX)))}
                 row["diverged"] = float(diverged_at[m] >= 0)
                 if diverged_at[m] >= 0:
