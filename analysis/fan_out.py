@@ -11,7 +11,8 @@ The test: each seed is one network (its own masks, state and episodes), so its r
 claim "the statistic depends on fan-out under this rule at this CV" is the two-sided sign-flip test over seeds of
 H0 "rho is symmetric about 0" (:func:`analysis.stats.sign_flip_p`, exact for up to 14 seeds), Bonferroni-corrected
 over the tests of a rule variant. A non-rejection is "not shown" with the power of a normal-approximation test
-against |rho| = :data:`RHO_FOR_POWER` at the observed spread. A rule's "starving" claim reads ``speed``: a
+against |rho| = :data:`RHO_FOR_POWER` at the observed spread; with too few seeds for the test to reach its level
+at all (2 * 2^-n above it) the answer is "not answerable", with the seeds it needs. A rule's "starving" claim reads ``speed``: a
 positive rho shown means units with few outgoing connections move less.
 """
 
@@ -23,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .load import Study
-from .stats import DEFAULT_LEVEL, _normal_quantile, sign_flip_p
+from .stats import DEFAULT_LEVEL, SIGN_FLIP_DRAWS, SIGN_FLIP_EXACT_MAX, _normal_quantile, sign_flip_p
 from .verdicts import verdict
 
 RHO_FOR_POWER = 0.3
@@ -36,9 +37,11 @@ READINGS = {"bias": ("more bias", "less bias"), "var": ("more variance", "less v
             "speed": ("learn faster", "learn slower")}
 
 
-def fan_out_rhos(study: Study) -> pd.DataFrame:
-    """One row per (trial, seed, layer, statistic, when): the seed's rho at its last report (``when`` = "trained")
-    or at initialisation ("init"), with the trial's rule variant and fan-out setting. Empty without the probe."""
+def fan_out_rhos(study: Study, run_ids=None) -> pd.DataFrame:
+    """One row per (setting, seed, layer, statistic, when): the seed's rho at its last report (``when`` =
+    "trained") or at initialisation ("init"), with the trial's rule variant and fan-out setting, from the trials
+    ``run_ids`` (default all; the question passes each cell's tuned trials). A seed counts once per setting: trials
+    of a cell that share a seed share its masks and initial state. Empty without the probe."""
     sc = study.seed_curves
     if not len(sc) or "fan_out.cv" not in study.trials:
         return pd.DataFrame(columns=COLUMNS)
@@ -47,6 +50,8 @@ def fan_out_rhos(study: Study) -> pd.DataFrame:
     if not len(names):
         return pd.DataFrame(columns=COLUMNS)
     d = sc[sc["metric"].isin(set(names))]
+    if run_ids is not None:
+        d = d[d["run_id"].isin(set(run_ids))]
     d = d[d["episode"] == d.groupby(["run_id", "metric"])["episode"].transform("max")]
     parts = d["metric"].str.extract(METRIC)
     trials = study.trials.set_index("run_id")
@@ -58,7 +63,15 @@ def fan_out_rhos(study: Study) -> pd.DataFrame:
         "layer": parts[2].astype(int).to_numpy(), "statistic": parts[1].to_numpy(),
         "when": np.where(parts[0].notna(), "init", "trained"), "seed": d["seed"].to_numpy(),
         "rho": d["value"].astype(float).to_numpy()})
-    return out[np.isfinite(out["rho"])].reset_index(drop=True)
+    out = out[np.isfinite(out["rho"])]
+    return out.drop_duplicates(["rule_variant", "cv", "density", "layer", "statistic", "when", "seed"]).reset_index(
+        drop=True)
+
+
+def smallest_p(n: int) -> float:
+    """The smallest two-sided p-value the sign-flip test can return over n seeds (all patterns enumerated up to
+    SIGN_FLIP_EXACT_MAX seeds, else SIGN_FLIP_DRAWS random ones and the identity)."""
+    return 2 * (2.0 ** -n if n <= SIGN_FLIP_EXACT_MAX else 1 / (SIGN_FLIP_DRAWS + 1))
 
 
 def _power(n: int, sd: float, alpha: float, effect: float = RHO_FOR_POWER) -> float:
@@ -88,8 +101,16 @@ def fan_out_tests(rhos: pd.DataFrame, level: float = DEFAULT_LEVEL, seed: int = 
         p = float(min(1.0, 2 * min(sign_flip_p(x, seed), sign_flip_p(-x, seed)))) if n else np.nan
         alpha = (1 - level) / per_rule[key[0]]
         sd = float(x.std(ddof=1)) if n > 1 else np.nan
-        shown = bool(n and p <= alpha)
-        power = _power(n, sd, alpha)
+        floor = smallest_p(n)
+        too_few = None
+        if n < 2:
+            too_few = "fewer than 2 seeds"
+        elif floor > alpha:
+            needed = next(k for k in range(n, 64) if smallest_p(k) <= alpha)
+            too_few = (f"{n} seeds: the sign-flip test's smallest p-value {floor:.3g} is above its level "
+                       f"{alpha:.2g}; it needs {needed} seeds")
+        shown = bool(too_few is None and p <= alpha)
+        power = 0.0 if too_few else _power(n, sd, alpha)
         more, less = READINGS[key[4]]
         reading = ""
         if shown:
@@ -99,7 +120,6 @@ def fan_out_tests(rhos: pd.DataFrame, level: float = DEFAULT_LEVEL, seed: int = 
                 reading = reading.replace(more, less)
         rows.append(dict(zip(keys, key), n_seeds=n, mean_rho=float(x.mean()) if n else np.nan, sd_rho=sd, p=p,
                          alpha=alpha, shown=shown, power=power,
-                         verdict=verdict(shown, power, f"|rho| = {RHO_FOR_POWER}",
-                                         "fewer than 2 seeds" if n < 2 else None),
+                         verdict=verdict(shown, power, f"|rho| = {RHO_FOR_POWER}", too_few),
                          reading=reading))
     return pd.DataFrame(rows, columns=TEST_COLUMNS)

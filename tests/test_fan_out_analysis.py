@@ -51,6 +51,14 @@ def test_a_planted_null_is_shown_no_more_often_than_the_nominal_rate():
     assert not_shown["shown"] or not_shown["verdict"].startswith("not shown (power ")
 
 
+def test_too_few_seeds_to_reach_the_level_are_not_answerable():
+    rhos = planted_rhos(0.5, 1)[0][:4]
+    got = fan_out_tests(table(rhos)).iloc[0]
+    assert not got["shown"] and got["power"] == 0
+    assert got["verdict"] == ("not answerable (4 seeds: the sign-flip test's smallest p-value 0.125 is above its "
+                              "level 0.05; it needs 6 seeds)")
+
+
 def test_bonferroni_over_a_rules_tests():
     rhos = planted_rhos(0.5, 1)[0]
     both = pd.concat([table(rhos), table(rhos, statistic="var")])
@@ -63,8 +71,10 @@ def study(seed_curves: pd.DataFrame, trials: pd.DataFrame) -> Study:
 
 
 def test_the_question_reads_the_probe_metrics_of_a_study():
-    trials = pd.DataFrame({"run_id": ["a", "b"], "rule_variant": ["wm", "uwm"], "fan_out.cv": [1.5, 1.5],
-                           "fan_out.density": [0.25, 0.25]})
+    trials = pd.DataFrame({"run_id": ["a", "b", "c"], "rule_variant": ["wm", "uwm", "wm"], "fan_out.cv": [1.5] * 3,
+                           "fan_out.density": [0.25] * 3, "cell": ["w", "u", "w"], "status": "finished",
+                           "stage": ["confirm", "confirm", "search"], "eval_reward_mean": 0.5,
+                           "lr": 0.01})
     rhos = planted_rhos(0.5, 1)[0].numpy()
     rows = []
     for run, sign in (("a", 1.0), ("b", 0.0)):
@@ -74,14 +84,17 @@ def test_the_question_reads_the_probe_metrics_of_a_study():
                      {"run_id": run, "episode": 1000, "seed": s, "metric": "fanout_rho_speed_l1",
                       "value": sign * r + (1 - sign) * (-1) ** s * 0.01},
                      {"run_id": run, "episode": 1000, "seed": s, "metric": "probe_bias_l1", "value": 1.0}]
+        # a search trial of wm's cell that the confirm stage replaced: left out (its seeds repeat the confirm's)
+        rows.append({"run_id": "c", "episode": 1000, "seed": s, "metric": "fanout_rho_speed_l1", "value": -1.0})
     st = study(pd.DataFrame(rows), trials)
     got = fan_out_rhos(st)
     assert set(got["when"]) == {"init", "trained"} and len(got) == 4 * SEEDS
     trained = got[(got["when"] == "trained") & (got["rule_variant"] == "wm")]
     assert np.allclose(np.sort(trained["rho"]), np.sort(rhos))          # the last report, not the first
+    assert len(fan_out_rhos(st, ["a", "b"])) == 4 * SEEDS
     mod = next(m for m in questions() if m.KEY == "fan_out")
     a = mod.answer(Context(st))
-    assert a.present and len(a.csv["fan_out_tests"]) == 4
+    assert a.present and len(a.csv["fan_out_tests"]) == 4 and (a.csv["fan_out_rho"]["rho"] > -1).all()
     glance = dict(a.answer)
     assert "learn faster" in glance["wm"] and "not shown (power" in glance["uwm"]
 

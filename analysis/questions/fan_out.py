@@ -15,7 +15,8 @@ KEY, TITLE, ORDER = "fan_out", "Uneven fan-out: per-unit bias, variance and spee
 
 
 def answer(ctx: Context) -> Answer:
-    rhos = fan_out_rhos(ctx.study)
+    tuned = ctx.tuned if "stage" in ctx.study.trials and len(ctx.study.trials) else None
+    rhos = fan_out_rhos(ctx.study, None if tuned is None else tuned["run_id"])
     tests = fan_out_tests(rhos, ctx.settings.level, ctx.settings.seed)
     sec = Answer(KEY, TITLE, bool(len(tests)), csv={"fan_out_rho": rhos, "fan_out_tests": tests})
     if not len(tests):
@@ -23,7 +24,8 @@ def answer(ctx: Context) -> Answer:
                         "masks, a CV above 0 and the probe on).")
         return sec
     sec.text.append(
-        "Every seed is one network with its own connectivity masks: its Spearman rho over a layer's units between "
+        "Each cell's tuned trials (confirm stage where there is one). Every seed is one network with its own "
+        "connectivity masks: its Spearman rho over a layer's units between "
         "a unit's fan-out and its statistic is one independent draw. bias: the debiased squared bias of the unit's "
         "estimate (against the exact gradient, or uwm on the same episodes); var: its per-sample variance; speed: "
         "how far its incoming parameters moved since initialisation (at the last report). Shown where the "

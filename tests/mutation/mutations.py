@@ -478,6 +478,8 @@ MUTATIONS = [
       "p = float(sign_flip_p(x, seed)[()]) if n else np.nan", FAN_Q),
     m("fan_out.no_bonferroni", "analysis/fan_out.py",
       "alpha = (1 - level) / per_rule[key[0]]", "alpha = 1 - level", FAN_Q),
+    m("fan_out.power_without_the_p_value_floor", "analysis/fan_out.py",
+      "elif floor > alpha:", "elif floor > 1:", FAN_Q),
     m("fan_out.first_report_not_last", "analysis/fan_out.py",
       'd = d[d["episode"] == d.groupby(["run_id", "metric"])["episode"].transform("max")]',
       'd = d[d["episode"] == d.groupby(["run_id", "metric"])["episode"].transform("min")]', FAN_Q),
