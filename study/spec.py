@@ -50,7 +50,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
@@ -241,8 +241,10 @@ def check_path(path: str) -> None:
         if i == len(parts) - 1:
             return
         annotation = fields[part].annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            model = annotation
+        # an optional section (``fan_out: FanOutConfig | None``) has the sub-fields of its model
+        models = [a for a in (annotation, *get_args(annotation)) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if models:
+            model = models[0]
         elif part == "rule_options" and i == len(parts) - 2:
             return  # the rule checks its own options
         else:

@@ -185,6 +185,7 @@ def test_trial_config_validates_the_hidden_unit_type():
     assert cfg.sizes() == [3, 12, 1] and cfg.hidden_unit_type == CategoricalHidden(3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rule", ["uwm", "hwm", "wm", "reinforce", "ste"])
 def test_a_trial_of_categorical_hidden_units_learns_the_3bit_multiplexer(rule):
     """Hidden [8, 8] units of K = 3 values, Adam lr 0.03, batch 16, 24 000 episodes, 2 seeds: every rule runs the

@@ -177,6 +177,13 @@ class ProbeConfig(_Strict):
         return sorted(v)
 
 
+class FanOutConfig(_Strict):
+    cv: float = Field(0.0, ge=0, le=100, description="coefficient of variation of the hidden units' fan-outs "
+                      "(outgoing connections, counted in next-layer units) within a layer; 0: all equal")
+    density: float = Field(0.25, gt=0, le=1, description="fixed mean fan-out as a fraction of the next layer's "
+                           "units (the dense fan-out times this density; each unit keeps at least 1)")
+
+
 class TrialConfig(_Strict):
     name: str | None = Field(None, description="free label of this configuration (per member)")
     task: TaskConfig = Field(default_factory=TaskConfig, description="the task")
@@ -186,6 +193,10 @@ class TrialConfig(_Strict):
         "bernoulli", description="unit type of every hidden layer (spec 3.8): a categorical unit takes one of "
                                  "`categories` values, one-hot, with one logit per value")
     categories: int | None = Field(None, ge=2, le=64, description="values per categorical hidden unit (categorical only)")
+    fan_out: FanOutConfig | None = Field(
+        None, description="random connectivity masks (spec 3.9) on the weights between hidden layers: every hidden "
+                          "unit that feeds a hidden layer gets a fan-out drawn to this CV at a fixed mean, its targets "
+                          "at random, per member; masked weights stay 0. Needs two hidden layers; none: dense")
     rule: str = Field("uwm", description="learning rule: a name in uwm_model.rules.RULES")
     rule_options: dict[str, Any] = Field(default_factory=dict,
                                          description="rule options (spec 3.6); those a rule declares per_member "
@@ -269,6 +280,8 @@ class TrialConfig(_Strict):
             raise ValueError("hidden_units: categorical needs categories: K (values per unit, >= 2)")
         if self.hidden_units == "bernoulli" and self.categories is not None:
             raise ValueError("categories applies to hidden_units: categorical only")
+        if self.fan_out is not None:
+            self._check_fan_out()
         if isinstance(self.lr, list) and len(self.lr) != self.layers:
             raise ValueError(f"lr lists {len(self.lr)} learning rates for {self.layers} layers (hidden {self.hidden} + output)")
         for name in ("episodes", "report_every", "threshold_window"):
@@ -282,6 +295,16 @@ class TrialConfig(_Strict):
         if not low <= self.threshold <= high:
             raise ValueError(f"threshold={self.threshold} is outside the reward range [{low}, {high}]")
         return self
+
+    def _check_fan_out(self):
+        from .fanout import CV_TOLERANCE, max_fan_out_cv
+        if len(self.hidden) < 2:
+            raise ValueError("fan_out needs at least two hidden layers (it spreads the connections between them)")
+        for l, (n, n_next) in enumerate(zip(self.hidden[:-1], self.hidden[1:]), start=1):
+            top = max_fan_out_cv(n, n_next, self.fan_out.density)
+            if self.fan_out.cv > top + CV_TOLERANCE:
+                raise ValueError(f"fan_out cv {self.fan_out.cv:g} is out of reach for hidden layer {l} ({n} units "
+                                 f"feeding {n_next}) at density {self.fan_out.density:g}: at most {top:.2f}")
 
     # ------------------------------------------------------------------ derived
 

@@ -76,6 +76,19 @@ for _kind, _meaning in PROBE_KINDS.items():
     PER_SEED[f"at_reward_{{level}}_probe_{{label}}_{_kind}_l{{l}}"] = (
         f"probe_{{label}}_{_kind}_l{{l}} at reward level {{level}} (same state and episodes as at_reward_{{level}}_probe_*)")
 PER_SEED["at_reward_{level}_episode"] = "episode of the report whose state the probes at reward level {level} measured"
+# With fan_out connectivity masks (spec 3.9): per hidden layer l whose units fan out through a mask, Spearman's rho
+# over its units between a unit's fan-out and a per-unit statistic of the trained rule (NaN, so absent, when every
+# fan-out is equal). Not named probe_*: they are not per-layer probe kinds (PROBE_RE).
+FAN_OUT_KINDS = {
+    "bias": "debiased squared bias (mean d)^2 - var(d)/K of the unit's logit estimate, d = estimate - exact gradient "
+            "(small networks) or - uwm's estimate on the same episodes",
+    "var": "per-sample variance of the unit's logit estimate over the probe's K episodes",
+    "speed": "squared distance the unit's incoming weights and bias moved since initialisation",
+}
+for _kind, _meaning in FAN_OUT_KINDS.items():
+    PER_SEED[f"fanout_rho_{_kind}_l{{l}}"] = f"Spearman rho over the units of hidden layer l of fan-out against: {_meaning}"
+    PER_SEED[f"init_fanout_rho_{_kind}_l{{l}}"] = f"fanout_rho_{_kind}_l{{l}} on the initial parameters (episode 0)"
+    PER_SEED[f"at_reward_{{level}}_fanout_rho_{_kind}_l{{l}}"] = f"fanout_rho_{_kind}_l{{l}} at reward level {{level}}"
 INIT_PREFIX = "init_"
 LEVEL_PREFIX = "at_reward_"
 

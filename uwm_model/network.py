@@ -40,10 +40,13 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
 
 @dataclass
 class Network:
-    """A population of P independent networks. ``weights``/``biases`` are assignable lists."""
+    """A population of P independent networks. ``weights``/``biases`` are assignable lists. ``masks``: a fixed 0/1
+    connectivity mask per weight matrix ([P, n_{l+1}, n_l] or None for a dense layer; :mod:`uwm_model.fanout`),
+    or None when no layer has one; a masked weight is zero and its estimates are zero."""
 
     weights: list[torch.Tensor]
     biases: list[torch.Tensor]
+    masks: list[torch.Tensor | None] | None = None
 
     @property
     def sizes(self) -> list[int]:
@@ -61,16 +64,30 @@ class Network:
     def device(self) -> torch.device:
         return self.weights[0].device
 
+    def _masks(self, fn) -> list[torch.Tensor | None] | None:
+        return None if self.masks is None else [None if m is None else fn(m) for m in self.masks]
+
     def clone(self) -> "Network":
-        return Network([w.clone() for w in self.weights], [b.clone() for b in self.biases])
+        return Network([w.clone() for w in self.weights], [b.clone() for b in self.biases],
+                       self._masks(torch.Tensor.clone))
 
     def to(self, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> "Network":
-        return Network([w.to(device=device, dtype=dtype) for w in self.weights],
-                       [b.to(device=device, dtype=dtype) for b in self.biases])
+        convert = lambda t: t.to(device=device, dtype=dtype)   # noqa: E731
+        return Network([convert(w) for w in self.weights], [convert(b) for b in self.biases], self._masks(convert))
 
     def member(self, k: int) -> "Network":
         """Member k as a population of one."""
-        return Network([w[k:k + 1].clone() for w in self.weights], [b[k:k + 1].clone() for b in self.biases])
+        pick = lambda t: t[k:k + 1].clone()   # noqa: E731
+        return Network([pick(w) for w in self.weights], [pick(b) for b in self.biases], self._masks(pick))
+
+    def masked(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Weight-shaped tensors ([P, ..., n', n], e.g. per-sample estimates [P, B, n', n]) with the masked entries
+        set to exactly 0 (the tensors themselves when the network has no mask)."""
+        if self.masks is None:
+            return tensors
+        return [t if m is None else torch.where(m.reshape(m.shape[:1] + (1,) * (t.dim() - 3) + m.shape[1:]) != 0,
+                                                t, torch.zeros((), dtype=t.dtype, device=t.device))
+                for t, m in zip(tensors, self.masks)]
 
 
 def _member_values(value, population: int, name: str) -> list:
@@ -84,13 +101,16 @@ def _member_values(value, population: int, name: str) -> list:
     return value
 
 
-def init_member(sizes: Sequence[int], seed: int, outgoing_norm: float | None = None):
+def init_member(sizes: Sequence[int], seed: int, outgoing_norm: float | None = None, fan_out=None):
     """One member's parameters in float64 on the CPU, drawn from ``torch.Generator`` seeded ``seed``.
 
     ``W ~ U(-s, s)``, ``s = sqrt(6 / (n_in + n_out))``; ``b ~ U(-1e-3, 1e-3)``, drawn
-    ``W1, b1, W2, b2, ...`` with ``torch.rand`` (as in Chung's published code). With
-    ``outgoing_norm = c`` every column of every weight matrix but the first is rescaled to
-    Euclidean norm ``c``: the outgoing weight vector of each hidden unit.
+    ``W1, b1, W2, b2, ...`` with ``torch.rand`` (as in Chung's published code). ``fan_out`` = (cv, density,
+    categories) draws connectivity masks from the same generator after the parameters (so the unmasked weights
+    are the dense network's) and zeroes the masked weights (:func:`uwm_model.fanout.member_masks`). With
+    ``outgoing_norm = c`` every column of every weight matrix but the first is then rescaled to
+    Euclidean norm ``c``: the outgoing weight vector of each hidden unit. Returns (weights, biases, masks), masks
+    None without ``fan_out``.
     """
     gen = torch.Generator().manual_seed(int(seed))
     weights, biases = [], []
@@ -98,10 +118,15 @@ def init_member(sizes: Sequence[int], seed: int, outgoing_norm: float | None = N
         scale = math.sqrt(6.0 / (n_in + n_out))
         weights.append((2 * torch.rand(n_out, n_in, generator=gen, dtype=torch.float64) - 1) * scale)
         biases.append((2 * torch.rand(n_out, generator=gen, dtype=torch.float64) - 1) * 1e-3)
+    masks = None
+    if fan_out is not None:
+        from .fanout import member_masks
+        masks = member_masks(sizes, seed, *fan_out, generator=gen)
+        weights = [w if m is None else w * m for w, m in zip(weights, masks)]
     if outgoing_norm is not None:
         for w in weights[1:]:
             w *= outgoing_norm / w.norm(dim=0, keepdim=True).clamp_min(1e-300)
-    return weights, biases
+    return weights, biases, masks
 
 
 def init_network(
@@ -111,6 +136,7 @@ def init_network(
     outgoing_norm: float | Sequence[float | None] | None = None,
     dtype: torch.dtype | str = torch.float32,
     device: str | torch.device | None = "auto",
+    fan_out: tuple[float, float, int] | None = None,
 ) -> Network:
     """A population of ``population`` networks with layer sizes ``sizes = [d0, n1, ..., nL]``.
 
@@ -118,7 +144,8 @@ def init_network(
     sequence of seeds is given), so member k equals a population of one built with that seed,
     and adding members never changes the existing ones. ``outgoing_norm`` may be one value or
     one per member (packed sweeps). Parameters are drawn in float64 on the CPU and then cast,
-    so float32 and float64 networks, and CPU and CUDA ones, start from the same numbers.
+    so float32 and float64 networks, and CPU and CUDA ones, start from the same numbers. ``fan_out`` =
+    (cv, density, categories per hidden unit): random connectivity masks per member (:mod:`uwm_model.fanout`).
     """
     sizes = [int(s) for s in sizes]
     if len(sizes) < 2 or min(sizes) < 1:
@@ -133,10 +160,13 @@ def init_network(
     if len(sizes) == 2 and any(c is not None for c in norms):
         raise ValueError("outgoing_norm needs at least one hidden layer")
     dtype, device = resolve_dtype(dtype), resolve_device(device)
-    members = [init_member(sizes, s, c) for s, c in zip(seeds, norms)]
-    weights = [torch.stack([m[0][l] for m in members]).to(device=device, dtype=dtype) for l in range(len(sizes) - 1)]
-    biases = [torch.stack([m[1][l] for m in members]).to(device=device, dtype=dtype) for l in range(len(sizes) - 1)]
-    return Network(weights, biases)
+    members = [init_member(sizes, s, c, fan_out) for s, c in zip(seeds, norms)]
+    stack = lambda i, l: torch.stack([m[i][l] for m in members]).to(device=device, dtype=dtype)   # noqa: E731
+    weights = [stack(0, l) for l in range(len(sizes) - 1)]
+    biases = [stack(1, l) for l in range(len(sizes) - 1)]
+    masks = None if fan_out is None else [None if members[0][2][l] is None else stack(2, l)
+                                          for l in range(len(sizes) - 1)]
+    return Network(weights, biases, masks)
 
 
 def batched_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -60,8 +60,9 @@ class SGD:
         self.net, self.lrs = net, layer_learning_rates(lr, len(net.weights))
 
     def step(self, grad: Gradient) -> None:
+        masked = self.net.masked(grad.weights)     # a masked weight never moves
         for l, lr in enumerate(self.lrs):
-            self.net.weights[l] = sgd_update(self.net.weights[l], grad.weights[l], lr)
+            self.net.weights[l] = sgd_update(self.net.weights[l], masked[l], lr)
             self.net.biases[l] = sgd_update(self.net.biases[l], grad.biases[l], lr)
 
 
@@ -77,7 +78,8 @@ class Adam:
     def step(self, grad: Gradient) -> None:
         self.steps += 1
         L = len(self.lrs)
-        params, grads = self.net.weights + self.net.biases, grad.weights + grad.biases
+        # a masked weight's gradient is 0, so its moments stay 0 and its step is exactly 0
+        params, grads = self.net.weights + self.net.biases, self.net.masked(grad.weights) + grad.biases
         for i, (p, g) in enumerate(zip(params, grads)):
             params[i], self.m[i], self.v[i] = adam_update(
                 p, g, self.m[i], self.v[i], self.betas[0] ** self.steps, self.betas[1] ** self.steps, self.lrs[i % L],

@@ -73,10 +73,12 @@ def expected_reward(net: Network, task, hidden_units=None) -> torch.Tensor:
 
 def exact_gradient(net: Network, task, hidden_units=None) -> tuple[torch.Tensor, Gradient]:
     """``(J, grad)``: the exact expected reward [P] and its gradient (``grad.weights[l]``: [P, n_{l+1}, n_l]),
-    computed in float64 whatever the network's dtype."""
+    computed in float64 whatever the network's dtype; with respect to the free parameters of a masked network
+    (masked weights: gradient 0)."""
     with torch.enable_grad():
         params = [t.detach().to(torch.float64).requires_grad_(True) for t in net.weights + net.biases]
         L = len(net.weights)
         J = expected_reward(Network(params[:L], params[L:]), task, hidden_units)
         grads = torch.autograd.grad(J.sum(), params)
-    return J.detach(), Gradient(list(grads[:L]), list(grads[L:]))
+    # a masked weight is no parameter: its gradient is 0 (the derivative of J along it is not)
+    return J.detach(), Gradient(net.masked(list(grads[:L])), list(grads[L:]))

@@ -361,7 +361,8 @@ def estimate(rule: str, net: Network, task, x: Tensor, generator: torch.Generato
     samples of every layer (``torch.rand``, [P, B, draws of layer l] each: n_l for Bernoulli units, 1 for a
     categorical one) and then, for uwm, one U ~ U(0, 1) per hidden unit and sample (per unit and alternative value
     of a categorical hidden unit). ``hidden_units``: the hidden layers' unit type (default Bernoulli;
-    :func:`uwm_model.units.hidden_unit_type`). Options as in :data:`RULES`.
+    :func:`uwm_model.units.hidden_unit_type`). Options as in :data:`RULES`. A masked network's masked weights
+    are estimated as exactly 0 (the rules read the masked weights, which are zero, so nothing else changes).
     """
     if not isinstance(generator, torch.Generator):
         raise ValueError("estimate needs generator=torch.Generator(...): library code never uses the global RNG")
@@ -381,4 +382,4 @@ def estimate(rule: str, net: Network, task, x: Tensor, generator: torch.Generato
         R = task.score(targets.to(net.device).expand(P, B), ep.action).to(net.dtype)
     logit_grads = spec.fn(net.weights, ep, R, U, **opts)
     weights, biases = per_sample_parameters(logit_grads, ep)
-    return Estimate(weights, biases, R)
+    return Estimate(net.masked(weights), biases, R)

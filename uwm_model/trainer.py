@@ -27,6 +27,7 @@ import torch
 from . import streams
 from .metrics import DIVERGED, FINISHED, LEVEL_PREFIX, RUNNING, STOPPED, level_prefix, level_summary, threshold_median
 from .config import TrialConfig, per_member_fields
+from .fanout import fan_outs, rank_correlation, unit_statistics
 from .network import Network, init_network, resolve_device, resolve_dtype, sample_episode
 from .optim import adam_update, sgd_update
 from .oracle import exact_gradient, oracle_fits
@@ -145,9 +146,18 @@ class Trainer:
         self.probe_keys = streams.member_keys(self.seeds, streams.PROBE)
 
         # ---- state
+        fan_out = None if cfg.fan_out is None else (cfg.fan_out.cv, cfg.fan_out.density, cfg.categories or 1)
         net = init_network(self.sizes, population=P, seed=[s for _, s in members],
-                           outgoing_norm=[c.outgoing_norm for c, _ in members], dtype=dt, device=dev)
+                           outgoing_norm=[c.outgoing_norm for c, _ in members], dtype=dt, device=dev, fan_out=fan_out)
         self.theta = self.flatten(net.weights, net.biases)                      # [P, N]
+        # connectivity masks (cfg.fan_out): [P, N] bool, False on a masked weight; None without masks, and then
+        # the step has no masking op at all. The step zeroes a masked weight's gradient, so Adam's moments and the
+        # weight itself stay exactly 0.
+        self.masks = net.masks
+        self.mask = None if net.masks is None else self.flatten(
+            [torch.ones_like(w) if m is None else m for w, m in zip(net.weights, net.masks)],
+            [torch.ones_like(b) for b in net.biases]) != 0
+        self.init_theta = None if net.masks is None else self.theta.clone()   # per-unit learning speed (probe)
         self.adam_m = torch.zeros_like(self.theta)
         self.adam_v = torch.zeros_like(self.theta)
         self.beta1_power = torch.ones(P, 1, dtype=dt, device=dev)     # Adam's beta1^t, per member
@@ -270,6 +280,8 @@ class Trainer:
         logit_grads = self.rule.fn(weights, ep, reward, U, **self._rule_options(baseline))
         mean = batch_mean_parameters(logit_grads, ep)
         grad = self.flatten(mean.weights, mean.biases)
+        if self.mask is not None:
+            grad = torch.where(self.mask, grad, torch.zeros((), dtype=grad.dtype, device=grad.device))
 
         if self.cfg.optimizer == "adam":
             new_theta, new_m, new_v = adam_update(theta, grad, adam_m, adam_v, beta1_power * self.beta1,
@@ -532,15 +544,43 @@ class Trainer:
                     # would subtract (zero on the initial state, as for a learner that has not started)
                     cross[REWARD_BASELINE] = self.baseline[members].double()
                 rules.append((f"{c.name}_", RULES[c.rule], cross))
-        exact = self._exact_gradient(theta, weights)
+        exact = self._exact_gradient(theta, weights, members)
+        masks = [None if m is None else m.double() for m in self._member_masks(members) or [None] * len(weights)]
         out = {}
         for prefix, rule, options in rules:
             logit_grads = self._chunked_rule(rule, options, weights, ep, reward, U)
             mean = batch_mean_parameters(logit_grads, ep)
+            mean_weights = Network(mean.weights, mean.biases, masks).masked(mean.weights)
             for l, (g, h) in enumerate(zip(logit_grads, ep.h[:-1])):
-                stats = _layer_statistics(g, h, mean.weights[l], mean.biases[l], self.cfg.batch_size,
-                                          None if exact is None else (exact.weights[l], exact.biases[l]))
+                stats = _layer_statistics(g, h, mean_weights[l], mean.biases[l], self.cfg.batch_size,
+                                          None if exact is None else (exact.weights[l], exact.biases[l]), masks[l])
                 out.update({f"probe_{prefix}{kind}_l{l + 1}": value for kind, value in stats.items()})
+            if prefix == "" and self.masks is not None:
+                out.update(self._fan_out_probe(members, theta, weights, ep, reward, U, logit_grads, exact, masks))
+        return out
+
+    def _fan_out_probe(self, members, theta, weights, ep, reward, U, logit_grads, exact, masks) -> dict:
+        """With connectivity masks: per hidden layer l whose units fan out through a mask, Spearman's rho over its
+        units between the fan-out and each per-unit statistic of the trained rule
+        (:func:`uwm_model.fanout.unit_statistics`; ``fanout_rho_{bias,var,speed}_l{l}``, NaN where every
+        fan-out is equal). The bias is against the exact gradient where the oracle fits, else against uwm's
+        estimates on the same episodes (unbiased; no bias row when uwm is the trained rule)."""
+        K = self.cfg.categories or 1
+        reference, paired = None, False
+        if exact is None and self.cfg.rule != "uwm":
+            reference, paired = self._chunked_rule(RULES["uwm"], RULES["uwm"].defaults, weights, ep, reward, U), True
+        w0, b0 = self.unflatten(self.init_theta[members].double())
+        _, biases = self.unflatten(theta)
+        out = {}
+        for l, mask in enumerate(masks):
+            if mask is None:
+                continue
+            fan = fan_outs(mask, K)                                                 # hidden layer l's units
+            change = (weights[l - 1] - w0[l - 1]).pow(2).sum(-1) + (biases[l - 1] - b0[l - 1]).pow(2)
+            ref = None if reference is None and exact is None else \
+                (reference[l - 1] if paired else exact.biases[l - 1])
+            for kind, value in unit_statistics(logit_grads[l - 1], ref, paired, change, K).items():
+                out[f"fanout_rho_{kind}_l{l}"] = rank_correlation(fan, value)
         return out
 
     @torch.no_grad()
@@ -602,11 +642,15 @@ class Trainer:
             parts.append(rule.fn(weights, part, reward[:, s], [u[:, s] for u in U], **options))
         return [torch.cat(layer, 1) for layer in zip(*parts)]
 
-    def _exact_gradient(self, theta, weights) -> Gradient | None:
-        if self.task.num_inputs > 2**12 or not oracle_fits(self.sizes, self.task, self.P):
+    def _exact_gradient(self, theta, weights, members) -> Gradient | None:
+        hidden = self.cfg.hidden_unit_type
+        if self.task.num_inputs > 2**12 or not oracle_fits(self.sizes, self.task, self.P, hidden):
             return None
         _, biases = self.unflatten(theta)
-        return exact_gradient(Network(list(weights), list(biases)), self.task)[1]
+        return exact_gradient(Network(list(weights), list(biases), self._member_masks(members)), self.task, hidden)[1]
+
+    def _member_masks(self, members) -> list[torch.Tensor | None] | None:
+        return None if self.masks is None else [None if m is None else m[members] for m in self.masks]
 
     @torch.no_grad()
     def _report(self, window_rewards: torch.Tensor) -> Report:
@@ -643,7 +687,8 @@ class Trainer:
                 # a noise-to-signal ratio without a positive signal estimate is undefined, and a reward level
                 # not reached yet has no probe: absent, not NaN
                 row = {k: v[m] for k, v in values.items()
-                       if not (math.isnan(v[m]) and ("_nsr_l" in k or k.startswith(LEVEL_PREFIX)))}
+                       if not (math.isnan(v[m]) and ("_nsr_l" in k or "fanout_rho_" in k
+                                                     or k.startswith(LEVEL_PREFIX)))}
                 row["diverged"] = float(diverged_at[m] >= 0)
                 if diverged_at[m] >= 0:
                     row["diverged_at"] = float(diverged_at[m])
@@ -699,11 +744,12 @@ class Trainer:
         return trainer
 
 
-def _layer_statistics(g, h, mean_w, mean_b, batch: int, exact) -> dict[str, torch.Tensor]:
+def _layer_statistics(g, h, mean_w, mean_b, batch: int, exact, mask=None) -> dict[str, torch.Tensor]:
     """A layer's probe statistics ([P] each) from its per-sample logit gradients g [P, K, n_out], inputs
     h [P, K, n_in] and mean estimate (mean_w, mean_b); with ``exact`` = (weights, biases) of the exact
     gradient also the bias measures. The per-sample estimate x_k = (g_k h_k^T, g_k) is never formed:
-    its inner products with any (M, c) are sum_o g_ko ((M h_k)_o + c_o).
+    its inner products with any (M, c) are sum_o g_ko ((M h_k)_o + c_o). With a connectivity ``mask``
+    ([P, n_out, n_in]) x_k's masked entries are 0 (mean_w and the exact weights are masked by the caller).
 
     The debiased squared bias is the U-statistic sum_{j != k} d_j.d_k / (K (K - 1)) of d_k = x_k - exact,
     which equals ||mean - exact||^2 - V/K and is unbiased for ||E x - exact||^2; its standard error is the
@@ -718,7 +764,10 @@ def _layer_statistics(g, h, mean_w, mean_b, batch: int, exact) -> dict[str, torc
     def sq(w, b):
         return w.pow(2).sum((1, 2)) + b.pow(2).sum(1)
 
-    x_sq = g.pow(2).sum(-1) * (h.pow(2).sum(-1) + 1)                 # ||x_k||^2
+    if mask is None:
+        x_sq = g.pow(2).sum(-1) * (h.pow(2).sum(-1) + 1)             # ||x_k||^2
+    else:
+        x_sq = (g.pow(2) * (torch.einsum("pki,poi->pko", h.pow(2), mask) + 1)).sum(-1)
     mean_sq = sq(mean_w, mean_b)
     var = (x_sq.sum(1) - K * mean_sq) / (K - 1)                       # V, ddof 1
     signal_sq = mean_sq - var / K                                     # unbiased for ||E x||^2
@@ -746,6 +795,8 @@ def _layer_statistics(g, h, mean_w, mean_b, batch: int, exact) -> dict[str, torc
     # positively dependent: under H0 the ratio leans negative)
     half = K // 2
     a_w = torch.einsum("pko,pki->poi", g[:, :half], h[:, :half]) / half - e_w
+    if mask is not None:
+        a_w = a_w * mask
     a_b = g[:, :half].mean(1) - e_b
     b_w = (K * mean_w - half * (a_w + e_w)) / (K - half) - e_w
     b_b = (K * mean_b - half * (a_b + e_b)) / (K - half) - e_b

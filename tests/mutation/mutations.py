@@ -39,6 +39,11 @@ NAMES = ["tests/test_tracking_layout.py::test_child_runs_are_named_by_what_tells
 FIGS = "tests/test_report_figures.py"
 DATA_TRAIN_ONLY = "tests/test_datasets.py::test_training_draws_only_training_images_and_evaluation_reads_the_whole_test_split"
 
+FAN = "tests/test_fan_out.py"
+FAN_TRAIN = f"{FAN}::test_masked_weights_and_their_adam_moments_stay_exactly_zero_in_training[uwm-adam]"
+FAN_PROBE = f"{FAN}::test_probe_metrics_of_a_masked_net_match_an_independent_computation"
+FAN_Q = "tests/test_fan_out_analysis.py"
+
 
 def m(name, file, original, mutant, tests):
     return {"name": name, "file": file, "original": original, "mutant": mutant,
@@ -500,4 +505,50 @@ MUTATIONS = [
       "for _, one in list(seeds)[:MAX_SEED_LINES]:", "for _, one in list(seeds)[:1]:", FIGS),
     m("variance_speed.lr_grid_any_rate", "analysis/questions/variance_speed.py",
       "[\"lr\"].nunique() > 1).sum())", "[\"lr\"].nunique() > 0).sum())", FIGS),
+    m("trainer.fan_out_gradient_not_masked", "uwm_model/trainer.py",
+      "grad = torch.where(self.mask, grad, torch.zeros((), dtype=grad.dtype, device=grad.device))", "grad = grad",
+      FAN_TRAIN),
+    m("rules.estimate_of_masked_weights_kept", "uwm_model/rules.py",
+      "return Estimate(net.masked(weights), biases, R)", "return Estimate(weights, biases, R)",
+      f"{FAN}::test_biased_rules_are_caught_on_masked_nets[wm-{{}}]"),
+    m("oracle.gradient_of_masked_weights_kept", "uwm_model/oracle.py",
+      "return J.detach(), Gradient(net.masked(list(grads[:L])), list(grads[L:]))",
+      "return J.detach(), Gradient(list(grads[:L]), list(grads[L:]))",
+      f"{FAN}::test_the_oracle_of_a_masked_net_is_the_dense_oracle_with_zero_weights"),
+    m("optim.adam_moments_of_masked_weights", "uwm_model/optim.py",
+      "params, grads = self.net.weights + self.net.biases, self.net.masked(grad.weights) + grad.biases",
+      "params, grads = self.net.weights + self.net.biases, grad.weights + grad.biases",
+      f"{FAN}::test_the_optimiser_classes_keep_masked_weights_at_zero"),
+    m("fanout.counts_not_dealt_at_random", "uwm_model/fanout.py",
+      "dealt = counts[torch.randperm(units, generator=generator)]", "dealt = counts",
+      f"{FAN}::test_masks_are_per_member_seeded_and_deal_the_profile"),
+    m("fanout.rounding_leaves_a_connection_out", "uwm_model/fanout.py",
+      "counts[room.argsort(descending=True, stable=True)[:short]] += 1",
+      "counts[room.argsort(descending=True, stable=True)[:short - 1]] += 1",
+      f"{FAN}::test_fan_out_profiles_hit_the_cv_at_a_fixed_mean"),
+    m("fanout.ties_not_averaged", "uwm_model/fanout.py",
+      "return below.to(torch.float64) + (ties.to(torch.float64) - 1) / 2", "return below.to(torch.float64)",
+      f"{FAN}::test_rank_correlation_and_the_debiased_unit_bias"),
+    m("fanout.unit_bias_not_debiased", "uwm_model/fanout.py",
+      'out["bias"] = blocks(d.mean(1).pow(2) - d.var(1) / K)', 'out["bias"] = blocks(d.mean(1).pow(2))',
+      [f"{FAN}::test_rank_correlation_and_the_debiased_unit_bias", FAN_PROBE]),
+    m("trainer.probe_counts_masked_entries", "uwm_model/trainer.py",
+      'x_sq = (g.pow(2) * (torch.einsum("pki,poi->pko", h.pow(2), mask) + 1)).sum(-1)',
+      "x_sq = g.pow(2).sum(-1) * (h.pow(2).sum(-1) + 1)", FAN_PROBE),
+    m("trainer.fan_out_speed_from_outgoing_weights", "uwm_model/trainer.py",
+      "change = (weights[l - 1] - w0[l - 1]).pow(2).sum(-1) + (biases[l - 1] - b0[l - 1]).pow(2)",
+      "change = (weights[l] - w0[l]).pow(2).sum(-2) + (biases[l - 1] - b0[l - 1]).pow(2)", FAN_PROBE),
+    m("config.fan_out_cv_bound_loose", "uwm_model/config.py",
+      "if self.fan_out.cv > top + CV_TOLERANCE:", "if self.fan_out.cv > 2 * top:",
+      f"{FAN}::test_fan_out_config_is_validated_in_one_line"),
+    m("fan_out.one_sided_test", "analysis/fan_out.py",
+      "p = float(min(1.0, 2 * min(sign_flip_p(x, seed), sign_flip_p(-x, seed)))) if n else np.nan",
+      "p = float(sign_flip_p(x, seed)[()]) if n else np.nan", FAN_Q),
+    m("fan_out.no_bonferroni", "analysis/fan_out.py",
+      "alpha = (1 - level) / per_rule[key[0]]", "alpha = 1 - level", FAN_Q),
+    m("fan_out.power_without_the_p_value_floor", "analysis/fan_out.py",
+      "elif floor > alpha:", "elif floor > 1:", FAN_Q),
+    m("fan_out.first_report_not_last", "analysis/fan_out.py",
+      'd = d[d["episode"] == d.groupby(["run_id", "metric"])["episode"].transform("max")]',
+      'd = d[d["episode"] == d.groupby(["run_id", "metric"])["episode"].transform("min")]', FAN_Q),
 ]
