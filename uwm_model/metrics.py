@@ -213,6 +213,8 @@ def unit(name: str) -> str:
     probe = PROBE_RE.match(name.replace("{l}", "1").replace("{label}", "x").replace("{level}", "0.5"))
     if probe:
         return _PROBE_UNITS[probe["kind"]]
+    if "fanout_rho" in name:
+        return "rank correlation, -1 to 1"
     if name == "seconds_per_episode":
         return "seconds per episode per member"
     if name == "eval_accuracy":
