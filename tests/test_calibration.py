@@ -335,6 +335,55 @@ def test_the_exact_noise_to_signal_ratio_is_defined_and_unbiased_where_the_debia
     assert np.isfinite(new).all() and new.mean() == pytest.approx(truth, rel=0.03)
 
 
+def test_the_reference_noise_to_signal_ratio_recovers_the_truth_where_the_debiased_one_cannot():
+    """Finding 8 where no exact gradient exists, planted: a 16 x 16 layer (272 entries of mean 0.02, sd 3:
+    true V / ||∇J||² = 9 / 0.02²), 1 000 states. The probe's own debiased nsr at K = 128 is undefined in
+    most states and, where defined, far below the truth (selection on the draws kept). The reference
+    (uwm_model.signal: 16 groups, K doubled from 256 until S > 3 se) resolves every state, its K grows to
+    what the signal needs (measured median 16 384, far above 128), and V / S recovers the truth within 6 %
+    (measured 0.966: the stopping rule leans it a little low)."""
+    from uwm_model.signal import GROUPS, reference_signal
+
+    gen = torch.Generator().manual_seed(17)
+    P, K, n, mean_g, sd = 1000, 128, 16, 0.02, 3.0
+    g = mean_g + sd * torch.randn(P, K, n, generator=gen, dtype=torch.float64)
+    h = torch.ones(P, K, n, dtype=torch.float64)
+    probe = _layer_statistics(g, h, torch.einsum("pko,pki->poi", g, h) / K, g.mean(1), 1, None)
+    truth = sd ** 2 / mean_g ** 2
+    old = probe["nsr"].numpy()
+    assert np.isnan(old).mean() > 0.4 and np.nanmean(old) < 0.5 * truth
+
+    def draw(index, round_, per_group):
+        # a group sum of per_group samples x_k = (g_k 1^T, g_k): each g entry counted n + 1 times
+        s = per_group * mean_g + math.sqrt(per_group) * sd * torch.randn(len(index), GROUPS, n, generator=gen,
+                                                                           dtype=torch.float64)
+        return [s.repeat(1, 1, n + 1)]
+
+    ref = reference_signal(draw, P, 256, 1 << 20)
+    new = (probe["var"] / ref.signal[0]).numpy()
+    assert np.isfinite(new).all() and ref.samples.median() > 16 * K
+    assert new.mean() == pytest.approx(truth, rel=0.06), new.mean() / truth
+
+
+def test_the_reference_refuses_a_state_it_cannot_resolve():
+    """A zero gradient never resolves: the state is refused (NaN) at the cap, not given a ratio; and the cap
+    is respected."""
+    from uwm_model.signal import GROUPS, reference_signal
+
+    gen = torch.Generator().manual_seed(18)
+
+    def draw(index, round_, per_group):
+        mean = torch.tensor([0.0, 1.0], dtype=torch.float64)[index].view(-1, 1, 1)
+        return [per_group * mean + math.sqrt(per_group) * torch.randn(len(index), GROUPS, 8, generator=gen,
+                                                                      dtype=torch.float64)]
+
+    ref = reference_signal(draw, 2, 256, 4096)
+    assert math.isnan(ref.signal[0][0]) and ref.samples[0] == 4096
+    assert ref.signal[0][1] == pytest.approx(8.0, rel=0.5) and ref.samples[1] < 4096
+    with pytest.raises(ValueError):
+        reference_signal(draw, 2, 16, 4096)
+
+
 def test_a_mild_shared_slowdown_with_unequal_fixed_costs_gives_no_spurious_exponent_difference():
     """The subtler trap: both rules exactly O(n²), uwm's power-law part 3x reinforce's (so the fixed cost
     weighs differently in the two fits), a shared 1.5x slowdown at width 256. Both fits look good (R² >= 0.98)
