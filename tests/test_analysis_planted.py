@@ -580,3 +580,50 @@ def test_scaling_fits_the_scale_free_noise_per_layer():
     fits = scaling_fits(data, n_boot=200)[0].set_index("quantity")
     assert fits.loc["noise_to_signal_l1", "exponent"] == pytest.approx(0.5, abs=0.05)
     assert fits.loc["noise_to_signal_l2", "exponent"] == pytest.approx(0.0, abs=0.05)
+
+
+def test_the_reference_noise_is_fitted_per_layer_with_its_undefined_share_and_no_false_power_law():
+    """Findings 7 and 8 where no exact gradient exists (nsr_ref). Planted, 6 widths x 4 seeds: layer 1's ratio
+    is w²/8 + 3w (the parameter count's shape: local slopes rising 1.34 → 1.89), layer 2's is 7·w^0.5. The
+    debiased nsr is logged for one seed in four (undefined in 75 %); the reference refused one state at width
+    256 in layer 2. Layer 1 gets no exponent (lack of fit) but its local slopes; layer 2 gets 0.5 with an
+    interval; every noise line carries the undefined and refused shares."""
+    from analysis.questions import Answer
+    from analysis.questions.scaling import noise_lines
+    from analysis.scaling import scaling_data, scaling_fits
+
+    rng = np.random.default_rng(19)
+    widths = [8, 16, 32, 64, 128, 256]
+    trials = [_trial(f"uwm-{w}", f"rule=uwm|hidden=[{w}, {w}]", width=w, hidden=[w, w],
+                     final_episodes_to_threshold_mean=500.0) for w in widths]
+    rows = []
+    for w in widths:
+        for s in range(4):
+            noise = np.exp(0.05 * rng.standard_normal(2))
+            rows += [(f"uwm-{w}", 250, s, "eval_reward", 0.5),
+                     (f"uwm-{w}", 250, s, "init_probe_var_l1", 1.0), (f"uwm-{w}", 250, s, "init_probe_var_l2", 1.0),
+                     (f"uwm-{w}", 250, s, "init_probe_ref_samples_l1", 4096.0),
+                     (f"uwm-{w}", 250, s, "init_probe_ref_samples_l2", 4096.0),
+                     (f"uwm-{w}", 250, s, "init_probe_nsr_ref_l1", (w * w / 8 + 3 * w) * noise[0])]
+            if not (w == 256 and s == 0):
+                rows.append((f"uwm-{w}", 250, s, "init_probe_nsr_ref_l2", 7.0 * w ** 0.5 * noise[1]))
+            if s == 0:
+                rows += [(f"uwm-{w}", 250, s, "init_probe_nsr_l1", 0.01), (f"uwm-{w}", 250, s, "init_probe_nsr_l2", 0.01)]
+    data = scaling_data(_study(trials, rows))
+    assert data.attrs["noise_source"].startswith("a REINFORCE reference")
+    undefined = data.attrs["undefined"].set_index(["quantity", "width"])
+    assert (undefined["debiased_undefined"] == 0.75).all() and (undefined["states"] == 4).all()
+    assert undefined.loc[("noise_to_signal_l2", 256), "reference_refused"] == 0.25
+    assert undefined.loc[("noise_to_signal_l1", 256), "reference_refused"] == 0.0
+    fits, objs = scaling_fits(data, n_boot=200)
+    fits = fits.set_index("quantity")
+    l1, l2 = fits.loc["noise_to_signal_l1"], fits.loc["noise_to_signal_l2"]
+    assert l1["verdict"].startswith("no single exponent") and l1["lack_of_fit_p"] < 0.01
+    slopes = [float(v) for v in l1["local_slopes"].split(", ")]
+    assert slopes == sorted(slopes) and slopes[0] < 1.45 and slopes[-1] > 1.8
+    assert l2["verdict"].startswith("exponent 0.5") and l2["exponent_lo"] < 0.5 < l2["exponent_hi"]
+    sec = Answer("scaling", "Scaling", True)
+    noise_lines(sec, data, fits.reset_index())
+    lines = dict(sec.answer)
+    assert "undefined in 75%–75% of states" in lines["noise exponent, layer 1, uwm"]
+    assert "reference refused in 25% at most" in lines["noise exponent, layer 2, uwm"]
