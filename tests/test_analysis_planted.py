@@ -627,3 +627,32 @@ def test_the_reference_noise_is_fitted_per_layer_with_its_undefined_share_and_no
     lines = dict(sec.answer)
     assert "undefined in 75%–75% of states" in lines["noise exponent, layer 1, uwm"]
     assert "reference refused in 25% at most" in lines["noise exponent, layer 2, uwm"]
+
+
+def test_the_pi_figure_plots_relative_bias_against_the_per_weight_radius():
+    """Deliverable 3's figure: relative bias at initialisation against the layer's largest |W_ji| / radius,
+    not the column norm. Planted: layer 1's largest ratio stays below 1 up to norm 4 (its |W| 2.6–3.0 < π,
+    finding 3), layer 2's passes 1 at norm 3.5; the points sit at the planted ratios, with the 10 % line and
+    the radius (ratio 1) drawn, the layout clean; a study without the metric gets no such figure."""
+    from analysis.figures import layout_problems, pi_boundary_figure
+
+    rows = []
+    for label in ("hwm_order-3", "uwm"):
+        for norm_c in (1.0, 2.0, 3.5, 4.0):
+            for layer, ratio in ((1, 0.2 * norm_c), (2, 0.3 * norm_c)):
+                rel = 0.3 if (label != "uwm" and ratio > 1) else 0.02
+                rows.append({"label": label, "context": "", "outgoing_norm": norm_c, "layer": layer,
+                             "radius_ratio": ratio, "bias_sq": rel ** 2, "bias_sq_lo": 0.0,
+                             "bias_sq_hi": (1.5 * rel) ** 2, "exact_sq": 1.0, "relative_bias": rel})
+    init = pd.DataFrame(rows)
+    fig = pi_boundary_figure(init)
+    ax = fig.axes[0]
+    xs = sorted({round(float(x), 6) for line in ax.get_lines() for x in line.get_xdata() if len(line.get_xdata()) > 2})
+    assert xs == sorted({round(r, 6) for r in init["radius_ratio"]})
+    flat = [line for line in ax.get_lines() if len(set(line.get_ydata())) == 1 and len(line.get_ydata()) == 2]
+    assert any(line.get_ydata()[0] == 0.1 for line in flat)
+    assert any(list(line.get_xdata()) == [1.0, 1.0] for line in ax.get_lines())
+    assert "|W_ji| / sqrt(z'_j² + π²)" in fig._supxlabel.get_text()
+    assert layout_problems(fig) == []
+    with pytest.raises(ValueError):
+        pi_boundary_figure(init.drop(columns="radius_ratio"))

@@ -123,3 +123,30 @@ def test_nsr_ref_is_logged_on_a_net_without_the_exact_gradient():
     assert all(f"init_probe_nsr_ref_l{l}" in row or row["init_probe_ref_samples_l1"] == 4096 for l in (1, 2))
     off = list(um.Trainer(um.TrialConfig(**base, probe={"samples": 32})).run())[-1].points[0].per_seed[0]
     assert not any("nsr_ref" in k or "ref_samples" in k for k in off)
+
+
+def test_the_taylor_radius_metrics_match_a_direct_count():
+    """init_beyond_radius and init_radius_ratio against a loop over episodes and weights on the probe's own
+    episodes: the fraction of |W_ji| > sqrt(z'_j² + π²) and the mean over episodes of the largest ratio."""
+    import math
+
+    K = 16
+    cfg = um.TrialConfig(rule="hwm", task={"address_bits": 1}, hidden=[3, 2], seeds=2, seed=4, batch_size=2,
+                         episodes=16, report_every=16, outgoing_norm=5.0, dtype="float64", device="cpu",
+                         compile="off", probe={"samples": K})
+    trainer = um.Trainer(cfg)
+    trainer._prepare()
+    got = trainer._taylor_radius(0)
+    weights, ep, _, _ = trainer._draw_episode(trainer.theta.double(), trainer.probe_keys, 0, K, True)
+    for l in (1, 2):
+        w, z = weights[l], ep.z[l]            # hidden layer l's outgoing weights, the next layer's logits
+        for m in range(2):
+            beyond, largest = 0, 0.0
+            for k in range(K):
+                ratios = [abs(w[m, j, i].item()) / math.sqrt(z[m, k, j].item() ** 2 + math.pi ** 2)
+                          for j in range(w.shape[1]) for i in range(w.shape[2])]
+                beyond += sum(r > 1 for r in ratios)
+                largest += max(ratios)
+            assert got[f"init_beyond_radius_l{l}"][m].item() == pytest.approx(beyond / (K * w.shape[1] * w.shape[2]))
+            assert got[f"init_radius_ratio_l{l}"][m].item() == pytest.approx(largest / K)
+    assert 0 < got["init_beyond_radius_l1"].mean() < 1

@@ -40,6 +40,9 @@ PER_SEED = {
     "init_beyond_radius_l{l}": "on the initial parameters, over the probe's episodes: fraction of (unit i of hidden "
                                "layer l, unit j of the next layer, episode) with |W_ji| > sqrt(z'_j^2 + pi^2), the "
                                "radius of convergence of hwm's Taylor series of sigmoid around z'_j",
+    "init_radius_ratio_l{l}": "on the initial parameters, over the probe's episodes: the mean of the largest |W_ji| / "
+                              "sqrt(z'_j^2 + pi^2) over (unit i of hidden layer l, unit j of the next layer): the "
+                              "per-weight axis of the pi boundary (above 1, some weight is beyond hwm's Taylor radius)",
 }
 AGGREGATES = {"mean": "mean over seeds", "std": "standard deviation over seeds (ddof 1; 0 for one seed)",
               "sem": "standard error of the mean over seeds"}

@@ -611,12 +611,14 @@ class Trainer:
 
     @torch.no_grad()
     def _taylor_radius(self, counter: int) -> dict[str, torch.Tensor]:
-        """Where the initial outgoing weights sit against hwm's Taylor radius (the ``init_unit_max_outgoing``
-        and ``init_beyond_radius`` metrics), on the probe's episodes of ``counter``, over chunks of samples."""
+        """Where the initial outgoing weights sit against hwm's Taylor radius (the ``init_unit_max_outgoing``,
+        ``init_beyond_radius`` and ``init_radius_ratio`` metrics), on the probe's episodes of ``counter``, over
+        chunks of samples."""
         weights, _ = self.unflatten(self.theta.double())
         out = {f"init_unit_max_outgoing_l{l}": w.abs().amax(1).mean(1) for l, w in enumerate(weights[1:], start=1)}
         K = self.cfg.probe.samples
         beyond = [torch.zeros(self.P, dtype=torch.float64, device=self.device) for _ in weights[1:]]
+        ratio = [torch.zeros(self.P, dtype=torch.float64, device=self.device) for _ in weights[1:]]
         for members in self._member_slices(K * sum(self._draws_per_episode(True))):
             theta = self.theta[members].double()
             w_all, ep, _, _ = self._draw_episode(theta, self.probe_keys[members], counter, K, True)
@@ -627,8 +629,10 @@ class Trainer:
                     z = ep.z[l + 1][:, start: start + chunk]                       # [m, c, n_out]
                     radius = (z.pow(2) + math.pi ** 2).sqrt().unsqueeze(-1)          # [m, c, n_out, 1]
                     beyond[l][members] += (w.abs().unsqueeze(1) > radius).double().sum((1, 2, 3))
-        for l, (w, count) in enumerate(zip(weights[1:], beyond), start=1):
+                    ratio[l][members] += (w.abs().unsqueeze(1) / radius).amax((2, 3)).sum(1)
+        for l, (w, count, largest) in enumerate(zip(weights[1:], beyond, ratio), start=1):
             out[f"init_beyond_radius_l{l}"] = count / (K * w.shape[1] * w.shape[2])
+            out[f"init_radius_ratio_l{l}"] = largest / K
         return out
 
     def _chunked_rule(self, rule, options, weights, ep, reward, U) -> list[torch.Tensor]:

@@ -153,4 +153,8 @@ def _pi_section(study: Study, table: pd.DataFrame, level: float,
         sec.figures.append(("norm_stress", F.norm_stress_figure(table, init if len(init) else None)))
     except ValueError as exc:
         sec.text.append(f"(No figure: {exc}.)")
+    try:
+        sec.figures.append(("pi_boundary", F.pi_boundary_figure(init)))
+    except ValueError as exc:
+        sec.text.append(f"(No per-weight π figure: {exc}.)")
     return sec
