@@ -305,7 +305,8 @@ def _init_bias_study(seed=0):
         for s in range(12):
             rows += [(rid, 250, s, "eval_reward", 0.5), (rid, 250, s, "diverged", 0.0),
                      (rid, 250, s, "init_unit_max_outgoing_l1", 0.75 * c), (rid, 250, s, "init_beyond_radius_l1",
-                                                                             float(c > math.pi) * 0.25)]
+                                                                             float(c > math.pi) * 0.25),
+                     (rid, 250, s, "init_radius_ratio_l1", 0.3 * c)]
             for label, planted in labels.items():
                 for layer in (1, 2):
                     value = (planted(c) if layer == 1 else 0.0) + 0.005 * rng.standard_normal()
@@ -335,6 +336,7 @@ def test_pi_boundary_from_the_debiased_bias_at_initialisation():
     row = table[(table["label"] == "hwm_order-3") & (table["outgoing_norm"] == 4.0) & (table["layer"] == 1)].iloc[0]
     assert row["relative_bias"] == pytest.approx(math.sqrt(0.15), rel=0.05)
     assert row["unit_max_outgoing"] == pytest.approx(3.0) and row["beyond_radius"] == pytest.approx(0.25)
+    assert row["radius_ratio"] == pytest.approx(1.2)
     assert table["beyond_radius"].dropna().between(0, 1).all()          # a fraction (the old code: 1 750)
     inter = order_norm_interaction(table)
     assert inter["order_below"] < 0 and inter["order_x_above"] > 0 and inter["order_x_above_p"] < 0.01

@@ -287,6 +287,53 @@ def test_restricted_mean_interval_covers():
     assert np.mean([c.rmst_lo <= truth <= c.rmst_hi for c in cover]) >= 0.93
 
 
+def test_kaplan_meier_median_interval_covers():
+    """The KM median's interval (statsmodels' Brookmeyer-Crowley, as km_summary reports it) at 8 seeds,
+    exponential times of mean 1 000 censored at 2 000: covers the true median 1 000 ln 2 in >= 93 % of 400
+    simulations (measured 95.3 %)."""
+    from analysis.stats import km_summary
+
+    rng = np.random.default_rng(30)
+    truth, tau = 1000 * math.log(2), 2000.0
+    times = rng.exponential(1000, size=(400, 8))
+    cover = [km_summary(t, t <= tau, tau, n_boot=20, seed=i) for i, t in enumerate(times)]
+    assert np.mean([c.median_lo <= truth <= c.median_hi for c in cover]) >= 0.93
+
+
+@pytest.mark.slow
+def test_the_restricted_mean_comparison_holds_its_level_and_covers():
+    """The fastest-rule comparison RMST(rule) - RMST(ref) (analysis.fastest._difference, expanded bootstrap), 8
+    seeds each, censored at 2 000. Under H0 (both exponential of mean 1 000) the interval excludes 0 in at most
+    5 % + 2 % of 1 000 simulations, paired (same seeds) and unpaired (measured 5.8 % and 2.9 % over 2 000: the
+    unpaired one is conservative); against a planted difference (means 1 000 and 1 500) it covers the true
+    RMST difference in >= 93 % of 400 (measured 96.3 %)."""
+    import pandas as pd
+
+    from analysis.fastest import _difference
+
+    rng = np.random.default_rng(32)
+    tau = 2000.0
+
+    def frame(x, seeds):
+        return pd.DataFrame({"episodes_to_threshold": np.minimum(x, tau), "reached": x <= tau}, index=seeds)
+
+    def rmst(mu):
+        return mu * (1 - math.exp(-tau / mu))
+
+    a, b, c = (rng.exponential(mu, size=(1000, 8)) for mu in (1000, 1000, 1500))
+    excluded = {"paired": [], "unpaired": []}
+    covered = []
+    for i in range(1000):
+        for kind, seeds in (("paired", range(8)), ("unpaired", range(8, 16))):
+            d = _difference(frame(a[i], range(8)), frame(b[i], seeds), tau, 500, 0.95, i)
+            excluded[kind].append(d["difference_lo"] > 0 or d["difference_hi"] < 0)
+        if i < 400:
+            d = _difference(frame(a[i], range(8)), frame(c[i], range(8, 16)), tau, 500, 0.95, i)
+            covered.append(d["difference_lo"] <= rmst(1000) - rmst(1500) <= d["difference_hi"])
+    assert all(np.mean(v) <= LEVEL + 0.02 for v in excluded.values()), {k: np.mean(v) for k, v in excluded.items()}
+    assert np.mean(covered) >= 0.93, np.mean(covered)
+
+
 def test_power_law_exponent_interval_covers():
     """Width exponents (stratified bootstrap, 4 seeds per width, 6 widths, log-normal noise of sd 0.2): the
     interval covers the planted 1.5 in >= 93 % of 400 simulations (measured 97 %)."""
@@ -452,6 +499,28 @@ def test_the_usable_learning_rate_range_holds_the_true_best_rate():
     assert np.mean(held) >= 0.95
     assert np.mean(excess) > 0 and np.mean(covered) < 0.93
     assert "picked and scored on the same seeds" in answer_text(row)
+
+
+def test_the_usable_learning_rate_range_under_a_flat_truth():
+    """The usable range's level, planted H0: every rate equally good (AUC 0.4, 8 rates, 8 seeds of sd 0.05,
+    the cells' expanded bootstrap intervals). A rate leaves the range only when its interval lies wholly
+    below the best's, but the best is the maximum of 8 (winner's curse), so the range comes out narrower
+    than the grid in 13 % of 400 simulations (measured), not 5 %: the range is a description, not a test of
+    sensitivity, and the answer gives it no verdict word. This pins the rate (at most 20 %) and the wording."""
+    from analysis.lr_sensitivity import answer_text, curve_summary
+    from analysis.stats import bootstrap_ci
+
+    rng = np.random.default_rng(33)
+    lr = 10.0 ** np.arange(-4, 0, 0.5)
+    seeds = 0.4 + 0.05 * rng.standard_normal((400, lr.size, 8))
+    narrower = []
+    for s, sim in enumerate(seeds):
+        ivs = [bootstrap_ci(cell, n_boot=300, seed=s) for cell in sim]
+        row = curve_summary(lr, np.array([i.estimate for i in ivs]), np.array([i.lo for i in ivs]),
+                            np.array([i.hi for i in ivs]))
+        narrower.append(row["n_usable"] < lr.size)
+    assert np.mean(narrower) <= 0.2, np.mean(narrower)
+    assert not any(word in answer_text(row) for word in ("shown", "sensitive", "significant"))
 
 
 def test_the_order_by_radius_interaction_test_holds_its_level():
