@@ -283,7 +283,7 @@ def variance_speed_figure(table: pd.DataFrame, correlations: pd.DataFrame | None
     columns ``<speed>_lo`` / ``<speed>_hi``) when given."""
     from matplotlib.lines import Line2D
 
-    x_label = ("noise-to-signal ratio V / (B·‖∇J‖²) (dimensionless, log scale)" if table.attrs.get("kind") == "nsr"
+    x_label = ("noise-to-signal ratio V / (B·‖∇J‖²) (dimensionless, log scale)" if str(table.attrs.get("kind")).startswith("nsr")
                else "probe variance summed over weights (grad² units, log scale)")   # the quantity in 'variance'
     df = table.dropna(subset=["variance", speed])
     df = df[df["variance"] > 0]

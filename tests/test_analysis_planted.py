@@ -658,3 +658,26 @@ def test_the_pi_figure_plots_relative_bias_against_the_per_weight_radius():
     assert layout_problems(fig) == []
     with pytest.raises(ValueError):
         pi_boundary_figure(init.drop(columns="radius_ratio"))
+
+
+def test_variance_versus_speed_prefers_the_noise_against_the_true_gradient():
+    """Deliverable 5, "before any correlation with speed": where the probe logged nsr_exact beside the
+    debiased nsr, the variance-speed table reads nsr_exact (the debiased one is undefined in most draws on
+    wide nets and biased low where defined); on the initial state without the oracle, nsr_ref."""
+    from analysis.variance_speed import variance_speed_table
+
+    trials = [_trial(f"uwm-{w}", f"rule=uwm|hidden=[{w}]", width=w, hidden=[w], outgoing_norm=math.nan)
+              for w in (8, 16)]
+    rows = []
+    for w in (8, 16):
+        for s in range(4):
+            rows += [(f"uwm-{w}", 250, s, "eval_reward", 0.5), (f"uwm-{w}", 250, s, "probe_nsr_l1", 0.01),
+                     (f"uwm-{w}", 250, s, "probe_nsr_exact_l1", float(w)), (f"uwm-{w}", 250, s, "probe_var_l1", 1.0),
+                     (f"uwm-{w}", 250, s, "init_probe_nsr_l1", 0.01), (f"uwm-{w}", 250, s, "init_probe_nsr_ref_l1", 2.0 * w)]
+    study = _study(trials, rows)
+    curves = study.seed_curves.groupby(["run_id", "episode", "metric"], as_index=False)["value"].mean()
+    study.curves = curves.assign(metric=curves["metric"] + "_mean")
+    table = variance_speed_table(study, points="all")
+    assert table.attrs["kind"] == "nsr_exact" and set(table["var_own"].dropna()) <= {8.0, 16.0}
+    init = variance_speed_table(study, points="all", state="init")
+    assert init.attrs["kind"] == "nsr_ref" and set(init["var_own"].dropna()) <= {16.0, 32.0}
