@@ -181,6 +181,30 @@ def test_a_shared_slowdown_yields_no_exponent_difference_and_the_ratio_stays_fla
     assert trend.iloc[0]["verdict"].startswith("t_uwm/t_reinforce(baseline=ema) changes with width: not shown (power")
 
 
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="measured 88.9 % coverage over 207 simulations (issue 23): the "
+                   "k(uwm) - k(reinforce) interval of two a + b n^k fits under-covers; fix, then drop this mark")
+def test_the_compute_exponent_difference_interval_covers():
+    """k(uwm) - k(reinforce), planted: reinforce t = 5e-5 + 2e-9 n², uwm t = 5e-5 + 1e-10 n^2.5 (difference
+    0.5), widths 16 .. 1 024, 4 timings each with 3 % noise. The 95 % interval of cost_exponent_difference
+    (both fits' stratified bootstraps, 100 draws each) should cover 0.5 in >= 93 % of simulations; it
+    covers 88.7 % of these 150 seeded simulations (88.9 % of 207; measured with this code, ~1.4 s of CPU per
+    simulation, hence the slow mark). The shared-slowdown trap is
+    test_a_shared_slowdown_yields_no_exponent_difference_and_the_ratio_stays_flat."""
+    from analysis.stats import cost_exponent_difference, fit_cost
+
+    rng = np.random.default_rng(41)
+    widths = np.repeat([16, 32, 64, 128, 256, 512, 1024], 4).astype(float)
+    covered = []
+    for s in range(150):
+        ref = (5e-5 + 2e-9 * widths ** 2) * np.exp(0.03 * rng.standard_normal(widths.size))
+        uwm = (5e-5 + 1e-10 * widths ** 2.5) * np.exp(0.03 * rng.standard_normal(widths.size))
+        d = cost_exponent_difference(fit_cost(widths, uwm, n_boot=100, seed=s, key="u"),
+                                     fit_cost(widths, ref, n_boot=100, seed=s, key="r"))
+        covered.append(d.lo <= 0.5 <= d.hi)
+    assert np.mean(covered) >= 0.93, np.mean(covered)
+
+
 def test_two_fits_of_identical_data_do_not_share_their_resampling_stream():
     """Finding 9: two rules with identical timings; their exponent difference's interval must have a width
     (the draws of the two fits independent), not collapse to [0, 0]."""
