@@ -2,6 +2,8 @@
 the evaluation reward and the weight norms, recomputed member by member and episode by episode from the
 same streams with plain loops (centred variances, explicit per-sample weight estimates)."""
 
+import math
+
 import pytest
 import torch
 
@@ -150,3 +152,39 @@ def test_the_taylor_radius_metrics_match_a_direct_count():
             assert got[f"init_beyond_radius_l{l}"][m].item() == pytest.approx(beyond / (K * w.shape[1] * w.shape[2]))
             assert got[f"init_radius_ratio_l{l}"][m].item() == pytest.approx(largest / K)
     assert 0 < got["init_beyond_radius_l1"].mean() < 1
+
+
+def test_the_reference_draws_its_own_episodes_and_sums_reinforce_estimates():
+    """One round of the reference (reference_samples 256) against a direct computation: REINFORCE's
+    per-episode estimates on the uniforms of probe counter REFERENCE_COUNTER (not the probe's own episodes),
+    16 group means of 16 episodes, S = sum_{i != j} m_i . m_j / (16 · 15); nsr_ref = V / (B S) where S
+    exceeds 3 jackknife errors, else absent (NaN)."""
+    from uwm_model.signal import GROUPS, group_signal
+    from uwm_model.trainer import REFERENCE_COUNTER
+
+    K = 256
+    P = 8
+    cfg = um.TrialConfig(rule="uwm", task={"address_bits": 1}, hidden=[2], seeds=P, seed=6, batch_size=2,
+                         episodes=16, report_every=16, outgoing_norm=4.0, dtype="float64", device="cpu",
+                         compile="off", probe={"samples": 32, "reference_samples": K})
+    trainer = um.Trainer(cfg)
+    trainer._prepare()
+    variances = [torch.full((P,), 1.0, dtype=torch.float64) for _ in range(2)]
+    got = trainer._reference_noise(variances)
+    sizes = trainer.sizes
+    draws = K * (sizes[0] + sum(sizes[1:]) + sum(sizes[1:-1]))
+    u = streams.uniforms(trainer.probe_keys, REFERENCE_COUNTER, draws, torch.float64)
+    finite = 0
+    for m in range(P):
+        weights, biases = trainer.unflatten(trainer.theta[m: m + 1].double())
+        net = um.Network([w.clone() for w in weights], [b.clone() for b in biases])
+        for l, x in enumerate(per_episode_estimates(net, trainer.task, u[m].view(K, -1), sizes, "reinforce", {})):
+            sums = x.view(GROUPS, K // GROUPS, -1).sum(1).unsqueeze(0)
+            s, se = group_signal(sums, torch.tensor([K // GROUPS]))
+            value = got[f"init_probe_nsr_ref_l{l + 1}"][m].item()
+            if s.item() > 3 * se.item():
+                assert value == pytest.approx(1.0 / (cfg.batch_size * s.item()), rel=1e-9)
+                finite += 1
+            else:
+                assert math.isnan(value)
+    assert finite >= 2, finite
