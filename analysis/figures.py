@@ -297,7 +297,7 @@ def variance_speed_figure(table: pd.DataFrame, correlations: pd.DataFrame | None
     columns ``<speed>_lo`` / ``<speed>_hi``) when given."""
     from matplotlib.lines import Line2D
 
-    x_label = ("noise-to-signal ratio V / (B·‖∇J‖²) (dimensionless, log scale)" if table.attrs.get("kind") == "nsr"
+    x_label = ("noise-to-signal ratio V / (B·‖∇J‖²) (dimensionless, log scale)" if str(table.attrs.get("kind")).startswith("nsr")
                else "probe variance summed over weights (grad² units, log scale)")   # the quantity in 'variance'
     df = table.dropna(subset=["variance", speed])
     df = df[df["variance"] > 0]
@@ -467,6 +467,55 @@ def norm_stress_figure(table: pd.DataFrame, init: pd.DataFrame | None = None):
     _legend_below(fig, handles + extra, list(sorted(pal)) + names)
     only = f" ({contexts[0]})" if len(contexts) == 1 and contexts[0] else ""
     fig.set_label(f"Outgoing-norm stress{only}: where do the rules break down?")  # the caption, printed under the figure
+    return fig
+
+
+def pi_boundary_figure(init: pd.DataFrame):
+    """The π boundary on its own axis, per weight: the relative bias at initialisation (|bias| / |∇J|, with
+    the interval from the bias's random-effects interval) of every rule variant, norm and hidden layer against
+    that layer's largest |W_ji| / sqrt(z'_j² + π²) (``radius_ratio``, mean over the probe's episodes), with
+    the 10% breakdown line and the radius (ratio 1) dashed; lines join a variant's norms within a layer.
+    One panel per setting, at most 4. Raises ValueError without the per-weight metric (studies run before
+    ``init_radius_ratio`` existed: their figure is the column-norm one)."""
+    from matplotlib.lines import Line2D
+
+    from .norm_stress import BREAKDOWN_RELATIVE_BIAS
+
+    d = init[np.isfinite(init["radius_ratio"].to_numpy(float)) & np.isfinite(init["relative_bias"].to_numpy(float))] \
+        if len(init) and "radius_ratio" in init else init.iloc[:0]
+    if not len(d):
+        raise ValueError("no relative bias against the per-weight radius (init_radius_ratio was not logged)")
+    contexts = list(dict.fromkeys(d["context"]))[:4]
+    pal = rule_palette(list(d["label"]))
+    markers = dict(zip(sorted(d["layer"].unique()), "osD^v<>p"))
+    fig, axes = _page_grid(1, len(contexts), height=3.0, sharey=True)
+    for ax, ctx in zip(axes[0], contexts):
+        for (label, layer), h in d[d["context"] == ctx].groupby(["label", "layer"]):
+            h = h.sort_values("radius_ratio")
+            y = h["relative_bias"].to_numpy(float)
+            exact = h["exact_sq"].to_numpy(float)
+            lo = np.sqrt(np.clip(h["bias_sq_lo"].to_numpy(float), 0, None) / exact)
+            hi = np.sqrt(np.clip(h["bias_sq_hi"].to_numpy(float), 0, None) / exact)
+            yerr = [np.nan_to_num(np.clip(y - lo, 0, None)), np.nan_to_num(np.clip(hi - y, 0, None))]
+            ax.errorbar(h["radius_ratio"], y, yerr=yerr, marker=markers[layer], ms=4, capsize=2, lw=1.0,
+                        color=pal[label])
+        ax.axhline(BREAKDOWN_RELATIVE_BIAS, color="0.5", ls=":", lw=1)
+        ax.axvline(1.0, color="0.3", ls="--", lw=1)
+        ax.set_xscale("log")
+        label_log_axis(ax.xaxis)
+        ax.set_title(ctx if ctx and len(contexts) > 1 else "", fontsize=8)
+        ax.tick_params(labelsize=8)
+    axes[0][0].set_ylabel("relative bias at initialisation (|bias| / |∇J|)", fontsize=8)
+    fig.supxlabel("largest |W_ji| / sqrt(z'_j² + π²) of the layer's outgoing weights (mean over episodes)", fontsize=9)
+    handles = [Line2D([], [], color=pal[r], marker="o", ms=4) for r in sorted(pal)]
+    handles += [Line2D([], [], color="0.3", marker=m, ls="", ms=4) for m in markers.values()]
+    names = list(sorted(pal)) + [f"hidden layer {layer}" for layer in markers]
+    handles += [Line2D([], [], color="0.3", ls="--", lw=1), Line2D([], [], color="0.5", ls=":", lw=1)]
+    names += ["a weight at its Taylor radius (ratio 1)", f"relative bias {BREAKDOWN_RELATIVE_BIAS:.0%}"]
+    _legend_below(fig, handles, names)
+    only = f" ({contexts[0]})" if len(contexts) == 1 and contexts[0] else ""
+    fig.set_label(f"The π boundary per weight{only}: relative bias at initialisation against the largest weight "
+                  "over its Taylor radius")
     return fig
 
 

@@ -141,9 +141,10 @@ RELATIVE_BIAS_FOR_POWER = 0.2    # the breakdown test's power is stated against 
 POWER_TARGET = 0.8               # "powered up to norm c": every norm up to c has at least this power
 POWER_MIN_GRADIENT_SHARE = 0.01  # ... over the layers holding at least 1 % of the exact gradient's squared norm
 INIT_BIAS_COLUMNS = ["label", "context", "outgoing_norm", "layer", "n_seeds", "unit_max_outgoing", "beyond_radius",
+                     "radius_ratio",
                      "bias_sq", "bias_sq_lo", "bias_sq_hi", "exact_sq", "relative_bias", "split_mean", "p", "biased",
                      "bias_power", "p_breakdown", "broken", "power"]
-RADIUS_METRIC = r"^init_(unit_max_outgoing|beyond_radius)_l\d+$"
+RADIUS_METRIC = r"^init_(unit_max_outgoing|beyond_radius|radius_ratio)_l\d+$"
 
 
 def init_bias_table(study: Study, level: float = DEFAULT_LEVEL, seed: int = 0) -> pd.DataFrame:
@@ -196,11 +197,11 @@ def init_bias_table(study: Study, level: float = DEFAULT_LEVEL, seed: int = 0) -
     probe = probe.drop_duplicates(["context", "outgoing_norm", "seed", "label", "layer", "kind"])
     wide = probe.pivot_table(index=["label", "context", "outgoing_norm", "layer", "seed"], columns="kind",
                              values="value", aggfunc="first").reset_index()
-    # the Taylor-radius geometry of the initial state: only its own two metrics (never the probe's others),
+    # the Taylor-radius geometry of the initial state: only its own metrics (never the probe's others),
     # one value per seed's state, averaged over the seeds
     geo = first[first["metric"].isin(set(radius))].drop_duplicates(["context", "outgoing_norm", "seed", "metric"])
     geo = geo.assign(layer=geo["metric"].str.extract(r"_l(\d+)$")[0].astype(int),
-                     kind=np.where(geo["metric"].str.startswith("init_unit_max"), "unit_max_outgoing", "beyond_radius"))
+                     kind=geo["metric"].str.extract(r"^init_(.+)_l\d+$")[0])
     geo = geo.groupby(["context", "outgoing_norm", "layer", "kind"])["value"].mean().unstack("kind")
     rows = []
     for (label, context, norm_c, layer), g in wide.groupby(["label", "context", "outgoing_norm", "layer"]):
@@ -224,7 +225,8 @@ def init_bias_table(study: Study, level: float = DEFAULT_LEVEL, seed: int = 0) -
                      if "exact_sq" in g else np.full(n, math.nan),
                      "unit_max_outgoing": geo["unit_max_outgoing"].get(key, math.nan)
                      if "unit_max_outgoing" in geo else math.nan,
-                     "beyond_radius": geo["beyond_radius"].get(key, math.nan) if "beyond_radius" in geo else math.nan})
+                     "beyond_radius": geo["beyond_radius"].get(key, math.nan) if "beyond_radius" in geo else math.nan,
+                     "radius_ratio": geo["radius_ratio"].get(key, math.nan) if "radius_ratio" in geo else math.nan})
     out = pd.DataFrame(rows)
     if not len(out):
         return pd.DataFrame(columns=INIT_BIAS_COLUMNS)

@@ -98,9 +98,15 @@ def scaling_data(study: Study, at=None) -> pd.DataFrame:
     if len(var):
         v = var.merge(info, on="run_id")
         parts.append(v.assign(quantity="probe_variance", value=v["total"])[cols])
-    # the scale-free noise per layer (V / (B ||∇J||²) against the exact gradient) where the probe has the oracle:
-    # the summed variance counts parameters, and grows with ||∇J|| too
+    # the scale-free noise per layer (V / (B ||∇J||²) against the exact gradient where the probe has the oracle, else
+    # against the resolved reference gradient): the summed variance counts parameters, and grows with ||∇J|| too
     nsr, _ = probe_at(study, tuned["run_id"], kind="nsr_exact", per_seed=per_seed, init=True)
+    noise_source = "the exact gradient (oracle)" if len(nsr) else None
+    if not len(nsr):
+        nsr, _ = probe_at(study, tuned["run_id"], kind="nsr_ref", per_seed=per_seed, init=True)
+        noise_source = ("a REINFORCE reference gradient grown until its squared norm exceeds 3 standard errors "
+                        "(probe.reference_samples)") if len(nsr) else None
+    undefined = undefined_fractions(study, info) if noise_source else pd.DataFrame(columns=UNDEFINED_COLUMNS)
     if len(nsr):
         r = nsr.merge(info, on="run_id")
         for col in [c for c in nsr.columns if c[:1] == "l" and c[1:].isdigit()]:
@@ -124,7 +130,52 @@ def scaling_data(study: Study, at=None) -> pd.DataFrame:
     df = df.dropna(subset=["value", "width"]).reset_index(drop=True)
     df.attrs["censored"] = censored
     df.attrs["compute_source"] = compute_source
+    df.attrs["noise_source"] = noise_source
+    df.attrs["undefined"] = undefined
     return df
+
+
+UNDEFINED_COLUMNS = ["rule_variant", "context", "width", "quantity", "states", "debiased_undefined",
+                     "reference_refused"]
+
+
+def undefined_fractions(study: Study, info: pd.DataFrame) -> pd.DataFrame:
+    """Per rule, context, width and layer (``quantity`` noise_to_signal_l{l}): the initial states probed
+    (``states``, seeds with a variance), the fraction whose debiased ratio V / (B (||ḡ||² - V/K)) is undefined
+    (||ḡ||² - V/K <= 0: the trainer logs no ``nsr`` there) and the fraction the reference refused (no
+    ``nsr_ref`` where ``ref_samples`` was logged; NaN where no reference ran). Needs per-seed curves; empty
+    without them."""
+    if not len(study.seed_curves):
+        return pd.DataFrame(columns=UNDEFINED_COLUMNS)
+    keys = ["run_id", "seed"]
+    var, _ = probe_at(study, info["run_id"], kind="var", per_seed=True, init=True)
+    if not len(var):
+        return pd.DataFrame(columns=UNDEFINED_COLUMNS)
+    layers = [c for c in var.columns if c[:1] == "l" and c[1:].isdigit()]
+    parts = {}
+    for kind in ("nsr", "nsr_ref", "ref_samples"):
+        t, _ = probe_at(study, info["run_id"], kind=kind, per_seed=True, init=True)
+        parts[kind] = t.set_index(keys) if len(t) else None
+    v = var.set_index(keys)
+    rows = []
+    for layer in layers:
+        states = v[layer].notna()
+
+        def present(kind):
+            t = parts[kind]
+            if t is None or layer not in t:
+                return pd.Series(False, index=v.index)
+            return t[layer].reindex(v.index).notna()
+
+        frame = pd.DataFrame({"state": states, "debiased": present("nsr"), "reference": present("nsr_ref"),
+                              "ran": present("ref_samples")}).reset_index().merge(info, on="run_id")
+        for (rule, context, width), g in frame[frame["state"]].groupby(["rule_variant", "context", "width"], sort=True):
+            ran = g["ran"].sum()
+            rows.append({"rule_variant": rule, "context": context, "width": width,
+                         "quantity": f"noise_to_signal_{layer}", "states": int(len(g)),
+                         "debiased_undefined": float(1 - g["debiased"].mean()),
+                         "reference_refused": float(1 - g.loc[g["ran"], "reference"].mean()) if ran else math.nan})
+    return pd.DataFrame(rows, columns=UNDEFINED_COLUMNS)
 
 
 def _fmt(v):
@@ -154,10 +205,22 @@ def scaling_fits(data: pd.DataFrame, n_boot: int = DEFAULT_BOOT, level: float = 
                      "exponent_lo": fit.lo, "exponent_hi": fit.hi, "method": fit.method, "r2": fit.r2,
                      "prefactor": fit.prefactor, "n_widths": fit.n_levels, "n_obs": fit.n_obs,
                      "widths": ", ".join(str(int(w)) for w in sorted(g["width"].unique())),
-                     "verdict": complexity_verdict(fit) if q == "seconds_per_episode" else ""})
+                     "lack_of_fit_p": fit.lack_of_fit_p, "local_slopes": ", ".join(f"{v:.3g}" for v in fit.local_slopes),
+                     "verdict": complexity_verdict(fit) if q == "seconds_per_episode" else exponent_reading(fit)})
     cols = ["quantity", "rule_variant", "context", "exponent", "exponent_lo", "exponent_hi", "method", "r2",
-            "prefactor", "n_widths", "n_obs", "widths", "verdict"]
+            "prefactor", "n_widths", "n_obs", "widths", "lack_of_fit_p", "local_slopes", "verdict"]
     return pd.DataFrame(rows, columns=cols), fits
+
+
+def exponent_reading(fit: PowerLawFit) -> str:
+    """The exponent with its interval where one power law holds; else no exponent, the local slopes instead
+    (a slope that drifts with width, e.g. a sum of an n² and an n term, is not a property of one law)."""
+    slopes = " → ".join(f"{v:.2f}" for v in fit.local_slopes)
+    if not fit.one_power_law:
+        return (f"no single exponent: the means depart from one power law beyond the replicate noise (lack of fit "
+                f"p = {fit.lack_of_fit_p:.2g}); local slopes {slopes}")
+    iv = f" [{fit.lo:.2f}, {fit.hi:.2f}]" if np.isfinite(fit.lo) else " (no interval)"
+    return f"exponent {fit.exponent:.2f}{iv}; local slopes {slopes}"
 
 
 def compare_exponents(fits: dict[tuple, PowerLawFit], reference: str | None = None,

@@ -272,9 +272,17 @@ class PowerLawFit:
     n_levels: int
     n_obs: int
     draws: np.ndarray = field(default=None, repr=False)
+    lack_of_fit_p: float = math.nan
+    local_slopes: tuple[float, ...] = ()
 
     def contains(self, value: float) -> bool:
         return bool(self.lo <= value <= self.hi)
+
+    @property
+    def one_power_law(self) -> bool:
+        """False when the per-x means depart from one line on log-log axes beyond the replicate noise
+        (lack of fit p < :data:`MIN_LACK_OF_FIT_P`): then read ``local_slopes``, not ``exponent``."""
+        return not self.lack_of_fit_p < MIN_LACK_OF_FIT_P
 
 
 def _ols_slopes(lx: np.ndarray, ly: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -339,8 +347,17 @@ def fit_power_law(x, y, n_boot: int = DEFAULT_BOOT, level: float = DEFAULT_LEVEL
         method = "bootstrap"
     else:
         lo, hi, method = t_lo, t_hi, "t"
+    # one power law or not: the log means' departure from the line against the replicate noise (on log y), and the
+    # slopes between neighbouring x (a slope that drifts is not an exponent)
+    # (the F-test's line is the OLS of every log y on log x, so that the test is exact for log-normal noise)
+    index = [np.flatnonzero(x == v) for v in levels]
+    log_y = np.log(y)
+    line = np.polyfit(np.log(x), log_y, 1) if x.size > k else (b, a)
+    lack = _lack_of_fit_p(x, log_y, np.polyval(line, np.log(x)), index, params=2)
+    local = tuple(float(v) for v in np.diff(ly) / np.diff(lx))
     return PowerLawFit(exponent=b, prefactor=float(math.exp(a)), lo=lo, hi=hi, method=method, t_lo=t_lo,
-                       t_hi=t_hi, r2=r2, n_levels=k, n_obs=int(x.size), draws=draws)
+                       t_hi=t_hi, r2=r2, n_levels=k, n_obs=int(x.size), draws=draws, lack_of_fit_p=lack,
+                       local_slopes=local)
 
 
 def exponent_difference(fit_a: PowerLawFit, fit_b: PowerLawFit, level: float = DEFAULT_LEVEL) -> Interval:
@@ -557,21 +574,22 @@ def fit_cost(x, y, n_boot: int = 200, level: float = DEFAULT_LEVEL, seed: int = 
                    _lack_of_fit_p(x, ly, pred, groups))
 
 
-def _lack_of_fit_p(x: np.ndarray, ly: np.ndarray, pred: np.ndarray, groups: list[np.ndarray]) -> float:
-    """Lack-of-fit F-test of a 3-parameter curve with predictions ``pred`` of ``ly`` (log t): the per-x
-    means' departure from the curve against the pure replicate error. NaN without replicates or with
-    fewer than 4 levels."""
+def _lack_of_fit_p(x: np.ndarray, ly: np.ndarray, pred: np.ndarray, groups: list[np.ndarray],
+                   params: int = 3) -> float:
+    """Lack-of-fit F-test of a curve of ``params`` parameters with predictions ``pred`` of ``ly`` (log t): the
+    per-x means' departure from the curve against the pure replicate error. NaN without replicates or with
+    no more levels than parameters."""
     from scipy.stats import f
 
     levels, n = len(groups), x.size
-    if levels <= 3 or n <= levels:
+    if levels <= params or n <= levels:
         return math.nan
     means = np.array([ly[g].mean() for g in groups])
     pure = sum(((ly[g] - m) ** 2).sum() for g, m in zip(groups, means))
     lack = sum(g.size * (m - pred[g][0]) ** 2 for g, m in zip(groups, means))
     if pure <= 0:
         return 0.0 if lack > 0 else 1.0
-    return float(f.sf((lack / (levels - 3)) / (pure / (n - levels)), levels - 3, n - levels))
+    return float(f.sf((lack / (levels - params)) / (pure / (n - levels)), levels - params, n - levels))
 
 
 def cost_exponent_difference(fit_a: CostFit, fit_b: CostFit, level: float = DEFAULT_LEVEL) -> Interval:

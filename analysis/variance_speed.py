@@ -172,9 +172,11 @@ def variance_speed_table(study: Study, at=None, points: str = "tuned", n_boot: i
         state: None (the report episode ``at``), ``"init"`` or a reward level (see the module doc).
         points: ``"tuned"``: each cell's tuned trial(s) (:func:`analysis.speed.select_tuned`), so every
             rule is represented at its best learning rate; ``"all"``: every finished trial.
-        kind: the probe measure: ``"nsr"`` (default when logged: the noise-to-signal ratio, scale-free, so
-            comparable across rules, widths and norms) or ``"var"`` (total variance, which grows with the
-            parameter count and the gradient's scale; ``attrs["kind"]`` says which was used).
+        kind: the probe measure; default the first logged of ``"nsr_exact"`` (V / (B ||∇J||²) against the
+            exact gradient), ``"nsr_ref"`` (against the reference gradient; initial state only) and ``"nsr"``
+            (the debiased ratio: undefined where ||ḡ||² <= V/K and biased low where defined), all scale-free,
+            so comparable across rules, widths and norms; else ``"var"`` (total variance, which grows with
+            the parameter count and the gradient's scale; ``attrs["kind"]`` says which was used).
 
     Columns: run_id, cell, rule_variant, width, outgoing_norm, lr, layer, episode, var_own,
     var_matched, variance, variance_source, auc_reward, episodes_to_threshold, final_reward,
@@ -191,7 +193,11 @@ def variance_speed_table(study: Study, at=None, points: str = "tuned", n_boot: i
     if not len(chosen):
         return pd.DataFrame(columns=out_cols)
     if kind is None:
-        kind = "nsr" if any(m.startswith("probe_nsr_l") for m in study.metrics) else "var"
+        # the noise against the true gradient where logged (nsr_exact; nsr_ref on the initial state): the debiased
+        # nsr is undefined in most draws at the probe's K on wide nets, and biased low where defined (finding 8)
+        head = "init_probe_" if state == "init" else "probe_" if state is None else "at_reward_"
+        kind = next((k for k in ("nsr_exact", "nsr_ref", "nsr")
+                     if any(m.startswith(head) and f"probe_{k}_l" in m for m in study.metrics)), "var")
     where = _where(state, at)
     own, why = probe_at(study, chosen["run_id"], kind=kind, **where)
     if not len(own):

@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--repeats", type=int, default=5, help="timed windows per rule and width (default 5)")
     p.add_argument("--seconds", type=float, default=0.2, help="about this long per window (default 0.2)")
+    p.add_argument("--widths", default="",
+                   help="comma-separated equal widths to time beyond the grid's, e.g. 1024 (each skipped, with a "
+                        "line, where its trainers do not fit the memory)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the study's, else MLFLOW_TRACKING_URI or ./mlflow.db)")
     p.add_argument("--storage", help="where the study was run (default: ./runs)")
     p.set_defaults(func=cmd_timing)
@@ -255,6 +258,17 @@ def cmd_train(args) -> int:
     return 0
 
 
+def parse_widths(text: str) -> list[int]:
+    """``--widths``: comma-separated positive widths (at most 65 536); one clear line otherwise."""
+    try:
+        widths = [int(w) for w in text.split(",") if w.strip()]
+    except ValueError:
+        widths = [0]
+    if any(not 0 < w <= 65536 for w in widths):
+        raise UserError("--widths", f"'{text}' is not a comma-separated list of widths between 1 and 65536 (e.g. 1024,2048)")
+    return widths
+
+
 def cmd_timing(args) -> int:
     import yaml
 
@@ -266,6 +280,7 @@ def cmd_timing(args) -> int:
     if args.repeats < 2 or not 0 < args.seconds <= 60:
         raise UserError("--repeats" if args.repeats < 2 else "--seconds",
                         "need --repeats >= 2 (the fit's interval needs replicates) and 0 < --seconds <= 60")
+    widths = parse_widths(args.widths)
     meta = runner.read_meta(runner.resolve_storage(args.storage), args.name)
     uri = args.tracking_uri or (meta or {}).get("tracking_uri") or tracking.resolve_tracking_uri(None)
     tracking.check_tracking(uri)
@@ -279,7 +294,7 @@ def cmd_timing(args) -> int:
     with tempfile.TemporaryDirectory(prefix="uwm-spec-") as tmp:
         spec = validate_spec(yaml.safe_load(Path(client.download_artifacts(parent, layout.SPEC_ARTIFACT, tmp))
                                             .read_text()))
-    table = timing.run_timing(spec, args.repeats, args.seconds)
+    table = timing.run_timing(spec, args.repeats, args.seconds, widths=widths)
     timing.log_timing(client, parent, table)
     print(f"timing: {len(table)} windows attached to study {args.name} as {layout.TIMING}")
     return 0

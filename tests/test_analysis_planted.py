@@ -305,7 +305,8 @@ def _init_bias_study(seed=0):
         for s in range(12):
             rows += [(rid, 250, s, "eval_reward", 0.5), (rid, 250, s, "diverged", 0.0),
                      (rid, 250, s, "init_unit_max_outgoing_l1", 0.75 * c), (rid, 250, s, "init_beyond_radius_l1",
-                                                                             float(c > math.pi) * 0.25)]
+                                                                             float(c > math.pi) * 0.25),
+                     (rid, 250, s, "init_radius_ratio_l1", 0.3 * c)]
             for label, planted in labels.items():
                 for layer in (1, 2):
                     value = (planted(c) if layer == 1 else 0.0) + 0.005 * rng.standard_normal()
@@ -335,6 +336,7 @@ def test_pi_boundary_from_the_debiased_bias_at_initialisation():
     row = table[(table["label"] == "hwm_order-3") & (table["outgoing_norm"] == 4.0) & (table["layer"] == 1)].iloc[0]
     assert row["relative_bias"] == pytest.approx(math.sqrt(0.15), rel=0.05)
     assert row["unit_max_outgoing"] == pytest.approx(3.0) and row["beyond_radius"] == pytest.approx(0.25)
+    assert row["radius_ratio"] == pytest.approx(1.2)
     assert table["beyond_radius"].dropna().between(0, 1).all()          # a fraction (the old code: 1 750)
     inter = order_norm_interaction(table)
     assert inter["order_below"] < 0 and inter["order_x_above"] > 0 and inter["order_x_above_p"] < 0.01
@@ -580,3 +582,102 @@ def test_scaling_fits_the_scale_free_noise_per_layer():
     fits = scaling_fits(data, n_boot=200)[0].set_index("quantity")
     assert fits.loc["noise_to_signal_l1", "exponent"] == pytest.approx(0.5, abs=0.05)
     assert fits.loc["noise_to_signal_l2", "exponent"] == pytest.approx(0.0, abs=0.05)
+
+
+def test_the_reference_noise_is_fitted_per_layer_with_its_undefined_share_and_no_false_power_law():
+    """Findings 7 and 8 where no exact gradient exists (nsr_ref). Planted, 6 widths x 4 seeds: layer 1's ratio
+    is w²/8 + 3w (the parameter count's shape: local slopes rising 1.34 → 1.89), layer 2's is 7·w^0.5. The
+    debiased nsr is logged for one seed in four (undefined in 75 %); the reference refused one state at width
+    256 in layer 2. Layer 1 gets no exponent (lack of fit) but its local slopes; layer 2 gets 0.5 with an
+    interval; every noise line carries the undefined and refused shares."""
+    from analysis.questions import Answer
+    from analysis.questions.scaling import noise_lines
+    from analysis.scaling import scaling_data, scaling_fits
+
+    rng = np.random.default_rng(19)
+    widths = [8, 16, 32, 64, 128, 256]
+    trials = [_trial(f"uwm-{w}", f"rule=uwm|hidden=[{w}, {w}]", width=w, hidden=[w, w],
+                     final_episodes_to_threshold_mean=500.0) for w in widths]
+    rows = []
+    for w in widths:
+        for s in range(4):
+            noise = np.exp(0.05 * rng.standard_normal(2))
+            rows += [(f"uwm-{w}", 250, s, "eval_reward", 0.5),
+                     (f"uwm-{w}", 250, s, "init_probe_var_l1", 1.0), (f"uwm-{w}", 250, s, "init_probe_var_l2", 1.0),
+                     (f"uwm-{w}", 250, s, "init_probe_ref_samples_l1", 4096.0),
+                     (f"uwm-{w}", 250, s, "init_probe_ref_samples_l2", 4096.0),
+                     (f"uwm-{w}", 250, s, "init_probe_nsr_ref_l1", (w * w / 8 + 3 * w) * noise[0])]
+            if not (w == 256 and s == 0):
+                rows.append((f"uwm-{w}", 250, s, "init_probe_nsr_ref_l2", 7.0 * w ** 0.5 * noise[1]))
+            if s == 0:
+                rows += [(f"uwm-{w}", 250, s, "init_probe_nsr_l1", 0.01), (f"uwm-{w}", 250, s, "init_probe_nsr_l2", 0.01)]
+    data = scaling_data(_study(trials, rows))
+    assert data.attrs["noise_source"].startswith("a REINFORCE reference")
+    undefined = data.attrs["undefined"].set_index(["quantity", "width"])
+    assert (undefined["debiased_undefined"] == 0.75).all() and (undefined["states"] == 4).all()
+    assert undefined.loc[("noise_to_signal_l2", 256), "reference_refused"] == 0.25
+    assert undefined.loc[("noise_to_signal_l1", 256), "reference_refused"] == 0.0
+    fits, objs = scaling_fits(data, n_boot=200)
+    fits = fits.set_index("quantity")
+    l1, l2 = fits.loc["noise_to_signal_l1"], fits.loc["noise_to_signal_l2"]
+    assert l1["verdict"].startswith("no single exponent") and l1["lack_of_fit_p"] < 0.01
+    slopes = [float(v) for v in l1["local_slopes"].split(", ")]
+    assert slopes == sorted(slopes) and slopes[0] < 1.45 and slopes[-1] > 1.8
+    assert l2["verdict"].startswith("exponent 0.5") and l2["exponent_lo"] < 0.5 < l2["exponent_hi"]
+    sec = Answer("scaling", "Scaling", True)
+    noise_lines(sec, data, fits.reset_index())
+    lines = dict(sec.answer)
+    assert "undefined in 75%–75% of states" in lines["noise exponent, layer 1, uwm"]
+    assert "reference refused in 25% at most" in lines["noise exponent, layer 2, uwm"]
+
+
+def test_the_pi_figure_plots_relative_bias_against_the_per_weight_radius():
+    """Deliverable 3's figure: relative bias at initialisation against the layer's largest |W_ji| / radius,
+    not the column norm. Planted: layer 1's largest ratio stays below 1 up to norm 4 (its |W| 2.6–3.0 < π,
+    finding 3), layer 2's passes 1 at norm 3.5; the points sit at the planted ratios, with the 10 % line and
+    the radius (ratio 1) drawn, the layout clean; a study without the metric gets no such figure."""
+    from analysis.figures import layout_problems, pi_boundary_figure
+
+    rows = []
+    for label in ("hwm_order-3", "uwm"):
+        for norm_c in (1.0, 2.0, 3.5, 4.0):
+            for layer, ratio in ((1, 0.2 * norm_c), (2, 0.3 * norm_c)):
+                rel = 0.3 if (label != "uwm" and ratio > 1) else 0.02
+                rows.append({"label": label, "context": "", "outgoing_norm": norm_c, "layer": layer,
+                             "radius_ratio": ratio, "bias_sq": rel ** 2, "bias_sq_lo": 0.0,
+                             "bias_sq_hi": (1.5 * rel) ** 2, "exact_sq": 1.0, "relative_bias": rel})
+    init = pd.DataFrame(rows)
+    fig = pi_boundary_figure(init)
+    ax = fig.axes[0]
+    xs = sorted({round(float(x), 6) for line in ax.get_lines() for x in line.get_xdata() if len(line.get_xdata()) > 2})
+    assert xs == sorted({round(r, 6) for r in init["radius_ratio"]})
+    flat = [line for line in ax.get_lines() if len(set(line.get_ydata())) == 1 and len(line.get_ydata()) == 2]
+    assert any(line.get_ydata()[0] == 0.1 for line in flat)
+    assert any(list(line.get_xdata()) == [1.0, 1.0] for line in ax.get_lines())
+    assert "|W_ji| / sqrt(z'_j² + π²)" in fig._supxlabel.get_text()
+    assert layout_problems(fig) == []
+    with pytest.raises(ValueError):
+        pi_boundary_figure(init.drop(columns="radius_ratio"))
+
+
+def test_variance_versus_speed_prefers_the_noise_against_the_true_gradient():
+    """Deliverable 5, "before any correlation with speed": where the probe logged nsr_exact beside the
+    debiased nsr, the variance-speed table reads nsr_exact (the debiased one is undefined in most draws on
+    wide nets and biased low where defined); on the initial state without the oracle, nsr_ref."""
+    from analysis.variance_speed import variance_speed_table
+
+    trials = [_trial(f"uwm-{w}", f"rule=uwm|hidden=[{w}]", width=w, hidden=[w], outgoing_norm=math.nan)
+              for w in (8, 16)]
+    rows = []
+    for w in (8, 16):
+        for s in range(4):
+            rows += [(f"uwm-{w}", 250, s, "eval_reward", 0.5), (f"uwm-{w}", 250, s, "probe_nsr_l1", 0.01),
+                     (f"uwm-{w}", 250, s, "probe_nsr_exact_l1", float(w)), (f"uwm-{w}", 250, s, "probe_var_l1", 1.0),
+                     (f"uwm-{w}", 250, s, "init_probe_nsr_l1", 0.01), (f"uwm-{w}", 250, s, "init_probe_nsr_ref_l1", 2.0 * w)]
+    study = _study(trials, rows)
+    curves = study.seed_curves.groupby(["run_id", "episode", "metric"], as_index=False)["value"].mean()
+    study.curves = curves.assign(metric=curves["metric"] + "_mean")
+    table = variance_speed_table(study, points="all")
+    assert table.attrs["kind"] == "nsr_exact" and set(table["var_own"].dropna()) <= {8.0, 16.0}
+    init = variance_speed_table(study, points="all", state="init")
+    assert init.attrs["kind"] == "nsr_ref" and set(init["var_own"].dropna()) <= {16.0, 32.0}

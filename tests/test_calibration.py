@@ -181,6 +181,30 @@ def test_a_shared_slowdown_yields_no_exponent_difference_and_the_ratio_stays_fla
     assert trend.iloc[0]["verdict"].startswith("t_uwm/t_reinforce(baseline=ema) changes with width: not shown (power")
 
 
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="measured 88.9 % coverage over 207 simulations (issue 23): the "
+                   "k(uwm) - k(reinforce) interval of two a + b n^k fits under-covers; fix, then drop this mark")
+def test_the_compute_exponent_difference_interval_covers():
+    """k(uwm) - k(reinforce), planted: reinforce t = 5e-5 + 2e-9 n², uwm t = 5e-5 + 1e-10 n^2.5 (difference
+    0.5), widths 16 .. 1 024, 4 timings each with 3 % noise. The 95 % interval of cost_exponent_difference
+    (both fits' stratified bootstraps, 100 draws each) should cover 0.5 in >= 93 % of simulations; it
+    covers 88.7 % of these 150 seeded simulations (88.9 % of 207; measured with this code, ~1.4 s of CPU per
+    simulation, hence the slow mark). The shared-slowdown trap is
+    test_a_shared_slowdown_yields_no_exponent_difference_and_the_ratio_stays_flat."""
+    from analysis.stats import cost_exponent_difference, fit_cost
+
+    rng = np.random.default_rng(41)
+    widths = np.repeat([16, 32, 64, 128, 256, 512, 1024], 4).astype(float)
+    covered = []
+    for s in range(150):
+        ref = (5e-5 + 2e-9 * widths ** 2) * np.exp(0.03 * rng.standard_normal(widths.size))
+        uwm = (5e-5 + 1e-10 * widths ** 2.5) * np.exp(0.03 * rng.standard_normal(widths.size))
+        d = cost_exponent_difference(fit_cost(widths, uwm, n_boot=100, seed=s, key="u"),
+                                     fit_cost(widths, ref, n_boot=100, seed=s, key="r"))
+        covered.append(d.lo <= 0.5 <= d.hi)
+    assert np.mean(covered) >= 0.93, np.mean(covered)
+
+
 def test_two_fits_of_identical_data_do_not_share_their_resampling_stream():
     """Finding 9: two rules with identical timings; their exponent difference's interval must have a width
     (the draws of the two fits independent), not collapse to [0, 0]."""
@@ -287,6 +311,53 @@ def test_restricted_mean_interval_covers():
     assert np.mean([c.rmst_lo <= truth <= c.rmst_hi for c in cover]) >= 0.93
 
 
+def test_kaplan_meier_median_interval_covers():
+    """The KM median's interval (statsmodels' Brookmeyer-Crowley, as km_summary reports it) at 8 seeds,
+    exponential times of mean 1 000 censored at 2 000: covers the true median 1 000 ln 2 in >= 93 % of 400
+    simulations (measured 95.3 %)."""
+    from analysis.stats import km_summary
+
+    rng = np.random.default_rng(30)
+    truth, tau = 1000 * math.log(2), 2000.0
+    times = rng.exponential(1000, size=(400, 8))
+    cover = [km_summary(t, t <= tau, tau, n_boot=20, seed=i) for i, t in enumerate(times)]
+    assert np.mean([c.median_lo <= truth <= c.median_hi for c in cover]) >= 0.93
+
+
+@pytest.mark.slow
+def test_the_restricted_mean_comparison_holds_its_level_and_covers():
+    """The fastest-rule comparison RMST(rule) - RMST(ref) (analysis.fastest._difference, expanded bootstrap), 8
+    seeds each, censored at 2 000. Under H0 (both exponential of mean 1 000) the interval excludes 0 in at most
+    5 % + 2 % of 1 000 simulations, paired (same seeds) and unpaired (measured 5.8 % and 2.9 % over 2 000: the
+    unpaired one is conservative); against a planted difference (means 1 000 and 1 500) it covers the true
+    RMST difference in >= 93 % of 400 (measured 96.3 %)."""
+    import pandas as pd
+
+    from analysis.fastest import _difference
+
+    rng = np.random.default_rng(32)
+    tau = 2000.0
+
+    def frame(x, seeds):
+        return pd.DataFrame({"episodes_to_threshold": np.minimum(x, tau), "reached": x <= tau}, index=seeds)
+
+    def rmst(mu):
+        return mu * (1 - math.exp(-tau / mu))
+
+    a, b, c = (rng.exponential(mu, size=(1000, 8)) for mu in (1000, 1000, 1500))
+    excluded = {"paired": [], "unpaired": []}
+    covered = []
+    for i in range(1000):
+        for kind, seeds in (("paired", range(8)), ("unpaired", range(8, 16))):
+            d = _difference(frame(a[i], range(8)), frame(b[i], seeds), tau, 500, 0.95, i)
+            excluded[kind].append(d["difference_lo"] > 0 or d["difference_hi"] < 0)
+        if i < 400:
+            d = _difference(frame(a[i], range(8)), frame(c[i], range(8, 16)), tau, 500, 0.95, i)
+            covered.append(d["difference_lo"] <= rmst(1000) - rmst(1500) <= d["difference_hi"])
+    assert all(np.mean(v) <= LEVEL + 0.02 for v in excluded.values()), {k: np.mean(v) for k, v in excluded.items()}
+    assert np.mean(covered) >= 0.93, np.mean(covered)
+
+
 def test_power_law_exponent_interval_covers():
     """Width exponents (stratified bootstrap, 4 seeds per width, 6 widths, log-normal noise of sd 0.2): the
     interval covers the planted 1.5 in >= 93 % of 400 simulations (measured 97 %)."""
@@ -296,6 +367,25 @@ def test_power_law_exponent_interval_covers():
     w = np.repeat([8, 16, 32, 64, 128, 256], 4).astype(float)
     y = 2 * w ** 1.5 * np.exp(0.2 * rng.standard_normal((400, w.size)))
     assert np.mean([fit_power_law(w, row, n_boot=500, seed=i).contains(1.5) for i, row in enumerate(y)]) >= 0.93
+
+
+def test_the_power_law_lack_of_fit_test_holds_its_level_and_catches_a_drifting_slope():
+    """The refusal of one exponent (PowerLawFit.lack_of_fit_p, F-test of the per-width log means against the
+    replicate noise): under a true power law (6 widths x 4 seeds, log-normal sd 0.2) it rejects at 5 % in
+    5 % ± 2 % of 2 000 simulations (measured 5.4 % and 5.7 % over 4 000 with two seeds). Against finding 7's
+    shape w²/8 + 3w (local slopes 1.3 → 1.9) it refuses (p < 1 %) in >= 90 % at noise sd 0.05 (the per-layer
+    ratios' spread over seeds in the planted study); its power is only 31 % at sd 0.2 (measured): the
+    local slopes are reported beside every exponent for that reason."""
+    from analysis.stats import MIN_LACK_OF_FIT_P, fit_power_law
+
+    rng = np.random.default_rng(21)
+    w = np.repeat([8, 16, 32, 64, 128, 256], 4).astype(float)
+    noise = np.exp(0.2 * rng.standard_normal((SIMS, w.size)))
+    null = [fit_power_law(w, 2 * w ** 1.5 * e, n_boot=2, seed=i).lack_of_fit_p for i, e in enumerate(noise)]
+    assert abs(np.mean(np.array(null) < LEVEL) - LEVEL) < 0.02, np.mean(np.array(null) < LEVEL)
+    curved = [fit_power_law(w, (w * w / 8 + 3 * w) * e ** 0.25, n_boot=2, seed=i) for i, e in enumerate(noise[:200])]
+    assert np.mean([not f.one_power_law for f in curved]) >= 0.9
+    assert np.mean([f.lack_of_fit_p < MIN_LACK_OF_FIT_P for f in curved]) >= 0.9
 
 
 def test_the_stated_power_of_the_breakdown_test_is_honest():
@@ -333,6 +423,55 @@ def test_the_exact_noise_to_signal_ratio_is_defined_and_unbiased_where_the_debia
     assert np.isnan(old).mean() > 0.4 and np.nanmean(old) < 0.5 * truth
     new = stats["nsr_exact"].numpy()
     assert np.isfinite(new).all() and new.mean() == pytest.approx(truth, rel=0.03)
+
+
+def test_the_reference_noise_to_signal_ratio_recovers_the_truth_where_the_debiased_one_cannot():
+    """Finding 8 where no exact gradient exists, planted: a 16 x 16 layer (272 entries of mean 0.02, sd 3:
+    true V / ||∇J||² = 9 / 0.02²), 1 000 states. The probe's own debiased nsr at K = 128 is undefined in
+    most states and, where defined, far below the truth (selection on the draws kept). The reference
+    (uwm_model.signal: 16 groups, K doubled from 256 until S > 3 se) resolves every state, its K grows to
+    what the signal needs (measured median 16 384, far above 128), and V / S recovers the truth within 6 %
+    (measured 0.966: the stopping rule leans it a little low)."""
+    from uwm_model.signal import GROUPS, reference_signal
+
+    gen = torch.Generator().manual_seed(17)
+    P, K, n, mean_g, sd = 1000, 128, 16, 0.02, 3.0
+    g = mean_g + sd * torch.randn(P, K, n, generator=gen, dtype=torch.float64)
+    h = torch.ones(P, K, n, dtype=torch.float64)
+    probe = _layer_statistics(g, h, torch.einsum("pko,pki->poi", g, h) / K, g.mean(1), 1, None)
+    truth = sd ** 2 / mean_g ** 2
+    old = probe["nsr"].numpy()
+    assert np.isnan(old).mean() > 0.4 and np.nanmean(old) < 0.5 * truth
+
+    def draw(index, round_, per_group):
+        # a group sum of per_group samples x_k = (g_k 1^T, g_k): each g entry counted n + 1 times
+        s = per_group * mean_g + math.sqrt(per_group) * sd * torch.randn(len(index), GROUPS, n, generator=gen,
+                                                                           dtype=torch.float64)
+        return [s.repeat(1, 1, n + 1)]
+
+    ref = reference_signal(draw, P, 256, 1 << 20)
+    new = (probe["var"] / ref.signal[0]).numpy()
+    assert np.isfinite(new).all() and ref.samples.median() > 16 * K
+    assert new.mean() == pytest.approx(truth, rel=0.06), new.mean() / truth
+
+
+def test_the_reference_refuses_a_state_it_cannot_resolve():
+    """A zero gradient never resolves: the state is refused (NaN) at the cap, not given a ratio; and the cap
+    is respected."""
+    from uwm_model.signal import GROUPS, reference_signal
+
+    gen = torch.Generator().manual_seed(18)
+
+    def draw(index, round_, per_group):
+        mean = torch.tensor([0.0, 1.0], dtype=torch.float64)[index].view(-1, 1, 1)
+        return [per_group * mean + math.sqrt(per_group) * torch.randn(len(index), GROUPS, 8, generator=gen,
+                                                                      dtype=torch.float64)]
+
+    ref = reference_signal(draw, 2, 256, 4096)
+    assert math.isnan(ref.signal[0][0]) and ref.samples[0] == 4096
+    assert ref.signal[0][1] == pytest.approx(8.0, rel=0.5) and ref.samples[1] < 4096
+    with pytest.raises(ValueError):
+        reference_signal(draw, 2, 16, 4096)
 
 
 def test_a_mild_shared_slowdown_with_unequal_fixed_costs_gives_no_spurious_exponent_difference():
@@ -384,6 +523,28 @@ def test_the_usable_learning_rate_range_holds_the_true_best_rate():
     assert np.mean(held) >= 0.95
     assert np.mean(excess) > 0 and np.mean(covered) < 0.93
     assert "picked and scored on the same seeds" in answer_text(row)
+
+
+def test_the_usable_learning_rate_range_under_a_flat_truth():
+    """The usable range's level, planted H0: every rate equally good (AUC 0.4, 8 rates, 8 seeds of sd 0.05,
+    the cells' expanded bootstrap intervals). A rate leaves the range only when its interval lies wholly
+    below the best's, but the best is the maximum of 8 (winner's curse), so the range comes out narrower
+    than the grid in 13 % of 400 simulations (measured), not 5 %: the range is a description, not a test of
+    sensitivity, and the answer gives it no verdict word. This pins the rate (at most 20 %) and the wording."""
+    from analysis.lr_sensitivity import answer_text, curve_summary
+    from analysis.stats import bootstrap_ci
+
+    rng = np.random.default_rng(33)
+    lr = 10.0 ** np.arange(-4, 0, 0.5)
+    seeds = 0.4 + 0.05 * rng.standard_normal((400, lr.size, 8))
+    narrower = []
+    for s, sim in enumerate(seeds):
+        ivs = [bootstrap_ci(cell, n_boot=300, seed=s) for cell in sim]
+        row = curve_summary(lr, np.array([i.estimate for i in ivs]), np.array([i.lo for i in ivs]),
+                            np.array([i.hi for i in ivs]))
+        narrower.append(row["n_usable"] < lr.size)
+    assert np.mean(narrower) <= 0.2, np.mean(narrower)
+    assert not any(word in answer_text(row) for word in ("shown", "sensitive", "significant"))
 
 
 def test_the_order_by_radius_interaction_test_holds_its_level():

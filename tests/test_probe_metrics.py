@@ -2,6 +2,8 @@
 the evaluation reward and the weight norms, recomputed member by member and episode by episode from the
 same streams with plain loops (centred variances, explicit per-sample weight estimates)."""
 
+import math
+
 import pytest
 import torch
 
@@ -89,3 +91,100 @@ def test_aggregates_are_mean_std_and_sem_over_seeds():
         assert point.metrics[f"{key}_std"] == pytest.approx(values.std().item())
         assert point.metrics[f"{key}_sem"] == pytest.approx(values.std().item() / 5 ** 0.5)
     assert len({row["eval_reward"] for row in point.per_seed}) > 1     # seeds differ: std is not trivially 0
+
+
+def test_the_reference_noise_to_signal_ratio_agrees_with_the_exact_one():
+    """nsr_ref (V over a REINFORCE reference's ||∇J||², uwm_model.signal) against nsr_exact (V over the
+    oracle's) on the same initial states of a small net, 48 seeds:
+    the two agree on average within 10 % where it resolved (S resolved to 1/3 of itself per state; a state whose
+    gradient is too small for the cap is refused, as at most 10 % here)."""
+    cfg = um.TrialConfig(rule="uwm", task={"address_bits": 1}, hidden=[4, 3], seeds=48, seed=3, batch_size=4,
+                         episodes=16, report_every=16, outgoing_norm=2.0, dtype="float64", device="cpu",
+                         compile="off", probe={"enabled": True, "samples": 64, "reference_samples": 1 << 17})
+    trainer = um.Trainer(cfg)
+    trainer._prepare()
+    probe = trainer.probe(0)
+    variances = [probe[f"probe_var_l{l}"] for l in (1, 2, 3)]
+    ref = trainer._reference_noise(variances)
+    for l in (1, 2, 3):
+        exact, new = probe[f"probe_nsr_exact_l{l}"], ref[f"init_probe_nsr_ref_l{l}"]
+        ok = torch.isfinite(new)
+        assert ok.float().mean() >= 0.9, l
+        assert (new / exact)[ok].mean().item() == pytest.approx(1.0, abs=0.1), l
+    assert (ref["init_probe_ref_samples_l1"] >= 256).all()
+
+
+def test_nsr_ref_is_logged_on_a_net_without_the_exact_gradient():
+    """Where the oracle cannot enumerate the net, the initial probe carries nsr_ref and its sample count
+    (and no nsr_exact); with reference_samples 0 (the default) neither."""
+    base = dict(rule="reinforce", task={"address_bits": 2}, hidden=[24, 24], seeds=2, batch_size=4, episodes=16,
+                report_every=16, dtype="float64", device="cpu", compile="off")
+    row = list(um.Trainer(um.TrialConfig(**base, probe={"samples": 32, "reference_samples": 4096})).run())[-1]
+    row = row.points[0].per_seed[0]
+    assert "init_probe_nsr_exact_l1" not in row and row["init_probe_ref_samples_l1"] >= 256
+    assert all(f"init_probe_nsr_ref_l{l}" in row or row["init_probe_ref_samples_l1"] == 4096 for l in (1, 2))
+    off = list(um.Trainer(um.TrialConfig(**base, probe={"samples": 32})).run())[-1].points[0].per_seed[0]
+    assert not any("nsr_ref" in k or "ref_samples" in k for k in off)
+
+
+def test_the_taylor_radius_metrics_match_a_direct_count():
+    """init_beyond_radius and init_radius_ratio against a loop over episodes and weights on the probe's own
+    episodes: the fraction of |W_ji| > sqrt(z'_j² + π²) and the mean over episodes of the largest ratio."""
+    import math
+
+    K = 16
+    cfg = um.TrialConfig(rule="hwm", task={"address_bits": 1}, hidden=[3, 2], seeds=2, seed=4, batch_size=2,
+                         episodes=16, report_every=16, outgoing_norm=5.0, dtype="float64", device="cpu",
+                         compile="off", probe={"samples": K})
+    trainer = um.Trainer(cfg)
+    trainer._prepare()
+    got = trainer._taylor_radius(0)
+    weights, ep, _, _ = trainer._draw_episode(trainer.theta.double(), trainer.probe_keys, 0, K, True)
+    for l in (1, 2):
+        w, z = weights[l], ep.z[l]            # hidden layer l's outgoing weights, the next layer's logits
+        for m in range(2):
+            beyond, largest = 0, 0.0
+            for k in range(K):
+                ratios = [abs(w[m, j, i].item()) / math.sqrt(z[m, k, j].item() ** 2 + math.pi ** 2)
+                          for j in range(w.shape[1]) for i in range(w.shape[2])]
+                beyond += sum(r > 1 for r in ratios)
+                largest += max(ratios)
+            assert got[f"init_beyond_radius_l{l}"][m].item() == pytest.approx(beyond / (K * w.shape[1] * w.shape[2]))
+            assert got[f"init_radius_ratio_l{l}"][m].item() == pytest.approx(largest / K)
+    assert 0 < got["init_beyond_radius_l1"].mean() < 1
+
+
+def test_the_reference_draws_its_own_episodes_and_sums_reinforce_estimates():
+    """One round of the reference (reference_samples 256) against a direct computation: REINFORCE's
+    per-episode estimates on the uniforms of probe counter REFERENCE_COUNTER (not the probe's own episodes),
+    16 group means of 16 episodes, S = sum_{i != j} m_i . m_j / (16 · 15); nsr_ref = V / (B S) where S
+    exceeds 3 jackknife errors, else absent (NaN)."""
+    from uwm_model.signal import GROUPS, group_signal
+    from uwm_model.trainer import REFERENCE_COUNTER
+
+    K = 256
+    P = 8
+    cfg = um.TrialConfig(rule="uwm", task={"address_bits": 1}, hidden=[2], seeds=P, seed=6, batch_size=2,
+                         episodes=16, report_every=16, outgoing_norm=4.0, dtype="float64", device="cpu",
+                         compile="off", probe={"samples": 32, "reference_samples": K})
+    trainer = um.Trainer(cfg)
+    trainer._prepare()
+    variances = [torch.full((P,), 1.0, dtype=torch.float64) for _ in range(2)]
+    got = trainer._reference_noise(variances)
+    sizes = trainer.sizes
+    draws = K * (sizes[0] + sum(sizes[1:]) + sum(sizes[1:-1]))
+    u = streams.uniforms(trainer.probe_keys, REFERENCE_COUNTER, draws, torch.float64)
+    finite = 0
+    for m in range(P):
+        weights, biases = trainer.unflatten(trainer.theta[m: m + 1].double())
+        net = um.Network([w.clone() for w in weights], [b.clone() for b in biases])
+        for l, x in enumerate(per_episode_estimates(net, trainer.task, u[m].view(K, -1), sizes, "reinforce", {})):
+            sums = x.view(GROUPS, K // GROUPS, -1).sum(1).unsqueeze(0)
+            s, se = group_signal(sums, torch.tensor([K // GROUPS]))
+            value = got[f"init_probe_nsr_ref_l{l + 1}"][m].item()
+            if s.item() > 3 * se.item():
+                assert value == pytest.approx(1.0 / (cfg.batch_size * s.item()), rel=1e-9)
+                finite += 1
+            else:
+                assert math.isnan(value)
+    assert finite >= 2, finite

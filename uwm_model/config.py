@@ -162,12 +162,24 @@ class ProbeConfig(_Strict):
                                      description="K of the probe of the initial state (default: samples); the "
                                                  "debiased bias's Monte-Carlo error falls as 1/K, so a bias test "
                                                  "at initialisation needs far more than the report probes")
+    reference_samples: int = Field(0, ge=0, le=1 << 22,
+                                   description="where no exact gradient exists (wide nets): at most this many episodes "
+                                               "of a REINFORCE reference gradient on the initial state, grown by "
+                                               "doubling from 256 until its squared norm exceeds 3 standard errors, "
+                                               "for the scale-free noise nsr_ref (0: off; else at least 256)")
     cross_rule: bool = Field(False, description="also evaluate the rules in `rules` on the same episodes and state")
     rules: list[CrossRule] = Field(default_factory=_default_cross_rules, description="rules of the cross-rule probe")
     reward_levels: list[float] = Field([0.6, 0.7, 0.8], max_length=16,
                                        description="also probe each member once at the first report at which its "
                                                    "running_reward has reached each of these levels (matched states "
                                                    "across rules; [] for none)")
+
+    @field_validator("reference_samples")
+    @classmethod
+    def _reference_reaches_start(cls, v):
+        if 0 < v < 256:
+            raise ValueError("reference_samples must be 0 (off) or at least 256 (the reference's first round)")
+        return v
 
     @field_validator("reward_levels")
     @classmethod

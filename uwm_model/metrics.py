@@ -40,6 +40,9 @@ PER_SEED = {
     "init_beyond_radius_l{l}": "on the initial parameters, over the probe's episodes: fraction of (unit i of hidden "
                                "layer l, unit j of the next layer, episode) with |W_ji| > sqrt(z'_j^2 + pi^2), the "
                                "radius of convergence of hwm's Taylor series of sigmoid around z'_j",
+    "init_radius_ratio_l{l}": "on the initial parameters, over the probe's episodes: the mean of the largest |W_ji| / "
+                              "sqrt(z'_j^2 + pi^2) over (unit i of hidden layer l, unit j of the next layer): the "
+                              "per-weight axis of the pi boundary (above 1, some weight is beyond hwm's Taylor radius)",
 }
 AGGREGATES = {"mean": "mean over seeds", "std": "standard deviation over seeds (ddof 1; 0 for one seed)",
               "sem": "standard error of the mean over seeds"}
@@ -64,6 +67,11 @@ PROBE_KINDS = {
            "batch-B estimate over the debiased squared norm of its mean (scale-free; absent when that is <= 0)",
     "nsr_exact": "noise-to-signal ratio V / (B ||exact||^2) of layer l against the exact gradient (scale-free, "
                  "defined at any K; small networks only)",
+    "nsr_ref": "noise-to-signal ratio V / (B S) of layer l against a reference: S unbiased for ||∇J||^2 from "
+               "independent groups of REINFORCE estimates on fresh episodes, grown until S > 3 standard errors "
+               "(uwm_model.signal; initial state, nets without the exact gradient, probe.reference_samples > 0; "
+               "absent where refused at that cap)",
+    "ref_samples": "episodes the reference gradient of nsr_ref drew for this member (same for all layers)",
 }
 for _kind, _meaning in PROBE_KINDS.items():
     PER_SEED[f"probe_{_kind}_l{{l}}"] = _meaning

@@ -59,6 +59,9 @@ PROBE_TEMPORARIES = 8
 # Probe counters: 0 is the initial state, 1, 2, ... the reports, LEVEL_PROBE_COUNTER + i the probe at
 # reward level i (far beyond any report index, so no two probes of a member share episodes).
 LEVEL_PROBE_COUNTER = 1 << 48
+# The reference gradient of nsr_ref (uwm_model.signal) draws its round r on probe counter REFERENCE_COUNTER + r.
+REFERENCE_COUNTER = 1 << 47
+REFERENCE_START = 256
 
 
 class TrainState(NamedTuple):
@@ -423,6 +426,9 @@ class Trainer:
             # counter 0 is the initial state's: report probes count from 1, so no draw is shared
             self.init_probe = {f"init_{k}": v for k, v in self.probe(0, samples=cfg.probe.init_samples).items()}
             self.init_probe.update(self._taylor_radius(0))
+            if cfg.probe.reference_samples and "init_probe_nsr_exact_l1" not in self.init_probe:
+                variances = [self.init_probe[f"init_probe_var_l{l + 1}"] for l in range(len(self.sizes) - 2)]
+                self.init_probe.update(self._reference_noise(variances))
         while self.step_count < total_steps:
             n = min(steps_per_report - self.step_count % steps_per_report, total_steps - self.step_count)
             started = time.perf_counter()
@@ -606,13 +612,53 @@ class Trainer:
             self.level_probe_episode[i, members] = self.episode
 
     @torch.no_grad()
+    def _reference_noise(self, variances: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``init_probe_nsr_ref_l{l}`` = V / (B S) per layer from the initial probe's variances V and a reference
+        S of ||∇J||² (:func:`uwm_model.signal.reference_signal`: groups of plain REINFORCE estimates, unbiased
+        on any state, on fresh episodes of probe counters REFERENCE_COUNTER + round, grown until resolved or
+        ``probe.reference_samples``); NaN where refused. Also ``init_probe_ref_samples_l{l}``."""
+        from .signal import GROUPS, reference_signal
+
+        theta_all = self.theta.double()
+        rule = RULES["reinforce"]
+        options = {REWARD_BASELINE: 0.0}
+
+        def draw(index, rnd, per_group):
+            n = per_group * GROUPS
+            parts = []
+            for part in self._member_slices(n * sum(self._draws_per_episode(True)), len(index)):
+                members = index[part].to(self.device)
+                theta = theta_all[members]
+                weights, ep, reward, U = self._draw_episode(theta, self.probe_keys[members], REFERENCE_COUNTER + rnd,
+                                                            n, True)
+                grads = self._chunked_rule(rule, options, weights, ep, reward, U)
+                sums = []
+                for g, h in zip(grads, ep.h[:-1]):
+                    g = g.view(g.shape[0], GROUPS, per_group, -1)
+                    h = h.view(h.shape[0], GROUPS, per_group, -1)
+                    w = torch.einsum("pgko,pgki->pgoi", g, h).flatten(2)
+                    sums.append(torch.cat([w, g.sum(2)], 2))
+                parts.append(sums)
+            return [torch.cat(layer) for layer in zip(*parts)]
+
+        start = min(REFERENCE_START, self.cfg.probe.reference_samples)
+        ref = reference_signal(draw, self.P, start, self.cfg.probe.reference_samples)
+        out = {}
+        for l, (v, s) in enumerate(zip(variances, ref.signal), start=1):
+            out[f"init_probe_nsr_ref_l{l}"] = v / (self.cfg.batch_size * s.to(v.device))
+            out[f"init_probe_ref_samples_l{l}"] = ref.samples.to(v.device, torch.float64)
+        return out
+
+    @torch.no_grad()
     def _taylor_radius(self, counter: int) -> dict[str, torch.Tensor]:
-        """Where the initial outgoing weights sit against hwm's Taylor radius (the ``init_unit_max_outgoing``
-        and ``init_beyond_radius`` metrics), on the probe's episodes of ``counter``, over chunks of samples."""
+        """Where the initial outgoing weights sit against hwm's Taylor radius (the ``init_unit_max_outgoing``,
+        ``init_beyond_radius`` and ``init_radius_ratio`` metrics), on the probe's episodes of ``counter``, over
+        chunks of samples."""
         weights, _ = self.unflatten(self.theta.double())
         out = {f"init_unit_max_outgoing_l{l}": w.abs().amax(1).mean(1) for l, w in enumerate(weights[1:], start=1)}
         K = self.cfg.probe.samples
         beyond = [torch.zeros(self.P, dtype=torch.float64, device=self.device) for _ in weights[1:]]
+        ratio = [torch.zeros(self.P, dtype=torch.float64, device=self.device) for _ in weights[1:]]
         for members in self._member_slices(K * sum(self._draws_per_episode(True))):
             theta = self.theta[members].double()
             w_all, ep, _, _ = self._draw_episode(theta, self.probe_keys[members], counter, K, True)
@@ -623,8 +669,10 @@ class Trainer:
                     z = ep.z[l + 1][:, start: start + chunk]                       # [m, c, n_out]
                     radius = (z.pow(2) + math.pi ** 2).sqrt().unsqueeze(-1)          # [m, c, n_out, 1]
                     beyond[l][members] += (w.abs().unsqueeze(1) > radius).double().sum((1, 2, 3))
-        for l, (w, count) in enumerate(zip(weights[1:], beyond), start=1):
+                    ratio[l][members] += (w.abs().unsqueeze(1) / radius).amax((2, 3)).sum(1)
+        for l, (w, count, largest) in enumerate(zip(weights[1:], beyond, ratio), start=1):
             out[f"init_beyond_radius_l{l}"] = count / (K * w.shape[1] * w.shape[2])
+            out[f"init_radius_ratio_l{l}"] = largest / K
         return out
 
     def _chunked_rule(self, rule, options, weights, ep, reward, U) -> list[torch.Tensor]:
@@ -687,7 +735,7 @@ class Trainer:
                 # a noise-to-signal ratio without a positive signal estimate is undefined, and a reward level
                 # not reached yet has no probe: absent, not NaN
                 row = {k: v[m] for k, v in values.items()
-                       if not (math.isnan(v[m]) and ("_nsr_l" in k or "fanout_rho_" in k
+                       if not (math.isnan(v[m]) and ("_nsr_l" in k or "_nsr_ref_l" in k or "fanout_rho_" in k
                                                      or k.startswith(LEVEL_PREFIX)))}
                 row["diverged"] = float(diverged_at[m] >= 0)
                 if diverged_at[m] >= 0:

@@ -126,6 +126,7 @@ def _pi_section(study: Study, table: pd.DataFrame, level: float,
                                                            zip(init["bias_sq"], init["bias_sq_lo"], init["bias_sq_hi"])],
                                "relative bias": init["relative_bias"].map(lambda v: num(v, 2)),
                                "beyond radius": init["beyond_radius"].map(lambda v: num(v, 2)),
+                               "largest |W|/radius": init["radius_ratio"].map(lambda v: num(v, 2)),
                                "any bias (p)": [f"{'shown' if b else 'not shown'} ({num(p, 2)})" for b, p in
                                                 zip(init["biased"], init["p"])],
                                f"above {BREAKDOWN_RELATIVE_BIAS:.0%} (power)": [
@@ -153,4 +154,8 @@ def _pi_section(study: Study, table: pd.DataFrame, level: float,
         sec.figures.append(("norm_stress", F.norm_stress_figure(table, init if len(init) else None)))
     except ValueError as exc:
         sec.text.append(f"(No figure: {exc}.)")
+    try:
+        sec.figures.append(("pi_boundary", F.pi_boundary_figure(init)))
+    except ValueError as exc:
+        sec.text.append(f"(No per-weight π figure: {exc}.)")
     return sec

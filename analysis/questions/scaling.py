@@ -94,10 +94,13 @@ def _scaling_section(study: Study, data: pd.DataFrame, fits: pd.DataFrame, comps
             sec.answer.append((name + (f", {ctx}" if ctx else ""), " · ".join(
                 f"{r['rule_variant']} {ci(r['exponent'], r['exponent_lo'], r['exponent_hi'], 3)}"
                 for _, r in g.iterrows())))
+    noise_lines(sec, data, fits)
     show = fits.assign(**{"b [interval]": [ci(a, b, c, 3) for a, b, c in
                                            zip(fits["exponent"], fits["exponent_lo"], fits["exponent_hi"])],
                           "quantity": fits["quantity"].map(lambda q: QUANTITIES.get(q, q))})
-    show = show[["quantity", "rule_variant", "context", "b [interval]", "method", "r2", "widths", "n_obs"]]
+    show = show.assign(**{"local slopes": fits["local_slopes"]})
+    show = show[["quantity", "rule_variant", "context", "b [interval]", "method", "r2", "local slopes", "widths",
+                 "n_obs"]]
     show = show.assign(r2=show["r2"].map(lambda v: num(v, 3))).rename(columns={"rule_variant": "rule",
                                                                                  "r2": "R²"})
     sec.tables.append(("Fitted exponents", show))
@@ -115,3 +118,31 @@ def _scaling_section(study: Study, data: pd.DataFrame, fits: pd.DataFrame, comps
     except ValueError as exc:
         sec.text.append(f"(No figure: {exc}.)")
     return sec
+
+
+def noise_lines(sec: Answer, data: pd.DataFrame, fits: pd.DataFrame) -> None:
+    """The scale-free noise's width exponent per layer and rule (:func:`analysis.scaling.exponent_reading`:
+    no exponent where one power law does not fit), each with the fraction of initial states where the
+    probe's own debiased ratio is undefined and, with a reference gradient, where the reference refused."""
+    noise = fits[fits["quantity"].str.startswith("noise_to_signal_")]
+    if not len(noise):
+        return
+    sec.text.append(f"Scale-free noise V / (B·‖∇J‖²) per layer on the initial parameters, against "
+                    f"{data.attrs.get('noise_source') or 'the exact gradient'}; the debiased ratio "
+                    "V / (B·(‖ḡ‖² − V/K)) is undefined where ‖ḡ‖² ≤ V/K and biased low where defined, so it is "
+                    "not fitted; its undefined share is given beside each exponent.")
+    undefined = data.attrs.get("undefined")
+    for _, r in noise.iterrows():
+        share = ""
+        if undefined is not None and len(undefined):
+            u = undefined[(undefined["quantity"] == r["quantity"]) & (undefined["rule_variant"] == r["rule_variant"])
+                          & (undefined["context"] == r["context"])]
+            if len(u):
+                share = (f" (debiased ratio undefined in {u['debiased_undefined'].min():.0%}–"
+                         f"{u['debiased_undefined'].max():.0%} of states per width")
+                if u["reference_refused"].notna().any():
+                    share += f"; reference refused in {u['reference_refused'].max():.0%} at most"
+                share += ")"
+        layer = r["quantity"].removeprefix("noise_to_signal_l")
+        sec.answer.append((f"noise exponent, layer {layer}, {r['rule_variant']}" + (f", {r['context']}" if r["context"] else ""),
+                           r["verdict"] + share))

@@ -54,7 +54,13 @@ def _variance_section(study: Study, vs: pd.DataFrame, corr: pd.DataFrame, level:
     per_seed = variance_speed_seeds(study, vs)
     pooled = pooled_within_setting(vs, level=level, seeds=per_seed if len(per_seed) else None)
     kind = vs.attrs.get("kind", "var")
-    sec.text.append(f"Variance measure: {'the noise-to-signal ratio V / (B ||mean||²), scale-free' if kind == 'nsr' else 'total variance (grows with the parameter count and the gradient scale: compare within a setting only)'}. "
+    measure = {"nsr": "the debiased noise-to-signal ratio V / (B (||mean||² - V/K)), scale-free (undefined where "
+                      "||mean||² <= V/K and biased low where defined)",
+               "nsr_exact": "the noise-to-signal ratio V / (B ||∇J||²) against the exact gradient, scale-free",
+               "nsr_ref": "the noise-to-signal ratio V / (B ||∇J||²) against a resolved reference gradient, "
+                          "scale-free"}.get(kind, "total variance (grows with the parameter count and the gradient "
+                                                   "scale: compare within a setting only)")
+    sec.text.append(f"Variance measure: {measure}. "
                     "The answer pools Spearman's ρ within each setting (mean weighted by cells) with a bootstrap "
                     "that resamples whole cells within settings and, inside each draw, one set of seed numbers per "
                     "setting shared by its cells (seeds paired across rules); the raw correlation over all settings is shown "
