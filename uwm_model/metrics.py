@@ -209,7 +209,8 @@ _PROBE_UNITS = {"var": "gradient units squared (summed over the layer's weights 
                 "mean_sq": "gradient units squared", "bias": "gradient units", "bias_sq": "gradient units squared",
                 "bias_sq_se": "gradient units squared", "bias_split": "gradient units squared",
                 "cos": "dimensionless, -1 to 1", "exact_sq": "gradient units squared",
-                "nsr": "dimensionless ratio", "nsr_exact": "dimensionless ratio"}
+                "nsr": "dimensionless ratio", "nsr_exact": "dimensionless ratio", "nsr_ref": "dimensionless ratio",
+                "ref_samples": "episodes"}
 
 
 def unit(name: str) -> str:
@@ -227,6 +228,8 @@ def unit(name: str) -> str:
         return "seconds per episode per member"
     if name == "eval_accuracy":
         return "fraction of test images, 0 to 1"
+    if name == "init_radius_ratio_l{l}":
+        return "dimensionless ratio (|W| over the Taylor radius)"
     if name.endswith("_fraction") or name == "init_beyond_radius_l{l}":
         return "fraction, 0 to 1"
     if name in ("diverged",):
