@@ -32,6 +32,29 @@ SESSION_MARKER = "UWM_TEST_SESSION"
 LEFTOVER_GRACE_SECONDS = 20
 
 
+# Under pytest-xdist (./dev test) each group's tests run on one worker: the tests of these modules share a
+# costly module-scoped fixture (a real study, a served or planted MLflow store) that would otherwise be built
+# on every worker; the tests that start Ray nodes with `ray start` run one at a time (each holds several GB).
+SHARED_FIXTURE_MODULES = ("test_analysis_e2e.py", "test_analysis_study.py", "test_mlflow_ui.py",
+                          "test_tracking_layout.py")
+RAY_START_GROUP = "ray_start"
+
+
+@pytest.hookimpl(tryfirst=True)   # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(session, config, items):
+    """Give the groups above, and put the modules with slow tests first (each module's tests kept together
+    and in order): xdist hands tests out in this order, so the long ones start early instead of stretching
+    the end of a parallel run."""
+    for item in items:
+        module = item.nodeid.split("::")[0]
+        if module.rsplit("/", 1)[-1] in SHARED_FIXTURE_MODULES:
+            item.add_marker(pytest.mark.xdist_group(module))
+        elif item.get_closest_marker("cluster"):
+            item.add_marker(pytest.mark.xdist_group(RAY_START_GROUP))
+    has_slow = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in has_slow)
+
+
 def pytest_sessionstart(session):
     os.environ[SESSION_MARKER] = str(os.getpid())
 
@@ -56,7 +79,10 @@ def _leftovers() -> list[psutil.Process]:
 
 def pytest_sessionfinish(session, exitstatus):
     """Fail the run when processes its tests started are still running at its end (after a grace period in
-    which Ray and servers finish shutting down), and end them."""
+    which Ray and servers finish shutting down), and end them. Under pytest-xdist each worker checks what its
+    own tests started; the controller runs no test (its children are the workers, ending now)."""
+    if session.config.pluginmanager.hasplugin("dsession"):
+        return
     deadline = time.time() + LEFTOVER_GRACE_SECONDS
     while (left := _leftovers()) and time.time() < deadline:
         time.sleep(1)

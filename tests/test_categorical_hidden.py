@@ -155,6 +155,7 @@ def statistics(net, task, rule, options, kind, seed=1, n=N):
 
 
 @pytest.mark.parametrize("rule,options", UNBIASED, ids=lambda v: str(v))
+@pytest.mark.slow
 def test_unbiased_rules_pass_the_z_test_with_categorical_hidden_units(k3_networks, mux3, rule, options):
     margins = []
     for net in k3_networks:
