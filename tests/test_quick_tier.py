@@ -148,3 +148,18 @@ def test_slow():
     assert quick_reach(source) == {"uwm_model", "uwm_model.trainer", "analysis.stats", "study.cli"}
     assert quick_reach("import pytest\npytestmark = [pytest.mark.slow]\nfrom analysis import stats\n"
                        "def test_a():\n    stats\n") == set()
+
+
+def test_every_cluster_test_runs_in_the_ray_start_group():
+    """The tests that start Ray nodes (marked cluster) run one at a time under pytest-xdist (conftest's
+    xdist_group reads test ids, so a renamed test would silently leave the group)."""
+    from conftest import xdist_group
+
+    cluster = []
+    for path in sorted((ROOT / "tests").glob("test_*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.FunctionDef) and any(
+                    isinstance(d, ast.Attribute) and d.attr == "cluster" for d in node.decorator_list):
+                cluster.append(f"tests/{path.name}::{node.name}")
+    assert len(cluster) >= 3, cluster
+    assert {n: xdist_group(n) for n in cluster} == {n: "ray_start" for n in cluster}

@@ -406,7 +406,6 @@ def test_a_killed_driver_leaves_nothing_running_and_ctrl_c_exits_130(tmp_path, p
     assert "View run" not in out.stdout and "Token authentication" not in out.stdout + out.stderr
 
 
-@pytest.mark.xdist_group("ray_start")   # its head takes Ray's default agent ports: one `ray start` at a time
 def test_on_a_joined_cluster_failed_points_exit_3_and_an_unmet_request_times_out(tmp_path, procs):
     """A joined Ray cluster (here a local head started apart, claiming one GPU it does not have):
     device cuda gets its GPU from Ray but no CUDA device, so every pack fails -> exit 3; a request no
