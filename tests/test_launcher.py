@@ -223,6 +223,7 @@ def test_points_by_node_counts_the_latest_attempt_of_every_point():
 
 
 @pytest.mark.cluster
+@pytest.mark.slow
 def test_ray_up_submit_job_submit_exec_down(launcher):
     base, env, (head, worker), name = launcher
     ports = dict(zip(("gcs", "dashboard", "client", "mlflow"), free_ports(4)))

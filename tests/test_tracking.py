@@ -116,6 +116,7 @@ class _CutOffProxy:
         self.server.server_close()
 
 
+@pytest.mark.slow
 def test_responses_cut_off_by_a_dying_server_are_done_once(tmp_path, procs):
     """A tracking server that dies while answering (the request done, the response cut off) is not an
     outage MLflow's retries wait for: each call of a point's run is done again, and the point is still recorded
