@@ -60,6 +60,7 @@ def test_the_split_half_sign_flip_test_holds_its_level_where_the_old_z_leans_to_
     assert abs(rate - LEVEL) < 0.02, rate
 
 
+@pytest.mark.slow
 def test_the_bias_test_has_power_against_a_ten_percent_relative_bias():
     """Power, stated: a relative bias of 10 % of the exact gradient's norm in a 4x6 layer, K = 1 024
     episodes per state, 12 states: the sign-flip test rejects in 93 % of simulations at 5 % and in 42 % at

@@ -195,6 +195,7 @@ def ray(env, *args, timeout=600, check=True):
     return out.stdout + out.stderr
 
 
+@pytest.mark.slow
 def test_submit_py_refuses_storage_and_tracking_no_node_can_share():
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "MLFLOW_", "UWM_"))}
     out = subprocess.run([sys.executable, "deploy/submit.py", "run", "tune_configs/quickstart.yaml"], cwd=ROOT,
