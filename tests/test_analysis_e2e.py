@@ -59,6 +59,9 @@ def _cli(*args, cwd, timeout=600):
     return proc.stdout
 
 
+pytestmark = pytest.mark.slow   # every test here reads the real study the fixture runs (about a minute)
+
+
 @pytest.fixture(scope="module")
 def real_study(tmp_path_factory):
     root = tmp_path_factory.mktemp("real-study")

@@ -110,6 +110,7 @@ def test_variance_is_never_taken_from_another_variant():
 # ----------------------------------------------------------------------------- compute scaling
 
 
+@pytest.mark.slow
 def test_fixed_cost_does_not_hide_a_cubic_cost():
     """Planted: t = 2e-4 + 1e-11 n^3 (an O(m²n) rule behind a fixed cost), 3 timings per width. The bare
     power law (old) finds an exponent ~0.4 and declares O(m²n) excluded; t = a + b n^k recovers k = 3."""
@@ -443,6 +444,7 @@ def test_correlation_bootstrap_propagates_seed_noise_that_cells_only_resampling_
     assert new["rho"] == pytest.approx(-1, abs=1e-3) and new["rho_lo"] < 0 < new["rho_hi"]
 
 
+@pytest.mark.slow
 def test_variance_at_matched_reward_levels_is_read_where_each_seed_reached_the_level():
     """Planted: 2 settings x 5 rules, 4 seeds; speed (AUC) falls with the rule index i. On the states where
     each seed first reached reward 0.7 (``at_reward_0.7_probe_*``) rule i's variance is 1 + i: rho -1. On

@@ -48,6 +48,7 @@ def test_a_study_without_dataset_trials_has_no_accuracy_table():
     assert rule_accuracies(study).empty
 
 
+@pytest.mark.slow
 def test_reference_points_on_the_digits_split():
     refs = reference_points(TASK, [8], seeds=2, updates=1500).set_index("note")
     assert refs.loc["exact", "accuracy"] == pytest.approx(0.5, abs=0.01)   # 0-4 against 5-9: balanced

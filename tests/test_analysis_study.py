@@ -258,6 +258,7 @@ def _figures(sections):
             yield from ((f"{stem}[{i}]", f) for i, f in enumerate(fig if isinstance(fig, tuple) else (fig,)))
 
 
+@pytest.mark.slow
 def test_every_report_figure_is_legible_at_page_width(analysed):
     """Sized to the page (so the browser does not shrink it), no text on text, no legend over data, no
     bare legend entries: the checks the old figures failed (see test_report_layout.py)."""
@@ -274,6 +275,7 @@ def test_every_report_figure_is_legible_at_page_width(analysed):
     assert all(len(ax.containers) for ax in vs.axes)               # error bars on every panel's points
 
 
+@pytest.mark.slow
 def test_answers_at_a_glance_is_a_table_with_one_row_per_question_and_setting(analysed):
     sections = {s.key: s for s in analysed[0]}
     answers = sections["answers"]
@@ -318,6 +320,7 @@ def chromium_layout(html_path, tmp_path):
     return json.loads(html_lib.unescape(found.group(1)))
 
 
+@pytest.mark.slow
 def test_html_report_is_self_contained_attached_and_renders(study, store, analysed, tmp_path):
     uri, planted = store
     out = tmp_path / "report"
@@ -384,6 +387,7 @@ def test_html_report_is_self_contained_attached_and_renders(study, store, analys
         assert img["w"] >= 0.4 * page["content"], img
 
 
+@pytest.mark.slow
 def test_markdown_report_has_png_files_beside_it(study, analysed, tmp_path):
     out = tmp_path / "md"
     path = write_report("planted", out, fmt="md", study=study, attach=False, analysis=analysed)

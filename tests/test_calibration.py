@@ -60,6 +60,7 @@ def test_the_split_half_sign_flip_test_holds_its_level_where_the_old_z_leans_to_
     assert abs(rate - LEVEL) < 0.02, rate
 
 
+@pytest.mark.slow
 def test_the_bias_test_has_power_against_a_ten_percent_relative_bias():
     """Power, stated: a relative bias of 10 % of the exact gradient's norm in a 4x6 layer, K = 1 024
     episodes per state, 12 states: the sign-flip test rejects in 93 % of simulations at 5 % and in 42 % at
@@ -70,6 +71,7 @@ def test_the_bias_test_has_power_against_a_ten_percent_relative_bias():
     assert (p <= LEVEL / 24).mean() > 0.25
 
 
+@pytest.mark.slow
 def test_the_random_effects_interval_covers_the_mean_squared_bias_over_states():
     """States differ in their bias (log-normal factor of sd 0.25 on the bias's norm): init_bias_table's
     interval (expanded bootstrap over the 12 seeds) covers the population mean of the squared bias in >= 93 %
@@ -87,6 +89,7 @@ def test_the_random_effects_interval_covers_the_mean_squared_bias_over_states():
     assert ((mean - old_half <= target) & (target <= mean + old_half)).mean() < 0.85
 
 
+@pytest.mark.slow
 def test_the_breakdown_t_test_holds_its_level_at_the_margin():
     """H0 at its boundary: every state's relative bias exactly 10 %. The one-sided t-test over seeds of
     bias_sq - 0.01 exact_sq (init_bias_table's breakdown test) rejects at 5 % in at most 5 % + 2 % of the
@@ -132,6 +135,7 @@ def _init_bias_study(stats):
                  trials=pd.DataFrame([trial]), curves=empty, seed_curves=pd.concat(frames, ignore_index=True))
 
 
+@pytest.mark.slow
 def test_init_bias_table_holds_both_levels_end_to_end():
     """init_bias_table on 1 000 planted simulations (one test per variant, so no Bonferroni): unbiased
     estimates are called biased in 5 % ± 2 % (measured 4.8 %); at the breakdown margin (relative bias
@@ -388,6 +392,7 @@ def test_the_power_law_lack_of_fit_test_holds_its_level_and_catches_a_drifting_s
     assert np.mean([f.lack_of_fit_p < MIN_LACK_OF_FIT_P for f in curved]) >= 0.9
 
 
+@pytest.mark.slow
 def test_the_stated_power_of_the_breakdown_test_is_honest():
     """init_bias_table's ``power`` (noncentral t against a 20 % relative bias) against the rejection rate it
     predicts, on 400 simulations planted at exactly 20 %: stated 91 %, realised 97 % (measured): within 10
@@ -497,6 +502,7 @@ def test_a_mild_shared_slowdown_with_unequal_fixed_costs_gives_no_spurious_expon
     assert all(f.lack_of_fit_p < 1e-6 for f in fits.values())
 
 
+@pytest.mark.slow
 def test_the_usable_learning_rate_range_holds_the_true_best_rate():
     """lr-sensitivity, planted: 8 rates on a half-decade grid, AUC a parabola in log10(lr) peaking at 0.01
     (0.4, falling 0.02 per half decade squared), 8 seeds of noise sd 0.05 per cell, the cells' expanded
@@ -547,6 +553,7 @@ def test_the_usable_learning_rate_range_under_a_flat_truth():
     assert not any(word in answer_text(row) for word in ("shown", "sensitive", "significant"))
 
 
+@pytest.mark.slow
 def test_the_order_by_radius_interaction_test_holds_its_level():
     """The interaction's HC3 test under H0, planted: log10 relative squared bias = -2 - 0.05 k + share + noise
     (sd 0.3), the beyond-radius share 0 below norm 3.5 and growing above (unequal between layers), orders

@@ -155,6 +155,7 @@ def statistics(net, task, rule, options, kind, seed=1, n=N):
 
 
 @pytest.mark.parametrize("rule,options", UNBIASED, ids=lambda v: str(v))
+@pytest.mark.slow
 def test_unbiased_rules_pass_the_z_test_with_categorical_hidden_units(k3_networks, mux3, rule, options):
     margins = []
     for net in k3_networks:
@@ -165,6 +166,7 @@ def test_unbiased_rules_pass_the_z_test_with_categorical_hidden_units(k3_network
 
 
 @pytest.mark.parametrize("rule,options", BIASED, ids=lambda v: str(v))
+@pytest.mark.slow
 def test_biased_rules_are_caught_with_categorical_hidden_units(k3_networks, mux3, rule, options):
     z = max(statistics(net, mux3, rule, options, CategoricalHidden(3))[0] for net in k3_networks)
     assert z > 10, f"{rule} {options} was not caught: max |z| = {z:.1f}"
@@ -187,6 +189,7 @@ def test_trial_config_validates_the_hidden_unit_type():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("rule", ["uwm", "hwm", "wm", "reinforce", "ste"])
+@pytest.mark.slow
 def test_a_trial_of_categorical_hidden_units_learns_the_3bit_multiplexer(rule):
     """Hidden [8, 8] units of K = 3 values, Adam lr 0.03, batch 16, 24 000 episodes, 2 seeds: every rule runs the
     trainer's step on categorical layers; uwm, wm and hwm learn (eval reward > 0.8; chance is 0)."""

@@ -2,6 +2,7 @@
 ``ui`` and ``status`` where there is nothing to read (one error line naming the problem, exit 2)."""
 
 import pandas as pd
+import pytest
 import yaml
 
 from study import cli
@@ -19,6 +20,7 @@ def one_error_line(capsys, *words):
         assert word in errors[0], (word, errors[0])
 
 
+@pytest.mark.slow
 def test_train_with_two_workers_writes_the_same_curves_as_one(tmp_path, capsys):
     (tmp_path / "trial.yaml").write_text(yaml.safe_dump(TINY))
     tables = {}

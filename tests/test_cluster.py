@@ -97,6 +97,7 @@ def test_cluster_launcher_installs_the_clients_ray_version():
 
 
 @pytest.mark.cluster
+@pytest.mark.slow
 def test_ray_job_submit_runs_studies_across_two_nodes(cluster, tmp_path):
     env, url = cluster
     job = tmp_path / "job"
@@ -158,6 +159,7 @@ def gpu_head(tmp_path):
         stop_nodes([head], pids, ray_tmp)
 
 
+@pytest.mark.slow
 def test_four_quarter_gpu_trials_share_one_declared_gpu_at_once_and_fall_back_to_the_cpu(gpu_head, tmp_path):
     """resources.gpus 0.25 on a node declaring one GPU: the study plans four trials at once, Ray runs the four
     packs concurrently (their MLflow runs overlap in time), and each, finding no CUDA device, trains on the CPU."""

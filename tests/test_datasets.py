@@ -15,6 +15,7 @@ TINY = dict(hidden=[6, 4], batch_size=4, episodes=160, report_every=80, threshol
             compile="off", probe={"enabled": True, "samples": 8, "cross_rule": True})
 
 
+@pytest.mark.slow
 def test_splits_are_fixed_stratified_and_disjoint():
     for name, sizes, per_digit in (("mnist5k", (4000, 1000), 100), ("digits", (1438, 359), None)):
         x_train, y_train, x_test, y_test = load_split(name)
@@ -105,6 +106,7 @@ def test_packing_a_categorical_output_changes_no_float32_number(rule):
     assert torch.equal(pack.theta[3:], alone.theta)
 
 
+@pytest.mark.slow
 def test_ten_class_mnist_uwm_and_wm_beat_chance_clearly():
     """A learning test, not a timed one: 6 000 episodes (1.5 passes over the 4 000 training images) at batch 8
     on 10-class MNIST-5k, hidden [64]. Chance is 0.10 on the test split; measured 0.5-0.6 for uwm and wm

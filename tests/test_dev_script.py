@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -36,6 +38,7 @@ def dev(folder: Path, venv: Path, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_an_environment_of_another_checkout_is_refused_before_anything_is_installed(tmp_path):
     first, second = checkout(tmp_path, "first"), checkout(tmp_path, "second")
     venv = environment(tmp_path, first)

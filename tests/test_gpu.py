@@ -167,6 +167,7 @@ def test_a_pack_of_65536_members_trains_within_its_memory_estimate(rule):
 # ----------------------------------------------------------------------------- the same code on the CPU
 
 
+@pytest.mark.slow
 def test_every_check_runs_on_the_cpu():
     check_streams("cpu")
     check_estimators("cpu")

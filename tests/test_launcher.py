@@ -195,6 +195,7 @@ def ray(env, *args, timeout=600, check=True):
     return out.stdout + out.stderr
 
 
+@pytest.mark.slow
 def test_submit_py_refuses_storage_and_tracking_no_node_can_share():
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "MLFLOW_", "UWM_"))}
     out = subprocess.run([sys.executable, "deploy/submit.py", "run", "tune_configs/quickstart.yaml"], cwd=ROOT,
@@ -223,6 +224,7 @@ def test_points_by_node_counts_the_latest_attempt_of_every_point():
 
 
 @pytest.mark.cluster
+@pytest.mark.slow
 def test_ray_up_submit_job_submit_exec_down(launcher):
     base, env, (head, worker), name = launcher
     ports = dict(zip(("gcs", "dashboard", "client", "mlflow"), free_ports(4)))

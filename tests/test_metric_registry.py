@@ -65,6 +65,7 @@ def test_episodes_to_threshold_median_counts_seeds_not_reached_as_later(reached,
     assert metrics.threshold_median(reached, seeds) == median
 
 
+@pytest.mark.slow
 def test_episodes_to_threshold_median_never_moves_once_reported():
     """Unlike the mean over the seeds that have reached, which rises as slower seeds reach."""
     cfg = TrialConfig(task={"address_bits": 1}, hidden=[4], rule="wm", episodes=2000, report_every=100, seeds=6,

@@ -99,12 +99,14 @@ def page_text(url: str, tmp_path) -> str:
     return text
 
 
+@pytest.mark.slow
 def test_uwm_study_ui_serves_the_store_and_prints_a_model_training_link(served):
     found = requests.get(f"{served['url']}/api/2.0/mlflow/experiments/get-by-name", params={"experiment_name": "uidemo"})
     assert found.ok and found.json()["experiment"]["tags"][0]  # the experiment, with its tags
     assert layout.ui_url(served["url"]) in served["log"].read_text()
 
 
+@pytest.mark.slow
 def test_the_experiment_opens_as_model_training_with_its_runs(served, tmp_path):
     text = page_text(layout.ui_url(served["url"], served["experiment"]), tmp_path)
     assert "two points for the UI test" in text              # the spec's description
@@ -114,6 +116,7 @@ def test_the_experiment_opens_as_model_training_with_its_runs(served, tmp_path):
     assert "Token Usage" in page_text(f"{served['url']}/#/experiments/{served['experiment']}", tmp_path)
 
 
+@pytest.mark.slow
 def test_a_child_run_is_named_by_its_point_and_charts_one_series_per_quantity(served, tmp_path):
     run_id, point = next(iter(served["runs"].items()))
     text = page_text(layout.ui_url(served["url"], served["experiment"], run_id), tmp_path)

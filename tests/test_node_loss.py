@@ -54,6 +54,7 @@ def two_nodes(tmp_path):
 
 
 @pytest.mark.cluster
+@pytest.mark.slow
 def test_a_lost_node_is_said_aloud_and_its_trial_moves_to_the_node_left(two_nodes, tmp_path):
     env, address, worker = two_nodes
     spec = {"name": "lost", "base": {"task": {"address_bits": 1}, "hidden": [8], "episodes": 120_000,

@@ -172,6 +172,7 @@ def test_report_into_a_folder_it_cannot_create_is_one_line(tmp_path, capsys, mon
                           f"{tmp_path / 'afile'} is a file"
 
 
+@pytest.mark.slow
 def test_a_half_started_study_is_refused_naming_the_command_that_works(tmp_path, capsys, monkeypatch):
     """A parent run in MLflow with no study folder in --storage: `run --fresh` starts it again."""
     from study import tracking

@@ -23,6 +23,7 @@ import sys
 import time
 import tracemalloc
 
+import pytest
 import yaml
 
 from study.cli import main
@@ -144,6 +145,7 @@ def cases(rng: random.Random) -> list[tuple[str, bytes]]:
     return out
 
 
+@pytest.mark.slow
 def test_every_malformed_spec_is_one_line_exit_2_fast_small_and_starts_nothing(tmp_path, capsys):
     from study.spec import load_yaml_text, validate_spec
 
@@ -201,6 +203,7 @@ def _child(path, tmp_path) -> tuple[int, str, float, int]:
     return proc.returncode, err.strip(), time.perf_counter() - t0, usage.ru_maxrss * 1024
 
 
+@pytest.mark.slow
 def test_a_handful_of_malformed_specs_through_a_real_process(tmp_path):
     generated = dict(cases(random.Random(13)))
     (tmp_path / "floor.yaml").write_bytes(b"name: 1\n")

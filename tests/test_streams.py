@@ -36,6 +36,7 @@ def test_philox_matches_the_published_known_answers(rounds):
     assert streams.ROUNDS == 10
 
 
+@pytest.mark.slow
 def test_the_members_first_blocks_never_repeat_across_a_real_studys_seeds_and_steps():
     """The first block of every (seed, step), seeds 0..199 x steps 0..799 999 (1.6e8 values), cut to its
     top 40 bits: distinct streams and counters collide only by chance. All 1.6e8 are generated; those

@@ -358,6 +358,7 @@ def _training(tmp_path, name) -> bool:
     return any(r.info.status == "RUNNING" for r in kids)
 
 
+@pytest.mark.slow
 def test_a_killed_driver_leaves_nothing_running_and_ctrl_c_exits_130(tmp_path, procs):
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump({**LONGER, "name": "cut", "base": {**LONGER["base"], "episodes": 6000}}))
@@ -406,6 +407,7 @@ def test_a_killed_driver_leaves_nothing_running_and_ctrl_c_exits_130(tmp_path, p
     assert "View run" not in out.stdout and "Token authentication" not in out.stdout + out.stderr
 
 
+@pytest.mark.slow
 def test_on_a_joined_cluster_failed_points_exit_3_and_an_unmet_request_times_out(tmp_path, procs):
     """A joined Ray cluster (here a local head started apart, claiming one GPU it does not have):
     device cuda gets its GPU from Ray but no CUDA device, so every pack fails -> exit 3; a request no
@@ -485,6 +487,7 @@ def _kill(server):
         pass
 
 
+@pytest.mark.slow
 def test_tracking_outages_shorter_and_longer_than_the_retries(tmp_path, procs, monkeypatch):
     """MLflow's client retries every request with backoff (MLflow's own default is about 4 minutes; here its
     own environment variables shorten it to 0 + 6 + 12 + 24 = 42 s). A server down for less than that: the

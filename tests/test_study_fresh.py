@@ -4,6 +4,7 @@ before Ray starts). A study whose results are gone from MLflow says so in one li
 
 import shutil
 
+import pytest
 import yaml
 from mlflow import MlflowClient
 
@@ -41,6 +42,7 @@ def one_error_line(capsys, *words):
         assert word in err[0], (word, err[0])
 
 
+@pytest.mark.slow
 def test_a_study_whose_store_was_deleted_says_so_and_how_to_start_over(tmp_path, capsys):
     db, storage = tmp_path / "mlflow.db", str(tmp_path / "runs")
     spec, _ = ran(tmp_path, "gone", f"sqlite:///{db}", storage)
@@ -54,6 +56,7 @@ def test_a_study_whose_store_was_deleted_says_so_and_how_to_start_over(tmp_path,
     one_error_line(capsys, "results are gone", "--fresh")
 
 
+@pytest.mark.slow
 def test_fresh_forgets_that_study_only(tmp_path, capsys):
     uri, storage = f"sqlite:///{tmp_path / 'mlflow.db'}", str(tmp_path / "runs")
     spec, old_parent = ran(tmp_path, "again", uri, storage)

@@ -157,6 +157,7 @@ def free_port() -> int:
 # ----------------------------------------------------------------------------- tests
 
 
+@pytest.mark.slow
 def test_quickstart_end_to_end_on_the_sqlite_default(tmp_path, procs):
     tiny = ["--set", "base.task.address_bits=1", "--set", "base.hidden=[4]", "--set", "base.episodes=600",
             "--set", "base.report_every=200", "--set", "base.seeds=2", "--set", "base.eval_episodes=64",
@@ -238,6 +239,7 @@ def test_quickstart_end_to_end_on_the_sqlite_default(tmp_path, procs):
     # `uwm-study ui` on a store like this one, in a browser: tests/test_mlflow_ui.py
 
 
+@pytest.mark.slow
 def test_packed_and_unpacked_studies_on_sqlite_and_a_real_mlflow_server(tmp_path, procs):
     port = free_port()
     server_log = (tmp_path / "server.log").open("w")
@@ -355,6 +357,7 @@ def resumed_from(storage: Path) -> dict[str, list[int]]:
     return out
 
 
+@pytest.mark.slow
 def test_a_killed_driver_resumes_without_duplicate_runs(tmp_path, procs):
     # one pack at a time, so when the first pack has ended the others have not, whatever the number of cores
     spec = write(tmp_path, {**LONGER, "max_concurrent": 1,
@@ -388,6 +391,7 @@ def test_a_killed_driver_resumes_without_duplicate_runs(tmp_path, procs):
     assert all(e > 0 for episodes in resumed.values() for e in episodes), resumed
 
 
+@pytest.mark.slow
 def test_a_killed_trial_worker_is_retried_and_recorded_once(tmp_path, procs):
     # one pack at a time, so the only training worker is pack-0001's, which has checkpointed when it is killed;
     # four times LONGER's episodes, so it is still training then

@@ -105,6 +105,7 @@ def test_tracebacks_go_to_the_log_file_not_the_terminal(tmp_path):
     assert "Could not delete checkpoint" in text
 
 
+@pytest.mark.slow
 def test_status_counts_a_point_on_every_node_it_trained_on(tmp_path):
     """A point retried on another node (its first node lost) keeps both in uwm.nodes; status counts it on each."""
     study = tracking.StudyTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "moved")

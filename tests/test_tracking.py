@@ -43,6 +43,7 @@ def test_a_point_run_logs_values_and_a_reopened_run_resumes_after_its_last_step(
     assert counts[layout.FINISHED] == 1 and sum(counts.values()) == 1
 
 
+@pytest.mark.slow
 def test_an_unreachable_server_is_told_apart_from_a_bad_request(tmp_path, monkeypatch):
     """What MLflow raises once its retries run out against a server that is gone counts as an outage (the study
     ends with one line and resume records its end); an error of the request itself does not."""
@@ -116,6 +117,7 @@ class _CutOffProxy:
         self.server.server_close()
 
 
+@pytest.mark.slow
 def test_responses_cut_off_by_a_dying_server_are_done_once(tmp_path, procs):
     """A tracking server that dies while answering (the request done, the response cut off) is not an
     outage MLflow's retries wait for: each call of a point's run is done again, and the point is still recorded

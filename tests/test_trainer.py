@@ -20,6 +20,7 @@ def final(trainer):
     return list(trainer.run())[-1]
 
 
+@pytest.mark.slow
 def test_uwm_and_wm_learn_the_6bit_multiplexer_for_every_seed():
     """Budget 48 000 episodes (3 000 updates of batch 16), Adam lr 0.03, hidden [32, 32], 4 seeds.
     Observed: uwm eval reward 0.97-0.99 per seed, wm 0.94-0.95; threshold 0.8 reached at 16-28k episodes."""
@@ -31,6 +32,7 @@ def test_uwm_and_wm_learn_the_6bit_multiplexer_for_every_seed():
         assert report.points[0].status == "finished"
 
 
+@pytest.mark.slow
 def test_uwm_reaches_the_threshold_sooner_than_reinforce():
     """Same net, optimiser and budget (48 000 episodes, censored there). Observed: uwm reached the
     running-mean reward 0.8 at 17 792-28 016 episodes on all 4 seeds; REINFORCE on 1 seed of 4 (36 432)."""
@@ -169,6 +171,7 @@ def test_reports_carry_the_documented_metrics():
     assert seed["probe_uwm_var_l1"] == seed["probe_var_l1"]
 
 
+@pytest.mark.slow
 def test_ema_baseline_reduces_reinforce_probe_variance():
     """Same state, same probe episodes: the EMA baseline (about the mean reward) lowers the variance."""
     runs = {}
@@ -361,6 +364,7 @@ def test_chunked_probe_equals_the_unchunked_probe(monkeypatch):
         assert torch.allclose(whole[k], chunked[k], rtol=1e-10, atol=1e-14, equal_nan=True), k
 
 
+@pytest.mark.slow
 def test_reward_level_probe_measures_each_member_once_where_it_first_reaches_the_level(tmp_path):
     """Member-level trigger at report boundaries: a member is probed at level r on the state of the first
     report where its running reward is >= r (on the level's own episodes, every rule on the same ones), the

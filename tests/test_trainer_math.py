@@ -73,6 +73,7 @@ UNBIASED = [("uwm", {}, "none"), ("uwm", {"signal": "global", "form": "rb"}, "no
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("batch", [1, 4])
 @pytest.mark.parametrize("rule,options,baseline", UNBIASED)
+@pytest.mark.slow
 def test_many_independent_train_steps_average_to_the_exact_gradient(rule, options, baseline, batch, dtype):
     """z-test per parameter entry: 24 000 / batch members start from one state (member 0's) and each takes
     one step on its own stream (no optimiser state carried); the mean update must match the exact gradient
