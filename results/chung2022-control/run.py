@@ -29,8 +29,9 @@ def main() -> None:
     args = ap.parse_args()
     cfg = ControlConfig(**yaml.safe_load((HERE / f"{args.name}.yaml").read_text()))
     ac = ActorCritic(cfg)
-    tic = time.perf_counter()
     with torch_settings(threads=1):
+        ac.run(max_steps=0)           # compiles (config compile: auto compiles a 1000-episode run), not timed
+        tic = time.perf_counter()
         while not ac.finished() and time.perf_counter() - tic < args.seconds:
             ac.run(max_steps=2000)
     wall = time.perf_counter() - tic
@@ -41,11 +42,13 @@ def main() -> None:
     result = ac.result(wall)
     out = {"config": cfg.model_dump(), "published_mean_sd": PUBLISHED[args.name], "episodes_completed_by_all": E,
            "complete": E >= cfg.episodes, "steps": ac.t, "wall_seconds": round(wall, 1),
+           "compiled": ac.compiled, "compile_seconds": round(ac.compile_seconds, 1),
            "average_return_first_E": per_member, "mean": mean, "sd": sd, "se": sd / len(per_member) ** 0.5 if E else None,
            "episodes_to_threshold": result.episodes_to_threshold(THRESHOLDS[cfg.env]).tolist(),
            "returns": [r[:E] for r in ac.returns]}
     (HERE / f"{args.name}.json").write_text(json.dumps(out))
-    print(f"{args.name}: E={E} episodes by every member ({ac.t} steps, {wall:.0f} s); average return over them "
+    print(f"{args.name}: E={E} episodes by every member ({ac.t} steps, {wall:.0f} s after "
+          f"{ac.compile_seconds:.0f} s compiling); average return over them "
           f"{mean:.2f} (SD {sd:.2f}, SE {out['se']:.2f}); published {PUBLISHED[args.name]}")
 
 
