@@ -6,8 +6,8 @@ environment stepping the same policy, side by side in one run.
     python benchmarks/control_throughput.py --part train --seeds 10 --steps 2000
     python benchmarks/control_throughput.py --part policy --populations 1 64 1024 --compile
 
-Part train: ms per step of ``uwm_model.control.ActorCritic`` on Chung's config (results/chung2022-control/
-<env>.yaml: WM, [64, 32] actor and critic, B = 1) for P members (default 10, the replication), eager
+Part train: ms per step of ``uwm_model.control.ActorCritic`` on Chung's config (tune_configs/trials/
+chung2022-<env>.yaml: WM, [64, 32] actor and critic, B = 1) for P members (default 10, the replication), eager
 (``compile: off``) and compiled (``compile: on``, 4 steps a call; compile time reported apart), after a
 warm-up, one torch thread.
 Part policy: the actor network at its initial weights (member k: seed k) acts on P x 1 environments for
@@ -28,19 +28,20 @@ import time
 import gymnasium
 import numpy as np
 import torch
-import yaml
 
+from study.control_trial import control_config
+from study.spec import read_yaml
 from uwm_model import envs, streams
 from uwm_model.control import ActorCritic, ControlConfig
 from uwm_model.settings import torch_settings
 
-CONFIGS = pathlib.Path(__file__).resolve().parent.parent / "results" / "chung2022-control"
+TRIALS = pathlib.Path(__file__).resolve().parent.parent / "tune_configs" / "trials"
 NAMES = {"CartPole-v1": "cartpole", "Acrobot-v1": "acrobot"}
 
 
 def train_ms_per_step(env: str, seeds: int, steps: int, compile: str) -> tuple[float, float]:
     """(ms per training step, compile seconds) of the published config with ``seeds`` members."""
-    cfg = yaml.safe_load((CONFIGS / f"{NAMES[env]}.yaml").read_text())
+    cfg = control_config(read_yaml(TRIALS / f"chung2022-{NAMES[env]}.yaml", "config")).model_dump()
     ac = ActorCritic(ControlConfig(**{**cfg, "seeds": seeds, "compile": compile}))
     ac.run(max_steps=0)                                   # compiles when compile is on
     ac.run(max_steps=40)                                  # warm-up

@@ -189,6 +189,8 @@ class ControlResult:
         """[P]: the first episode (1-based) at which the mean of the last ``window`` returns (a full window) is
         >= threshold, as the multiplexer trainer's episodes_to_threshold; NaN if never."""
         running = self.running_mean()[:, self.window - 1:]
+        if running.shape[1] == 0:                     # a run shorter than the window never fills it
+            return torch.full((len(running),), torch.nan, dtype=torch.float64)
         hit = running >= threshold
         first = hit.to(torch.int64).argmax(1).double() + self.window
         return torch.where(hit.any(1), first, torch.nan)
