@@ -331,7 +331,7 @@ MUTATIONS = [
       CONTROL),
     m("control.diverged_member_not_frozen", "uwm_model/control.py",
       "new = [torch.where(frozen.reshape(-1, *([1] * (n.dim() - 1))), o, n) for o, n in zip(old, new)]",
-      "new = list(new)", CONTROL),
+      "new = list(new)", CTRL_DIVERGE),
     m("control.threshold_before_a_full_window", "uwm_model/control.py",
       "running = self.running_mean()[:, self.window - 1:]", "running = self.running_mean()", CONTROL),
     m("control.checkpoint_forgets_traces", "uwm_model/control.py",
