@@ -36,6 +36,7 @@ CTRL_UNROLL = f"{CONTROL}::test_four_steps_in_one_call_equal_four_single_steps"
 CTRL_RETURNS = f"{CONTROL}::test_cartpole_returns_are_the_episode_lengths"
 CTRL_DIVERGE = f"{CONTROL}::test_a_diverging_member_is_frozen_and_marked_while_the_others_go_on_as_if_alone"
 CTRL_LRS = f"{CONTROL}::test_each_network_moves_by_its_own_learning_rates"
+CTRL_SUMMARY = "tests/test_control_trial.py::test_summary_counts_seeds_that_reach_the_threshold_and_censors_the_rest"
 DATA_TRAIN_ONLY = "tests/test_datasets.py::test_training_draws_only_training_images_and_evaluation_reads_the_whole_test_split"
 
 
@@ -359,6 +360,14 @@ MUTATIONS = [
     m("control.critic_lr_slice_shifted", "uwm_model/control.py",
       "lr_actor, lr_critic, (b1, b2, t) = sched[:La], sched[La:-3], sched[-3:]",
       "lr_actor, lr_critic, (b1, b2, t) = sched[:La], sched[La - 1:-4], sched[-3:]", CTRL_LRS),
+    m("control_trial.censored_seeds_counted", "study/control_trial.py",
+      "hit = reached[~reached.isnan()]", "hit = reached", CTRL_SUMMARY),
+    m("control_trial.se_is_the_sd", "study/control_trial.py",
+      '"average_return_se": sd / math.sqrt(n) if n > 1 else math.nan', '"average_return_se": sd if n > 1 else math.nan',
+      CTRL_SUMMARY),
+    m("control_trial.unknown_env_accepted", "study/control_trial.py",
+      "    if env not in ENV_NAMES:\n", "    if env not in ENV_NAMES and False:\n",
+      "tests/test_control_trial.py::test_a_bad_control_trial_is_one_error_line_before_any_work"),
     # ---- calibrated statistics (issue 23)
     m("calib.split_half_b_is_the_full_mean", "uwm_model/trainer.py",
       "b_b = (K * mean_b - half * (a_b + e_b)) / (K - half) - e_b", "b_b = mean_b - e_b",
