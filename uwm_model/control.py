@@ -1,5 +1,5 @@
-"""Actor-critic training on the batched episodic environments (docs/learning-rules.md §9): a first
-version, not yet wired into studies.
+"""Actor-critic training on the batched episodic environments (docs/learning-rules.md §9); one trial runs
+through ``uwm-study train`` (study/control_trial.py), studies do not run it yet.
 
 A population of P members (seeds ``seed, seed+1, ...``), each with B environments, steps in lock
 step. Every step: the actor (Bernoulli-logistic hidden layers, a categorical output) acts on the
@@ -10,6 +10,12 @@ observations; the environments step (auto-reset); the TD error
 is every layer's reward for that step; the actor's hidden layers learn by the chosen rule, the
 critic (softplus MLP, linear output) by TD(lambda) with accumulating traces; both by Adam with
 per-layer learning rates that fall linearly from a start to an end value over ``end_t`` steps.
+
+A step is a pure function of a :class:`ControlState` (``train_step``), so it compiles whole, environment
+included (``compile: on``, or ``auto`` for long runs): STEPS_PER_CALL steps unrolled into one graph, the
+uniforms of DRAW_STEPS steps drawn in one generator call outside it, the learning rates and Adam's powers as a
+per-step table; eager runs the same function. Compiled equals eager to rounding in float64, and a member's
+numbers do not depend on its pack (tests/test_control_compiled.py).
 
 The output is one categorical unit over the K actions, :class:`uwm_model.units.Categorical` (K logits),
 sampled by :func:`uwm_model.network.sample_episode` like any other layer, so every rule (reinforce, ste,
@@ -47,8 +53,9 @@ from .units import BERNOULLI, CATEGORICAL
 CRITIC_SEED_OFFSET = 1 << 30     # the critic of member seed s is initialised from seed s + 2^30
 STEPS_PER_CALL = 4               # steps unrolled into one compiled call
 DRAW_STEPS = 64                  # steps whose uniforms are drawn in one generator call (a multiple of STEPS_PER_CALL)
-COMPILE_MIN_EPISODES = 200       # "auto" compiles runs of at least this many episodes (compiling takes ~1 min on a
-                                 # busy 2-core CPU and then saves most of the ~7 ms of an eager step)
+COMPILE_MIN_EPISODES = 200       # "auto" compiles runs of at least this many episodes: compiling the published
+                                 # config took 35-48 s on the shared 2-core CPU (21 min once, beside other compiles)
+                                 # and then cut a 3.5 ms eager step to 0.6-1.9 ms (benchmarks/control_throughput.py)
 
 
 class ControlConfig(_Strict):
