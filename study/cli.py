@@ -205,17 +205,25 @@ def cmd_ui(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from . import control_trial
     from .preflight import check_input_file, check_output_folder
-    from .spec import load_trial_config
+    from .spec import apply_overrides, load_trial_config, read_yaml
 
     check_input_file(args.config, "config")
-    cfg = load_trial_config(args.config, args.set)
+    data = apply_overrides(read_yaml(args.config, "config"), list(args.set))
+    if control_trial.is_control(data):           # task: {env: ...}: the actor-critic, not a TrialConfig
+        cfg = control_trial.control_config(data)
+    else:
+        cfg = load_trial_config(args.config, args.set)
     out = Path(args.out)
     if out.suffix not in (".csv", ".parquet"):
         raise UserError("--out", f"{out} must end in .csv or .parquet")
     if not out.parent.is_dir():
         raise UserError("--out", f"folder {out.parent} does not exist")
     check_output_folder(out.parent, "--out")
+    if control_trial.is_control(data):
+        control_trial.train(cfg, out)
+        return 0
 
     import pandas as pd
     from tqdm import tqdm

@@ -240,3 +240,65 @@ def test_running_mean_and_episodes_to_threshold_match_plain_loops():
     assert reached[0] == 150 and reached[1].isnan()
     assert result.episodes_to_threshold(10.0)[1] == 100      # a full window first
     assert result.average_return.tolist() == [125.5, 10.0]
+
+
+def test_each_step_draws_counter_t_of_the_members_train_stream():
+    """Uniforms come in blocks of DRAW_STEPS steps; every step still reads its own counter t, wherever a block
+    starts (a block boundary, a resumed run, four steps at once)."""
+    from uwm_model import streams
+    ac = ActorCritic(small(seeds=2, envs=3, rule="uwm"))
+    P, B, n = 2, 3, ac.n_draws
+    for t in (0, 5, 63, 64, 130, 127, 3):
+        ref = streams.uniforms(ac.train_keys, t, B * n, ac.dtype).reshape(P, n, B).transpose(1, 2)
+        assert torch.equal(ac._uniforms(t, 1)[0], ref), t
+    four = ac._uniforms(60, 4)
+    for i in range(4):
+        assert torch.equal(four[i], ac._uniforms(60 + i, 1)[0])
+
+
+def test_schedules_are_chungs_per_step_rates_and_adams_powers():
+    cfg = small(adam_bias_correction_steps=3, end_t=4)
+    ac = ActorCritic(cfg)
+    rows = ac._schedules(0, 6)
+    for i, t in enumerate(range(1, 7)):
+        lrs = schedule(cfg.actor_lr_start, cfg.actor_lr_end, 4, t - 1) + \
+            schedule(cfg.critic_lr_start, cfg.critic_lr_end, 4, t - 1)
+        powers = [0.0, 0.0] if t >= 3 else [0.9**t, 0.999**t]
+        assert rows[i].tolist() == lrs + powers + [float(t)], t
+
+
+def test_four_steps_in_one_call_equal_four_single_steps():
+    cfg = small(seeds=2, envs=2, episodes=50, rule="uwm")
+    with torch_settings(threads=1):
+        one, four = ActorCritic(cfg), ActorCritic(cfg)
+        for _ in range(40):
+            one.step(1)
+        for _ in range(10):
+            four.step(4)
+    assert one.t == four.t == 40 and one.returns == four.returns
+    for a, b in zip(one.state.actor_w + one.state.critic_w + one.state.traces + one.state.adam_critic[1],
+                    four.state.actor_w + four.state.critic_w + four.state.traces + four.state.adam_critic[1]):
+        assert torch.equal(a, b)
+
+
+def test_cartpole_returns_are_the_episode_lengths():
+    """CartPole pays 1 a step: a member's finished returns plus its episodes in progress add up to its steps."""
+    with torch_settings(threads=1):
+        ac = ActorCritic(small(seeds=2, envs=3, episodes=10))
+        ac.run()
+    for p in range(2):
+        assert sum(ac.returns[p]) + float(ac.ret[p].sum()) == ac.t * 3
+    assert all(r >= 1 and r == int(r) for rs in ac.returns for r in rs)
+
+
+def test_each_network_moves_by_its_own_learning_rates():
+    zero_critic = small(critic_lr_start=[0.0] * 3, critic_lr_end=[0.0] * 3, episodes=50)
+    zero_actor = small(actor_lr_start=[0.0] * 3, actor_lr_end=[0.0] * 3, episodes=50)
+    for cfg, still, moved in ((zero_critic, "critic", "actor"), (zero_actor, "actor", "critic")):
+        ac = ActorCritic(cfg)
+        before = {k: [t.clone() for t in getattr(ac, k)[0] + getattr(ac, k)[1]] for k in ("actor", "critic")}
+        for _ in range(3):
+            ac.step(1)
+        after = {k: getattr(ac, k)[0] + getattr(ac, k)[1] for k in ("actor", "critic")}
+        assert all(torch.equal(a, b) for a, b in zip(before[still], after[still])), still
+        assert all(not torch.equal(a, b) for a, b in zip(before[moved][:2], after[moved][:2])), moved

@@ -1,5 +1,5 @@
-"""Actor-critic training on the batched episodic environments (docs/learning-rules.md §9): a first
-version, not yet wired into studies.
+"""Actor-critic training on the batched episodic environments (docs/learning-rules.md §9); one trial runs
+through ``uwm-study train`` (study/control_trial.py), studies do not run it yet.
 
 A population of P members (seeds ``seed, seed+1, ...``), each with B environments, steps in lock
 step. Every step: the actor (Bernoulli-logistic hidden layers, a categorical output) acts on the
@@ -10,6 +10,12 @@ observations; the environments step (auto-reset); the TD error
 is every layer's reward for that step; the actor's hidden layers learn by the chosen rule, the
 critic (softplus MLP, linear output) by TD(lambda) with accumulating traces; both by Adam with
 per-layer learning rates that fall linearly from a start to an end value over ``end_t`` steps.
+
+A step is a pure function of a :class:`ControlState` (``train_step``), so it compiles whole, environment
+included (``compile: on``, or ``auto`` for long runs): STEPS_PER_CALL steps unrolled into one graph, the
+uniforms of DRAW_STEPS steps drawn in one generator call outside it, the learning rates and Adam's powers as a
+per-step table; eager runs the same function. Compiled equals eager to rounding in float64, and a member's
+numbers do not depend on its pack (tests/test_control_compiled.py).
 
 The output is one categorical unit over the K actions, :class:`uwm_model.units.Categorical` (K logits),
 sampled by :func:`uwm_model.network.sample_episode` like any other layer, so every rule (reinforce, ste,
@@ -27,10 +33,11 @@ episode's first observation (not the last one's).
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +51,11 @@ from .rules import batch_mean_parameters, resolve_rule
 from .units import BERNOULLI, CATEGORICAL
 
 CRITIC_SEED_OFFSET = 1 << 30     # the critic of member seed s is initialised from seed s + 2^30
+STEPS_PER_CALL = 4               # steps unrolled into one compiled call
+DRAW_STEPS = 64                  # steps whose uniforms are drawn in one generator call (a multiple of STEPS_PER_CALL)
+COMPILE_MIN_EPISODES = 200       # "auto" compiles runs of at least this many episodes: compiling the published
+                                 # config took 35-48 s on the shared 2-core CPU (21 min once, beside other compiles)
+                                 # and then cut a 3.5 ms eager step to 0.6-1.9 ms (benchmarks/control_throughput.py)
 
 
 class ControlConfig(_Strict):
@@ -73,6 +85,8 @@ class ControlConfig(_Strict):
     envs: int = Field(1, ge=1, description="environments per member (the batch of each update)")
     dtype: Literal["float32", "float64"] = "float32"
     device: str = "cpu"
+    compile: Literal["auto", "on", "off"] = Field("auto", description="torch.compile the step: auto compiles runs "
+                                                  "of at least 200 episodes; the numbers are the eager ones to rounding")
 
     @model_validator(mode="after")
     def _check(self):
@@ -83,6 +97,35 @@ class ControlConfig(_Strict):
                 raise ValueError(f"{name} lists {len(getattr(self, name))} learning rates for {layers} layers")
         resolve_rule(self.rule, self.rule_options)
         return self
+
+
+class ControlState(NamedTuple):
+    """What one step reads and writes (lists per layer; [P, ...] tensors). Immutable: a step returns a new one,
+    so the step is a pure function and compiles."""
+
+    actor_w: list
+    actor_b: list
+    critic_w: list
+    critic_b: list
+    adam_actor: list         # [m, v]: Adam's moments of the actor's weights then biases
+    adam_critic: list
+    traces: list             # the critic's eligibility traces [P, B, ...] of its weights then biases
+    env: envs.EnvState
+    obs: torch.Tensor        # [P, B, d] what the actor acts on next
+    ret: torch.Tensor        # [P, B] the return of each environment's episode so far
+    diverged_at: torch.Tensor  # [P] the step a member's parameters turned non-finite (-1: never)
+
+
+def adam(params: list, grads: list, moments: list, lrs: torch.Tensor, beta1_power, beta2_power):
+    """Adam on every tensor of ``params`` (weights then biases, layer l's learning rate lrs[l] for both).
+    Returns the new parameters and [m, v]."""
+    L, out, m, v = len(lrs), [], [], []
+    for i, (p, g) in enumerate(zip(params, grads)):
+        p, mi, vi = adam_update(p, g, moments[0][i], moments[1][i], beta1_power, beta2_power, lrs[i % L])
+        out.append(p)
+        m.append(mi)
+        v.append(vi)
+    return out, [m, v]
 
 
 def softplus_critic_value(weights, biases, x):
@@ -153,6 +196,8 @@ class ControlResult:
         """[P]: the first episode (1-based) at which the mean of the last ``window`` returns (a full window) is
         >= threshold, as the multiplexer trainer's episodes_to_threshold; NaN if never."""
         running = self.running_mean()[:, self.window - 1:]
+        if running.shape[1] == 0:                     # a run shorter than the window never fills it
+            return torch.full((len(running),), torch.nan, dtype=torch.float64)
         hit = running >= threshold
         first = hit.to(torch.int64).argmax(1).double() + self.window
         return torch.where(hit.any(1), first, torch.nan)
@@ -180,21 +225,26 @@ class ActorCritic:
         self.seeds = torch.tensor(seeds, device=self.device)
         self.adam = {name: [[torch.zeros_like(t) for t in ws + bs], [torch.zeros_like(t) for t in ws + bs]]
                      for name, (ws, bs) in (("actor", self.actor), ("critic", self.critic))}
+        n_hidden = sum(cfg.actor_hidden)
+        self.n_draws = n_hidden + 1 + (n_hidden if self.rule.needs_uniforms else 0)   # per environment and step
+        self._step, self._steps, self.compile_seconds = None, None, 0.0
         self.start()
 
     # --- the actor ---
-    def act(self, x: torch.Tensor, u: torch.Tensor) -> tuple[Episode, torch.Tensor]:
-        """Sample the actor on observations x [P, B, d] with uniforms u [P, B, sum(hidden) + 1] (one per hidden
-        unit, then the action's). Returns the episode (its last layer the action's one-hot) and the actions [P, B]."""
-        bounds = torch.tensor([0, *self.cfg.actor_hidden, 1]).cumsum(0).tolist()
+    def act(self, x: torch.Tensor, u: torch.Tensor, actor=None) -> tuple[Episode, torch.Tensor]:
+        """Sample the actor (default: its current parameters) on observations x [P, B, d] with uniforms u
+        [P, B, sum(hidden) + 1] (one per hidden unit, then the action's). Returns the episode (its last layer the
+        action's one-hot) and the actions [P, B]."""
+        bounds = list(itertools.accumulate([0, *self.cfg.actor_hidden, 1]))
         parts = [u[..., a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-        ep = sample_episode(*self.actor, x, parts, self.units)
+        ep = sample_episode(*(actor or self.actor), x, parts, self.units)
         return ep, CATEGORICAL.action(ep.h[-1]).long()
 
-    def actor_gradient(self, ep: Episode, delta: torch.Tensor, U) -> list[torch.Tensor]:
+    def actor_gradient(self, ep: Episode, delta: torch.Tensor, U, weights=None) -> list[torch.Tensor]:
         """The batch-mean ascent direction of the actor's weights then biases for reward delta [P, B]; with
         ``pin_last`` the fixed logit's row gets no gradient."""
-        grad = batch_mean_parameters(self.rule.fn(self.actor[0], ep, delta, U, **self.rule_options), ep)
+        weights = self.actor[0] if weights is None else weights
+        grad = batch_mean_parameters(self.rule.fn(weights, ep, delta, U, **self.rule_options), ep)
         if self.cfg.output_logits == "pin_last":
             grad.weights[-1] = torch.cat([grad.weights[-1][:, :-1], torch.zeros_like(grad.weights[-1][:, -1:])], 1)
             grad.biases[-1] = torch.cat([grad.biases[-1][:, :-1], torch.zeros_like(grad.biases[-1][:, -1:])], 1)
@@ -204,79 +254,148 @@ class ActorCritic:
         """uwm's U: one uniform per hidden unit and sample, [P, B, n_l] per hidden layer, from u [P, B, sum(hidden)]."""
         return list(u.split(self.cfg.actor_hidden, -1))
 
-    def _adam(self, name: str, params: list[torch.Tensor], grads: list[torch.Tensor], lrs: list[float], t: int):
-        m, v = self.adam[name]
-        limit = self.cfg.adam_bias_correction_steps
-        b1, b2 = (0.0, 0.0) if limit is not None and t >= limit else (0.9**t, 0.999**t)
-        L = len(lrs)
-        for i, (p, g) in enumerate(zip(params, grads)):
-            params[i], m[i], v[i] = adam_update(p, g, m[i], v[i], b1, b2, lrs[i % L])
-        return params[:L], params[L:]
-
     def start(self) -> None:
         """The run's state at step 0: environments, critic traces, returns so far, divergence marks."""
         cfg, P, B = self.cfg, self.cfg.seeds, self.cfg.envs
         self.t = 0
-        self.env_state, self.obs = self.env.reset(self.seeds, B, self.dtype, self.device)
+        self.env_state, obs = self.env.reset(self.seeds, B, self.dtype, self.device)
+        self.obs = obs.clone()            # not CartPole's physics itself: a compiled step's guards see no aliasing
         self.traces = [torch.zeros(P, B, *p.shape[1:], dtype=self.dtype, device=self.device)
                        for p in self.critic[0] + self.critic[1]]
         self.ret = torch.zeros(P, B, dtype=self.dtype, device=self.device)
         self.returns: list[list[float]] = [[] for _ in range(P)]
         self.diverged_at = torch.full((P,), -1, dtype=torch.int64, device=self.device)
+        self._drawn = (-1, None)          # (first step, uniforms [DRAW_STEPS, P, n]) of the block drawn last
 
-    def step(self) -> torch.Tensor:
-        """One step of every member's environments and both networks' updates; returns done [P, B]."""
+    # --- one step as a pure function of tensors (eager, or compiled: the same code) ---
+    @property
+    def state(self) -> ControlState:
+        return ControlState(list(self.actor[0]), list(self.actor[1]), list(self.critic[0]), list(self.critic[1]),
+                            [list(x) for x in self.adam["actor"]], [list(x) for x in self.adam["critic"]],
+                            list(self.traces), self.env_state, self.obs, self.ret, self.diverged_at)
+
+    @state.setter
+    def state(self, s: ControlState) -> None:
+        self.actor, self.critic = [s.actor_w, s.actor_b], [s.critic_w, s.critic_b]
+        self.adam = {"actor": s.adam_actor, "critic": s.adam_critic}
+        self.traces, self.env_state, self.obs, self.ret, self.diverged_at = s.traces, s.env, s.obs, s.ret, s.diverged_at
+
+    def _schedules(self, t0: int, steps: int) -> torch.Tensor:
+        """[steps, La + Lc + 3] float64: per step t0 + 1 .. t0 + steps (1-based, as Adam counts) the actor's then
+        the critic's learning rates (Chung's schedule at t - 1), Adam's b1^t and b2^t (0 once bias correction
+        stops), and t itself (the divergence mark)."""
+        cfg, rows, limit = self.cfg, [], self.cfg.adam_bias_correction_steps
+        for t in range(t0 + 1, t0 + steps + 1):
+            b1, b2 = (0.0, 0.0) if limit is not None and t >= limit else (0.9**t, 0.999**t)
+            rows.append(schedule(cfg.actor_lr_start, cfg.actor_lr_end, cfg.end_t, t - 1)
+                        + schedule(cfg.critic_lr_start, cfg.critic_lr_end, cfg.end_t, t - 1) + [b1, b2, float(t)])
+        return torch.tensor(rows, dtype=torch.float64, device=self.device)
+
+    def _uniforms(self, t0: int, steps: int) -> torch.Tensor:
+        """[steps, P, B, n_draws]: the uniforms of steps t0 .. t0 + steps - 1 (counter t of the member's TRAIN
+        stream for step t), drawn DRAW_STEPS steps at a time (one vectorised generator call, aligned to the
+        step count so a resumed run draws alike)."""
+        P, B, n = self.cfg.seeds, self.cfg.envs, self.n_draws
+        first, block = self._drawn
+        if block is None or not (first <= t0 and t0 + steps <= first + DRAW_STEPS):
+            first = t0 - t0 % DRAW_STEPS
+            counters = torch.arange(first, first + DRAW_STEPS, dtype=torch.int64, device=self.device)
+            block = streams.uniforms(self.train_keys, counters, B * n, self.dtype).reshape(DRAW_STEPS, P, n, B)
+            self._drawn = (first, block)
+        return block[t0 - first: t0 - first + steps].transpose(2, 3)
+
+    def train_steps(self, s: ControlState, u: torch.Tensor, sched: torch.Tensor):
+        """``len(u)`` consecutive steps (u [S, P, B, n_draws], sched [S, ...] from :meth:`_schedules`): one graph
+        when compiled. Returns the new state and, per step, which episodes ended and counted ([S, P, B] bool:
+        ended, member not diverged) and their returns [S, P, B]."""
+        counted, returns = [], []
+        for i in range(len(u)):
+            s, c, r = self.train_step(s, u[i], sched[i])
+            counted.append(c)
+            returns.append(r)
+        return s, torch.stack(counted), torch.stack(returns)
+
+    def train_step(self, s: ControlState, u: torch.Tensor, sched: torch.Tensor):
+        """One step of every member's environments and both networks' updates, a pure function of tensors."""
         cfg, P, B = self.cfg, self.cfg.seeds, self.cfg.envs
-        n_units = sum(cfg.actor_hidden) + 1
-        n_draws = n_units + (sum(cfg.actor_hidden) if self.rule.needs_uniforms else 0)
-        obs, t = self.obs, self.t
-        u = streams.uniforms(self.train_keys, t, B * n_draws, self.dtype).reshape(P, n_draws, B).transpose(1, 2)
-        ep, action = self.act(obs, u[..., :n_units])
+        n_units, La = sum(cfg.actor_hidden) + 1, len(cfg.actor_hidden) + 1
+        actor, critic = [s.actor_w, s.actor_b], [s.critic_w, s.critic_b]
+        ep, action = self.act(s.obs, u[..., :n_units], actor)
         U = self.uwm_uniforms(u[..., n_units:]) if self.rule.needs_uniforms else None
-        value, cache = softplus_critic_value(*self.critic, obs)
-        out = self.env.step(self.env_state, action)
-        with torch.no_grad():
-            next_value = softplus_critic_value(*self.critic, out.final_obs)[0]
+        value, cache = softplus_critic_value(*critic, s.obs)
+        out = self.env.step(s.env, action)
+        next_value = softplus_critic_value(*critic, out.final_obs)[0]
         delta = td_error(out.reward, out.terminated, out.truncated, value, next_value, cfg.gamma, cfg.truncation)
-        t = self.t = t + 1
-        before = [list(self.actor[0]), list(self.actor[1]), list(self.critic[0]), list(self.critic[1])]
+        lr_actor, lr_critic, (b1, b2, t) = sched[:La], sched[La:-3], sched[-3:]
         # critic: accumulating traces of dV/dw, cleared at episode starts (after this step's update)
-        gw, gb = softplus_critic_gradient(self.critic[0], cache)
-        traces = [cfg.gamma * cfg.critic_lambda * e + g for e, g in zip(self.traces, gw + gb)]
+        gw, gb = softplus_critic_gradient(s.critic_w, cache)
+        traces = [cfg.gamma * cfg.critic_lambda * e + g for e, g in zip(s.traces, gw + gb)]
         shape = lambda e: delta.reshape(P, B, *([1] * (e.dim() - 2)))        # noqa: E731
-        critic_step = [(shape(e) * e).mean(1) for e in traces]
-        self.critic[0], self.critic[1] = self._adam(
-            "critic", self.critic[0] + self.critic[1], critic_step,
-            schedule(cfg.critic_lr_start, cfg.critic_lr_end, cfg.end_t, t - 1), t)
+        new_critic, adam_critic = adam(s.critic_w + s.critic_b, [(shape(e) * e).mean(1) for e in traces],
+                                       s.adam_critic, lr_critic, b1, b2)
         done = out.terminated | out.truncated
         keep = (~done).to(self.dtype)
-        self.traces = [e * keep.reshape(P, B, *([1] * (e.dim() - 2))) for e in traces]
+        traces = [e * keep.reshape(P, B, *([1] * (e.dim() - 2))) for e in traces]
         # actor: this step's per-layer logit estimates with R = delta
-        self.actor[0], self.actor[1] = self._adam(
-            "actor", self.actor[0] + self.actor[1], self.actor_gradient(ep, delta, U),
-            schedule(cfg.actor_lr_start, cfg.actor_lr_end, cfg.end_t, t - 1), t)
-        self._handle_divergence(before)
-        self.ret = self.ret + out.reward
-        if bool(done.any()):
-            frozen = (self.diverged_at >= 0).tolist()
-            for p, b in done.nonzero().tolist():
-                if not frozen[p]:
-                    self.returns[p].append(float(self.ret[p, b]))
-            self.ret = torch.where(done, 0.0, self.ret)
-        self.env_state, self.obs = out.state, out.obs
-        return done
+        new_actor, adam_actor = adam(s.actor_w + s.actor_b, self.actor_gradient(ep, delta, U, actor[0]),
+                                     s.adam_actor, lr_actor, b1, b2)
+        # divergence: a member whose parameters turn non-finite is marked and frozen at its last finite
+        # parameters; its returns stop counting (the run ends without it), the other members go on unchanged
+        old, new = s.actor_w + s.actor_b + s.critic_w + s.critic_b, new_actor + new_critic
+        finite = torch.stack([torch.isfinite(p).flatten(1).all(1) for p in new]).all(0)
+        diverged_at = torch.where(~finite & (s.diverged_at < 0), t.to(torch.int64), s.diverged_at)
+        frozen = diverged_at >= 0
+        new = [torch.where(frozen.reshape(-1, *([1] * (n.dim() - 1))), o, n) for o, n in zip(old, new)]
+        ret = s.ret + out.reward
+        counted = done & ~frozen.unsqueeze(1)
+        Lc = len(s.critic_w)
+        state = ControlState(new[:La], new[La:2 * La], new[2 * La:2 * La + Lc], new[2 * La + Lc:], adam_actor,
+                             adam_critic, traces, out.state, out.obs, torch.where(done, 0.0, ret), diverged_at)
+        return state, counted, ret
 
-    def _handle_divergence(self, before) -> None:
-        """A member whose parameters turn non-finite is marked and frozen at its last finite parameters; its
-        returns stop counting (the run ends without it), the other members go on unchanged."""
-        after = [self.actor[0], self.actor[1], self.critic[0], self.critic[1]]
-        finite = torch.stack([torch.isfinite(p).flatten(1).all(1) for group in after for p in group]).all(0)
-        self.diverged_at = torch.where(~finite & (self.diverged_at < 0), self.t, self.diverged_at)
-        frozen = self.diverged_at >= 0
-        if bool(frozen.any()):
-            for old, new in zip(before, after):
-                for i, (o, n) in enumerate(zip(old, new)):
-                    new[i] = torch.where(frozen.reshape(-1, *([1] * (n.dim() - 1))), o, n)
+    def compiles(self) -> bool:
+        """Whether steps are compiled: ``compile`` on, or auto and the run long enough to repay compiling."""
+        return self.cfg.compile == "on" or (self.cfg.compile == "auto" and self.cfg.episodes >= COMPILE_MIN_EPISODES)
+
+    @property
+    def compiled(self) -> bool:
+        """Whether the steps run compiled (known once the run is prepared)."""
+        return self._steps is not None
+
+    def _prepare(self) -> None:
+        """Choose eager or compiled steps once; compiling happens here, on the real state, so training time
+        excludes it."""
+        if self._step is not None:
+            return
+        if not self.compiles():
+            self._step, self._steps = self.train_step, None
+            return
+        tic = time.perf_counter()
+        compile = lambda fn: torch.compile(fn, fullgraph=True, dynamic=False)  # noqa: E731
+        # the unrolled graph now, on the real state; the single step (runs cut at a step count that is not a
+        # multiple of STEPS_PER_CALL) compiles when first needed
+        self._step, self._steps = compile(self.train_step), compile(self.train_steps)
+        t = self.t - self.t % STEPS_PER_CALL
+        self._steps(self.state, self._uniforms(t, STEPS_PER_CALL), self._schedules(t, STEPS_PER_CALL))
+        self.compile_seconds += time.perf_counter() - tic
+
+    def step(self, steps: int = 1) -> torch.Tensor:
+        """``steps`` steps (unrolled into one compiled call when compiled and ``steps`` is STEPS_PER_CALL);
+        records the returns of the episodes that ended. Returns whether any episode ended."""
+        self._prepare()
+        t = self.t
+        if steps == 1:
+            s, counted, ret = self._step(self.state, self._uniforms(t, 1)[0], self._schedules(t, 1)[0])
+            counted, ret = counted.unsqueeze(0), ret.unsqueeze(0)
+        else:
+            s, counted, ret = (self._steps or self.train_steps)(self.state, self._uniforms(t, steps),
+                                                               self._schedules(t, steps))
+        self.state, self.t = s, t + steps
+        ended = bool(counted.any())
+        if ended:
+            for i, p, b in counted.nonzero().tolist():
+                self.returns[p].append(float(ret[i, p, b]))
+        return ended
 
     def finished(self) -> bool:
         live = [r for r, d in zip(self.returns, self.diverged_at.tolist()) if d < 0]
@@ -285,10 +404,13 @@ class ActorCritic:
     def run(self, progress=None, max_steps: int | None = None) -> ControlResult:
         """Train until every live member has ``episodes`` returns (or ``max_steps`` more steps: then the
         run can be checkpointed and resumed)."""
+        self._prepare()
         tic, stop = time.perf_counter(), None if max_steps is None else self.t + max_steps
+        unroll = STEPS_PER_CALL if self._steps is not None else 1
         while not self.finished() and (stop is None or self.t < stop):
-            done = self.step()
-            if progress and bool(done.any()):
+            # compiled: STEPS_PER_CALL steps a call, aligned to the step count (a resumed run calls alike)
+            steps = unroll if self.t % unroll == 0 and (stop is None or self.t + unroll <= stop) else 1
+            if self.step(steps) and progress:
                 progress(self.t, self.returns)
         return self.result(time.perf_counter() - tic)
 

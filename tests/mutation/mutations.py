@@ -37,6 +37,13 @@ BEST = "tests/test_best_point.py"
 LEVELS = ["tests/test_metric_registry.py::test_reward_levels_are_summarised_over_all_seeds_with_the_unreached_censored"]
 NAMES = ["tests/test_tracking_layout.py::test_child_runs_are_named_by_what_tells_points_apart"]
 FIGS = "tests/test_report_figures.py"
+CTRL_DRAWS = f"{CONTROL}::test_each_step_draws_counter_t_of_the_members_train_stream"
+CTRL_SCHED = f"{CONTROL}::test_schedules_are_chungs_per_step_rates_and_adams_powers"
+CTRL_UNROLL = f"{CONTROL}::test_four_steps_in_one_call_equal_four_single_steps"
+CTRL_RETURNS = f"{CONTROL}::test_cartpole_returns_are_the_episode_lengths"
+CTRL_DIVERGE = f"{CONTROL}::test_a_diverging_member_is_frozen_and_marked_while_the_others_go_on_as_if_alone"
+CTRL_LRS = f"{CONTROL}::test_each_network_moves_by_its_own_learning_rates"
+CTRL_SUMMARY = "tests/test_control_trial.py::test_summary_counts_seeds_that_reach_the_threshold_and_censors_the_rest"
 DATA_TRAIN_ONLY = "tests/test_datasets.py::test_training_draws_only_training_images_and_evaluation_reads_the_whole_test_split"
 
 FAN = "tests/test_fan_out.py"
@@ -336,12 +343,43 @@ MUTATIONS = [
       "return list(u.split(self.cfg.actor_hidden, -1))", "return [u[..., :n] for n in self.cfg.actor_hidden]",
       CONTROL),
     m("control.diverged_member_not_frozen", "uwm_model/control.py",
-      "new[i] = torch.where(frozen.reshape(-1, *([1] * (n.dim() - 1))), o, n)", "new[i] = n", CONTROL),
+      "new = [torch.where(frozen.reshape(-1, *([1] * (n.dim() - 1))), o, n) for o, n in zip(old, new)]",
+      "new = list(new)", CTRL_DIVERGE),
     m("control.threshold_before_a_full_window", "uwm_model/control.py",
       "running = self.running_mean()[:, self.window - 1:]", "running = self.running_mean()", CONTROL),
     m("control.checkpoint_forgets_traces", "uwm_model/control.py",
       'self.traces, self.obs, self.ret = state["traces"], state["obs"], state["ret"]',
       'self.obs, self.ret = state["obs"], state["ret"]', CONTROL),
+    # ---- the control step as a pure function, drawn blocks, unrolled calls (issue 27, session 7)
+    m("control.block_reads_its_first_step", "uwm_model/control.py",
+      "return block[t0 - first: t0 - first + steps].transpose(2, 3)", "return block[:steps].transpose(2, 3)", CTRL_DRAWS),
+    m("control.block_not_aligned", "uwm_model/control.py",
+      "first = t0 - t0 % DRAW_STEPS", "first = t0 - t0 % DRAW_STEPS + 1", CTRL_DRAWS),
+    m("control.schedule_at_t_not_t_minus_1", "uwm_model/control.py",
+      "rows.append(schedule(cfg.actor_lr_start, cfg.actor_lr_end, cfg.end_t, t - 1)",
+      "rows.append(schedule(cfg.actor_lr_start, cfg.actor_lr_end, cfg.end_t, t)", CTRL_SCHED),
+    m("control.unrolled_call_skips_its_last_step", "uwm_model/control.py",
+      "        for i in range(len(u)):\n            s, c, r = self.train_step(s, u[i], sched[i])",
+      "        for i in range(len(u) - 1):\n            s, c, r = self.train_step(s, u[i], sched[i])", CTRL_UNROLL),
+    m("control.episode_return_not_reset", "uwm_model/control.py",
+      "adam_critic, traces, out.state, out.obs, torch.where(done, 0.0, ret), diverged_at)",
+      "adam_critic, traces, out.state, out.obs, ret, diverged_at)", CTRL_RETURNS),
+    m("control.diverged_member_still_counts", "uwm_model/control.py",
+      "counted = done & ~frozen.unsqueeze(1)", "counted = done", CTRL_DIVERGE),
+    m("control.divergence_mark_moves", "uwm_model/control.py",
+      "diverged_at = torch.where(~finite & (s.diverged_at < 0), t.to(torch.int64), s.diverged_at)",
+      "diverged_at = torch.where(~finite, t.to(torch.int64), s.diverged_at)", CTRL_DIVERGE),
+    m("control.critic_lr_slice_shifted", "uwm_model/control.py",
+      "lr_actor, lr_critic, (b1, b2, t) = sched[:La], sched[La:-3], sched[-3:]",
+      "lr_actor, lr_critic, (b1, b2, t) = sched[:La], sched[La - 1:-4], sched[-3:]", CTRL_LRS),
+    m("control_trial.censored_seeds_counted", "study/control_trial.py",
+      "hit = reached[~reached.isnan()]", "hit = reached", CTRL_SUMMARY),
+    m("control_trial.se_is_the_sd", "study/control_trial.py",
+      '"average_return_se": sd / math.sqrt(n) if n > 1 else math.nan', '"average_return_se": sd if n > 1 else math.nan',
+      CTRL_SUMMARY),
+    m("control_trial.unknown_env_accepted", "study/control_trial.py",
+      "    if env not in ENV_NAMES:\n", "    if env not in ENV_NAMES and False:\n",
+      "tests/test_control_trial.py::test_a_bad_control_trial_is_one_error_line_before_any_work"),
     # ---- calibrated statistics (issue 23)
     m("calib.split_half_b_is_the_full_mean", "uwm_model/trainer.py",
       "b_b = (K * mean_b - half * (a_b + e_b)) / (K - half) - e_b", "b_b = mean_b - e_b",
