@@ -410,8 +410,9 @@ def test_report_says_which_questions_a_study_cannot_answer(store, tmp_path):
     path = write_report("narrow", tmp_path / "narrow", tracking_uri=uri, n_boot=200, attach=False)
     text = path.read_text()
     closed = text[text.index("<section id='inapplicable'>"):text.index("<section id='methods'>")]
-    # replication, lr sensitivity, variance versus speed, scaling, π, reference points: one line, no sections
-    assert "Not answerable" not in text and closed.count("not answerable (") == 6
+    # replication, lr sensitivity, variance versus speed, scaling, π, reference points, fan-out: one line each
+    assert "Not answerable" not in text and closed.count("not answerable (") == 7
+    assert "Uneven fan-out" in closed or "fan-out" in closed
     assert "it needs a learning-rate grid" in closed and "at most 1 per rule and setting" in closed
     assert "Variance versus speed: not answerable (too few cells (" in closed
     # the narrow study has one width and sets no outgoing norm (so 0 distinct values)
