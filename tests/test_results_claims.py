@@ -144,3 +144,19 @@ def test_no_readme_claims_the_null_from_a_non_rejection():
         for phrase in ("unbiased by the", "no bias detected", "no breakdown", "and not at norm 3",
                        "agree within one published"):
             assert phrase not in body, f"{readme}: {phrase!r}"
+
+
+@pytest.mark.parametrize("study", ["mnist-binary", "mnist-10class"])
+def test_the_mnist_accuracies_are_their_reports(study):
+    """Each rule's test accuracy and interval in the study's README (and the repository README's summary line)
+    is a row of its report's accuracy.csv, as the README's table writes it."""
+    t = _csv(study, "accuracy.csv")
+    t["width"] = t["hidden"].str.strip("[]").astype(int)
+    body = (RESULTS / study / "README.md").read_text()
+    assert len(t) == 10
+    for _, r in t.iterrows():
+        row = f"| {r['rule']} | {r['width']} | {r['accuracy']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}] |"
+        assert row in body, f"{study}/README.md lacks {row!r}"
+    repo = (RESULTS / REPO).read_text()
+    uwm = t[(t["rule"] == "uwm") & (t["width"] == 128)].iloc[0]
+    assert f"{study}: UWM {uwm['accuracy']:.3f} [{uwm['lo']:.3f}, {uwm['hi']:.3f}]" in repo
