@@ -160,3 +160,21 @@ def test_the_mnist_accuracies_are_their_reports(study):
     repo = (RESULTS / REPO).read_text()
     uwm = t[(t["rule"] == "uwm") & (t["width"] == 128)].iloc[0]
     assert f"{study}: UWM {uwm['accuracy']:.3f} [{uwm['lo']:.3f}, {uwm['hi']:.3f}]" in repo
+
+
+@pytest.mark.parametrize("task", ["cartpole", "acrobot"])
+def test_the_control_replication_figures_are_their_runs(task):
+    """The control replication's mean, SD and SE over seeds, as the READMEs quote them, are the run's JSON;
+    the run is complete (every seed finished the anchor's 1 000 episodes) and inside the anchor's band."""
+    import json
+
+    run = json.loads((RESULTS / "chung2022-control" / f"{task}.json").read_text())
+    assert run["complete"] and run["episodes_completed_by_all"] == 1000 and len(run["average_return_first_E"]) == 10
+    per_seed = np.array(run["average_return_first_E"])
+    assert run["mean"] == pytest.approx(per_seed.mean()) and run["sd"] == pytest.approx(per_seed.std(ddof=1))
+    published, published_sd = run["published_mean_sd"]
+    assert abs(run["mean"] - published) <= published_sd
+    quoted = f"{_num(run['mean'])} (SD {_num(run['sd'])}, SE {_num(run['se'])})"
+    assert quoted in (RESULTS / "chung2022-control" / "README.md").read_text().replace("**", "")
+    assert f"{_num(run['mean'])} (SE {_num(run['se'])}" in (RESULTS / TOP).read_text()
+    assert f"{_num(run['mean'])}, SE {_num(run['se'])}" in (RESULTS / REPO).read_text()
