@@ -336,7 +336,7 @@ def test_html_report_is_self_contained_attached_and_renders(study, store, analys
     # replication (no published figure for its variants) and the dataset reference points: one line at the end
     closed = text[text.index("<section id='inapplicable'>"):text.index("<section id='methods'>")]
     assert "Learning-rate sensitivity: not answerable (it needs a learning-rate grid" in closed
-    assert closed.count("not answerable (") == 3
+    assert closed.count("not answerable (") == 4       # and the fan-out question (no masks in this study)
     assert "<section id='lr_sensitivity'>" not in text and "Not answerable" not in text
     assert text.index("<section id='answers'>") < text.index("<section id='overview'>")     # the answers lead
     for name in ("cells", "trials", "fastest", "variance_speed", "scaling_fits", "norm_stress_init_bias", "tuning"):
