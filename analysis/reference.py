@@ -9,20 +9,28 @@ of stochastic networks, printed beside each rule's test accuracy.
   batch 32, 6 000 updates: 48 epochs of MNIST-5k, 133 of the 8x8 digits), mean over ``seeds`` initialisations with a t-interval. A ceiling for reference, not a
   competitor: it needs the gradient that the learning rules of stochastic units must estimate.
 
-Everything is computed on the fixed split of :mod:`uwm_model.datasets` (the one the trials trained and were
-evaluated on), on the CPU, deterministic given the seeds.
+Everything is computed on the fixed split of :mod:`uwm_model.datasets` (the references fit the training split,
+as the trials do, and are scored on the test split, which the trials never tuned on), on the CPU, deterministic
+given the seeds. The reference points of a (task, shape, seeds, updates) are computed once per machine and kept
+in a small JSON cache (``$UWM_CACHE_DIR``, default ``~/.cache/uwm-study``; delete it to recompute): the backprop
+ceiling takes minutes, and every report of a study asks for the same numbers.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
 BACKPROP_UPDATES, BACKPROP_LR, BACKPROP_BATCH = 6000, 1e-3, 32
+# bump when the references' method or the datasets' split changes: cached points of another version are ignored
+CACHE_VERSION = 2      # 2: the training split lost its validation images (uwm_model.datasets.VALIDATION_FRACTION)
 
 
 def _task(task: dict):
@@ -82,9 +90,35 @@ def logistic_accuracy(task_json: str) -> float:
     return float((logistic.predict(data.x_test.double().numpy()) == data.y_test.numpy()).mean())
 
 
+def cache_dir() -> Path:
+    return Path(os.environ.get("UWM_CACHE_DIR") or Path.home() / ".cache" / "uwm-study")
+
+
 def reference_points(task: dict, hidden: list[int], seeds: int = 3, level: float = 0.95,
                      updates: int = BACKPROP_UPDATES) -> pd.DataFrame:
-    """One row per reference: ``reference``, ``accuracy`` (test split), ``lo``, ``hi``, ``note``."""
+    """One row per reference: ``reference``, ``accuracy`` (test split), ``lo``, ``hi``, ``note``; from the cache
+    when this machine computed them before."""
+    key = json.dumps({"version": CACHE_VERSION, "task": task, "hidden": list(hidden), "seeds": seeds,
+                      "level": level, "updates": updates, "lr": BACKPROP_LR, "batch": BACKPROP_BATCH}, sort_keys=True)
+    path = cache_dir() / f"reference-{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
+    try:                                       # the file's name is the key's hash; it holds the key for people
+        return pd.DataFrame(json.loads(path.read_text())["rows"])
+    except (OSError, ValueError, KeyError):
+        pass                                   # absent or unreadable: compute
+    table = compute_reference_points(task, hidden, seeds, level, updates)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_text(json.dumps({"key": key, "rows": table.to_dict("records")}))
+        partial.replace(path)                  # atomic: a concurrent report never reads half a file
+    except OSError:
+        pass                                   # a read-only home: the numbers are still right, only not kept
+    return table
+
+
+def compute_reference_points(task: dict, hidden: list[int], seeds: int = 3, level: float = 0.95,
+                             updates: int = BACKPROP_UPDATES) -> pd.DataFrame:
+    """:func:`reference_points` without the cache."""
     data = _task(task)
     lr_accuracy = logistic_accuracy(json.dumps(task, sort_keys=True))
     backprop = np.array([backprop_accuracy(data, hidden, seed, updates) for seed in range(seeds)])
@@ -100,16 +134,17 @@ def reference_points(task: dict, hidden: list[int], seeds: int = 3, level: float
 
 
 def rule_accuracies(study, level: float = 0.95) -> pd.DataFrame:
-    """Per tuned cell of a dataset study: the test accuracy (``eval_accuracy`` at each seed's last report),
-    mean over seeds with a t-interval; with the cell's task and hidden widths for :func:`reference_points`.
-    Empty when the study has no dataset trials."""
+    """Per tuned cell of a dataset study: the test accuracy (``test_accuracy`` at each seed's last report: the
+    held-out split, not the validation split the learning rate was tuned on), mean over seeds with a t-interval;
+    with the cell's task and hidden widths for :func:`reference_points`. Empty when the study has no dataset
+    trials with a test split."""
     from .speed import select_tuned
 
     seeds = study.seed_curves
-    if not len(seeds) or "eval_accuracy" not in set(seeds["metric"]):
+    if not len(seeds) or "test_accuracy" not in set(seeds["metric"]):
         return pd.DataFrame()
     tuned = select_tuned(study)
-    acc = seeds[(seeds["metric"] == "eval_accuracy") & seeds["run_id"].isin(tuned["run_id"])]
+    acc = seeds[(seeds["metric"] == "test_accuracy") & seeds["run_id"].isin(tuned["run_id"])]
     last = acc.sort_values("episode").groupby(["run_id", "seed"]).tail(1)
     rows = []
     for cell, g in tuned.groupby("cell", sort=False):

@@ -4,7 +4,7 @@ the reference points of analysis.reference. Prints one Markdown table per task (
     python benchmarks/dataset_accuracy.py [--episodes 16000] [--seeds 4] [--lr 0.003] [--hidden 64]
 
 One fixed learning rate for every rule (not tuned: the tune_configs/mnist-*.yaml studies tune it), Adam, batch 8,
-eager steps on the CPU. Accuracy is each seed's eval_accuracy at the last report (the stochastic network on the
+eager steps on the CPU. Accuracy is each seed's test_accuracy at the last report (the stochastic network on the
 full 1 000-image test split); intervals are t-intervals over seeds (95%).
 """
 
@@ -48,7 +48,7 @@ def main():
                                  seeds=args.seeds, device="cpu", compile="off", probe={"enabled": False})
             tic = time.time()
             last = list(um.Trainer(cfg).run())[-1].points[0]
-            print(f"| {label} | {interval([r['eval_accuracy'] for r in last.per_seed])} ({time.time() - tic:.0f} s) |",
+            print(f"| {label} | {interval([r['test_accuracy'] for r in last.per_seed])} ({time.time() - tic:.0f} s) |",
                   flush=True)
         for _, r in reference_points(task, [args.hidden]).iterrows():
             ci = f" [{r['lo']:.3f}, {r['hi']:.3f}]" if np.isfinite(r["lo"]) else ""

@@ -209,6 +209,15 @@ RULE_COST = {"uwm": 4.0}    # uwm forms an n x n' matrix of shifted log-sigmoids
                             # 5.6-11 x wm's step at widths 256-1024 on a CPU; the other rules cost about one pass
 
 
+def evaluation_episodes(cfg) -> int:
+    """Episodes of one evaluation: eval_episodes fresh inputs, or a dataset task's validation and test images."""
+    if cfg.task.name != "dataset":
+        return cfg.eval_episodes
+    from uwm_model.datasets import split_sizes
+    _, validation, test = split_sizes(cfg.task.dataset, cfg.task.classes)
+    return validation + test
+
+
 def trial_seconds(cfg, members: int, gpus: float) -> float:
     """Lower bound of the wall seconds of one trial of ``cfg`` with ``members`` (points x seeds) trained together:
     training, evaluation at every report and probes, at the speeds above (a GPU when the trial holds one and
@@ -216,7 +225,7 @@ def trial_seconds(cfg, members: int, gpus: float) -> float:
     sizes = cfg.sizes()
     macs = sum(n_in * n_out for n_in, n_out in zip(sizes[:-1], sizes[1:]))
     reports = math.ceil(cfg.episodes / cfg.report_every)
-    work = cfg.episodes * RULE_COST.get(cfg.rule, 1.0) + reports * cfg.eval_episodes
+    work = cfg.episodes * RULE_COST.get(cfg.rule, 1.0) + reports * evaluation_episodes(cfg)
     if cfg.probe.enabled:
         rules = [cfg.rule] + ([c.rule for c in cfg.probe.rules] if cfg.probe.cross_rule else [])
         work += reports * cfg.probe.samples * sum(RULE_COST.get(r, 1.0) for r in rules)

@@ -1,4 +1,5 @@
 import os
+import tempfile
 import time
 
 import psutil
@@ -80,6 +81,10 @@ def pytest_collection_modifyitems(session, config, items):
 
 def pytest_sessionstart(session):
     os.environ[SESSION_MARKER] = str(os.getpid())
+    # caches the code keeps per machine (the datasets' reference points) start empty in every test session and
+    # are shared by its workers and subprocesses: no test reads what an older version of the code computed
+    if "UWM_CACHE_DIR" not in os.environ:
+        os.environ["UWM_CACHE_DIR"] = tempfile.mkdtemp(prefix="uwm-test-cache-")
 
 
 # this process's own helpers, which end with it: multiprocessing's resource tracker and fork server

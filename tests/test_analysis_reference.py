@@ -1,5 +1,7 @@
 """analysis.reference: each rule's test accuracy on a dataset study and the reference points beside it."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,8 +14,9 @@ TASK = {"name": "dataset", "dataset": "digits", "classes": [[0, 1, 2, 3, 4], [5,
 
 
 def planted_study() -> tuple[Study, dict]:
-    """Two cells (uwm, wm), each with a search trial and a confirm trial; planted per-seed accuracies at the
-    last report of the confirm trials (the tuned ones), and a decoy last value in the search trials."""
+    """Two cells (uwm, wm), each with a search trial and a confirm trial; planted per-seed test accuracies at the
+    last report of the confirm trials (the tuned ones), a decoy last value in the search trials, and a decoy
+    validation accuracy everywhere."""
     rng = np.random.default_rng(3)
     trials, seeds, planted = [], [], {}
     for cell, rule in (("rule=uwm", "uwm"), ("rule=wm", "wm")):
@@ -25,8 +28,10 @@ def planted_study() -> tuple[Study, dict]:
             if stage == "confirm":
                 planted[rule] = values
             for seed, value in enumerate(values):
-                seeds += [{"run_id": run, "episode": 100, "seed": seed, "metric": "eval_accuracy", "value": 0.0},
-                          {"run_id": run, "episode": 200, "seed": seed, "metric": "eval_accuracy", "value": value}]
+                seeds += [{"run_id": run, "episode": 100, "seed": seed, "metric": "test_accuracy", "value": 0.0},
+                          {"run_id": run, "episode": 200, "seed": seed, "metric": "test_accuracy", "value": value},
+                          # the validation split's accuracy (what tuning read): a decoy the table must not quote
+                          {"run_id": run, "episode": 200, "seed": seed, "metric": "eval_accuracy", "value": 1.0}]
     study = Study("planted", "p", "e", None, {}, {}, pd.DataFrame(trials), pd.DataFrame(), pd.DataFrame(seeds))
     return study, planted
 
@@ -46,6 +51,33 @@ def test_a_study_without_dataset_trials_has_no_accuracy_table():
     study, _ = planted_study()
     study.seed_curves["metric"] = "eval_reward"
     assert rule_accuracies(study).empty
+
+
+def test_reference_points_are_computed_once_per_machine(tmp_path, monkeypatch):
+    """The second report of a setting reads the cache; another setting, or a cache of another version, computes."""
+    import analysis.reference as reference
+
+    monkeypatch.setenv("UWM_CACHE_DIR", str(tmp_path))
+    calls = []
+
+    def fake_compute(task, hidden, seeds, level, updates):
+        calls.append((json.dumps(task), tuple(hidden)))
+        return pd.DataFrame([{"reference": "r", "accuracy": 0.5 + len(calls) / 100, "lo": np.nan, "hi": np.nan,
+                              "note": "n"}])
+
+    monkeypatch.setattr(reference, "compute_reference_points", fake_compute)
+    first = reference_points(TASK, [8], seeds=2, updates=200)
+    again = reference_points(TASK, [8], seeds=2, updates=200)
+    assert len(calls) == 1 and again["accuracy"].tolist() == first["accuracy"].tolist() == [0.51]
+    assert np.isnan(again["lo"].iloc[0])
+    reference_points(TASK, [16], seeds=2, updates=200)
+    reference_points(TASK, [8], seeds=3, updates=200)
+    assert len(calls) == 3
+    monkeypatch.setattr(reference, "CACHE_VERSION", reference.CACHE_VERSION + 1)
+    assert reference_points(TASK, [8], seeds=2, updates=200)["accuracy"].tolist() == [0.54]
+    path = max(tmp_path.iterdir(), key=lambda p: p.stat().st_mtime_ns)   # the one just written
+    path.write_text("{not json")                                    # a damaged cache file is recomputed
+    assert reference_points(TASK, [8], seeds=2, updates=200)["accuracy"].tolist() == [0.55]
 
 
 @pytest.mark.slow

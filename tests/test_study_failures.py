@@ -162,6 +162,11 @@ def test_the_work_estimate_counts_episodes_members_widths_rules_and_devices():
     tiny = cfg(hidden=[4], episodes=10**6, report_every=10**6, batch_size=4)
     assert trial_seconds(tiny, 1, 1) == pytest.approx(10**6 / 4 * STEP_FLOOR_S)   # a step never costs less
     assert GPU_MACS_PER_GPU > 1e11
+    # a dataset task evaluates its validation and test splits, whatever eval_episodes says
+    from study.runner import evaluation_episodes
+    digits = {"dataset": "digits", "classes": [3, 8]}
+    assert evaluation_episodes(cfg(task=digits)) == evaluation_episodes(cfg(task=digits, eval_episodes=5)) == 35 + 72
+    assert evaluation_episodes(cfg(eval_episodes=5)) == 5
     # the study's line: the largest trial (a confirm pack of 64 seeds here) and the sum over every pack
     spec = validate_spec(with_(grid={"hidden": [[4], [64, 64]]}, confirm={"seeds": 64}))
     work = check_work(spec)

@@ -25,9 +25,13 @@ STOPPED = "stopped"        # stopped early (Trainer.stop_points)
 PER_SEED = {
     "train_reward": "mean training reward over the report window",
     "eval_reward": "mean reward of the stochastic network on eval_episodes fresh inputs (a dataset task: on every "
-                   "image of its test split once), no learning",
-    "eval_accuracy": "dataset tasks: fraction of the test split classified right by the stochastic network, every "
-                     "test image once (absent for the multiplexer)",
+                   "image of its validation split once), no learning; what a study tunes on",
+    "eval_accuracy": "dataset tasks: fraction of the validation split classified right by the stochastic network, "
+                     "every validation image once (absent for the multiplexer)",
+    "test_reward": "dataset tasks: mean reward of the stochastic network on every image of the held-out test split "
+                   "once; read only to report, never to tune (absent for the multiplexer)",
+    "test_accuracy": "dataset tasks: fraction of the held-out test split classified right by the stochastic "
+                     "network, every test image once; read only to report (absent for the multiplexer)",
     "running_reward": "mean training reward over the last threshold_window episodes",
     "episodes_to_threshold": "first episode at which running_reward >= threshold (absent until reached)",
     "diverged": "1 once the member's parameters or estimates became non-finite",
@@ -226,8 +230,8 @@ def unit(name: str) -> str:
         return "rank correlation, -1 to 1"
     if name == "seconds_per_episode":
         return "seconds per episode per member"
-    if name == "eval_accuracy":
-        return "fraction of test images, 0 to 1"
+    if name in ("eval_accuracy", "test_accuracy"):
+        return f"fraction of {'validation' if name == 'eval_accuracy' else 'test'} images, 0 to 1"
     if name == "init_radius_ratio_l{l}":
         return "dimensionless ratio (|W| over the Taylor radius)"
     if name.endswith("_fraction") or name == "init_beyond_radius_l{l}":

@@ -35,7 +35,7 @@ ROUNDS = 10
 _M0, _M1 = 0xD2511F53, 0xCD9E8D57
 _W0, _W1 = 0x9E3779B9, 0xBB67AE85
 
-TRAIN, EVAL, PROBE, ENV_RESET = 1, 2, 3, 4
+TRAIN, EVAL, PROBE, ENV_RESET, TEST = 1, 2, 3, 4, 5
 
 
 def _mulhilo(a: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,7 +62,7 @@ def philox4x32(counter: tuple, key: tuple, rounds: int = ROUNDS) -> tuple[torch.
 
 
 def member_keys(seeds: torch.Tensor, purpose: int) -> torch.Tensor:
-    """[P, 2] int64 key words (seed, purpose) of the members' streams for one purpose (TRAIN, EVAL, PROBE, ENV_RESET)."""
+    """[P, 2] int64 key words (seed, purpose) of the members' streams for one purpose (TRAIN, EVAL, PROBE, ENV_RESET, TEST)."""
     seeds = seeds.to(torch.int64)
     if seeds.numel() and (int(seeds.min()) < 0 or int(seeds.max()) > MASK):
         raise ValueError("stream seeds must lie in [0, 2^32)")

@@ -4,8 +4,9 @@ A task declares what the trainer and the oracle read: ``input_size``, ``input_dr
 episode's input takes), ``output_units`` and ``output_size`` (the output layer's unit type and width),
 ``num_inputs``; ``sample(u, dtype) -> (x, target)`` (an episode's input and its target from uniforms),
 ``score(target, action) -> reward``, ``enumerate(dtype, device) -> (x, target)`` (every training input,
-for the exact oracle), and ``eval_set(dtype, device)``: a fixed evaluation set ``(x, target)``, or None
-when evaluation draws fresh inputs.
+for the exact oracle), ``eval_set(dtype, device)``: a fixed evaluation set ``(x, target)`` (the eval reward,
+which a study tunes on), or None when evaluation draws fresh inputs, and ``test_set(dtype, device)``: a held-out
+set read only for reporting (``test_reward``), or None.
 
 ``a`` address bits select one of ``2^a`` data bits; ``k = a + 2^a``. Input layout: address
 bits first (most significant first), then data bits. The target is the selected data bit;
@@ -80,6 +81,9 @@ class Multiplexer:
         return x, self.target(x)
 
     def eval_set(self, dtype=None, device=None):
+        return None
+
+    def test_set(self, dtype=None, device=None):
         return None
 
     def all_inputs(self, dtype: torch.dtype = torch.float64, device=None) -> torch.Tensor:

@@ -118,6 +118,7 @@ class Trainer:
         self.sizes = cfg.sizes(self.task.input_size)
         self.units = layer_units(self.task, len(self.sizes) - 1, cfg.hidden_unit_type)
         self.eval_inputs = self.task.eval_set(self.dtype, self.device)   # a fixed eval set (x, target), or None
+        self.test_inputs = self.task.test_set(self.dtype, self.device)   # a held-out test set, or None
         self.rule = RULES[cfg.rule]
         self.member_point = [i for i, c in enumerate(self.points) for _ in range(c.seeds)]
         members = [(c, s) for c in self.points for s in c.member_seeds]
@@ -146,6 +147,7 @@ class Trainer:
             self.rule_options[name] = values if len(set(values.tolist())) > 1 else float(values[0])
         self.train_keys = streams.member_keys(self.seeds, streams.TRAIN)
         self.eval_keys = streams.member_keys(self.seeds, streams.EVAL)
+        self.test_keys = streams.member_keys(self.seeds, streams.TEST)
         self.probe_keys = streams.member_keys(self.seeds, streams.PROBE)
 
         # ---- state
@@ -513,13 +515,14 @@ class Trainer:
         return [slice(i, min(i + per, count)) for i in range(0, count, per)]
 
     @torch.no_grad()
-    def evaluate(self, counter: int) -> torch.Tensor:
+    def evaluate(self, counter: int, test: bool = False) -> torch.Tensor:
         """[P] mean reward of each member's stochastic network on eval_episodes fresh inputs, or, for a task
-        with a fixed evaluation set (a dataset's test split), on every input of that set once (its units
-        sampled from the member's eval stream: the same numbers at every run)."""
-        fixed = self.eval_inputs
+        with a fixed evaluation set (a dataset's validation split), on every input of that set once (its units
+        sampled from the member's eval stream: the same numbers at every run). ``test``: on the task's held-out
+        test set instead, from the member's own test stream."""
+        fixed, keys = (self.test_inputs, self.test_keys) if test else (self.eval_inputs, self.eval_keys)
         E = self.cfg.eval_episodes if fixed is None else len(fixed[1])
-        return torch.cat([self._draw_episode(self.theta[m], self.eval_keys[m], counter, E, False, fixed)[2].mean(1)
+        return torch.cat([self._draw_episode(self.theta[m], keys[m], counter, E, False, fixed)[2].mean(1)
                           for m in self._member_slices(E * sum(self._draws_per_episode(False)))])
 
     @torch.no_grad()
@@ -710,9 +713,12 @@ class Trainer:
             "running_reward": self.running_reward.double(),
             "train_reward_all": self.reward_sum / self.step_count,
         }
-        if self.eval_inputs is not None:       # a labelled test split: the accuracy on it
+        if self.test_inputs is not None:       # a held-out test split, read only to report
+            per_member["test_reward"] = self.evaluate(index, test=True).double()
+        if self.eval_inputs is not None:       # labelled splits: the accuracy on each
             low = -1.0 if self.cfg.task.rewards == "pm1" else 0.0
-            per_member["eval_accuracy"] = (per_member["eval_reward"] - low) / (1.0 - low)
+            for split in ("eval", "test")[: 1 + (self.test_inputs is not None)]:
+                per_member[f"{split}_accuracy"] = (per_member[f"{split}_reward"] - low) / (1.0 - low)
         weights, _ = self.unflatten(self.theta.double())
         for l, w in enumerate(weights[1:], start=1):
             per_member[f"max_abs_outgoing_l{l}"] = w.abs().amax((1, 2))

@@ -44,7 +44,9 @@ CTRL_RETURNS = f"{CONTROL}::test_cartpole_returns_are_the_episode_lengths"
 CTRL_DIVERGE = f"{CONTROL}::test_a_diverging_member_is_frozen_and_marked_while_the_others_go_on_as_if_alone"
 CTRL_LRS = f"{CONTROL}::test_each_network_moves_by_its_own_learning_rates"
 CTRL_SUMMARY = "tests/test_control_trial.py::test_summary_counts_seeds_that_reach_the_threshold_and_censors_the_rest"
-DATA_TRAIN_ONLY = "tests/test_datasets.py::test_training_draws_only_training_images_and_evaluation_reads_the_whole_test_split"
+DATA_TRAIN_ONLY = "tests/test_datasets.py::test_training_draws_only_training_images_evaluation_the_validation_split_and_the_test_split_only_reports"
+DATA_TEST_SCORED = "tests/test_datasets.py::test_the_test_split_is_scored_by_the_network_not_copied_from_the_validation_split"
+REFERENCE_CACHE = "tests/test_analysis_reference.py::test_reference_points_are_computed_once_per_machine"
 
 FAN = "tests/test_fan_out.py"
 FAN_TRAIN = f"{FAN}::test_masked_weights_and_their_adam_moments_stay_exactly_zero_in_training[uwm-adam]"
@@ -103,8 +105,8 @@ MUTATIONS = [
     m("trainer.stop_points_marks_finished_as_stopped", "uwm_model/trainer.py",
       "self.stopped |= mask & (self.diverged_at < 0)", "self.stopped |= mask", PACK),
     m("trainer.eval_on_train_stream", "uwm_model/trainer.py",
-      "self._draw_episode(self.theta[m], self.eval_keys[m], counter, E, False, fixed)",
-      "self._draw_episode(self.theta[m], self.train_keys[m], counter, E, False, fixed)", [PROBE]),
+      "fixed, keys = (self.test_inputs, self.test_keys) if test else (self.eval_inputs, self.eval_keys)",
+      "fixed, keys = (self.test_inputs, self.test_keys) if test else (self.eval_inputs, self.train_keys)", [PROBE]),
     m("trainer.probe_bias_is_mean_norm", "uwm_model/trainer.py",
       "out.update(bias=diff_sq.sqrt(),", "out.update(bias=mean_sq.sqrt(),",
       [PROBE]),
@@ -528,6 +530,34 @@ MUTATIONS = [
       "self.eval_inputs = self.task.eval_set(self.dtype, self.device)",
       "self.eval_inputs = self.task.enumerate(self.dtype, self.device)",
       DATA_TRAIN_ONLY),
+    # ---- issue 25, session 8: the validation split, the test split only reported, the reference cache
+    m("datasets.validation_overlaps_test", "uwm_model/datasets.py",
+      "val[order[n_test: n_test + n_val]] = True", "val[order[:n_val]] = True",
+      "tests/test_datasets.py::test_splits_are_fixed_stratified_and_disjoint"),
+    m("datasets.validation_not_taken_from_training", "uwm_model/datasets.py",
+      "train = ~(test | val)", "train = ~test", "tests/test_datasets.py::test_splits_are_fixed_stratified_and_disjoint"),
+    m("datasets.eval_reads_test_split", "uwm_model/datasets.py",
+      "return self.x_val.to(device=device, dtype=dtype), self.y_val.to(device)",
+      "return self.x_test.to(device=device, dtype=dtype), self.y_test.to(device)", DATA_TRAIN_ONLY),
+    m("trainer.test_evaluated_on_validation", "uwm_model/trainer.py",
+      "fixed, keys = (self.test_inputs, self.test_keys) if test else (self.eval_inputs, self.eval_keys)",
+      "fixed, keys = (self.eval_inputs, self.test_keys) if test else (self.eval_inputs, self.eval_keys)",
+      [DATA_TRAIN_ONLY, DATA_TEST_SCORED]),
+    m("trainer.test_accuracy_copies_eval", "uwm_model/trainer.py",
+      'per_member["test_reward"] = self.evaluate(index, test=True).double()',
+      'per_member["test_reward"] = self.evaluate(index).double()', [DATA_TRAIN_ONLY, DATA_TEST_SCORED]),
+    m("reference.quotes_validation_accuracy", "analysis/reference.py",
+      'acc = seeds[(seeds["metric"] == "test_accuracy") & seeds["run_id"].isin(tuned["run_id"])]',
+      'acc = seeds[(seeds["metric"] == "eval_accuracy") & seeds["run_id"].isin(tuned["run_id"])]',
+      "tests/test_analysis_reference.py::test_rule_accuracies_recover_the_planted_last_values_of_the_tuned_trials"),
+    m("reference.cache_read_ignored", "analysis/reference.py",
+      'return pd.DataFrame(json.loads(path.read_text())["rows"])', 'pd.DataFrame(json.loads(path.read_text())["rows"])',
+      REFERENCE_CACHE),
+    m("reference.cache_key_without_version", "analysis/reference.py",
+      'key = json.dumps({"version": CACHE_VERSION, "task": task,', 'key = json.dumps({"task": task,', REFERENCE_CACHE),
+    m("runner.dataset_evaluation_counts_eval_episodes", "study/runner.py",
+      'if cfg.task.name != "dataset":', "if True:",
+      "tests/test_study_failures.py::test_the_work_estimate_counts_episodes_members_widths_rules_and_devices"),
     m("oracle.categorical_outcomes_as_bits", "uwm_model/oracle.py",
       "outcomes = units[l].outcomes(sizes[l + 1], net.dtype, net.device)",
       "outcomes = units[0].outcomes(sizes[l + 1], net.dtype, net.device)", ORACLE_CAT),
