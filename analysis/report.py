@@ -33,7 +33,7 @@ from . import figures as F
 from .load import Study, load_study
 from .questions import Answer, Context, Settings, ask
 from .questions._text import caption_with_constants, ci, for_people, median, num, pct
-from .speed import tuning_warnings
+from .speed import MIN_TUNING_POINTS, tuning_warnings
 from .stats import DEFAULT_BOOT, DEFAULT_LEVEL
 from .verdicts import verdict
 
@@ -113,10 +113,24 @@ def _cell_section(study: Study, cells: pd.DataFrame, level: float) -> Section:
     sec.tables.append(("One row per cell at its tuned learning rate (intervals: " + lvl + ")", show))
     warn = tuning_warnings(study)
     warn = warn[(warn["warnings"] != "") & (warn["n_search"] > 1)]   # only cells whose lr was searched
-    if len(warn):
-        sec.text.append(f"Tuning warnings in {len(warn)} of {len(cells)} cells: the tuned learning rate is less "
-                        "trustworthy there (see Tuning).")
+    line = tuning_warning_line(warn, len(cells))
+    if line:
+        sec.text.append(line)
     return sec
+
+
+def tuning_warning_line(warn: pd.DataFrame, n_cells: int) -> str | None:
+    """One line counting the cells with tuning warnings, by kind (:func:`analysis.speed.tuning_warnings` rows
+    with a warning): one count of "any warning" read beside the tuning section's edge count looked like a
+    contradiction."""
+    if not len(warn):
+        return None
+    kinds = [(int(warn["warnings"].str.contains(pattern).sum()), what) for pattern, what in (
+        ("edge of the searched", "chose a rate at an edge of the range searched"),
+        ("learning rates tried", f"tried fewer than {MIN_TUNING_POINTS} learning rates"),
+        ("no confirm stage", "have no confirm stage"))]
+    return (f"Tuning warnings in {len(warn)} of {n_cells} cells (" + "; ".join(f"{n} {what}" for n, what in kinds if n)
+            + "): the tuned learning rate is less trustworthy there (see Tuning).")
 
 
 def _curves_section(study: Study, tuned: pd.DataFrame, lr_table: pd.DataFrame | None = None) -> Section:

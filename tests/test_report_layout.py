@@ -166,3 +166,17 @@ def test_tuning_figures_are_optunas_plots_with_seeds_and_the_chosen_value(close_
     for fig in (slice_fig, hist_fig):
         assert F.layout_problems(fig) == []
     assert matplotlib.rcParams["axes.facecolor"] == "white"             # Optuna's ggplot style did not leak
+
+
+def test_the_tuning_warning_line_counts_each_kind_of_warning():
+    """The summary's line says which warnings, so "10 of 10 cells" beside "5 of 10 at an edge" reads right."""
+    from analysis.report import tuning_warning_line
+
+    warn = pd.DataFrame({"warnings": ["lr 0.03 is at the upper edge of the searched range [0.001, 0.03]; only 4 "
+                                      "learning rates tried (fewer than 5: close to random search)",
+                                      "only 4 learning rates tried (fewer than 5: close to random search)",
+                                      "no confirm stage: reported on the seeds it was picked on (optimistic)"]})
+    line = tuning_warning_line(warn, 10)
+    assert line.startswith("Tuning warnings in 3 of 10 cells (1 chose a rate at an edge of the range searched; "
+                           "2 tried fewer than 5 learning rates; 1 have no confirm stage)"), line
+    assert tuning_warning_line(warn.iloc[:0], 10) is None
