@@ -157,6 +157,31 @@ def test_a_published_export_regenerates_its_csvs(folder, tmp_path):
         assert _numeric_equal(*read) == [], f"{name} differs{hint}"
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("folder", [p for p in _published_exports() if (p.values[0] / "html" / "report.html").is_file()])
+def test_a_published_report_reads_in_chromium(folder, tmp_path):
+    """The published HTML report, as a reader opens it (Chromium at 1200 × 900): no sideways scroll, no table
+    or figure wider than the text column, each question's verdict on the first screen, every CSV it links
+    published beside it, and its glance rows word for word those of the published Markdown report (the two
+    renderings of the same answers: one regenerated without the other would differ)."""
+    import re
+
+    from test_analysis_study import chromium_layout
+
+    path = folder / "html" / "report.html"
+    page = chromium_layout(path, tmp_path)
+    assert page["scroll"] <= page["inner"], "the page scrolls sideways"
+    assert max(page["tables"]) <= page["content"] + 1, "a table is wider than the text column"
+    assert all(img["w"] <= page["content"] + 1 for img in page["imgs"]), page["imgs"]
+    assert page["firstRow"] and max(page["firstRow"].values()) < 900, page["firstRow"]
+    linked = set(re.findall(r"<a href='([^'#/]+\.csv)'", path.read_text()))
+    assert linked and all((folder / "html" / name).is_file() for name in linked), linked
+    assert len(page["cells"]) >= 4, page["cells"]
+    markdown = " ".join((folder / "md" / "report.md").read_text().replace("\\|", "|").split())
+    for cell in page["cells"]:
+        assert " ".join(cell.split()) in markdown, cell
+
+
 # ----------------------------------------------------------------------------- bad input
 
 
