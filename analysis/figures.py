@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from .interactive import tip  # noqa: E402
 from .palette import rule_palette  # noqa: E402,F401  (re-exported: one palette for every figure)
 from .scaling import QUANTITIES  # noqa: E402
 from .stats import bootstrap_ci  # noqa: E402
@@ -219,6 +220,7 @@ def learning_curves(study, run_ids=None, metric: str = "eval_reward", n_boot: in
         keep = sorted(df[col].unique(), key=_natural)[:MAX_PANELS]
         df = df[df[col].isin(keep)]
     pal = rule_palette(df["rule_variant"])
+    lrs = dict(zip(study.trials["run_id"], study.trials["lr"])) if "lr" in study.trials else {}
     keys = [c for c in (col, row) if c] + ["rule_variant", "episode"]
     stats = []
     for key, g in df.groupby(keys, sort=False):
@@ -247,9 +249,12 @@ def learning_curves(study, run_ids=None, metric: str = "eval_reward", n_boot: in
         for rule, h in d.groupby("rule_variant"):
             if per_seed:   # every seed thin behind its mean: the spread and any seed that breaks away
                 seeds = raw[raw["rule_variant"] == rule].groupby(["run_id", "seed"], sort=True)
-                for _, one in list(seeds)[:MAX_SEED_LINES]:
+                for (run_id, seed), one in list(seeds)[:MAX_SEED_LINES]:
                     one = one.sort_values("episode")
-                    ax.plot(one["episode"], one["value"], color=pal[rule], lw=0.5, alpha=0.3, zorder=1)
+                    [line] = ax.plot(one["episode"], one["value"], color=pal[rule], lw=0.5, alpha=0.3, zorder=1)
+                    # hover: which seed of which point; a click opens its run (analysis.interactive)
+                    tip(line, f"{rule}, lr {_lr_text(lrs.get(run_id))}, seed {int(seed)}: {label_of(metric)} "
+                              f"{one['value'].iloc[-1]:.3g} at episode {int(one['episode'].iloc[-1])}", run_id)
             ax.plot(h["episode"], h["mean"], color=pal[rule], lw=1.8, zorder=3)
             if h["lo"].notna().any():
                 ax.fill_between(h["episode"], h["lo"], h["hi"], color=pal[rule], alpha=0.2, lw=0)
@@ -258,7 +263,7 @@ def learning_curves(study, run_ids=None, metric: str = "eval_reward", n_boot: in
         ax.set_title(", ".join(names[k].format(v) for k, v in ((col, c), (row, r)) if k), fontsize=9)
         ax.tick_params(labelsize=8)
     _hide_unused(axes, len(panels))
-    label = {"eval_reward": "eval reward", "train_reward": "training reward"}.get(metric, metric)
+    label = label_of(metric)
     fig.supxlabel("episodes", fontsize=9)
     fig.supylabel(f"{label} (reward)", fontsize=9)
     handles = [Line2D([], [], color=pal[r], lw=2) for r in sorted(pal)]
@@ -271,6 +276,14 @@ def learning_curves(study, run_ids=None, metric: str = "eval_reward", n_boot: in
            "panel)" if per_seed else "mean over seeds")
     fig.set_label(f"Learning curves: {label} against episodes ({how})")  # the caption, printed under the figure
     return fig
+
+
+def label_of(metric: str) -> str:
+    return {"eval_reward": "eval reward", "train_reward": "training reward"}.get(metric, metric)
+
+
+def _lr_text(lr) -> str:
+    return f"{float(lr):.3g}" if lr is not None and pd.notna(lr) and not isinstance(lr, (list, str)) else str(lr)
 
 
 def threshold_of(study, run_ids) -> float | None:

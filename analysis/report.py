@@ -30,6 +30,7 @@ import pandas as pd
 from uwm_model import layout
 
 from . import figures as F
+from .interactive import has_tips, to_svg
 from .load import Study, load_study
 from .questions import Answer, Context, Settings, ask
 from .questions._text import caption_with_constants, ci, for_people, median, num, pct
@@ -278,6 +279,7 @@ td{overflow-wrap:anywhere} table{max-width:100%} .csv{color:#555;font-size:0.85e
 details summary{cursor:pointer;font-weight:600;font-size:0.9em;padding:4px 0}
 #answers td:last-child{min-width:40%}
 figcaption{color:#555;font-size:0.88em} .fig-row{display:flex;gap:8px;align-items:flex-start}
+.svg-figure{margin:8px 0} .svg-figure a path:hover{stroke-width:2.5;stroke-opacity:1}
 """
 
 
@@ -295,7 +297,24 @@ def _caption_of(fig_or_row) -> str:
     return " · ".join(f.get_label() for f in _figure_list(fig_or_row) if f.get_label())
 
 
-def _render_html(study: Study, sections: list[Section], fig_b64: dict[str, str]) -> str:
+def _figure_html(name: str, fig, run_link=None) -> str:
+    """One figure for the self-contained page: inline SVG where its artists carry hover texts and run links
+    (:mod:`analysis.interactive`), else an embedded PNG."""
+    if has_tips(fig):
+        return f"<div class='svg-figure' role='img' aria-label='{html.escape(name)}'>{to_svg(fig, run_link, F.DPI)}</div>"
+    return f"<img alt='{html.escape(name)}' src='data:image/png;base64,{F.to_base64(fig)}'>"
+
+
+def run_link_of(study: Study):
+    """Run id -> its page in the study's MLflow UI: the tracking server's own address, or what ``uwm-study ui``
+    serves for a local store; None for a study read from an export (no store to open)."""
+    if study.tracking_uri is None:
+        return None
+    base = study.tracking_uri if study.tracking_uri.startswith(("http://", "https://")) else layout.UI_LOCAL
+    return lambda run_id: layout.ui_url(base, study.experiment_id, run_id)
+
+
+def _render_html(study: Study, sections: list[Section], fig_html: dict[str, str]) -> str:
     e = html.escape
     now = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     out = ["<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
@@ -336,8 +355,7 @@ def _render_html(study: Study, sections: list[Section], fig_b64: dict[str, str])
                 table = _caption(df.to_html(index=False, escape=True, na_rep="–", border=0), caption)
                 out.append(f"<div class='table-wrap'>{table}</div>")
         for stem, fig in s.figures:
-            imgs = "".join(f"<img alt='{e(name)}' src='data:image/png;base64,{fig_b64[name]}'>"
-                           for name, _ in _figure_files(stem, fig))
+            imgs = "".join(fig_html[name] for name, _ in _figure_files(stem, fig))
             if len(_figure_list(fig)) > 1:
                 imgs = f"<div class='fig-row'>{imgs}</div>"
             cap = _caption_of(fig)
@@ -454,8 +472,8 @@ def write_report(study_name: str, out_dir, fmt: str = "html", tracking_uri: str 
 
     figs = [pair for s in sections for stem, fig in s.figures for pair in _figure_files(stem, fig)]
     if fmt == "html":
-        b64 = {stem: F.to_base64(fig) for stem, fig in figs}
-        text = _render_html(study, sections, b64)
+        link = run_link_of(study)
+        text = _render_html(study, sections, {stem: _figure_html(stem, fig, link) for stem, fig in figs})
         path = out / "report.html"
     else:
         files = {}

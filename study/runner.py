@@ -936,7 +936,7 @@ def summary(name: str, meta: dict, tracker: tracking.StudyTracker) -> str:
     if tracking.is_server(uri):
         lines.append(f"  open     {layout.ui_url(uri, meta['experiment_id'])}")
     else:
-        lines.append(f"  open     uwm-study ui   then {layout.ui_url('http://127.0.0.1:5000', meta['experiment_id'])}")
+        lines.append(f"  open     uwm-study ui   then {layout.ui_url(layout.UI_LOCAL, meta['experiment_id'])}")
     # the flag this study needs again, unless it is where these commands look anyway
     flag = "" if meta["storage"] == resolve_storage(None) else f" --storage {shlex.quote(meta['storage'])}"
     lines.append(f"  Ray Tune {experiment_path(meta['storage'], name)}   "

@@ -114,7 +114,7 @@ def test_report_of_a_real_study_via_the_cli_renders_in_chromium(real_study, tmp_
     assert "report.html" in printed
     html = (out / "report.html").read_text()
     # curves, time to threshold, variance, scaling, π by column norm and π on the per-weight axis
-    assert html.count("data:image/png;base64,") == 6
+    assert html.count("data:image/png;base64,") == 5 and html.count("<div class='svg-figure'") == 1   # curves: SVG
     # 8 cells, 2 widths, 2 norms, cross-rule probe: all but the learning-rate sensitivity (lr is searched, no grid)
     closed = html[html.index("<section id='inapplicable'>"):html.index("<section id='methods'>")]
     assert "Learning-rate sensitivity: not answerable (it needs a learning-rate grid" in closed

@@ -303,7 +303,8 @@ def chromium_layout(html_path, tmp_path):
     probe = ("<script>window.addEventListener('load',()=>{document.body.setAttribute('data-layout',JSON.stringify("
              "{content:parseFloat(getComputedStyle(document.body).width),scroll:document.documentElement.scrollWidth,"
              "inner:window.innerWidth,imgs:[...document.images].map(i=>({alt:i.alt,w:i.getBoundingClientRect().width,"
-             "natural:i.naturalWidth})),tables:[...document.querySelectorAll('table')].filter(t=>t.offsetParent!==null)"
+             "natural:i.naturalWidth})),svgs:[...document.querySelectorAll('.svg-figure svg')].map(s=>s.getBoundingClientRect()"
+             ".width),tables:[...document.querySelectorAll('table')].filter(t=>t.offsetParent!==null)"
              ".map(t=>t.getBoundingClientRect().width),firstRow:Object.fromEntries([...document.querySelectorAll("
              "'#answers tbody tr')].reverse().map(r=>[r.cells[0].textContent,r.getBoundingClientRect().top])),"
              "cells:[...document.querySelectorAll('#answers td')].map(c=>c.textContent)}));});"
@@ -327,8 +328,22 @@ def test_html_report_is_self_contained_attached_and_renders(study, store, analys
     path = write_report("planted", out, tracking_uri=uri, study=study, analysis=analysed)
     assert path == out / "report.html"
     text = path.read_text()
-    assert text.count("data:image/png;base64,") == 5 + 8   # curves, time to threshold, variance, scaling, π; 4 tuning pairs
-    assert "<script" not in text and "http://" not in text and "https://" not in text
+    # time to threshold, variance, scaling, π, 4 tuning pairs; the learning curves as SVG (a seed's line tells
+    # its seed on hover and links its run)
+    assert text.count("data:image/png;base64,") == 4 + 8 and text.count("<div class='svg-figure'") == 1
+    # nothing is fetched: no script, and the only addresses are the SVG namespaces and links a click opens
+    # (each seed's run in the study's MLflow UI)
+    import re
+
+    from uwm_model import layout
+
+    assert "<script" not in text
+    addresses = set(re.findall(r"https?://[^\s\"'<>)]*", text))
+    runs = {a for a in addresses if a.startswith(layout.UI_LOCAL + "/#/experiments/")}
+    namespaces = {"http://www.w3.org/2000/svg", "http://www.w3.org/1999/xlink"}
+    assert runs and addresses - runs <= namespaces, addresses - runs
+    assert {re.search(r"/runs/([0-9a-f]+)", a).group(1) for a in runs} <= set(study.trials["run_id"])
+    assert not re.search(r"""src=['"]https?:""", text)
     for title in ("Answers at a glance", "Summary per cell", "Variance versus speed", "Scaling with width",
                   "The π boundary"):
         assert title in text
@@ -361,8 +376,6 @@ def test_html_report_is_self_contained_attached_and_renders(study, store, analys
     attached = {a.path for a in MlflowClient(uri).list_artifacts(planted.parent_run_id, "report")}
     assert {"report/report.html", "report/cells.csv"} <= attached
     # the parent run carries the answers at a glance, one tag per question, word for word
-    from uwm_model import layout
-
     tags = MlflowClient(uri).get_run(planted.parent_run_id).data.tags
     glance = analysed[0][0].summary
     assert len(glance) >= 4 and sum(k.startswith(layout.ANSWER_PREFIX) for k in tags) == len(glance)
@@ -372,7 +385,8 @@ def test_html_report_is_self_contained_attached_and_renders(study, store, analys
     assert_shows_figures(chromium_screenshot(path, tmp_path / "report.png"))
     page = chromium_layout(path, tmp_path)
     assert page["scroll"] <= page["inner"], "the page scrolls sideways"
-    assert len(page["imgs"]) == 13
+    assert len(page["imgs"]) == 12 and len(page["svgs"]) == 1
+    assert all(0.4 * page["content"] <= w <= page["content"] + 1 for w in page["svgs"]), page["svgs"]
     assert max(page["tables"]) <= page["content"] + 1, "a table is wider than the text column"
     # each question's first glance row (its verdict) is on the first screen (1200 × 900)
     assert page["firstRow"] and max(page["firstRow"].values()) < 900, page["firstRow"]
@@ -418,7 +432,8 @@ def test_report_says_which_questions_a_study_cannot_answer(store, tmp_path):
     # the narrow study has one width and sets no outgoing norm (so 0 distinct values)
     assert "1 hidden width" in text
     assert "0 distinct initial outgoing norm" in text
-    assert text.count("data:image/png;base64,") == 2              # the learning curves and time to threshold
+    # time to threshold as a PNG, the learning curves as SVG (hover texts and run links)
+    assert text.count("data:image/png;base64,") == 1 and text.count("<div class='svg-figure'") == 1
 
 
 def test_timing_command_attaches_a_dedicated_timing_run_the_analysis_reads(store, capsys):

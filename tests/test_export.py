@@ -173,6 +173,7 @@ def test_a_published_report_reads_in_chromium(folder, tmp_path):
     assert page["scroll"] <= page["inner"], "the page scrolls sideways"
     assert max(page["tables"]) <= page["content"] + 1, "a table is wider than the text column"
     assert all(img["w"] <= page["content"] + 1 for img in page["imgs"]), page["imgs"]
+    assert all(width <= page["content"] + 1 for width in page["svgs"]), page["svgs"]
     assert page["firstRow"] and max(page["firstRow"].values()) < 900, page["firstRow"]
     linked = set(re.findall(r"<a href='([^'#/]+\.csv)'", path.read_text()))
     assert linked and all((folder / "html" / name).is_file() for name in linked), linked

@@ -74,6 +74,43 @@ def test_learning_curves_draw_every_seed_thin_behind_the_mean(small_study):
     assert "each seed a thin line" in fig.get_label() and layout_problems(fig) == []
 
 
+def test_each_seed_line_tells_its_seed_on_hover_and_links_its_run(small_study):
+    """The learning curves' seed lines carry a hover text (rule, lr, seed, last value) and their run's MLflow
+    link in the inline SVG the HTML report embeds; the mean lines carry none."""
+    import xml.etree.ElementTree as ET
+
+    from analysis.interactive import SVG, TIPS, to_svg
+    from analysis.report import run_link_of
+
+    fig = F.learning_curves(small_study, n_boot=50)
+    tips = getattr(fig, TIPS)
+    assert len(tips) == 6                                          # 2 rules x 3 seeds, not the 2 means
+    sc = small_study.seed_curve("eval_reward")
+    last = sc.sort_values("episode").groupby(["run_id", "seed"]).tail(1)
+    expected = {(f"{r['rule_variant']}, lr 0.03, seed {int(r['seed'])}: eval reward {r['value']:.3g} at episode "
+                 f"{int(r['episode'])}", r["run_id"]) for _, r in last.iterrows()}
+    assert set(tips.values()) == expected
+    link = run_link_of(small_study)
+    root = ET.fromstring(to_svg(fig, link))
+    links = root.findall(f".//{{{SVG}}}a")
+    assert len(links) == 6
+    for a in links:
+        [title] = a.iter(f"{{{SVG}}}title")
+        run_id = next(run for text, run in tips.values() if text == title.text)
+        assert a.get("href") == link(run_id) and f"/runs/{run_id}" in a.get("href") and a.get("target") == "_blank"
+        assert a.find(f".//{{{SVG}}}path") is not None            # the line itself is the link
+    assert root.get("width") == f"{fig.get_size_inches()[0] * F.DPI:.0f}px"
+    # read from an export (no store to open): hover texts, no links
+    small_study.tracking_uri, uri = None, small_study.tracking_uri
+    try:
+        assert run_link_of(small_study) is None
+        plain = ET.fromstring(to_svg(fig, run_link_of(small_study)))
+        assert not plain.findall(f".//{{{SVG}}}a") and len(plain.findall(f".//{{{SVG}}}title")) == 6
+    finally:
+        small_study.tracking_uri = uri
+    plt.close(fig)
+
+
 def _vs(lrs):
     rows = []
     for i, (rule, lr) in enumerate(lrs):

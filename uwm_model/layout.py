@@ -123,6 +123,9 @@ def _finite(value) -> bool:
         return False
 
 
+UI_LOCAL = "http://127.0.0.1:5000"     # where `uwm-study ui` serves a local store's MLflow UI by default
+
+
 def ui_url(base: str, experiment_id: str | None = None, run_id: str | None = None) -> str:
     """A link into the MLflow UI at ``base`` (the experiments list, an experiment, or one run of it) that opens
     in its model-training view."""

@@ -47,6 +47,7 @@ CTRL_SUMMARY = "tests/test_control_trial.py::test_summary_counts_seeds_that_reac
 DATA_TRAIN_ONLY = "tests/test_datasets.py::test_training_draws_only_training_images_evaluation_the_validation_split_and_the_test_split_only_reports"
 DATA_TEST_SCORED = "tests/test_datasets.py::test_the_test_split_is_scored_by_the_network_not_copied_from_the_validation_split"
 REFERENCE_CACHE = "tests/test_analysis_reference.py::test_reference_points_are_computed_once_per_machine"
+HOVER = "tests/test_report_figures.py::test_each_seed_line_tells_its_seed_on_hover_and_links_its_run"
 
 FAN = "tests/test_fan_out.py"
 FAN_TRAIN = f"{FAN}::test_masked_weights_and_their_adam_moments_stay_exactly_zero_in_training[uwm-adam]"
@@ -530,6 +531,14 @@ MUTATIONS = [
       "self.eval_inputs = self.task.eval_set(self.dtype, self.device)",
       "self.eval_inputs = self.task.enumerate(self.dtype, self.device)",
       DATA_TRAIN_ONLY),
+    # ---- issue 24, session 8: hover texts and run links on the learning curves' seed lines
+    m("interactive.tip_forgets_its_run", "analysis/interactive.py", "tips[gid] = (text, run_id)",
+      "tips[gid] = (text, None)", HOVER),
+    m("interactive.no_title", "analysis/interactive.py", "element.insert(0, title)", "pass", HOVER),
+    m("report.links_from_an_export", "analysis/report.py", "    if study.tracking_uri is None:\n        return None\n",
+      "", HOVER),
+    m("figures.seed_tip_of_wrong_run", "analysis/figures.py", 'at episode {int(one[\'episode\'].iloc[-1])}", run_id)',
+      'at episode {int(one[\'episode\'].iloc[-1])}", one["run_id"].iloc[0] if False else None)', HOVER),
     # ---- issue 25, session 8: the validation split, the test split only reported, the reference cache
     m("datasets.validation_overlaps_test", "uwm_model/datasets.py",
       "val[order[n_test: n_test + n_val]] = True", "val[order[:n_val]] = True",
@@ -619,7 +628,7 @@ MUTATIONS = [
       "xs, ys = np.r_[0.0, sf.surv_times], np.r_[0.0, 1 - sf.surv_prob]",
       "xs, ys = np.r_[0.0, np.sort(t[e])], np.r_[0.0, np.arange(1, e.sum() + 1) / len(t)]", FIGS),
     m("figures.one_seed_line", "analysis/figures.py",
-      "for _, one in list(seeds)[:MAX_SEED_LINES]:", "for _, one in list(seeds)[:1]:", FIGS),
+      "for (run_id, seed), one in list(seeds)[:MAX_SEED_LINES]:", "for (run_id, seed), one in list(seeds)[:1]:", FIGS),
     m("variance_speed.lr_grid_any_rate", "analysis/questions/variance_speed.py",
       "[\"lr\"].nunique() > 1).sum())", "[\"lr\"].nunique() > 0).sum())", FIGS),
     m("trainer.fan_out_gradient_not_masked", "uwm_model/trainer.py",
