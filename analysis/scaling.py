@@ -263,8 +263,8 @@ def compute_fits(data: pd.DataFrame, level: float = DEFAULT_LEVEL) -> tuple[pd.D
             continue
         fits[(rule, ctx)] = fit
         rows.append({"rule_variant": rule, "context": ctx, "a": fit.a, "b": fit.b, "k": fit.k, "k_lo": fit.lo,
-                     "k_hi": fit.hi, "k_se": fit.se, "r2": fit.r2, "variable_share": fit.variable_share, "n_widths": fit.n_levels,
-                     "n_obs": fit.n_obs, "verdict": cost_verdict(fit)})
+                     "k_hi": fit.hi, "k_se": fit.se, "r2": fit.r2, "variable_share": fit.variable_share,
+                     "n_widths": fit.n_levels, "n_obs": fit.n_obs, "verdict": cost_verdict(fit)})
     return pd.DataFrame(rows, columns=cols), fits
 
 

@@ -143,7 +143,8 @@ def test_compute_difference_uwm_minus_reinforce():
     table, fits = compute_fits(pd.DataFrame(rows))
     same = compare_compute(fits).iloc[0]
     assert same["difference_lo"] <= 0 <= same["difference_hi"]
-    assert same["verdict"] == "uwm's exponent differs from reinforce's: not shown (power 100% against exponents 0.25 apart)"
+    assert same["verdict"] == ("uwm's exponent differs from reinforce's: not shown (power 100% against exponents "
+                               "0.25 apart)")
     more = compare_compute(fits, rule="uwm3").iloc[0]
     assert more["difference_lo"] > 0.5 and more["verdict"] == "uwm3's exponent exceeds reinforce's: shown"
     less = compare_compute(fits, rule="reinforce", reference="uwm3").iloc[0]
