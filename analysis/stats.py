@@ -564,7 +564,7 @@ def fit_cost(x, y, level: float = DEFAULT_LEVEL) -> CostFit:
     Not a bootstrap: the stratified percentile bootstrap (timings resampled within each x, its spread widened
     by sqrt(m/(m-1))) covered only 89 % at a nominal 95 % with 4 timings per width. Its k was unbiased (+0.0006)
     but the spread of 4 values per width underestimates the noise and normal tails ignore how little data
-    fix it; the HC3 error with t tails covers 95-97 % in the same simulations, with unequal noise across
+    fix it; the HC3 error with t tails covers 94-97 % in the same simulations, with unequal noise across
     widths, heavy-tailed noise and 2-4 timings per width (tests/test_calibration.py), and costs one fit
     instead of hundreds."""
     from scipy.stats import t as student
@@ -623,7 +623,7 @@ def _difference_error(fit_a: CostFit, fit_b: CostFit) -> tuple[float, float]:
 
 def cost_exponent_difference(fit_a: CostFit, fit_b: CostFit, level: float = DEFAULT_LEVEL) -> Interval:
     """``k_a - k_b`` with its t-interval: the two fits' HC3 errors in quadrature (the fits are of different
-    data), Welch-Satterthwaite degrees of freedom. Covers 95-97 % where the percentile interval of the
+    data), Welch-Satterthwaite degrees of freedom. Covers 94-97 % where the percentile interval of the
     two fits' stratified bootstrap draws covered 89 % (tests/test_calibration.py). NaN without intervals."""
     d = fit_a.k - fit_b.k
     se, df = _difference_error(fit_a, fit_b)

@@ -48,7 +48,7 @@ def _scaling_section(study: Study, data: pd.DataFrame, fits: pd.DataFrame, comps
         sec.text.append("Compute is fitted as t = a + b·width^k (a fixed cost per episode plus a power law; a bare "
                         "power law's exponent is dragged towards 0 by the fixed cost); k's interval is a t-interval "
                         "from its heteroscedasticity-consistent (HC3) standard error, and the difference "
-                        "k(uwm) − k(ref) combines the two errors (Welch degrees of freedom; 95-97 % coverage in simulation, where "
+                        "k(uwm) − k(ref) combines the two errors (Welch degrees of freedom; 94-97 % coverage in simulation, where "
                         "a bootstrap of the timings covered 89 %). The verdict reads the interval only when the fit "
                         "is good and the power-law part is at least half the time at the largest width; a "
                         f"difference not shown states its power against exponents {COMPUTE_DIFFERENCE_EFFECT:g} apart.")
