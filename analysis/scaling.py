@@ -37,8 +37,9 @@ import pandas as pd
 from .load import Study
 from .probe import probe_at
 from .speed import FINAL_STATUSES, seed_speed, select_tuned
-from .stats import (DEFAULT_BOOT, DEFAULT_LEVEL, CostFit, PowerLawFit, complexity_verdict, cost_exponent_difference,
-                    MIN_LACK_OF_FIT_P, cost_verdict, exponent_difference, fit_cost, fit_power_law, km_summary)
+from .stats import (DEFAULT_BOOT, DEFAULT_LEVEL, CostFit, PowerLawFit, complexity_verdict, cost_difference_power,
+                    cost_exponent_difference, MIN_LACK_OF_FIT_P, cost_verdict, exponent_difference, fit_cost,
+                    fit_power_law, km_summary, t_test_power)
 from .variance_speed import setting_columns
 from .verdicts import verdict
 
@@ -246,24 +247,24 @@ def compare_exponents(fits: dict[tuple, PowerLawFit], reference: str | None = No
                                        "difference_lo", "difference_hi", "differs"])
 
 
-def compute_fits(data: pd.DataFrame, n_boot: int = 200, level: float = DEFAULT_LEVEL,
-                 seed: int = 0) -> tuple[pd.DataFrame, dict]:
+def compute_fits(data: pd.DataFrame, level: float = DEFAULT_LEVEL) -> tuple[pd.DataFrame, dict]:
     """``t = a + b·n^k`` per (rule_variant, context) on the ``seconds_per_episode`` observations with at
-    least 4 widths (:func:`analysis.stats.fit_cost`). Returns (table, fits); the table has rule_variant,
-    context, a, b, k, k_lo, k_hi, r2, variable_share, n_widths, n_obs, verdict (:func:`cost_verdict`)."""
-    cols = ["rule_variant", "context", "a", "b", "k", "k_lo", "k_hi", "r2", "variable_share", "n_widths", "n_obs",
-            "verdict"]
+    least 4 widths (:func:`analysis.stats.fit_cost`: k's t-interval from its HC3 error). Returns (table,
+    fits); the table has rule_variant, context, a, b, k, k_lo, k_hi, k_se, r2, variable_share, n_widths,
+    n_obs, verdict (:func:`cost_verdict`)."""
+    cols = ["rule_variant", "context", "a", "b", "k", "k_lo", "k_hi", "k_se", "r2", "variable_share", "n_widths",
+            "n_obs", "verdict"]
     rows, fits = [], {}
     d = data[data["quantity"] == "seconds_per_episode"] if len(data) else data
     for (rule, ctx), g in d.groupby(["rule_variant", "context"], sort=True) if len(d) else []:
         try:
-            fit = fit_cost(g["width"], g["value"], n_boot=n_boot, level=level, seed=seed, key=f"{rule}|{ctx}")
+            fit = fit_cost(g["width"], g["value"], level=level)
         except (ValueError, RuntimeError):
             continue
         fits[(rule, ctx)] = fit
         rows.append({"rule_variant": rule, "context": ctx, "a": fit.a, "b": fit.b, "k": fit.k, "k_lo": fit.lo,
-                     "k_hi": fit.hi, "r2": fit.r2, "variable_share": fit.variable_share, "n_widths": fit.n_levels,
-                     "n_obs": fit.n_obs, "verdict": cost_verdict(fit)})
+                     "k_hi": fit.hi, "k_se": fit.se, "r2": fit.r2, "variable_share": fit.variable_share,
+                     "n_widths": fit.n_levels, "n_obs": fit.n_obs, "verdict": cost_verdict(fit)})
     return pd.DataFrame(rows, columns=cols), fits
 
 
@@ -273,11 +274,17 @@ def reference_variants(labels, reference: str = "reinforce") -> list[str]:
     return sorted({r for r in labels if r == reference or r.startswith(reference + "(")})
 
 
+COMPUTE_DIFFERENCE_EFFECT = 0.25   # the power of k(rule) - k(ref) is stated against exponents 0.25 apart
+
+
 def compare_compute(fits: dict[tuple, CostFit], rule: str = "uwm", reference: str = "reinforce",
                     level: float = DEFAULT_LEVEL) -> pd.DataFrame:
     """``k(rule) - k(ref)`` per context and per variant ``ref`` of the reference rule
-    (:func:`reference_variants`), with its interval, and a verdict that reads the interval and both fits'
-    quality: a difference is shown only when the interval excludes 0 and both fits support a verdict."""
+    (:func:`reference_variants`), with its t-interval (:func:`analysis.stats.cost_exponent_difference`) and
+    a verdict (:func:`analysis.verdicts.verdict`) on "the exponents differ": shown only when the interval
+    excludes 0 and both fits support a verdict; not shown with the test's power against exponents
+    :data:`COMPUTE_DIFFERENCE_EFFECT` apart (``power``); not answerable where a fit is poor, lacks fit
+    against the replicate noise, is dominated by the fixed cost or has no replicate timings."""
     rows = []
     for ctx in sorted({c for _, c in fits}):
         if (rule, ctx) not in fits:
@@ -287,17 +294,18 @@ def compare_compute(fits: dict[tuple, CostFit], rule: str = "uwm", reference: st
             d = cost_exponent_difference(fa, fb, level)
             trusted = all(f.r2 >= 0.95 and f.variable_share >= 0.5 and not f.lack_of_fit_p < MIN_LACK_OF_FIT_P
                           for f in (fa, fb)) and np.isfinite(d.lo)
-            if not trusted:
-                reading = ("no verdict: a fit is poor or lacks fit against the replicate noise, or the fixed cost "
-                           "dominates, or timings lack replicates (read the cost ratio)")
-            elif d.lo > 0 or d.hi < 0:
-                reading = f"{rule}'s exponent {'exceeds' if d.lo > 0 else 'is below'} {ref}'s"
-            else:
-                reading = f"{rule} and {ref} scale alike (the interval includes 0)"
+            power = cost_difference_power(fa, fb, COMPUTE_DIFFERENCE_EFFECT, level)
+            shown = bool(d.lo > 0 or d.hi < 0)
+            claim = (f"{rule}'s exponent {'exceeds' if d.lo > 0 else 'is below'} {ref}'s" if trusted and shown
+                     else f"{rule}'s exponent differs from {ref}'s")
+            reading = claim + ": " + verdict(
+                shown, power, f"exponents {COMPUTE_DIFFERENCE_EFFECT:g} apart",
+                None if trusted else ("a fit is poor or lacks fit against the replicate noise, or the fixed cost "
+                                      "dominates, or timings lack replicates: read the cost ratio"))
             rows.append({"context": ctx, "rule_variant": rule, "reference": ref, "difference": d.estimate,
-                         "difference_lo": d.lo, "difference_hi": d.hi, "verdict": reading})
+                         "difference_lo": d.lo, "difference_hi": d.hi, "power": power, "verdict": reading})
     return pd.DataFrame(rows, columns=["context", "rule_variant", "reference", "difference", "difference_lo",
-                                       "difference_hi", "verdict"])
+                                       "difference_hi", "power", "verdict"])
 
 
 RATIO_TREND_EFFECT = 0.5   # the ratio's trend test's power is stated against t_rule/t_ref growing as width^0.5
@@ -312,7 +320,7 @@ def compute_ratio(data: pd.DataFrame, rule: str = "uwm", reference: str = "reinf
     the extra work is O(n·n')). Trends (second table): the OLS slope of log ratio on log width with its
     t-interval over widths, and a verdict (:func:`analysis.verdicts.verdict`) on "the ratio changes with
     width", its power stated against a slope of :data:`RATIO_TREND_EFFECT`."""
-    from scipy.stats import nct, t as student
+    from scipy.stats import t as student
 
     cols = ["context", "rule_variant", "reference", "width", "ratio", "ratio_lo", "ratio_hi", "extra", "extra_per_nn"]
     tcols = ["context", "rule_variant", "reference", "slope", "slope_lo", "slope_hi", "n_widths", "verdict"]
@@ -352,8 +360,7 @@ def compute_ratio(data: pd.DataFrame, rule: str = "uwm", reference: str = "reinf
             se = math.sqrt((resid ** 2).sum() / df / ((lx - lx.mean()) ** 2).sum()) if df else math.nan
             crit = student.ppf(1 - a, df)
             lo, hi = slope - crit * se, slope + crit * se
-            power = (float(nct.sf(crit, df, RATIO_TREND_EFFECT / se) + nct.cdf(-crit, df, RATIO_TREND_EFFECT / se))
-                     if se > 0 else 1.0)
+            power = t_test_power(RATIO_TREND_EFFECT, se, df, level)
             shown = bool(lo > 0 or hi < 0)
             trends.append({"context": ctx, "rule_variant": rule, "reference": ref, "slope": float(slope),
                            "slope_lo": float(lo), "slope_hi": float(hi), "n_widths": len(part),

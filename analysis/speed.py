@@ -42,7 +42,7 @@ from uwm_model import layout
 
 from .load import Study
 from .probe import probe_at
-from .stats import DEFAULT_BOOT, DEFAULT_LEVEL, bootstrap_ci, km_summary, wilson_interval
+from .stats import DEFAULT_BOOT, DEFAULT_LEVEL, bootstrap_ci, km_summary, t_interval, wilson_interval
 
 SPEED_MEASURES = ("auc_reward", "episodes_to_threshold", "final_reward")
 SPEED_UNITS = {"auc_reward": "reward (mean over training)", "episodes_to_threshold": "episodes",
@@ -156,6 +156,7 @@ def _pooled(s: pd.DataFrame, n_boot: int, level: float, seed: int) -> dict:
     row = {"n_seeds": int(len(s)), "per_seed": True}
     for m in ("auc_reward", "final_reward"):
         row.update(bootstrap_ci(s[m].to_numpy(float), n_boot=n_boot, level=level, seed=seed).as_dict(m))
+        row[f"{m}_se"] = t_interval(s[m].to_numpy(float), level)[3]     # lr-sensitivity's comparisons need it
     tau = float(s["budget"].max()) if "budget" in s and s["budget"].notna().any() else float(s["episodes_to_threshold"].max())
     km = km_summary(s["episodes_to_threshold"].to_numpy(float), s["reached"].to_numpy(bool), tau,
                     n_boot=n_boot, level=level, seed=seed)

@@ -492,12 +492,13 @@ def km_summary(times, events, tau: float, n_boot: int = DEFAULT_BOOT, level: flo
 class CostFit:
     """``t ≈ a + b · n^k``: a fixed cost per episode ``a`` (operator launches, Python) plus a power law.
 
-    ``lo, hi``: the bootstrap interval on ``k`` (observations resampled within each n, each fit's own
-    stream); ``draws`` the bootstrap exponents. ``r2`` on log t; ``variable_share``: the power-law part's
-    share of the time at the largest n (below 1/2, the fixed cost still dominates there and ``k`` is
-    poorly determined by these widths). ``lack_of_fit_p``: the lack-of-fit F-test of the curve against the
-    replicate noise (on log t); below :data:`MIN_LACK_OF_FIT_P` the timings are not a + b n^k (a cache
-    step, a slow spell at one width) and ``k`` is not identified by them."""
+    ``lo, hi``: the interval on ``k``, ``k ± t_df · se`` with ``se`` the heteroscedasticity-consistent (HC3)
+    standard error of the least-squares fit on log t and ``df`` = observations - 3 (:func:`fit_cost` says
+    why not a bootstrap). ``r2`` on log t; ``variable_share``: the power-law part's share of the time at the
+    largest n (below 1/2, the fixed cost still dominates there and ``k`` is poorly determined by these
+    widths). ``lack_of_fit_p``: the lack-of-fit F-test of the curve against the replicate noise (on log t);
+    below :data:`MIN_LACK_OF_FIT_P` the timings are not a + b n^k (a cache step, a slow spell at one width)
+    and ``k`` is not identified by them."""
 
     a: float
     b: float
@@ -508,8 +509,12 @@ class CostFit:
     variable_share: float
     n_levels: int
     n_obs: int
-    draws: np.ndarray = field(default=None, repr=False)
+    se: float = math.nan
+    df: int = 0
     lack_of_fit_p: float = math.nan
+
+    def contains(self, value: float) -> bool:
+        return bool(self.lo <= value <= self.hi)
 
 
 MIN_LACK_OF_FIT_P = 0.01   # below: the per-width means depart from a + b n^k beyond the replicate noise
@@ -536,10 +541,34 @@ def _fit_cost(n: np.ndarray, t: np.ndarray, start=None) -> tuple[float, float, f
     return math.exp(log_a), math.exp(log_b), float(k)
 
 
-def fit_cost(x, y, n_boot: int = 200, level: float = DEFAULT_LEVEL, seed: int = 0, key: str = "") -> CostFit:
-    """Fit ``y = a + b x^k`` (x: width, y: seconds per episode) with a stratified bootstrap interval on k
-    (its stream: :func:`generator` of the data and ``key``, what is fitted). Needs at least 4 distinct x
-    (three parameters); raises ValueError otherwise."""
+def _cost_se(n: np.ndarray, log_t: np.ndarray, a: float, b: float, k: float) -> float:
+    """HC3 (sandwich, leverage-corrected) standard error of k in the least-squares fit of log t on
+    log(a + b n^k), from the Jacobian in (log a, log b, k) at the fit: robust to noise that differs between
+    widths (small widths are often noisier), which a residual-variance (classical) error is not."""
+    power = b * n ** k
+    total = a + power
+    jac = np.column_stack([a / total, power / total, power * np.log(n) / total])
+    resid = log_t - np.log(total)
+    bread = np.linalg.pinv(jac.T @ jac)
+    leverage = np.minimum(np.einsum("ij,jk,ik->i", jac, bread, jac), 0.99)
+    meat = jac.T @ (jac * (resid / (1 - leverage))[:, None] ** 2)
+    return float(math.sqrt(max((bread @ meat @ bread)[2, 2], 0.0)))
+
+
+def fit_cost(x, y, level: float = DEFAULT_LEVEL) -> CostFit:
+    """Fit ``y = a + b x^k`` (x: width, y: seconds per episode) with a t-interval on k from its HC3 standard
+    error (``df`` = observations - 3); the interval needs at least 2 timings at every x (without replicates
+    the lack of fit cannot be tested, and :func:`cost_verdict` gives no verdict). Needs at least 4 distinct x
+    (three parameters); raises ValueError otherwise.
+
+    Not a bootstrap: the stratified percentile bootstrap (timings resampled within each x, its spread widened
+    by sqrt(m/(m-1))) covered only 89 % at a nominal 95 % with 4 timings per width. Its k was unbiased (+0.0006)
+    but the spread of 4 values per width underestimates the noise and normal tails ignore how little data
+    fix it; the HC3 error with t tails covers 94-97 % in the same simulations, with unequal noise across
+    widths, heavy-tailed noise and 2-4 timings per width (tests/test_calibration.py), and costs one fit
+    instead of hundreds."""
+    from scipy.stats import t as student
+
     x = np.asarray(x, dtype=np.float64).ravel()
     y = np.asarray(y, dtype=np.float64).ravel()
     ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
@@ -554,23 +583,12 @@ def fit_cost(x, y, n_boot: int = 200, level: float = DEFAULT_LEVEL, seed: int = 
     r2 = float(1 - ((ly - pred) ** 2).sum() / ss) if ss > 0 else math.nan
     top = b * levels.max() ** k
     groups = [np.flatnonzero(x == v) for v in levels]
-    draws = None
+    se, df = _cost_se(x, ly, a, b, k), int(x.size - 3)
     lo = hi = math.nan
     if min(g.size for g in groups) >= 2:
-        rng = generator(seed, x, y, key=key)
-        out: list[float] = []
-        for _ in range(n_boot):
-            idx = np.concatenate([g[rng.integers(0, g.size, g.size)] for g in groups])
-            try:
-                out.append(_fit_cost(x[idx], y[idx], start=(math.log(max(a, 1e-26)), math.log(b), k))[2])
-            except RuntimeError:       # curve_fit did not converge on this resample
-                continue
-        # a stratified bootstrap of m replicates per x has variance (m - 1)/m of the truth: widen it back
-        m = min(g.size for g in groups)
-        draws = k + (np.asarray(out) - k) * math.sqrt(m / (m - 1))
-        tail = (1 - level) / 2
-        lo, hi = (float(v) for v in np.quantile(draws, [tail, 1 - tail]))
-    return CostFit(a, b, k, lo, hi, r2, float(top / (a + top)), int(levels.size), int(x.size), draws,
+        half = float(student.ppf(1 - (1 - level) / 2, df)) * se
+        lo, hi = k - half, k + half
+    return CostFit(a, b, k, lo, hi, r2, float(top / (a + top)), int(levels.size), int(x.size), se, df,
                    _lack_of_fit_p(x, ly, pred, groups))
 
 
@@ -592,16 +610,52 @@ def _lack_of_fit_p(x: np.ndarray, ly: np.ndarray, pred: np.ndarray, groups: list
     return float(f.sf((lack / (levels - params)) / (pure / (n - levels)), levels - params, n - levels))
 
 
+def _difference_error(fit_a: CostFit, fit_b: CostFit) -> tuple[float, float]:
+    """Standard error of ``k_a - k_b`` (independent fits: errors in quadrature) and its Welch-Satterthwaite
+    degrees of freedom; NaN where either fit lacks an interval."""
+    if not (np.isfinite(fit_a.lo) and np.isfinite(fit_b.lo)):
+        return math.nan, math.nan
+    va, vb = fit_a.se ** 2, fit_b.se ** 2
+    if va + vb <= 0:
+        return 0.0, float(fit_a.df + fit_b.df)
+    return math.sqrt(va + vb), (va + vb) ** 2 / (va ** 2 / fit_a.df + vb ** 2 / fit_b.df)
+
+
 def cost_exponent_difference(fit_a: CostFit, fit_b: CostFit, level: float = DEFAULT_LEVEL) -> Interval:
-    """``k_a - k_b`` with the percentile interval of the differences of the two fits' bootstrap draws
-    (independent streams: the fits resample different data)."""
+    """``k_a - k_b`` with its t-interval: the two fits' HC3 errors in quadrature (the fits are of different
+    data), Welch-Satterthwaite degrees of freedom. Covers 94-97 % where the percentile interval of the
+    two fits' stratified bootstrap draws covered 89 % (tests/test_calibration.py). NaN without intervals."""
     d = fit_a.k - fit_b.k
-    if fit_a.draws is None or fit_b.draws is None or not len(fit_a.draws) or not len(fit_b.draws):
+    se, df = _difference_error(fit_a, fit_b)
+    if not np.isfinite(se):
         return Interval(d, math.nan, math.nan, 0)
-    m = min(fit_a.draws.size, fit_b.draws.size)
-    tail = (1 - level) / 2
-    lo, hi = np.quantile(fit_a.draws[:m] - fit_b.draws[:m], [tail, 1 - tail])
-    return Interval(d, float(lo), float(hi), m)
+    half = _t_quantile(1 - (1 - level) / 2, df) * se
+    return Interval(d, d - half, d + half, fit_a.n_obs + fit_b.n_obs)
+
+
+def cost_difference_power(fit_a: CostFit, fit_b: CostFit, effect: float, level: float = DEFAULT_LEVEL) -> float:
+    """The power of the two-sided test "k_a = k_b" (the interval of :func:`cost_exponent_difference` excludes
+    0) against a true difference of ``effect``, from the same error and degrees of freedom (noncentral t)."""
+    se, df = _difference_error(fit_a, fit_b)
+    return t_test_power(effect, se, df, level)
+
+
+def t_test_power(effect: float, se: float, df: float, level: float = DEFAULT_LEVEL) -> float:
+    """Power of a two-sided t-test at ``level`` against a true ``effect`` whose estimate has standard error
+    ``se`` and ``df`` degrees of freedom (noncentral t); NaN where the error is unknown, 1 where it is 0."""
+    from scipy.stats import nct
+
+    if not (np.isfinite(se) and np.isfinite(df)):
+        return math.nan
+    if se <= 0:
+        return 1.0
+    crit = _t_quantile(1 - (1 - level) / 2, df)
+    ncp = abs(effect) / se
+    upper = float(nct.sf(crit, df, ncp))
+    if not math.isfinite(upper):
+        upper = float(ncp > crit)
+    lower = float(nct.cdf(-crit, df, ncp))      # scipy returns NaN for this far tail at a large noncentrality: ~0
+    return min(1.0, upper + (lower if math.isfinite(lower) else 0.0))
 
 
 MIN_COST_R2 = 0.95

@@ -173,51 +173,113 @@ def _timings(scale=1.5, slow_at=256, slow=3.0, seed=0, repeats=4):
 def test_a_shared_slowdown_yields_no_exponent_difference_and_the_ratio_stays_flat():
     """Finding 6, planted: both rules O(n²) with a shared 3x slowdown at width 256. The exponent comparison
     finds the labelled variant reinforce(baseline=ema) (the old bare-name lookup found no row) and says no
-    verdict (the curve lacks fit against the replicate noise) instead of a spurious difference; the cost
+    verdict ("not answerable": the curve lacks fit against the replicate noise) instead of a spurious difference; the cost
     ratio is 1.5 at every width and its trend is not shown."""
     from analysis.scaling import compare_compute, compute_fits, compute_ratio
 
-    fits = compute_fits(_timings(), n_boot=100)[1]
+    fits = compute_fits(_timings())[1]
     row = compare_compute(fits).iloc[0]
-    assert row["reference"] == "reinforce(baseline=ema)" and row["verdict"].startswith("no verdict")
+    assert row["reference"] == "reinforce(baseline=ema)" and "not answerable (" in row["verdict"]
     ratio, trend = compute_ratio(_timings())
     assert np.allclose(ratio["ratio"], 1.5, rtol=0.05) and len(ratio) == 6
     assert trend.iloc[0]["verdict"].startswith("t_uwm/t_reinforce(baseline=ema) changes with width: not shown (power")
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="measured 88.9 % coverage over 207 simulations (issue 23): the "
-                   "k(uwm) - k(reinforce) interval of two a + b n^k fits under-covers; fix, then drop this mark")
-def test_the_compute_exponent_difference_interval_covers():
-    """k(uwm) - k(reinforce), planted: reinforce t = 5e-5 + 2e-9 n², uwm t = 5e-5 + 1e-10 n^2.5 (difference
-    0.5), widths 16 .. 1 024, 4 timings each with 3 % noise. The 95 % interval of cost_exponent_difference
-    (both fits' stratified bootstraps, 100 draws each) should cover 0.5 in >= 93 % of simulations; it
-    covers 88.7 % of these 150 seeded simulations (88.9 % of 207; measured with this code, ~1.4 s of CPU per
-    simulation, hence the slow mark). The shared-slowdown trap is
-    test_a_shared_slowdown_yields_no_exponent_difference_and_the_ratio_stays_flat."""
+def _cost_sims(sims, k_uwm=2.5, b_uwm=1e-10, noise=lambda w: 0.03, seed=41):
+    """Planted timings for compute's difference: reinforce t = 5e-5 + 2e-9 n², uwm t = 5e-5 + b_uwm n^k_uwm,
+    widths 16 .. 1 024, 4 timings each with log-normal noise of sd ``noise(width)``; yields (widths, uwm, ref)."""
+    rng = np.random.default_rng(seed)
+    widths = np.repeat([16, 32, 64, 128, 256, 512, 1024], 4).astype(float)
+    for _ in range(sims):
+        ref = (5e-5 + 2e-9 * widths ** 2) * np.exp(noise(widths) * rng.standard_normal(widths.size))
+        uwm = (5e-5 + b_uwm * widths ** k_uwm) * np.exp(noise(widths) * rng.standard_normal(widths.size))
+        yield widths, uwm, ref
+
+
+def _old_percentile_difference(widths, uwm, ref, seed, n_boot=100):
+    """The old interval of k(uwm) - k(reinforce), kept here to pin its failure: each fit's stratified bootstrap
+    (timings resampled within each width and refitted, the spread widened by sqrt(m/(m-1))), the percentiles of
+    the differences of the two fits' draws."""
+    from analysis.stats import _fit_cost
+
+    rng = np.random.default_rng(seed)
+    groups = [np.flatnonzero(widths == v) for v in np.unique(widths)]
+    draws = []
+    for y in (uwm, ref):
+        a, b, k = _fit_cost(widths, y)
+        start = (math.log(max(a, 1e-26)), math.log(b), k)
+        resamples = (np.concatenate([g[rng.integers(0, g.size, g.size)] for g in groups]) for _ in range(n_boot))
+        out = np.array([_fit_cost(widths[i], y[i], start=start)[2] for i in resamples])
+        draws.append(k + (out - k) * math.sqrt(4 / 3))
+    return np.quantile(draws[0] - draws[1], [0.025, 0.975])
+
+
+def test_the_compute_exponent_difference_interval_covers_where_noise_differs_between_widths():
+    """k(uwm) - k(reinforce) (cost_exponent_difference: each fit's HC3 error, Welch degrees of freedom), planted
+    difference 0.5, 4 timings per width, noise growing with width (1.5 % at 16 to 6 % at 1 024). The 95 %
+    interval covers 0.5 in >= 93 % of 300 simulations (measured 94.3 % here, 95.5 % and 96.7 % with other seeds);
+    a classical error (the residual variance, as if every width were equally noisy) covers 88 % (measured). Each
+    fit's own interval on k covers in >= 92 % of these 600 (Monte-Carlo error 0.9 %; measured 92.7 % here,
+    95.5 % over 1 200 with another seed, 93.7 % with 3 % noise at every width)."""
     from analysis.stats import cost_exponent_difference, fit_cost
 
-    rng = np.random.default_rng(41)
-    widths = np.repeat([16, 32, 64, 128, 256, 512, 1024], 4).astype(float)
-    covered = []
-    for s in range(150):
-        ref = (5e-5 + 2e-9 * widths ** 2) * np.exp(0.03 * rng.standard_normal(widths.size))
-        uwm = (5e-5 + 1e-10 * widths ** 2.5) * np.exp(0.03 * rng.standard_normal(widths.size))
-        d = cost_exponent_difference(fit_cost(widths, uwm, n_boot=100, seed=s, key="u"),
-                                     fit_cost(widths, ref, n_boot=100, seed=s, key="r"))
-        covered.append(d.lo <= 0.5 <= d.hi)
+    covered, own = [], []
+    for widths, uwm, ref in _cost_sims(300, noise=lambda w: 0.015 * (w / 16) ** (1 / 3), seed=42):
+        fu, fr = fit_cost(widths, uwm), fit_cost(widths, ref)
+        covered.append(cost_exponent_difference(fu, fr).contains(0.5))
+        own += [fu.contains(2.5), fr.contains(2.0)]
+    assert np.mean(covered) >= 0.93 and np.mean(own) >= 0.92, (np.mean(covered), np.mean(own))
+
+
+@pytest.mark.slow
+def test_the_compute_exponent_difference_covers_holds_its_level_and_states_its_power():
+    """The same interval with 3 % noise at every width: it covers the planted 0.5 in >= 93 % of 400 simulations
+    (measured 94.25 %; each fit's own interval 96.25 %); under H0 (both rules n², uwm's power-law part 1.5x
+    reinforce's) it excludes 0 in 5 % ± 2 % of 1 000 (measured 3.6 %: HC3 leans conservative); against a true
+    difference of 0.05 (about two standard errors: the difference's error is 0.023) the power that
+    cost_difference_power states is within 10 points of the rate realised over 300 (measured: stated 59 %,
+    realised 55 %), and against compare_compute's 0.25 it is 100 %."""
+    from analysis.stats import cost_difference_power, cost_exponent_difference, fit_cost
+
+    def fits(sims, **kw):
+        return [(fit_cost(w, u), fit_cost(w, r)) for w, u, r in _cost_sims(sims, **kw)]
+
+    covered = [cost_exponent_difference(fu, fr).contains(0.5) for fu, fr in fits(400)]
     assert np.mean(covered) >= 0.93, np.mean(covered)
+    null = [not cost_exponent_difference(fu, fr).contains(0.0) for fu, fr in fits(1000, k_uwm=2, b_uwm=3e-9, seed=43)]
+    assert abs(np.mean(null) - LEVEL) < 0.02, np.mean(null)
+    near = fits(300, k_uwm=2.05, b_uwm=3e-9 / 16 ** 0.05, seed=44)
+    stated = np.mean([cost_difference_power(fu, fr, 0.05) for fu, fr in near])
+    realised = np.mean([not cost_exponent_difference(fu, fr).contains(0.0) for fu, fr in near])
+    assert abs(stated - realised) < 0.1, (stated, realised)
+    assert min(cost_difference_power(fu, fr, 0.25) for fu, fr in near) > 0.99
 
 
-def test_two_fits_of_identical_data_do_not_share_their_resampling_stream():
+@pytest.mark.slow
+def test_the_old_bootstrap_interval_of_the_compute_difference_under_covers():
+    """Pins why the method changed: on the first 100 of the planted simulations (difference 0.5, 3 % noise) the
+    old interval (_old_percentile_difference: stratified percentile bootstrap of each fit, 100 draws) covers
+    0.5 in under 93 % (measured 89 % here, 88.9 % over 207; ~1.4 s of CPU per simulation, hence slow): its k
+    is unbiased (+0.0006) but 4 timings per width understate the spread and its normal tails ignore how few
+    they are. The HC3 t-interval covers on the same simulations."""
+    from analysis.stats import cost_exponent_difference, fit_cost
+
+    old, new = [], []
+    for s, (widths, uwm, ref) in enumerate(_cost_sims(100)):
+        lo, hi = _old_percentile_difference(widths, uwm, ref, seed=s)
+        old.append(lo <= 0.5 <= hi)
+        new.append(cost_exponent_difference(fit_cost(widths, uwm), fit_cost(widths, ref)).contains(0.5))
+    assert np.mean(old) < 0.93 <= np.mean(new), (np.mean(old), np.mean(new))
+
+
+def test_two_fits_of_identical_data_give_a_difference_interval_with_a_width():
     """Finding 9: two rules with identical timings; their exponent difference's interval must have a width
-    (the draws of the two fits independent), not collapse to [0, 0]."""
+    (the two fits' errors combined as independent), not collapse to [0, 0]."""
     from analysis.scaling import compare_compute, compute_fits
 
     data = _timings(scale=1.0, slow=1.0)
     same = data[data["rule_variant"] == "uwm"].assign(rule_variant="reinforce")
-    fits = compute_fits(data[data["rule_variant"] == "uwm"].pipe(lambda d: __import__("pandas").concat([d, same])),
-                        n_boot=100)[1]
+    fits = compute_fits(data[data["rule_variant"] == "uwm"].pipe(lambda d: __import__("pandas").concat([d, same])))[1]
     row = compare_compute(fits).iloc[0]
     assert row["difference"] == 0 and row["difference_lo"] < 0 < row["difference_hi"]
 
@@ -482,8 +544,9 @@ def test_the_reference_refuses_a_state_it_cannot_resolve():
 def test_a_mild_shared_slowdown_with_unequal_fixed_costs_gives_no_spurious_exponent_difference():
     """The subtler trap: both rules exactly O(n²), uwm's power-law part 3x reinforce's (so the fixed cost
     weighs differently in the two fits), a shared 1.5x slowdown at width 256. Both fits look good (R² >= 0.98)
-    and their exponent difference is 0.20 [0.15, 0.24] (measured): 'uwm's exponent exceeds', though both are
-    2. The lack-of-fit test against the replicate noise (p ~ 1e-13) withholds the verdict."""
+    and their exponent difference is 0.20 (measured), though both are 2; the old bootstrap interval [0.15, 0.24]
+    called it "uwm's exponent exceeds" (the HC3 errors see the slow width's residuals and widen it to include
+    0). The lack-of-fit test against the replicate noise (p ~ 1e-13) makes the verdict "not answerable"."""
     import pandas as pd
 
     from analysis.scaling import compare_compute, compute_fits
@@ -495,10 +558,10 @@ def test_a_mild_shared_slowdown_with_unequal_fixed_costs_gives_no_spurious_expon
         t = (5e-5 + b * widths ** 2) * np.where(widths == 256, 1.5, 1.0) * np.exp(0.03 * rng.standard_normal(widths.size))
         rows += [{"quantity": "seconds_per_episode", "rule_variant": rule, "context": "", "width": w, "value": v}
                  for w, v in zip(widths, t)]
-    table, fits = compute_fits(pd.DataFrame(rows), n_boot=100)
+    table, fits = compute_fits(pd.DataFrame(rows))
     assert (table["r2"] > 0.98).all()
     row = compare_compute(fits).iloc[0]
-    assert row["difference_lo"] > 0 and row["verdict"].startswith("no verdict")
+    assert row["difference"] > 0.15 and "not answerable (" in row["verdict"]
     assert all(f.lack_of_fit_p < 1e-6 for f in fits.values())
 
 
@@ -507,7 +570,8 @@ def test_the_usable_learning_rate_range_holds_the_true_best_rate():
     """lr-sensitivity, planted: 8 rates on a half-decade grid, AUC a parabola in log10(lr) peaking at 0.01
     (0.4, falling 0.02 per half decade squared), 8 seeds of noise sd 0.05 per cell, the cells' expanded
     bootstrap intervals. The usable range (rates not resolved worse than the best) holds the true best rate
-    in >= 95 % of 400 simulations (measured 100 %). The best cell, picked and scored on the same seeds, leans
+    in >= 95 % of 400 simulations (measured 100 %) and the narrowing is shown in >= 90 % (measured 100 %; the
+    cells' errors read back from their intervals). The best cell, picked and scored on the same seeds, leans
     high (measured +0.004) and its interval covers its own truth in only 91 % (measured): the winner's curse,
     which the report's answer now names instead of quoting that interval as calibrated."""
     from analysis.lr_sensitivity import answer_text, curve_summary
@@ -517,40 +581,65 @@ def test_the_usable_learning_rate_range_holds_the_true_best_rate():
     lr = 10.0 ** np.arange(-4, 0, 0.5)
     truth = 0.4 - 0.02 * ((np.log10(lr) + 2) / 0.5) ** 2
     seeds = truth[None, :, None] + 0.05 * rng.standard_normal((400, lr.size, 8))
-    held, excess, covered = [], [], []
+    held, excess, covered, shown = [], [], [], []
     for s, sim in enumerate(seeds):
         ivs = [bootstrap_ci(cell, n_boot=300, seed=s) for cell in sim]
         row = curve_summary(lr, np.array([i.estimate for i in ivs]), np.array([i.lo for i in ivs]),
-                            np.array([i.hi for i in ivs]))
+                            np.array([i.hi for i in ivs]), np.full(lr.size, 8))
+        shown.append(row["narrowing_shown"])
         held.append(row["usable_lr_min"] <= 0.01 <= row["usable_lr_max"])
         excess.append(row["best"] - truth.max())
         best = int(np.argmax([i.estimate for i in ivs]))
         covered.append(ivs[best].contains(truth[best]))
-    assert np.mean(held) >= 0.95
+    assert np.mean(held) >= 0.95 and np.mean(shown) >= 0.9
     assert np.mean(excess) > 0 and np.mean(covered) < 0.93
     assert "picked and scored on the same seeds" in answer_text(row)
 
 
-def test_the_usable_learning_rate_range_under_a_flat_truth():
-    """The usable range's level, planted H0: every rate equally good (AUC 0.4, 8 rates, 8 seeds of sd 0.05,
-    the cells' expanded bootstrap intervals). A rate leaves the range only when its interval lies wholly
-    below the best's, but the best is the maximum of 8 (winner's curse), so the range comes out narrower
-    than the grid in 13 % of 400 simulations (measured), not 5 %: the range is a description, not a test of
-    sensitivity, and the answer gives it no verdict word. This pins the rate (at most 20 %) and the wording."""
-    from analysis.lr_sensitivity import answer_text, curve_summary
+def _lr_curves(truth, sims, seed):
+    """Planted lr-sensitivity curves: 8 seeds of noise sd 0.05 per cell around ``truth`` (one value per rate),
+    summarised as the cells table does (mean, expanded bootstrap interval); yields curve_summary's rows and
+    the intervals."""
+    from analysis.lr_sensitivity import curve_summary
     from analysis.stats import bootstrap_ci
 
-    rng = np.random.default_rng(33)
+    rng = np.random.default_rng(seed)
     lr = 10.0 ** np.arange(-4, 0, 0.5)
-    seeds = 0.4 + 0.05 * rng.standard_normal((400, lr.size, 8))
-    narrower = []
-    for s, sim in enumerate(seeds):
+    for s, sim in enumerate(np.asarray(truth)[None, :, None] + 0.05 * rng.standard_normal((sims, lr.size, 8))):
         ivs = [bootstrap_ci(cell, n_boot=300, seed=s) for cell in sim]
-        row = curve_summary(lr, np.array([i.estimate for i in ivs]), np.array([i.lo for i in ivs]),
-                            np.array([i.hi for i in ivs]))
-        narrower.append(row["n_usable"] < lr.size)
-    assert np.mean(narrower) <= 0.2, np.mean(narrower)
-    assert not any(word in answer_text(row) for word in ("shown", "sensitive", "significant"))
+        lo, hi = np.array([i.lo for i in ivs]), np.array([i.hi for i in ivs])
+        se = sim.std(1, ddof=1) / math.sqrt(sim.shape[1])              # the cells table's {measure}_se
+        yield curve_summary(lr, np.array([i.estimate for i in ivs]), lo, hi, np.full(lr.size, 8), se=se), ivs
+
+
+def test_the_usable_learning_rate_range_under_a_flat_truth():
+    """The narrowing test's level, planted H0: every rate equally good (AUC 0.4, 8 rates, 8 seeds of sd 0.05,
+    the cells' expanded bootstrap intervals and standard errors). The Games-Howell comparisons with the best
+    (resolved_worse) narrow the range ("narrower than the grid: shown") in at most 5 % + 2 Monte-Carlo errors
+    of 400 simulations (measured 4.5 %; 5.5 % over 1 500 with another seed); the old rule (a rate's interval
+    wholly below the best's) narrows it in 13 % (measured here 13.25 %): the best is the maximum of 8, so its
+    lower bound leans high."""
+    narrowed, old = [], []
+    for row, ivs in _lr_curves(np.full(8, 0.4), 400, 33):
+        narrowed.append(row["narrowing_shown"])
+        ib = int(np.argmax([i.estimate for i in ivs]))
+        old.append(any(i.hi < ivs[ib].lo for i in ivs))
+        assert row["narrowing_shown"] == (row["n_usable"] < 8)
+    se = math.sqrt(LEVEL * (1 - LEVEL) / len(narrowed))
+    assert np.mean(narrowed) <= LEVEL + 2 * se and np.mean(old) > 0.08, (np.mean(narrowed), np.mean(old))
+
+
+def test_the_narrowing_test_states_its_power_honestly():
+    """Power, planted: 7 rates at 0.4 and the smallest at 0.32 (20 % below, the stated effect), 8 seeds of sd
+    0.05. The narrowing is shown in 71 % of 200 simulations (measured); the stated power (one comparison of
+    the best with a typical rate at the Games-Howell critical value) is 51 % on average: a lower bound (the
+    best is the largest of 7 equal rates, so its gap to the worse rate is larger than the effect), never above
+    the realised rate by more than Monte-Carlo error (a stated power must not flatter), within 25 points."""
+    truth = np.full(8, 0.4)
+    truth[0] = 0.32
+    rows = [row for row, _ in _lr_curves(truth, 200, 34)]
+    realised, stated = np.mean([r["narrowing_shown"] for r in rows]), np.mean([r["narrowing_power"] for r in rows])
+    assert realised - 0.25 < stated < realised + 0.07, (stated, realised)
 
 
 @pytest.mark.slow

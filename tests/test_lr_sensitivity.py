@@ -89,12 +89,27 @@ def test_a_sharp_curve_is_usable_at_its_best_rate_only():
     assert "usable 0.01 only" in answer_text(row)
 
 
-def test_usable_means_the_interval_reaches_the_best_lower_bound():
-    # best 0.40 [0.35, 0.45]; 0.003 reaches 0.35 (0.305 + 0.05), 0.03 falls just short (0.295 + 0.05)
+def test_usable_means_not_resolved_worse_by_a_games_howell_comparison_with_the_best():
+    """Best 0.40, every cell ± 0.05 over 8 seeds (se = 0.05 / t_7), 5 rates: a rate is resolved worse where the
+    best's mean minus its own exceeds q(0.95; 5 rates, 14 df) / √2 · √2 se (0.0933): 0.305 is (0.095 below),
+    0.31 is not (0.09 below), though its interval [0.26, 0.36] misses the best's lower bound 0.35 (the old rule
+    would have cut it). The narrowing is shown; without the 0.305 rate, not shown, with its power."""
+    from scipy.stats import studentized_range, t as student
+
     lrs = np.array([1e-3, 3e-3, 0.01, 0.03, 0.1])
-    row = lr_sensitivity(_cells("hwm", lrs, [0.1, 0.305, 0.40, 0.295, 0.0], half=0.05)).iloc[0]
-    assert row["usable_lrs"] == "0.003, 0.01"
-    assert row["usable_decades"] == pytest.approx(math.log10(0.01 / 0.003))
+    se = 0.05 / student.ppf(0.975, 7)
+    critical = studentized_range.ppf(0.95, 5, 14) * se
+    assert 0.09 < critical < 0.095
+    row = lr_sensitivity(_cells("hwm", lrs, [0.305, 0.31, 0.40, 0.38, 0.35], half=0.05)).iloc[0]
+    assert row["usable_lrs"] == "0.003, 0.01, 0.03, 0.1" and row["narrowing_shown"] and row["narrowing"] == "shown"
+    assert row["usable_decades"] == pytest.approx(math.log10(0.1 / 0.003))
+    flat = lr_sensitivity(_cells("hwm", lrs, [0.32, 0.31, 0.40, 0.38, 0.35], half=0.05)).iloc[0]
+    assert flat["n_usable"] == 5 and not flat["narrowing_shown"]
+    assert flat["narrowing"].startswith("not shown (power ")
+    assert flat["narrowing"].endswith("against a rate 20% below the best)")
+    assert "narrower than the grid: not shown (power" in answer_text(flat)
+    one_seed = _cells("hwm", lrs, [0.1, 0.2, 0.4, 0.2, 0.1], half=0.05).assign(n_seeds=1)
+    assert lr_sensitivity(one_seed).iloc[0]["narrowing"].startswith("not answerable (")
 
 
 def test_per_layer_learning_rates_are_left_out_and_short_grids_give_no_row():
@@ -146,8 +161,8 @@ def test_the_report_section_answers_per_rule_and_its_figure_is_legible():
     uwm = table.set_index("rule_variant").loc["uwm"]
     assert uwm["fwhm_decades"] == pytest.approx(FWHM_PER_SIGMA * 0.3, abs=0.05)     # within a tenth of the spacing
     assert rows.loc["uwm", "answer"] == ("best lr 0.01 (AUC 0.45 [0.43, 0.47]; picked and scored on the same "
-                                         "seeds, so it leans high); usable 0.01 only; "
-                                         f"FWHM {uwm['fwhm_decades']:.2g} decades")
+                                         "seeds, so it leans high); usable 0.01 only; narrower than the grid: "
+                                         f"shown; FWHM {uwm['fwhm_decades']:.2g} decades")
     assert "FWHM ≥ " in rows.loc["reinforce(baseline=ema)", "answer"]
     import matplotlib.pyplot as plt
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from .. import figures as F
-from ..lr_sensitivity import MIN_LRS, answer_text, lr_sensitivity, setting_labels
+from ..lr_sensitivity import MIN_LRS, NARROWING_EFFECT, answer_text, lr_sensitivity, setting_labels
 from . import Answer, Context
 from ._text import ci, num
 
@@ -14,7 +14,7 @@ KEY, TITLE, ORDER = "lr_sensitivity", "Learning-rate sensitivity", 20
 
 
 def answer(ctx: Context) -> Answer:
-    table = lr_sensitivity(ctx.cells)
+    table = lr_sensitivity(ctx.cells, level=ctx.level)
     a = _lr_section(table, ctx.cells, ctx.level)
     a.csv["lr_sensitivity"] = table
     return a
@@ -37,8 +37,13 @@ def _lr_section(table: pd.DataFrame, cells: pd.DataFrame, level: float) -> Answe
     sec.text.append(
         f"Each rule's {'AUC reward' if measure == 'auc_reward' else measure} (mean over seeds, {level:.0%} bootstrap "
         "interval) at every learning rate of the grid. Best: the rate with the highest mean. Usable range: the rates "
-        "whose result is not resolved worse than the best (their interval's upper bound reaches the best's lower "
-        "bound); '≥' where it reaches the edge of the grid. Sharpness: the full width at half maximum (FWHM) in "
+        "whose result is not resolved worse than the best by a Games-Howell comparison (the best's mean minus the "
+        "rate's against the studentized range of all the grid's rates, each cell's error read from its interval): "
+        "the best is the largest of the grid's means, so a flat curve would otherwise look narrower than it is; "
+        "with this test a flat truth is narrowed in at most 5 % of studies. '≥' where the range reaches the edge "
+        "of the grid. 'Narrower than the grid' is shown where some rate is resolved worse; not shown, with the "
+        f"power of one comparison against a rate {NARROWING_EFFECT:.0%} below the best; not answerable where the "
+        "best rate has no interval. Sharpness: the full width at half maximum (FWHM) in "
         "decades of learning rate, above the worst rate on the grid (half level = worst + (best − worst)/2), the "
         "crossings interpolated linearly in log10(lr) between grid points; '≥' (a lower bound) where the curve does "
         "not fall to half within the grid. A narrow FWHM means the rule's result depends sharply on the rate.")
@@ -54,6 +59,7 @@ def _lr_section(table: pd.DataFrame, cells: pd.DataFrame, level: float) -> Answe
         "usable learning rates": table["usable_lrs"],
         "usable span (decades)": [("≥ " if c else "") + num(v, 2) for v, c in zip(table["usable_decades"],
                                                                                   table["usable_censored"])],
+        "narrower than the grid": table["narrowing"],
         "FWHM (decades)": [("≥ " if c else "") + num(v, 2) for v, c in zip(table["fwhm_decades"],
                                                                            table["width_censored"])]})
     if not table["setting"].ne("").any():
