@@ -169,6 +169,18 @@ def _given(value) -> bool:
     return value is not None and not (isinstance(value, float) and np.isnan(value))
 
 
+def reference_rows(accuracies: pd.DataFrame, level: float = 0.95, **options) -> pd.DataFrame:
+    """The reference points of every task and hidden widths of :func:`rule_accuracies`, one row per reference
+    and setting (columns ``task``, ``hidden`` and those of :func:`reference_points`): the CSV the report's
+    reference numbers come from."""
+    parts = []
+    for _, g in accuracies.groupby(accuracies.apply(lambda r: repr((r["task"], r["hidden"])), axis=1), sort=False):
+        task, hidden = g.iloc[0]["task"], g.iloc[0]["hidden"]
+        refs = reference_points(task, hidden, level=level, **options)
+        parts.append(refs.assign(task=[task] * len(refs), hidden=[hidden] * len(refs)))
+    return pd.concat(parts, ignore_index=True)[["task", "hidden", "reference", "accuracy", "lo", "hi", "note"]]
+
+
 def reference_tables(accuracies: pd.DataFrame, level: float = 0.95, **options) -> list[tuple[str, pd.DataFrame]]:
     """One (caption, table) per task and hidden widths of :func:`rule_accuracies`: every rule's test accuracy,
     then the reference points of that setting (which it computes; ``options`` go to :func:`reference_points`)."""

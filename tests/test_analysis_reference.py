@@ -95,3 +95,16 @@ def test_reference_tables_put_rules_beside_the_references():
     assert "digits" in caption and "[8]" in caption
     assert list(table["method"][:2]) == ["rule uwm", "rule wm"]
     assert any("logistic regression" in m for m in table["method"]) and any("ceiling" in m for m in table["method"])
+
+
+def test_the_reference_csv_holds_the_numbers_the_tables_print():
+    from analysis.reference import reference_rows
+
+    study, _ = planted_study()
+    accuracies = rule_accuracies(study)
+    [(_, table)] = reference_tables(accuracies, seeds=2, updates=200)
+    rows = reference_rows(accuracies, seeds=2, updates=200)
+    assert len(rows) == 3 and (rows["task"] == [TASK] * 3).all() and (rows["hidden"] == [[8]] * 3).all()
+    printed = table.set_index("method")["test accuracy"]
+    for _, r in rows.iterrows():
+        assert printed[r["reference"]] == f"{r['accuracy']:.3f}"

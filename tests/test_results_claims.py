@@ -157,9 +157,30 @@ def test_the_mnist_accuracies_are_their_reports(study):
     for _, r in t.iterrows():
         row = f"| {r['rule']} | {r['width']} | {r['accuracy']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}] |"
         assert row in body, f"{study}/README.md lacks {row!r}"
-    repo = (RESULTS / REPO).read_text()
-    uwm = t[(t["rule"] == "uwm") & (t["width"] == 128)].iloc[0]
-    assert f"{study}: UWM {uwm['accuracy']:.3f} [{uwm['lo']:.3f}, {uwm['hi']:.3f}]" in repo
+    # the summaries (repository README, results/README.md) quote every rule at width 128, UWM with its interval
+    wide = t[t["width"] == 128].set_index("rule")
+    uwm = wide.loc["uwm"]
+    labels = {"ste": "STE", "hwm(order=3)": "HWM (3)", "wm": "WM", "reinforce(baseline=ema)": "REINFORCE"}
+    repo = " ".join((RESULTS / REPO).read_text().split())
+    line = repo[repo.index(f"{study}: UWM "):][:200]
+    assert line.startswith(f"{study}: UWM {uwm['accuracy']:.3f} [{uwm['lo']:.3f}, {uwm['hi']:.3f}]"), line
+    top = " ".join((RESULTS / TOP).read_text().split())
+    for rule, label in labels.items():
+        assert f"{label} {wide.loc[rule, 'accuracy']:.3f}" in line, (study, rule)
+    name = {"mnist-binary": "Binary (0–4 against 5–9), width 128", "mnist-10class": "Ten classes, width 128"}[study]
+    summary = top[top.index(name):][:250]
+    assert f"UWM {uwm['accuracy']:.3f} [{uwm['lo']:.3f}, {uwm['hi']:.3f}]" in summary, summary
+    for rule, label in labels.items():
+        assert f"{label} {wide.loc[rule, 'accuracy']:.3f}" in summary, (study, rule, summary)
+    # the reference points the READMEs quote are the report's (reference_points.csv)
+    refs = _csv(study, "reference_points.csv")
+    logistic = refs[refs["reference"].str.startswith("logistic")]["accuracy"].unique()
+    assert len(logistic) == 1 and f"logistic regression {logistic[0]:.3f}" in summary
+    assert f"logistic regression {logistic[0]:.3f}" in " ".join(body.split())
+    ceiling = refs[refs["reference"].str.contains("ceiling")].set_index("hidden")["accuracy"]
+    assert f"ceiling {ceiling['[128]']:.3f}" in summary, summary
+    for hidden, value in ceiling.items():
+        assert f"{value:.3f} at width {hidden.strip('[]')}" in " ".join(body.split()), hidden
 
 
 @pytest.mark.parametrize("task", ["cartpole", "acrobot"])
