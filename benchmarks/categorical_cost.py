@@ -23,9 +23,8 @@ reinforce 2.21 (0.75 / 0.33 ms), masks 1.05, 1.29; wm 2.70 (0.91 / 0.36 ms), mas
 (0.74 / 0.30 ms), masks 1.16, 1.26; hwm(3) 9.00 (4.07 / 0.43 ms), masks 1.01, 1.08 (one run, --rounds 50);
 uwm 9.53 (10.7 / 1.12 ms), masks 1.17, 1.07 (a second run, the same settings). An earlier uwm run at niceness 15
 (absolute times inflated tenfold by the load): 8.68 at K = 3, 5.81 at K = 4, masks on [96, 96] 1.28 and 1.26.
-The target (no more than n(K-1) Bernoulli units)
-does not hold for any rule's compiled step here; absent masks add no operation (aten op counts,
-tests/test_fan_out.py).
+The target (no more than n(K-1) Bernoulli units) does not hold for any rule's compiled step here; absent masks add
+no operation (aten op counts, tests/test_fan_out.py).
 
 Eager estimate, measured only on a shared, contended 2-core CPU (n = 16, batch 128 and 256, K = 3 / 4): reinforce,
 ste and wm 1.6-2x the Bernoulli time; uwm 1.2x (K = 3, self CPU time under the profiler) to 5-17x (wall clock), hwm
