@@ -21,7 +21,7 @@ import pandas as pd
 from .load import Study
 from .speed import seed_speed, select_tuned
 from .stats import DEFAULT_BOOT, DEFAULT_LEVEL, expanded_alpha, generator, km_rmst, km_summary
-from .variance_speed import setting_columns
+from .variance_speed import setting_columns, setting_text
 
 REFERENCE = "uwm"
 COLUMNS = ["setting", "rank", "rule_variant", "n_seeds", "rmst", "rmst_lo", "rmst_hi", "reached_fraction",
@@ -37,7 +37,7 @@ def ranked_seeds(study: Study) -> pd.DataFrame:
     if not len(tuned) or not len(seeds):
         return seeds.assign(rule_variant=pd.Series(dtype=object), setting=pd.Series(dtype=object))
     cols = [c for c in setting_columns(tuned) if c not in ("rule", "rule_variant")]
-    tuned = tuned.assign(setting=tuned[cols].astype(str).agg(", ".join, axis=1) if cols else "all")
+    tuned = tuned.assign(setting=setting_text(tuned, cols, ", ") if cols else "all")
     return seeds.merge(tuned[["run_id", "rule_variant", "setting"]], on="run_id")
 
 

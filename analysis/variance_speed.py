@@ -76,10 +76,18 @@ def cell_axes(trials: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, index=trials.index)
 
 
+def setting_text(trials: pd.DataFrame, cols: list[str], sep: str) -> pd.Series:
+    """Each trial's values in ``cols`` as text joined by ``sep``. A value a cell does not set (``categories`` of a
+    Bernoulli layer beside categorical ones) reads "-": pandas 3's astype(str) keeps it a float NaN, which join
+    refuses."""
+    values = trials[cols]
+    return values.astype(object).where(values.notna(), "-").astype(str).agg(sep.join, axis=1)
+
+
 def _setting_key(trials: pd.DataFrame, cols: list[str]) -> pd.Series:
     if not cols:
         return pd.Series("all", index=trials.index)
-    return trials[cols].astype(str).agg("|".join, axis=1)
+    return setting_text(trials, cols, "|")
 
 
 def _label_of(row) -> str | None:

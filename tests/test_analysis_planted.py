@@ -262,6 +262,25 @@ def test_rules_that_never_reach_the_threshold_are_tied_and_none_reached_is_not_a
     assert ranked_answer.startswith("uwm, ahead of hwm & ste: 1. uwm"), ranked_answer   # tie groups, then the ranking
 
 
+def test_settings_with_an_axis_some_cells_do_not_set_are_ranked_apart():
+    """Bernoulli cells beside categorical ones (categories-study): `categories` is missing (NaN) in the Bernoulli
+    trials. Each unit type is its own setting, the missing value read as "-" (pandas 3 keeps NaN through
+    astype(str), and joining it failed: the categorical-units report crashed here)."""
+    from analysis.fastest import fastest_rules
+
+    trials, rows = [], []
+    for units, categories, hidden in (("bernoulli", math.nan, "[32, 32]"), ("categorical", 3.0, "[11, 11]")):
+        for rule in ("uwm", "wm"):
+            run = f"{rule}-{units}"
+            cell = f"hidden_units={units}|" + ("" if units == "bernoulli" else "categories=3|") + f"hidden={hidden}|rule={rule}"
+            trials.append(_trial(run, cell, rule=rule, hidden=hidden, hidden_units=units, categories=categories))
+            for s in range(4):
+                rows += _curve(run, s, [0.5, 0.9, 0.9, 0.9], reached=200 + 50 * s)
+    table = fastest_rules(_study(trials, rows), n_boot=200)
+    assert sorted(table["setting"].unique()) == ["[11, 11], 3.0, categorical", "[32, 32], -, bernoulli"], table
+    assert (table.groupby("setting")["rule_variant"].nunique() == 2).all()
+
+
 def test_tuning_warnings_flag_edge_few_points_and_no_confirm():
     from analysis.speed import tuning_warnings
 

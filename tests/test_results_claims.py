@@ -199,3 +199,87 @@ def test_the_control_replication_figures_are_their_runs(task):
     assert quoted in (RESULTS / "chung2022-control" / "README.md").read_text().replace("**", "")
     assert f"{_num(run['mean'])} (SE {_num(run['se'])}" in (RESULTS / TOP).read_text()
     assert f"{_num(run['mean'])}, SE {_num(run['se'])}" in (RESULTS / REPO).read_text()
+
+
+# ------------------------------------------------------------------ issue 26: categorical units and uneven fan-out
+
+CAT, FAN = "categorical-units", "fan-out"
+
+
+def _units(cell):
+    return "Bernoulli" if "categories=" not in cell else "K = " + cell.split("categories=")[1].split("|")[0]
+
+
+def _categorical_rows():
+    """The README's table rows: every confirm-stage cell of cells.csv, with tuning.csv's edge flag."""
+    c, t = _csv(CAT, "cells.csv"), _csv(CAT, "tuning.csv").set_index("cell")
+    rows = []
+    for _, r in c.iterrows():
+        edge = {"upper": " (upper edge)", "lower": " (lower edge)"}.get(t.loc[r["cell"], "lr edge"], "")
+        reached = round(r["reached_fraction"] * r["n_seeds"])
+        rows.append(f"| {_units(r['cell'])} {r['hidden']} | {r['rule_variant']} | {r['lr']:.2g}{edge} | "
+                    f"{reached}/{r['n_seeds']} | {r['episodes_to_threshold']:.0f} [{r['episodes_to_threshold_lo']:.0f}, "
+                    f"{r['episodes_to_threshold_hi']:.0f}] | {r['final_reward']:.3f} [{r['final_reward_lo']:.3f}, "
+                    f"{r['final_reward_hi']:.3f}] |")
+    return rows
+
+
+def _uwm_difference(hidden):
+    """RMST(uwm at ``hidden``) - RMST(Bernoulli uwm), paired over the confirm seeds, as the ranking computes it."""
+    from analysis.fastest import _difference
+    from analysis.stats import DEFAULT_BOOT, DEFAULT_LEVEL
+
+    c, s = _csv(CAT, "cells.csv"), _csv(CAT, "seed_speed.csv")
+    uwm = c[c["rule"] == "uwm"].set_index("hidden")
+    seeds = {h: s[s["run_id"] == uwm.loc[h, "run_ids"]].set_index("seed") for h in (hidden, "[32, 32]")}
+    return _difference(seeds[hidden], seeds["[32, 32]"], float(uwm.loc[hidden, "episodes_budget"]), DEFAULT_BOOT,
+                       DEFAULT_LEVEL, 0)
+
+
+def _fan_out_rows():
+    t = _csv(FAN, "fan_out_tests.csv")
+    t = t[t["when"] == "trained"]
+
+    def word(r):
+        if r is None:
+            return "—"
+        verdict = "shown" if r["shown"] else f"not shown, power {r['power']:.0%}"
+        return f"{r['mean_rho']:.2f} (p {r['p']:.2g}; {verdict})"
+
+    rows = []
+    for (rule, cv), g in t.groupby(["rule_variant", "cv"]):
+        g = g.set_index("statistic")
+        cells = [word(g.loc[s] if s in g.index else None) for s in ("speed", "var", "bias")]
+        rows.append(f"| {rule} | {cv:g} | " + " | ".join(cells) + " |")
+    return rows
+
+
+def test_the_categorical_and_fan_out_readmes_are_their_reports():
+    """Every table row of results/categorical-units and results/fan-out is a row of the report's CSVs; the paired
+    K = 4 minus Bernoulli UWM difference and the headline rhos the text quotes are recomputed from them."""
+    cat = (RESULTS / CAT / "README.md").read_text()
+    rows = _categorical_rows()
+    assert len(rows) == 15
+    for row in rows:
+        assert row in cat, f"{CAT}/README.md lacks {row!r}"
+    d = _uwm_difference("[8, 8]")
+    assert d["paired"] and d["difference_lo"] < 0 < d["difference_hi"]     # "neither is shown faster"
+    assert f"{d['difference']:.0f} episodes [{d['difference_lo']:.0f}, {d['difference_hi']:.0f}]".replace("-", "−") \
+        in cat and f"at most {d['difference_hi']:.0f} episodes" in cat
+    fan = (RESULTS / FAN / "README.md").read_text()
+    rows = _fan_out_rows()
+    assert len(rows) == 10
+    for row in rows:
+        assert row in fan, f"{FAN}/README.md lacks {row!r}"
+    t = _csv(FAN, "fan_out_tests.csv").query("when == 'trained' and statistic == 'speed'").set_index(
+        ["rule_variant", "cv"])
+    wm, uwm = t.loc["wm(p=2)"], t.loc["uwm"]
+    assert wm["shown"].all() and not uwm["shown"].any()
+    assert (f"mean ρ(speed, fan-out) {wm.loc[1.0, 'mean_rho']:.2f} at CV 1 and {wm.loc[2.0, 'mean_rho']:.2f} at CV 2"
+            in fan)
+    assert (f"{uwm.loc[1.0, 'mean_rho']:.2f} at CV 1 (power {uwm.loc[1.0, 'power']:.0%} against |ρ| = 0.3) and "
+            f"{uwm.loc[2.0, 'mean_rho']:.2f} at CV 2\n(power {uwm.loc[2.0, 'power']:.0%})") in fan
+    top = (RESULTS / TOP).read_text()
+    assert f"at most {d['difference_hi']:.0f} episodes at 95%" in top
+    assert f"ρ(speed, fan-out) {wm.loc[1.0, 'mean_rho']:.2f} and {wm.loc[2.0, 'mean_rho']:.2f}" in top
+    assert f"(power {uwm.loc[1.0, 'power']:.0%} and {uwm.loc[2.0, 'power']:.0%} against ρ = 0.3)" in top
