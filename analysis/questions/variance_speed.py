@@ -16,7 +16,7 @@ from ..probe import cross_rule_labels
 from ..variance_speed import (matched_state_correlations, pooled_within_setting, variance_speed_correlations,
                               variance_speed_seeds, variance_speed_table)
 from . import Answer, Context
-from ._text import ci, num
+from ._text import ci, control_reward, num
 
 KEY, TITLE, ORDER = "variance_speed", "Variance versus speed", 30
 MIN_CELLS = 5     # a rank correlation of fewer cells has an interval that says nothing (3 cells: ρ = ±1 by chance 1/3)
@@ -27,6 +27,12 @@ def answer(ctx: Context) -> Answer:
     vs = variance_speed_table(ctx.study, n_boot=s.n_boot, level=s.level, seed=s.seed)
     corr = variance_speed_correlations(vs, n_boot=s.n_boot, level=s.level, seed=s.seed)
     a = _variance_section(ctx.study, vs, corr, s.level, ctx.cells)
+    if control_reward(ctx.study):
+        if not a.present:     # the first line is what the report's list of closed questions shows
+            a.text[0] = ("Not answerable from this study: a control trial has no estimator probe (the probe's K fresh "
+                         "episodes of one state have no counterpart mid-episode: docs/learning-rules.md §9), so there "
+                         "is no variance to correlate.")
+        a.text.append(control_reward(ctx.study))
     a.csv.update(variance_speed=vs, variance_speed_correlations=corr)
     return a
 

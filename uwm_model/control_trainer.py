@@ -1,0 +1,114 @@
+"""The actor-critic (:mod:`uwm_model.control`) as a study's trainable drives a trainer: the points of one pack
+trained as one population, a :class:`~uwm_model.trainer.Report` every ``report_every`` episodes with the
+multiplexer trainer's metric names where they mean the same (:mod:`uwm_model.metrics`), checkpoints.
+
+Episodes of a control task have different lengths, so members do not end episodes in step: a report comes
+once every member that has not diverged has ended ``report_every`` more episodes, and reads each member's
+returns by episode number (episodes 1..e of every member, whatever it ran beyond), so a report does not
+depend on how fast the other members of the pack were. Per member at report episode e (window w of
+``report_every`` episodes before it):
+
+- ``train_reward``: the mean return of the window's episodes; ``eval_reward`` the same (a control task has
+  no separate evaluation: Chung 2022 measures the return of the episodes it trains on), so the study's
+  ``auc_reward_mean`` is the anchor's average return over all episodes;
+- ``running_reward``: the mean of the last 100 returns; ``train_reward_all``: of all returns so far;
+- ``episodes_to_threshold``: the first episode whose running mean of 100 returns (a full window) reached the
+  threshold, absent until then (the unreached are censored by the analysis, never averaged);
+- ``diverged`` and ``diverged_at`` (the episodes the member had ended when its parameters turned
+  non-finite; its returns stop there and the rest of the pack trains on).
+
+No estimator probe: the multiplexer's probe draws K fresh episodes of one state, which an episodic task
+with a learned critic has no counterpart of without restarting environments mid-episode (docs/learning-rules.md
+§9). Early stopping is not offered (the study spec refuses it for control tasks).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator, Sequence
+
+import torch
+
+from .control import THRESHOLD_WINDOW as WINDOW
+from .control import ActorCritic, ControlConfig
+from .trainer import Report, point_report
+
+
+def member_metrics(returns: list[float], episode: int, window: int, threshold: float, diverged: bool) -> dict:
+    """One member's per-seed metrics at report episode ``episode`` from its returns (see the module doc)."""
+    seen = torch.tensor(returns[:episode], dtype=torch.float64)
+    row = {"diverged": float(diverged)}
+    if diverged:
+        row["diverged_at"] = float(len(returns))
+    if len(seen):
+        last = seen[max(0, episode - window):]
+        row.update(running_reward=float(seen[-WINDOW:].mean()), train_reward_all=float(seen.mean()))
+        if len(last):
+            row["train_reward"] = row["eval_reward"] = float(last.mean())
+    if len(seen) >= WINDOW:
+        running = seen.unfold(0, WINDOW, 1).mean(1)           # running[i]: the mean of returns i+1 .. i+WINDOW
+        hit = (running >= threshold).nonzero()
+        if len(hit):
+            row["episodes_to_threshold"] = float(hit[0, 0] + WINDOW)
+    return row
+
+
+class ControlTrainer:
+    """Trains the members of one or more ControlConfigs that share ``pack_key()``; the study's trainable drives it
+    like :class:`uwm_model.trainer.Trainer` (``run``, ``save``, ``load``, ``device``)."""
+
+    def __init__(self, configs: ControlConfig | Sequence[ControlConfig]):
+        self.points = [configs] if isinstance(configs, ControlConfig) else list(configs)
+        self.cfg = self.points[0]
+        self.ac = ActorCritic(self.points)
+        self.device = self.ac.device
+        self.member_point = [i for i, c in enumerate(self.points) for _ in range(c.seeds)]
+        self.episode, self.wall_seconds = 0, 0.0
+
+    @property
+    def compile_seconds(self) -> float:
+        return self.ac.compile_seconds
+
+    def stop_points(self, indices: Sequence[int]) -> None:
+        raise NotImplementedError("a control study has no early stopping (the spec refuses it)")
+
+    def run(self) -> Iterator[Report]:
+        """Train to ``episodes``, yielding a Report every ``report_every`` episodes (resumable)."""
+        cfg = self.cfg
+        self.ac.run(max_steps=0)          # compiles here when the configuration does: not training time
+        while self.episode < cfg.episodes:
+            target = min(self.episode + cfg.report_every, cfg.episodes)
+            tic = time.perf_counter()
+            self.ac.run(episodes=target)
+            self.wall_seconds += time.perf_counter() - tic
+            window, self.episode = target - self.episode, target
+            yield self._report(window)
+
+    def _report(self, window: int) -> Report:
+        diverged = (self.ac.diverged_at >= 0).cpu().tolist()
+        members = sum(len(r[:self.episode]) for r in self.ac.returns)
+        per_episode = self.wall_seconds / members if members else math.nan
+        points = []
+        for i, c in enumerate(self.points):
+            ids = [m for m, p in enumerate(self.member_point) if p == i]
+            per_seed = [member_metrics(self.ac.returns[m], self.episode, window, c.threshold, diverged[m]) for m in ids]
+            points.append(point_report(per_seed, False, self.episode >= c.episodes, self.episode, per_episode))
+        eps = members / self.wall_seconds if self.wall_seconds > 0 else math.nan
+        return Report(self.episode, points, self.wall_seconds, self.compile_seconds, eps)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def save(self, path) -> None:
+        torch.save({"actor_critic": self.ac.state_dict(), "episode": self.episode,
+                    "wall_seconds": self.wall_seconds}, path)
+
+    @classmethod
+    def load(cls, path, configs: ControlConfig | Sequence[ControlConfig]) -> "ControlTrainer":
+        """A trainer restored from ``save`` (a checkpoint of other configurations is refused)."""
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        trainer = cls(configs)
+        trainer.ac.load_state_dict(state["actor_critic"])
+        trainer.episode, trainer.wall_seconds = state["episode"], state["wall_seconds"]
+        return trainer
+
