@@ -42,6 +42,8 @@ def test_a_control_spec_holds_its_cells_in_the_trial_files_form():
     cfg = trial_config(config)
     assert isinstance(cfg, ControlConfig) and cfg.env == "Acrobot-v1" and cfg.threshold == -100.0
     assert cfg.lr_scale == pytest.approx(5.0)     # 0.05 over the schedule's first rate 0.01
+    layered = trial_config({**TINY, "actor_lr_start": [0.02, 0.001], "lr": 0.04})
+    assert layered.lr_scale == pytest.approx(2.0)    # the first layer's starting rate sets the factor
     # the points of a cell share their pack; the environments do not
     assert len({c.pack_key for c in spec.cells()}) == 4
     assert trial_config(spec.point_config(spec.cells()[0], {"lr": 0.002})).pack_key() == \
@@ -149,3 +151,14 @@ def test_trial_files_keep_their_schedule_when_lr_is_not_set():
     scaled = ActorCritic(trial_config({**TINY, "lr": 0.01}))      # lr at the schedule's own first rate: factor 1
     assert torch.equal(scaled.lr_scale, torch.ones(2))
     assert not math.isnan(float(scaled.run().returns.mean()))
+
+
+def test_a_diverged_control_seed_scores_its_tasks_lowest_return():
+    import pandas as pd
+
+    from analysis.speed import reward_floor
+
+    trials = pd.DataFrame({"run_id": ["a", "b", "c"], "task.env": ["cartpole", "acrobot", None],
+                           "max_steps": ["500", "200", None], "task.rewards": [None, None, "10"]})
+    assert reward_floor(trials).tolist() == [0.0, -200.0, 0.0]
+    assert reward_floor(trials.drop(columns=["task.env", "max_steps"])).tolist() == [-1.0, -1.0, 0.0]
