@@ -29,6 +29,12 @@ Search. Keys are TrialConfig paths of *per-member* fields (``lr``, ``outgoing_no
 between the points trained together in one population); shape-fixing fields belong in the
 grid. ``lr`` with ``per_layer: true`` samples one learning rate per layer.
 
+Control tasks. A base whose ``task`` is ``{env: cartpole}`` (or ``acrobot``) makes a control study: its
+trial configuration is :class:`uwm_model.control.ControlConfig` in a control trial file's form, validated by
+the control trial's own code (:mod:`study.control_trial`). The grid may vary ``task.env``; the search only
+``lr`` (the actor's first-layer starting rate, its whole schedule scaled with it) and ``threshold``; early
+stopping does not apply.
+
 The cell key names a cell in trackers and tables: ``path=value`` for every path the grid sets,
 in axis order, joined by ``|`` (``rule=uwm|hidden=[64, 64]|outgoing_norm=4.0``), with the
 values as the validated TrialConfig holds them.
