@@ -104,6 +104,9 @@ class ControlConfig(_Strict):
     report_every: int = Field(100, ge=1, description="episodes between a study's reports (every member has ended "
                                                       "this many more; the last report at episodes)")
     threads: int = Field(1, ge=1, le=1024, description="CPU threads for torch")
+    probe_samples: int = Field(32, ge=0, description="K of a study's estimator probe: each member's current states "
+                               "replicated K times, one step each, at every report and before training (0: no probe; "
+                               "docs/learning-rules.md §9)")
 
     @model_validator(mode="after")
     def _check(self):
@@ -113,6 +116,8 @@ class ControlConfig(_Strict):
             if len(getattr(self, name)) != layers:
                 raise ValueError(f"{name} lists {len(getattr(self, name))} learning rates for {layers} layers")
         resolve_rule(self.rule, self.rule_options)
+        if self.probe_samples == 1:
+            raise ValueError("probe_samples is 1: a per-sample variance needs at least 2 (0 turns the probe off)")
         if self.threshold is None:      # object.__setattr__: assignment would validate the model again, recursively
             object.__setattr__(self, "threshold", THRESHOLDS[self.env])
         return self
@@ -309,6 +314,7 @@ class ActorCritic:
         self.critic = [cast(critic.weights), cast(critic.biases)]
         self.train_keys = streams.member_keys(torch.tensor(seeds, device=self.device), streams.TRAIN)
         self.seeds = torch.tensor(seeds, device=self.device)
+        self.probe_keys = streams.member_keys(self.seeds, streams.PROBE)     # never the training stream
         self.adam = {name: [[torch.zeros_like(t) for t in ws + bs], [torch.zeros_like(t) for t in ws + bs]]
                      for name, (ws, bs) in (("actor", self.actor), ("critic", self.critic))}
         n_hidden = sum(cfg.actor_hidden)
@@ -335,6 +341,32 @@ class ActorCritic:
             grad.weights[-1] = torch.cat([grad.weights[-1][:, :-1], torch.zeros_like(grad.weights[-1][:, -1:])], 1)
             grad.biases[-1] = torch.cat([grad.biases[-1][:, :-1], torch.zeros_like(grad.biases[-1][:, -1:])], 1)
         return grad.weights + grad.biases
+
+    @torch.no_grad()
+    def probe_estimates(self, counter: int, K: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The estimator probe's per-sample estimates (docs/learning-rules.md §9): each member's B current
+        environment states replicated K times, the actor sampled on every copy with counter ``counter`` of the
+        member's PROBE stream, every copy stepped once, the TD error from the current critic as a training step
+        computes it, and the trained rule's per-sample logit estimates for that reward. Reads the run's state and
+        changes nothing (its own stream, copies of the environments). Returns per actor layer the logit estimates
+        [P, B, K, n_out] (with ``pin_last`` the fixed logit's column left out: it gets no gradient) and the
+        layer's inputs [P, B, K, n_in], float64."""
+        cfg, P, B = self.cfg, self.P, self.cfg.envs
+        rep = lambda t: t.repeat_interleave(K, 1)                  # noqa: E731  [P, B, ...] -> [P, B * K, ...]
+        env = type(self.env_state)(**{k: v if k == "keys" else rep(v) for k, v in vars(self.env_state).items()})
+        u = streams.uniforms(self.probe_keys, counter, B * K * self.n_draws, self.dtype).reshape(P, B * K, -1)
+        n_units, x = sum(cfg.actor_hidden) + 1, rep(self.obs)
+        ep, action = self.act(x, u[..., :n_units])
+        U = self.uwm_uniforms(u[..., n_units:]) if self.rule.needs_uniforms else None
+        out = self.env.step(env, action)
+        value = softplus_critic_value(*self.critic, x)[0]
+        next_value = softplus_critic_value(*self.critic, out.final_obs)[0]
+        delta = td_error(out.reward, out.terminated, out.truncated, value, next_value, cfg.gamma, cfg.truncation)
+        grads = list(self.rule.fn(self.actor[0], ep, delta, U, **self.rule_options))
+        if cfg.output_logits == "pin_last":
+            grads[-1] = grads[-1][..., :-1]
+        split = lambda t: t.reshape(P, B, K, *t.shape[2:]).double()   # noqa: E731
+        return [split(g) for g in grads], [split(h) for h in ep.h[:-1]]
 
     def uwm_uniforms(self, u: torch.Tensor) -> list[torch.Tensor]:
         """uwm's U: one uniform per hidden unit and sample, [P, B, n_l] per hidden layer, from u [P, B, sum(hidden)]."""

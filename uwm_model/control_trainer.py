@@ -17,9 +17,14 @@ depend on how fast the other members of the pack were. Per member at report epis
 - ``diverged`` and ``diverged_at`` (the episodes the member had ended when its parameters turned
   non-finite; its returns stop there and the rest of the pack trains on).
 
-No estimator probe: the multiplexer's probe draws K fresh episodes of one state, which an episodic task
-with a learned critic has no counterpart of without restarting environments mid-episode (docs/learning-rules.md
-§9). Early stopping is not offered (the study spec refuses it for control tasks).
+With ``probe_samples`` K > 0, the estimator probe (docs/learning-rules.md §9): per member and actor layer l, over
+K copies of each of its current environment states stepped once (:meth:`ActorCritic.probe_estimates`),
+``probe_var_l{l}``, ``probe_mean_sq_l{l}`` and ``probe_nsr_l{l}`` under the multiplexer probe's names (each the
+mean over the member's B states), so the analysis reads them unchanged; once before training (``init_probe_*``)
+and, for report episode e, on the member's state right after the step call in which it ended its e-th episode
+(a compiled run's call holds STEPS_PER_CALL steps), so the probe, like the returns, does not depend on how fast
+the other members of the pack were. The probe's draws are counter t (the step count then) of the member's PROBE
+stream. A diverged member has no probe after its divergence. Early stopping is not offered (the study spec refuses it for control tasks).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import torch
 
 from .control import THRESHOLD_WINDOW as WINDOW
 from .control import ActorCritic, ControlConfig
-from .trainer import Report, point_report
+from .trainer import Report, _layer_statistics, point_report
 
 
 def member_metrics(returns: list[float], episode: int, window: int, threshold: float, diverged: bool) -> dict:
@@ -65,6 +70,9 @@ class ControlTrainer:
         self.device = self.ac.device
         self.member_point = [i for i, c in enumerate(self.points) for _ in range(c.seeds)]
         self.episode, self.wall_seconds = 0, 0.0
+        self.init_probe: dict[str, torch.Tensor] = {}     # the probe of the initial parameters (init_probe_*)
+        # report episode -> probe values [P] (NaN until the member ended that many episodes) and which are taken
+        self.report_probes: dict[int, tuple[dict[str, torch.Tensor], torch.Tensor]] = {}
 
     @property
     def compile_seconds(self) -> float:
@@ -77,22 +85,67 @@ class ControlTrainer:
         """Train to ``episodes``, yielding a Report every ``report_every`` episodes (resumable)."""
         cfg = self.cfg
         self.ac.run(max_steps=0)          # compiles here when the configuration does: not training time
+        if cfg.probe_samples and self.episode == 0 and not self.init_probe:
+            self.init_probe = {f"init_{k}": v for k, v in self.probe(0).items()}      # counter 0: before training
         while self.episode < cfg.episodes:
             target = min(self.episode + cfg.report_every, cfg.episodes)
             tic = time.perf_counter()
-            self.ac.run(episodes=target)
+            self.ac.run(episodes=target, progress=self._probe_due if cfg.probe_samples else None)
             self.wall_seconds += time.perf_counter() - tic
             window, self.episode = target - self.episode, target
             yield self._report(window)
+
+    def report_episodes(self) -> list[int]:
+        cfg = self.cfg
+        return [min(e, cfg.episodes) for e in range(cfg.report_every, cfg.episodes + cfg.report_every, cfg.report_every)]
+
+    def _probe_due(self, t: int, returns: list[list[float]]) -> None:
+        """After a step call that ended episodes: probe the members that have now ended a report's episode count
+        for the first time (one probe of the population, kept for those members; counter t)."""
+        ended = torch.tensor([len(r) for r in returns])
+        values = None
+        for e in self.report_episodes():
+            if e <= self.episode:        # reported already
+                continue
+            taken = self.report_probes.get(e, (None, torch.zeros(self.ac.P, dtype=torch.bool)))[1]
+            due = (ended >= e) & ~taken
+            if not due.any():
+                continue
+            values = values or {k: v.cpu() for k, v in self.probe(t).items()}
+            old = self.report_probes.get(e, ({k: torch.full_like(v, torch.nan) for k, v in values.items()}, taken))[0]
+            self.report_probes[e] = ({k: torch.where(due, values[k], old[k]) for k in values}, taken | due)
+
+    def probe(self, counter: int) -> dict[str, torch.Tensor]:
+        """Per actor layer l, [P] float64: the total per-sample variance V of the weight and bias estimates over the
+        probe's K copies of a state (ddof 1), the squared norm of their mean, and V / (B (||mean||^2 - V/K)) (NaN
+        where that is <= 0), each averaged over the member's B states; counter ``counter`` of the PROBE streams."""
+        K, B = self.cfg.probe_samples, self.cfg.envs
+        grads, inputs = self.ac.probe_estimates(counter, K)
+        out = {}
+        for l, (g, h) in enumerate(zip(grads, inputs), start=1):
+            P = len(g)
+            g, h = g.flatten(0, 1), h.flatten(0, 1)                # [P * B, K, ...]: one row per state
+            stats = _layer_statistics(g, h, torch.einsum("sko,ski->soi", g, h) / K, g.mean(1), B, None)
+            var, mean_sq = (stats[k].reshape(P, B).mean(1) for k in ("var", "mean_sq"))
+            signal = mean_sq - var / K
+            out.update({f"probe_var_l{l}": var, f"probe_mean_sq_l{l}": mean_sq,
+                        f"probe_nsr_l{l}": torch.where(signal > 0, var / (B * signal), torch.nan)})
+        return out
 
     def _report(self, window: int) -> Report:
         diverged = (self.ac.diverged_at >= 0).cpu().tolist()
         members = sum(len(r[:self.episode]) for r in self.ac.returns)
         per_episode = self.wall_seconds / members if members else math.nan
+        probes = {}
+        if self.cfg.probe_samples:
+            probes = {**self.report_probes.pop(self.episode, ({}, None))[0], **self.init_probe}
+        probes = {k: v.cpu().tolist() for k, v in probes.items()}
         points = []
         for i, c in enumerate(self.points):
             ids = [m for m, p in enumerate(self.member_point) if p == i]
             per_seed = [member_metrics(self.ac.returns[m], self.episode, window, c.threshold, diverged[m]) for m in ids]
+            for row, m in zip(per_seed, ids):        # an undefined noise-to-signal ratio is absent, not NaN
+                row.update({k: v[m] for k, v in probes.items() if not math.isnan(v[m])})
             points.append(point_report(per_seed, False, self.episode >= c.episodes, self.episode, per_episode))
         eps = members / self.wall_seconds if self.wall_seconds > 0 else math.nan
         return Report(self.episode, points, self.wall_seconds, self.compile_seconds, eps)
@@ -101,7 +154,8 @@ class ControlTrainer:
 
     def save(self, path) -> None:
         torch.save({"actor_critic": self.ac.state_dict(), "episode": self.episode,
-                    "wall_seconds": self.wall_seconds}, path)
+                    "wall_seconds": self.wall_seconds, "init_probe": self.init_probe,
+                    "report_probes": self.report_probes}, path)
 
     @classmethod
     def load(cls, path, configs: ControlConfig | Sequence[ControlConfig]) -> "ControlTrainer":
@@ -110,5 +164,7 @@ class ControlTrainer:
         trainer = cls(configs)
         trainer.ac.load_state_dict(state["actor_critic"])
         trainer.episode, trainer.wall_seconds = state["episode"], state["wall_seconds"]
+        trainer.init_probe = state.get("init_probe", {})
+        trainer.report_probes = state.get("report_probes", {})
         return trainer
 

@@ -28,10 +28,13 @@ def answer(ctx: Context) -> Answer:
     corr = variance_speed_correlations(vs, n_boot=s.n_boot, level=s.level, seed=s.seed)
     a = _variance_section(ctx.study, vs, corr, s.level, ctx.cells)
     if control_reward(ctx.study):
-        if not a.present:     # the first line is what the report's list of closed questions shows
-            a.text[0] = ("Not answerable from this study: a control trial has no estimator probe (the probe's K fresh "
-                         "episodes of one state have no counterpart mid-episode: docs/learning-rules.md §9), so there "
-                         "is no variance to correlate.")
+        if not len(vs):       # the first line is what the report's list of closed questions shows
+            a.text[0] = ("Not answerable from this study: its control trials logged no estimator probe "
+                         "(probe_samples: 0), so there is no variance to correlate.")
+        else:
+            a.text.append("A control trial's probe measures one step's estimator at the states the member visits, "
+                          "for the TD error of that step under the current critic (K copies of each state stepped "
+                          "once: docs/learning-rules.md §9), not the variance over whole episodes.")
         a.text.append(control_reward(ctx.study))
     a.csv.update(variance_speed=vs, variance_speed_correlations=corr)
     return a

@@ -43,6 +43,7 @@ CTRL_METRICS = f"{CTRL_STUDY}::test_member_metrics_read_returns_by_episode_with_
 CTRL_PACK = f"{CTRL_STUDY}::test_a_control_pack_reports_every_member_as_it_would_alone"
 CTRL_RESUME = f"{CTRL_STUDY}::test_a_resumed_control_pack_continues_as_if_it_had_not_stopped"
 CTRL_SPEC = f"{CTRL_STUDY}::test_a_bad_control_spec_is_one_error_line_before_any_work"
+CTRL_PROBE = "tests/test_control_probe.py"
 CTRL_SCHED = f"{CONTROL}::test_schedules_are_chungs_per_step_rates_and_adams_powers"
 CTRL_UNROLL = f"{CONTROL}::test_four_steps_in_one_call_equal_four_single_steps"
 CTRL_RETURNS = f"{CONTROL}::test_cartpole_returns_are_the_episode_lengths"
@@ -673,7 +674,8 @@ MUTATIONS = [
       'trainer.episode, trainer.wall_seconds = state["episode"], state["wall_seconds"]',
       'trainer.wall_seconds = state["wall_seconds"]', CTRL_RESUME),
     m("control_trainer.report_before_the_slowest_member", "uwm_model/control_trainer.py",
-      "self.ac.run(episodes=target)", "self.ac.run(max_steps=target * 5)", CTRL_PACK),
+      "self.ac.run(episodes=target, progress=self._probe_due if cfg.probe_samples else None)",
+      "self.ac.run(max_steps=target * 5, progress=self._probe_due if cfg.probe_samples else None)", CTRL_PACK),
     m("spec.control_early_stopping_accepted", "study/spec.py",
       "if control and spec.early_stopping is not None:", "if False:", CTRL_SPEC),
     m("spec.control_env_error_not_named_by_cell", "study/spec.py",
@@ -684,4 +686,24 @@ MUTATIONS = [
       'floor = np.where(env == "cartpole", 0.0, floor)', CTRL_STUDY),
     m("spec.control_lr_per_layer_accepted", "study/spec.py",
       'if param.per_layer and (path != "lr" or control):', 'if param.per_layer and path != "lr":', CTRL_SPEC),
+    # ---- the control study's estimator probe (issue 27, session 8)
+    m("control.probe_on_the_training_stream", "uwm_model/control.py",
+      "self.probe_keys = streams.member_keys(self.seeds, streams.PROBE)",
+      "self.probe_keys = streams.member_keys(self.seeds, streams.TRAIN)", CTRL_PROBE),
+    m("control.probe_next_value_of_the_state_itself", "uwm_model/control.py",
+      "next_value = softplus_critic_value(*self.critic, out.final_obs)[0]",
+      "next_value = softplus_critic_value(*self.critic, x)[0]", CTRL_PROBE),
+    m("control.probe_keeps_the_pinned_logit", "uwm_model/control.py",
+      "grads[-1] = grads[-1][..., :-1]", "grads[-1] = grads[-1]", CTRL_PROBE),
+    m("control_trainer.probe_sums_over_states", "uwm_model/control_trainer.py",
+      'var, mean_sq = (stats[k].reshape(P, B).mean(1) for k in ("var", "mean_sq"))',
+      'var, mean_sq = (stats[k].reshape(P, B).sum(1) for k in ("var", "mean_sq"))', CTRL_PROBE),
+    m("control_trainer.probe_nsr_without_the_batch", "uwm_model/control_trainer.py",
+      "torch.where(signal > 0, var / (B * signal), torch.nan)", "torch.where(signal > 0, var / signal, torch.nan)",
+      CTRL_PROBE),
+    m("control_trainer.probe_at_the_packs_report", "uwm_model/control_trainer.py",
+      "probes = {**self.report_probes.pop(self.episode, ({}, None))[0], **self.init_probe}",
+      "probes = {**self.probe(self.episode), **self.init_probe}", CTRL_PACK),
+    m("control_trainer.resume_forgets_the_probes_taken_ahead", "uwm_model/control_trainer.py",
+      'trainer.report_probes = state.get("report_probes", {})', "trainer.report_probes = {}", CTRL_RESUME),
 ]
