@@ -41,6 +41,11 @@ def test_probe_values_follow_its_counter_and_survive_a_checkpoint(tmp_path):
     for k in first:                                   # nsr is NaN where undefined
         torch.testing.assert_close(first[k], again[k], rtol=0, atol=0, equal_nan=True)
     assert not torch.equal(first["probe_var_l1"], other["probe_var_l1"])
+    # a subset of members (what a report probes: the members that just ended its episode) gets the same numbers
+    for m in ([1], [0]):
+        part = trainer.probe(5, torch.tensor(m))
+        for k in first:
+            torch.testing.assert_close(part[k], first[k][m], rtol=0, atol=0, equal_nan=True)
     # with B = 2 environments a member's numbers are the means over its two states of each state's statistics
     grads, inputs = trainer.ac.probe_estimates(5, 8)
     for l, (g, h) in enumerate(zip(grads, inputs), start=1):

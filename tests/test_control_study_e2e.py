@@ -1,7 +1,7 @@
 """End to end: a tiny REAL control study (Ray Tune + Optuna + MLflow on SQLite, CartPole, two rules, lr tuned per
 cell, a few hundred short episodes; about 3 minutes on the shared 2 cores) through ``uwm-study run``, then ``uwm-study report``: the points' MLflow runs
 read like the multiplexer's, the fastest-rule question answers on it and variance-versus-speed finds the probe (and,
-with four cells, says too few). Nothing is
+with two cells, says too few). Nothing is
 mocked; the numbers are noisy, so the test checks the plumbing, not conclusions."""
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def test_the_report_of_a_control_study_answers_fastest_and_variance(control_stud
     fastest = pd.read_csv(out / "fastest.csv")
     assert set(fastest["rule_variant"]) == {"wm", "uwm"} and (fastest["n_seeds"] == 3).all()
     closed = html[html.index("<section id='inapplicable'>"):html.index("<section id='methods'>")]
-    # the probe is logged; four cells are too few for a rank correlation, which the closed line says
+    # the probe is logged; two cells (wm, uwm) are too few for a rank correlation, which the closed line says
     assert re.search(r"Variance versus speed: not answerable \(too few cells \([1-4] with a probe variance", closed), closed
 
 

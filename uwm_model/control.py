@@ -343,26 +343,30 @@ class ActorCritic:
         return grad.weights + grad.biases
 
     @torch.no_grad()
-    def probe_estimates(self, counter: int, K: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def probe_estimates(self, counter: int, K: int, members: torch.Tensor | None = None
+                        ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """The estimator probe's per-sample estimates (docs/learning-rules.md §9): each member's B current
         environment states replicated K times, the actor sampled on every copy with counter ``counter`` of the
         member's PROBE stream, every copy stepped once, the TD error from the current critic as a training step
         computes it, and the trained rule's per-sample logit estimates for that reward. Reads the run's state and
         changes nothing (its own stream, copies of the environments). Returns per actor layer the logit estimates
         [P, B, K, n_out] (with ``pin_last`` the fixed logit's column left out: it gets no gradient) and the
-        layer's inputs [P, B, K, n_in], float64."""
-        cfg, P, B = self.cfg, self.P, self.cfg.envs
-        rep = lambda t: t.repeat_interleave(K, 1)                  # noqa: E731  [P, B, ...] -> [P, B * K, ...]
-        env = type(self.env_state)(**{k: v if k == "keys" else rep(v) for k, v in vars(self.env_state).items()})
-        u = streams.uniforms(self.probe_keys, counter, B * K * self.n_draws, self.dtype).reshape(P, B * K, -1)
+        layer's inputs [P, B, K, n_in], float64; with ``members`` (indices) those members' only."""
+        cfg, B = self.cfg, self.cfg.envs
+        pick = (lambda t: t) if members is None else (lambda t: t[members])          # noqa: E731
+        actor, critic = [[pick(t) for t in ts] for ts in self.actor], [[pick(t) for t in ts] for ts in self.critic]
+        rep = lambda t: pick(t).repeat_interleave(K, 1)           # noqa: E731  [P, B, ...] -> [P, B * K, ...]
+        env = type(self.env_state)(**{k: pick(v) if k == "keys" else rep(v) for k, v in vars(self.env_state).items()})
+        keys = pick(self.probe_keys)
+        P = len(keys)
+        u = streams.uniforms(keys, counter, B * K * self.n_draws, self.dtype).reshape(P, B * K, -1)
         n_units, x = sum(cfg.actor_hidden) + 1, rep(self.obs)
-        ep, action = self.act(x, u[..., :n_units])
+        ep, action = self.act(x, u[..., :n_units], actor)
         U = self.uwm_uniforms(u[..., n_units:]) if self.rule.needs_uniforms else None
         out = self.env.step(env, action)
-        value = softplus_critic_value(*self.critic, x)[0]
-        next_value = softplus_critic_value(*self.critic, out.final_obs)[0]
+        value, next_value = (softplus_critic_value(*critic, y)[0] for y in (x, out.final_obs))
         delta = td_error(out.reward, out.terminated, out.truncated, value, next_value, cfg.gamma, cfg.truncation)
-        grads = list(self.rule.fn(self.actor[0], ep, delta, U, **self.rule_options))
+        grads = list(self.rule.fn(actor[0], ep, delta, U, **self.rule_options))
         if cfg.output_logits == "pin_last":
             grads[-1] = grads[-1][..., :-1]
         split = lambda t: t.reshape(P, B, K, *t.shape[2:]).double()   # noqa: E731

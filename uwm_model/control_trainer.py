@@ -101,26 +101,33 @@ class ControlTrainer:
 
     def _probe_due(self, t: int, returns: list[list[float]]) -> None:
         """After a step call that ended episodes: probe the members that have now ended a report's episode count
-        for the first time (one probe of the population, kept for those members; counter t)."""
+        for the first time (one probe call for all of them, counter t)."""
         ended = torch.tensor([len(r) for r in returns])
-        values = None
+        dues = {}
         for e in self.report_episodes():
             if e <= self.episode:        # reported already
                 continue
             taken = self.report_probes.get(e, (None, torch.zeros(self.ac.P, dtype=torch.bool)))[1]
             due = (ended >= e) & ~taken
-            if not due.any():
-                continue
-            values = values or {k: v.cpu() for k, v in self.probe(t).items()}
-            old = self.report_probes.get(e, ({k: torch.full_like(v, torch.nan) for k, v in values.items()}, taken))[0]
+            if due.any():
+                dues[e] = due
+        if not dues:
+            return
+        members = torch.stack(list(dues.values())).any(0).nonzero().squeeze(1)
+        values = {k: torch.full((self.ac.P,), torch.nan, dtype=torch.float64).index_put((members,), v.cpu())
+                  for k, v in self.probe(t, members.to(self.device)).items()}
+        for e, due in dues.items():
+            old, taken = self.report_probes.get(e, ({k: torch.full_like(v, torch.nan) for k, v in values.items()},
+                                                    torch.zeros(self.ac.P, dtype=torch.bool)))
             self.report_probes[e] = ({k: torch.where(due, values[k], old[k]) for k in values}, taken | due)
 
-    def probe(self, counter: int) -> dict[str, torch.Tensor]:
+    def probe(self, counter: int, members: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Per actor layer l, [P] float64: the total per-sample variance V of the weight and bias estimates over the
         probe's K copies of a state (ddof 1), the squared norm of their mean, and V / (B (||mean||^2 - V/K)) (NaN
-        where that is <= 0), each averaged over the member's B states; counter ``counter`` of the PROBE streams."""
+        where that is <= 0), each averaged over the member's B states; counter ``counter`` of the PROBE streams;
+        with ``members`` (indices) those members' only."""
         K, B = self.cfg.probe_samples, self.cfg.envs
-        grads, inputs = self.ac.probe_estimates(counter, K)
+        grads, inputs = self.ac.probe_estimates(counter, K, members)
         out = {}
         for l, (g, h) in enumerate(zip(grads, inputs), start=1):
             P = len(g)
