@@ -33,7 +33,7 @@ from . import figures as F
 from .interactive import has_tips, to_svg
 from .load import Study, load_study
 from .questions import Answer, Context, Settings, ask
-from .questions._text import caption_with_constants, ci, for_people, median, num, pct
+from .questions._text import caption_with_constants, ci, control_reward, for_people, median, num, pct
 from .speed import MIN_TUNING_POINTS, tuning_warnings
 from .stats import DEFAULT_BOOT, DEFAULT_LEVEL
 from .verdicts import verdict
@@ -68,6 +68,8 @@ def _overview(study: Study, cells: pd.DataFrame) -> Section:
     if len(cells):
         sec.text.append(f"Each cell is reported at its tuned learning rate ({cells['tuned_by'].iloc[0]}); "
                         f"{seeds} seeds in the tuned trials in all.")
+    if control_reward(study):
+        sec.text.append(control_reward(study))
     for n in study.notes:
         sec.text.append(f"Note: {n}.")
     return sec

@@ -66,9 +66,14 @@ REWARD_FLOOR = {"pm1": -1.0, "10": 0.0}   # the lowest reward of the task (TaskC
 
 
 def reward_floor(trials: pd.DataFrame) -> pd.Series:
-    """Per run_id, the lowest reward of its task: what a diverged seed scores (see module doc)."""
+    """Per run_id, the lowest reward of its task: what a diverged seed scores (see module doc). A control task's
+    reward is a return: 0 on CartPole (below any episode's), -max_steps on Acrobot (an episode that never swings up)."""
     kinds = trials["task.rewards"] if "task.rewards" in trials else pd.Series("pm1", index=trials.index)
-    return pd.Series(kinds.map(lambda k: REWARD_FLOOR.get(str(k), -1.0)).to_numpy(float), index=trials["run_id"])
+    floor = kinds.map(lambda k: REWARD_FLOOR.get(str(k), -1.0)).to_numpy(float)
+    if "task.env" in trials:
+        env, steps = trials["task.env"].astype(str), pd.to_numeric(trials.get("max_steps"), errors="coerce")
+        floor = np.where(env == "cartpole", 0.0, np.where(env == "acrobot", -steps, floor))
+    return pd.Series(floor, index=trials["run_id"])
 
 
 def _seed_speed(study: Study) -> pd.DataFrame:

@@ -302,6 +302,9 @@ def cmd_timing(args) -> int:
     with tempfile.TemporaryDirectory(prefix="uwm-spec-") as tmp:
         spec = validate_spec(yaml.safe_load(Path(client.download_artifacts(parent, layout.SPEC_ARTIFACT, tmp))
                                             .read_text()))
+    if spec.control:
+        raise UserError("name", f"study '{args.name}' is a control study: timing times the multiplexer trainer's step "
+                                "(a control step's speed: benchmarks/control_throughput.py)")
     table = timing.run_timing(spec, args.repeats, args.seconds, widths=widths)
     timing.log_timing(client, parent, table)
     print(f"timing: {len(table)} windows attached to study {args.name} as {layout.TIMING}")

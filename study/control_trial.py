@@ -3,7 +3,8 @@
 
 A control trial file is a :class:`uwm_model.control.ControlConfig` whose environment is given as
 ``task: {env: cartpole}`` (or ``acrobot``, or the gymnasium id), e.g. tune_configs/trials/chung2022-cartpole.yaml.
-Studies over control tasks (Ray Tune, MLflow) are not wired yet: this runs one trial here.
+A study's base in the same form makes a control study (:mod:`study.spec`); its points' configurations are held in
+that form too (``ControlConfig.trial_data``), with the environment's short name, so a grid axis ``task.env`` reads alike.
 """
 
 from __future__ import annotations
@@ -29,6 +30,15 @@ def is_control(data: dict) -> bool:
 
 def control_config(data: dict) -> ControlConfig:
     """The ControlConfig of a control trial file; a UserError naming the field otherwise."""
+    try:
+        return validate_control(data)
+    except ValidationError as err:
+        raise from_validation_error(err) from None
+
+
+def validate_control(data: dict) -> ControlConfig:
+    """:func:`control_config`, but a field's problem is pydantic's ValidationError (the study spec names the cell
+    around it); the task's own problems are UserErrors."""
     task = dict(data["task"])
     env = task.pop("env")
     if task:
@@ -37,10 +47,14 @@ def control_config(data: dict) -> ControlConfig:
         raise UserError("task.env", f"unknown environment {env!r}; choose one of: cartpole, acrobot")
     if "env" in data:
         raise UserError("env", "give the environment as task.env")
-    try:
-        return ControlConfig.model_validate({**{k: v for k, v in data.items() if k != "task"}, "env": ENV_NAMES[env]})
-    except ValidationError as err:
-        raise from_validation_error(err) from None
+    return ControlConfig.model_validate({**{k: v for k, v in data.items() if k != "task"}, "env": ENV_NAMES[env]})
+
+
+def trial_config(data: dict):
+    """A point's configuration from a study's JSON data: a ControlConfig (trial file form) or a TrialConfig."""
+    from uwm_model.config import TrialConfig
+
+    return control_config(data) if is_control(data) else TrialConfig.model_validate(data)
 
 
 def summary(result, threshold: float) -> dict[str, float]:

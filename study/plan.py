@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import os
 
-from uwm_model.config import TrialConfig
-
+from .control_trial import trial_config
 from .errors import UserError
 from .spec import StudySpec
 
@@ -23,7 +22,7 @@ def threshold_line(spec: StudySpec) -> str:
     """Whether the episode budget of every cell can reach its threshold, and from which episode on."""
     cannot, can = [], set()
     for cell in spec.cells():
-        cfg = TrialConfig.model_validate(cell.config)
+        cfg = trial_config(cell.config)
         if cfg.episodes < cfg.threshold_window:
             cannot.append(f"{cell.key} ({cfg.episodes} episodes < threshold_window {cfg.threshold_window})")
         else:

@@ -152,12 +152,15 @@ def is_local(address: str | None) -> bool:
 
 def trial_bytes(spec: StudySpec) -> tuple[int, int, str]:
     """(bytes, members, cell key) of the largest trial: a full pack of the cell whose members cost most."""
-    from uwm_model.config import TrialConfig
+    from uwm_model.control import member_bytes as control_member_bytes
     from uwm_model.memory import member_bytes
+
+    from .control_trial import trial_config
 
     seeds = max([c.config["seeds"] for c in spec.cells()] + ([spec.confirm.seeds] if spec.confirm else []))
     members = min(spec.points_per_pack, spec.samples_per_cell) * seeds
-    cost, cell = max((member_bytes(TrialConfig.model_validate(c.config)), c.key) for c in spec.cells())
+    cost, cell = max(((control_member_bytes if spec.control else member_bytes)(trial_config(c.config)), c.key)
+                     for c in spec.cells())
     return cost * members, members, cell
 
 
@@ -233,6 +236,20 @@ def trial_seconds(cfg, members: int, gpus: float) -> float:
     return max(math.ceil(cfg.episodes / cfg.batch_size) * STEP_FLOOR_S, members * work * macs / rate)
 
 
+# A control step (the actor-critic and its environments, uwm_model.control) measured 0.35 ms compiled for a
+# population of 10 on a quiet 2-core CPU (the CartPole replication) and 3.5 ms eager under load: the low end takes
+# the compiled one with an episode of MIN_EPISODE_STEPS, the high end the eager one with episodes of max_steps.
+CONTROL_STEP_S = (0.35e-3, 3.5e-3)
+MIN_EPISODE_STEPS = {"CartPole-v1": 8, "Acrobot-v1": 1}   # CartPole cannot fall in fewer steps from its start states
+
+
+def control_trial_seconds(cfg) -> tuple[float, float]:
+    """(low, high) training seconds of one control trial: its members step in lock step, so a trial's steps are
+    its slowest member's (packing adds members, not steps)."""
+    return (cfg.episodes * MIN_EPISODE_STEPS[cfg.env] * CONTROL_STEP_S[0],
+            cfg.episodes * cfg.max_steps * CONTROL_STEP_S[1])
+
+
 # The high end of an estimate: what slowed trials on the 2-core VMs besides the fastest speeds above (one tenth of
 # them at small widths and batches, where a step is launch-bound), the fixed costs of a trial (its worker process,
 # torch and the MLflow client starting) and of each report (per point: MLflow logging; per trial: a checkpoint),
@@ -272,11 +289,11 @@ class WorkEstimate:
 def check_work(spec: StudySpec) -> WorkEstimate:
     """Refuse, before anything starts, a study one of whose trials could not finish within
     resources.max_trial_hours (:func:`trial_seconds`, a lower bound); else return the study's estimate."""
-    from uwm_model.config import TrialConfig
+    from .control_trial import trial_config
 
     total, trials, worst = [0.0, 0.0], 0, ((0.0, 0.0), "", 0)
     for cell in spec.cells():
-        cfg = TrialConfig.model_validate(cell.config)
+        cfg = trial_config(cell.config)
         stages = [(cfg.seeds, spec.samples_per_cell)]   # (seeds per point, points) of the search, then the confirm
         if spec.confirm:
             stages.append((spec.confirm.seeds, min(spec.confirm.top_k, spec.samples_per_cell)))
@@ -285,8 +302,12 @@ def check_work(spec: StudySpec) -> WorkEstimate:
             for per_trial, n in ((spec.points_per_pack, full), (rest, 1 if rest else 0)):
                 if not n:
                     continue
-                low = trial_seconds(cfg.model_copy(update={"seeds": seeds}), per_trial * seeds, spec.resources.gpus)
-                high = (low / SLOWEST_FRACTION + TRIAL_START_S
+                if spec.control:
+                    low, slow = control_trial_seconds(cfg)
+                else:
+                    low = trial_seconds(cfg.model_copy(update={"seeds": seeds}), per_trial * seeds, spec.resources.gpus)
+                    slow = low / SLOWEST_FRACTION
+                high = (slow + TRIAL_START_S
                         + math.ceil(cfg.episodes / cfg.report_every) * per_trial * REPORT_S_PER_POINT)
                 total, trials = [total[0] + n * low, total[1] + n * high], trials + n
                 worst = max(worst, ((low, high), cell.key, per_trial * seeds))

@@ -29,6 +29,12 @@ Search. Keys are TrialConfig paths of *per-member* fields (``lr``, ``outgoing_no
 between the points trained together in one population); shape-fixing fields belong in the
 grid. ``lr`` with ``per_layer: true`` samples one learning rate per layer.
 
+Control tasks. A base whose ``task`` is ``{env: cartpole}`` (or ``acrobot``) makes a control study: its
+trial configuration is :class:`uwm_model.control.ControlConfig` in a control trial file's form, validated by
+the control trial's own code (:mod:`study.control_trial`). The grid may vary ``task.env``; the search only
+``lr`` (the actor's first-layer starting rate, its whole schedule scaled with it) and ``threshold``; early
+stopping does not apply.
+
 The cell key names a cell in trackers and tables: ``path=value`` for every path the grid sets,
 in axis order, joined by ``|`` (``rule=uwm|hidden=[64, 64]|outgoing_norm=4.0``), with the
 values as the validated TrialConfig holds them.
@@ -57,8 +63,10 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from uwm_model import layout, metrics
 from uwm_model.config import TrialConfig, per_member_fields, refuse_booleans
+from uwm_model.control import CONTROL_PER_MEMBER_FIELDS, ControlConfig
 from uwm_model.rules import RULES
 
+from .control_trial import is_control, validate_control
 from .errors import UserError, from_validation_error
 
 # ----------------------------------------------------------------------------- YAML
@@ -229,14 +237,21 @@ def flatten_paths(mapping: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def check_path(path: str) -> None:
-    """Raise ValueError unless ``path`` names a field of TrialConfig (any key under rule_options)."""
-    model: type[BaseModel] = TrialConfig
+def check_path(path: str, control: bool = False) -> None:
+    """Raise ValueError unless ``path`` names a field of TrialConfig (of ControlConfig for a control study: its
+    environment is ``task.env``), any key under rule_options."""
+    model: type[BaseModel] = ControlConfig if control else TrialConfig
+    if control and path.split(".")[0] == "task":
+        if path != "task.env":
+            raise ValueError("a control task has only env (task.env: cartpole or acrobot)")
+        return
+    if path == "task.env":
+        raise ValueError("a control study names its environment in the base (base.task.env); the grid may then vary it")
     parts = path.split(".")
     for i, part in enumerate(parts):
         fields = model.model_fields
         if part not in fields:
-            where = ".".join(parts[:i]) or "TrialConfig"
+            where = ".".join(parts[:i]) or model.__name__
             raise ValueError(f"'{part}' is not a field of {where} (fields: {', '.join(fields)})")
         if i == len(parts) - 1:
             return
@@ -251,8 +266,13 @@ def check_path(path: str) -> None:
             raise ValueError(f"'{'.'.join(parts[: i + 1])}' has no sub-fields")
 
 
-def is_config_path(name: str) -> bool:
-    return name.split(".")[0] in TrialConfig.model_fields
+def config_fields(control: bool = False) -> list[str]:
+    """The top-level fields of a study's trial configuration (a control study's: ControlConfig's and task)."""
+    return [*ControlConfig.model_fields, "task"] if control else list(TrialConfig.model_fields)
+
+
+def is_config_path(name: str, control: bool = False) -> bool:
+    return name.split(".")[0] in config_fields(control)
 
 
 def format_value(value: Any) -> str:
@@ -268,9 +288,10 @@ def is_study_metric(name: str) -> bool:
     return metrics.is_point_metric(name) or name == layout.AUC_REWARD
 
 
-def searchable_fields() -> tuple[str, ...]:
+def searchable_fields(control: bool = False) -> tuple[str, ...]:
     """Per-member hyperparameters (they may differ within one population); seeds and labels are not searched."""
-    return tuple(f for f in per_member_fields() if f not in ("seed", "seeds", "name"))
+    fields = CONTROL_PER_MEMBER_FIELDS if control else per_member_fields()
+    return tuple(f for f in fields if f not in ("seed", "seeds", "name"))
 
 
 class _Strict(BaseModel):
@@ -369,7 +390,9 @@ class StudySpec(_Strict):
     description: str = Field("", description="free text shown in MLflow")
     seed: int = Field(0, ge=0, description="seed of the search: cell i's Optuna sampler is seeded seed + i")
     base: dict[str, Any] = Field(default_factory=dict,
-                                 description="the base TrialConfig (a mapping of its fields); axes and search override it")
+                                 description="the base TrialConfig (a mapping of its fields), or with `task: {env: "
+                                                 "cartpole}` (or acrobot) a control task's ControlConfig; axes and "
+                                                 "search override it")
     grid: dict[str, list[Any]] = Field(default_factory=dict,
                                        description="discrete axes: TrialConfig path -> values, or joint axis -> list of "
                                                    "{path: value} mappings; their product gives the cells")
@@ -454,7 +477,7 @@ class StudySpec(_Strict):
             set_path(data, path, value)
         for path, value in fields.items():
             set_path(data, path, value)
-        return TrialConfig.model_validate(data).model_dump(mode="json")
+        return canonical_config(data)
 
     @property
     def points_per_pack(self) -> int:
@@ -463,7 +486,7 @@ class StudySpec(_Strict):
             return self.pack_size
         if self._points_per_pack is None:
             self._points_per_pack = 16
-            if self.resources.gpus:
+            if self.resources.gpus and not self.control:    # a control population is small: 16 points
                 from uwm_model.memory import members_that_fit
 
                 gpu = self.resources.gpu_memory_gib * 2**30 if self.resources.gpu_memory_gib else local_gpu_bytes()
@@ -474,9 +497,22 @@ class StudySpec(_Strict):
         return self._points_per_pack
 
     @property
+    def control(self) -> bool:
+        """Whether the study trains the actor-critic on a control task (``base.task.env``)."""
+        return is_control(self.base)
+
+    @property
     def total_points(self) -> int:
         cells = len(self.cells())
         return cells * self.samples_per_cell + (cells * min(self.confirm.top_k, self.samples_per_cell) if self.confirm else 0)
+
+
+def canonical_config(data: dict) -> dict:
+    """A point's validated configuration as the study holds it (JSON data; a control task's in its trial file's
+    form). A field's problem raises pydantic's ValidationError."""
+    if is_control(data):
+        return validate_control(data).trial_data()
+    return TrialConfig.model_validate(data).model_dump(mode="json")
 
 
 def local_gpu_bytes() -> float:
@@ -506,18 +542,23 @@ def _trial_error(err: ValidationError, field: str, cell_key: str) -> UserError:
 
 def _expand(spec: StudySpec) -> list[Cell]:
     """Validate the base, the axes and the search space, and build every cell."""
+    control = spec.control
     try:
-        TrialConfig.model_validate(spec.base)
+        canonical_config(spec.base)
     except ValidationError as err:
         raise from_validation_error(err, "base") from None
+    except UserError as err:        # a control task's own problem (its environment)
+        raise UserError(f"base.{err.where}", err.problem) from None
+    if control and spec.early_stopping is not None:
+        raise UserError("early_stopping", "does not apply to a control task (its packs have no member-level stopping)")
 
     # ---- axes: list of (axis name, [ {path: value} per value ])
     axes: list[tuple[str, list[dict[str, Any]]]] = []
     owner: dict[str, str] = {}
     for name, values in spec.grid.items():
-        if is_config_path(name):
+        if is_config_path(name, control):
             try:
-                check_path(name)
+                check_path(name, control)
             except ValueError as err:
                 raise UserError(f"grid.{name}", str(err)) from None
             settings = [{name: v} for v in values]
@@ -525,15 +566,15 @@ def _expand(spec: StudySpec) -> list[Cell]:
             settings = []
             for i, value in enumerate(values):
                 if not isinstance(value, dict) or not value:
-                    close = difflib.get_close_matches(name.split(".")[0], TrialConfig.model_fields, n=1)
+                    close = difflib.get_close_matches(name.split(".")[0], config_fields(control), n=1)
                     if close:
-                        raise UserError(f"grid.{name}", f"'{name}' is not a TrialConfig field (did you mean '{close[0]}'?)")
-                    raise UserError(f"grid.{name}[{i}]", f"'{name}' is not a TrialConfig field, so it is a joint axis "
+                        raise UserError(f"grid.{name}", f"'{name}' is not a field of the trial configuration (did you mean '{close[0]}'?)")
+                    raise UserError(f"grid.{name}[{i}]", f"'{name}' is not a field of the trial configuration, so it is a joint axis "
                                                          f"and each value must be a mapping of fields to values")
                 flat = flatten_paths(value)
                 for path in flat:
                     try:
-                        check_path(path)
+                        check_path(path, control)
                     except ValueError as err:
                         raise UserError(f"grid.{name}[{i}].{path}", str(err)) from None
                 settings.append(flat)
@@ -546,15 +587,16 @@ def _expand(spec: StudySpec) -> list[Cell]:
     # ---- search space
     for path, param in spec.search.items():
         try:
-            check_path(path)
+            check_path(path, control)
         except ValueError as err:
             raise UserError(f"search.{path}", str(err)) from None
-        if path not in searchable_fields():
+        if path not in searchable_fields(control):
             raise UserError(f"search.{path}", f"only per-member numeric fields can be searched "
-                                              f"({', '.join(searchable_fields())}); "
+                                              f"({', '.join(searchable_fields(control))}); "
                                               "put shape-fixing fields in the grid")
-        if param.per_layer and path != "lr":
-            raise UserError(f"search.{path}.per_layer", "only lr has one value per layer")
+        if param.per_layer and (path != "lr" or control):
+            raise UserError(f"search.{path}.per_layer", "a control task's lr is one number (the actor schedule's first "
+                            "rate, the rest scaled with it)" if control else "only lr has one value per layer")
         if path in owner:
             raise UserError(f"search.{path}", f"is also the grid axis '{owner[path]}'")
 
@@ -568,19 +610,21 @@ def _expand(spec: StudySpec) -> list[Cell]:
                 set_path(data, path, value)
                 sets[path] = value
         combos.append((data, sets))
-    probe_rules = _grid_probe_rules([data for data, _ in combos])
+    probe_rules = [] if control else _grid_probe_rules([data for data, _ in combos])
     cells, keys = [], set()
     for index, (data, sets) in enumerate(combos):
         if probe_rules and (data.get("probe") or {}).get("cross_rule") and "rules" not in data["probe"]:
             data["probe"] = {**data["probe"], "rules": probe_rules}
         raw_key = "|".join(f"{p}={format_value(v)}" for p, v in sets.items()) or "base"
         try:
-            cfg = TrialConfig.model_validate(data)
+            cfg = validate_control(data) if control else TrialConfig.model_validate(data)
         except ValidationError as err:
             bad = from_validation_error(err).where
             axis = next((owner[p] for p in sets if bad == p or bad.startswith(p + ".") or p.startswith(bad + ".")), None)
             raise _trial_error(err, f"grid.{axis}" if axis else "grid", raw_key) from None
-        dump = cfg.model_dump(mode="json")
+        except UserError as err:    # a control task's environment
+            raise UserError(f"grid.{owner.get(err.where, '')}".rstrip("."), f"cell {raw_key}: {err.problem}") from None
+        dump = cfg.trial_data() if control else cfg.model_dump(mode="json")
         values = {p: get_path(dump, p) for p in sets}
         key = "|".join(f"{p}={format_value(v)}" for p, v in values.items()) or "base"
         if key in keys:

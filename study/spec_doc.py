@@ -26,6 +26,7 @@ from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
 from uwm_model.config import TrialConfig
+from uwm_model.control import ControlConfig
 
 from . import spec as spec_module
 from .spec import StudySpec
@@ -168,8 +169,11 @@ def render() -> str:
             lines += ["```yaml", *(line[4:] for line in part.splitlines()), "```", ""]
         else:
             lines += [markdown(" ".join(part.split())), ""]
+    control = ("`base` of a control study: the actor-critic (`task: {env: cartpole}` or `acrobot`; "
+               "docs/learning-rules.md §9)")
     for title, path, model in [*sections(StudySpec, "", "Study fields"), *sections(TrialConfig, "base",
-                                                                                  "`base`: the trial configuration")]:
+                                                                                  "`base`: the trial configuration"),
+                               (control, "base", ControlConfig)]:
         lines += [f"## {title}", ""]
         if model.__doc__ and model.__module__ != "pydantic.main":
             lines += [markdown(" ".join(model.__doc__.split())), ""]

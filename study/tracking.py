@@ -473,6 +473,6 @@ def _finite(v: Any) -> bool:
 
 
 def _flat(config: dict) -> dict[str, Any]:
-    from uwm_model.config import TrialConfig
+    from .control_trial import trial_config
 
-    return TrialConfig.model_validate(config).flat()
+    return trial_config(config).flat()

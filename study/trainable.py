@@ -41,6 +41,7 @@ from uwm_model.settings import torch_settings
 from uwm_model.trainer import Trainer
 
 from . import tracking
+from .control_trial import is_control, trial_config
 from .stopping import board_name, rung_episodes
 
 # MLflow prints "View run ... at: http://..." for every run it ends on a tracking server: one
@@ -98,17 +99,21 @@ def train_pack(config: dict, ctx: StudyContext) -> None:
     """Train one pack (see module doc)."""
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)   # one line per checkpoint otherwise
     points, pack_id = config["points"], config["pack_id"]
-    configs = [TrialConfig.model_validate(p["config"]) for p in points]
+    configs = [trial_config(p["config"]) for p in points]
     torch_settings(configs[0].threads, configs[0].device)   # the trial owns its worker process while it trains
+    if is_control(points[0]["config"]):     # the actor-critic on a control task, driven alike
+        from uwm_model.control_trainer import ControlTrainer as trainer_class
+    else:
+        trainer_class = Trainer
     mlflow_client = _POOL.submit(_client, ctx.tracking_uri)   # MLflow starts while the first report trains
 
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            trainer = Trainer.load(Path(folder) / "trainer.pt", configs)
+            trainer = trainer_class.load(Path(folder) / "trainer.pt", configs)
             state = PackState.from_json(json.loads((Path(folder) / "pack.json").read_text()))
     else:
-        trainer = Trainer(configs)
+        trainer = trainer_class(configs)
         state = PackState(len(points))
 
     board, rungs = None, []

@@ -110,3 +110,22 @@ def test_a_trained_point_charts_its_levels_censored_and_logs_their_means_at_the_
     charted = _series(points[-1], [], "eval_reward_mean")
     assert "at_reward_0.5_reached_fraction" in charted and "at_reward_0.5_episode_median" in charted
     assert not [k for k in charted if metrics.is_logged_at_end(k)]
+
+
+def test_every_metric_of_a_control_pack_is_registered_with_its_unit():
+    """A control task's points report the multiplexer's names (uwm_model.control_trainer); their rewards are
+    returns, which the glossary's unit says."""
+    from uwm_model.control import ControlConfig
+    from uwm_model.control_trainer import ControlTrainer
+
+    cfg = ControlConfig(actor_hidden=[3], critic_hidden=[3], actor_lr_start=[0.01] * 2, actor_lr_end=[0.01] * 2,
+                        critic_lr_start=[0.01] * 2, critic_lr_end=[0.01] * 2, episodes=4, report_every=2, seeds=2,
+                        max_steps=20, compile="off", threshold=0.0)
+    point = list(ControlTrainer(cfg).run())[-1].points[0]
+    assert all(metrics.is_point_metric(name) for name in point.metrics), sorted(point.metrics)
+    for name in point.metrics:
+        assert metrics.unit(name) != "see meaning", name
+    for name in ("train_reward_mean", "eval_reward_mean", "running_reward_mean", "train_reward_all_mean",
+                 "auc_reward_mean"):
+        assert "a control task: the return" in metrics.unit(name), name
+    assert metrics.unit("episodes_to_threshold_median") == "episodes"

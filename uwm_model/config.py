@@ -57,6 +57,21 @@ def refuse_booleans(model: type[BaseModel], name: str, value: Any) -> Any:
     return value
 
 
+def flatten(data: dict) -> dict[str, Any]:
+    """Nested JSON data as one flat dict with dotted keys; empty mappings stay values."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix, value):
+        if isinstance(value, dict) and value:
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            out[prefix] = value
+
+    walk("", data)
+    return out
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -355,15 +370,5 @@ class TrialConfig(_Strict):
 
     def flat(self) -> dict[str, Any]:
         """The configuration as one flat dict with dotted keys (for trackers and tables)."""
-        out: dict[str, Any] = {}
-
-        def walk(prefix, value):
-            if isinstance(value, dict) and value:
-                for k, v in value.items():
-                    walk(f"{prefix}.{k}" if prefix else k, v)
-            else:
-                out[prefix] = value
-
-        walk("", self.model_dump(mode="json"))
-        return out
+        return flatten(self.model_dump(mode="json"))
 

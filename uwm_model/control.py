@@ -1,5 +1,6 @@
 """Actor-critic training on the batched episodic environments (docs/learning-rules.md §9); one trial runs
-through ``uwm-study train`` (study/control_trial.py), studies do not run it yet.
+through ``uwm-study train`` (study/control_trial.py), a study's packs through
+:mod:`uwm_model.control_trainer`.
 
 A population of P members (seeds ``seed, seed+1, ...``), each with B environments, steps in lock
 step. Every step: the actor (Bernoulli-logistic hidden layers, a categorical output) acts on the
@@ -34,6 +35,7 @@ episode's first observation (not the last one's).
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -44,12 +46,15 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 
 from . import envs, streams
-from .config import _Strict
+from .config import _Strict, flatten
 from .network import Episode, batched_matmul, init_network, resolve_device, resolve_dtype, sample_episode
 from .optim import adam_update
 from .rules import batch_mean_parameters, resolve_rule
 from .units import BERNOULLI, CATEGORICAL
 
+ENV_SHORT_NAMES = {"CartPole-v1": "cartpole", "Acrobot-v1": "acrobot"}   # as trial files and studies name them
+THRESHOLD_WINDOW = 100    # returns in the running mean of "solved" (gymnasium's CartPole criterion)
+CONTROL_PER_MEMBER_FIELDS = ("seed", "seeds", "lr", "threshold")   # may differ between the points of one population
 CRITIC_SEED_OFFSET = 1 << 30     # the critic of member seed s is initialised from seed s + 2^30
 STEPS_PER_CALL = 4               # steps unrolled into one compiled call
 DRAW_STEPS = 64                  # steps whose uniforms are drawn in one generator call (a multiple of STEPS_PER_CALL)
@@ -57,9 +62,13 @@ COMPILE_MIN_EPISODES = 200       # "auto" compiles runs of at least this many ep
                                  # config took 35-48 s on the shared 2-core CPU (21 min once, beside other compiles)
                                  # and then cut a 3.5 ms eager step to 0.6-1.9 ms (benchmarks/control_throughput.py)
 
+THRESHOLDS = {"CartPole-v1": 195.0, "Acrobot-v1": -100.0}   # returns that count as solved (gymnasium's CartPole-v0
+                                                          # criterion; Acrobot: as often quoted)
+
 
 class ControlConfig(_Strict):
-    env: Literal["CartPole-v1", "Acrobot-v1"] = Field("CartPole-v1", description="gymnasium id of the environment")
+    env: Literal["CartPole-v1", "Acrobot-v1"] = Field("CartPole-v1", description="gymnasium id of the environment "
+                                                      "(trial files and studies give it as task.env: cartpole or acrobot)")
     max_steps: int = Field(500, ge=1, description="time limit: steps per episode before truncation")
     actor_hidden: list[int] = Field([64, 32], min_length=1, description="widths of the actor's Bernoulli layers")
     critic_hidden: list[int] = Field([64, 32], min_length=1, description="widths of the critic's softplus layers")
@@ -87,6 +96,17 @@ class ControlConfig(_Strict):
     device: str = "cpu"
     compile: Literal["auto", "on", "off"] = Field("auto", description="torch.compile the step: auto compiles runs "
                                                   "of at least 200 episodes; the numbers are the eager ones to rounding")
+    lr: float | None = Field(None, gt=0, description="the actor's first-layer starting learning rate, the whole actor "
+                             "schedule (every layer, start and end) scaled with it (per member: what a study tunes); "
+                             "none: the schedule as written")
+    threshold: float | None = Field(None, description="return that counts as solved, read from the running mean of "
+                                    "100 episodes (per member); none: 195 on CartPole, -100 on Acrobot")
+    report_every: int = Field(100, ge=1, description="episodes between a study's reports (every member has ended "
+                                                      "this many more; the last report at episodes)")
+    threads: int = Field(1, ge=1, le=1024, description="CPU threads for torch")
+    probe_samples: int = Field(32, ge=0, description="K of a study's estimator probe: each member's current states "
+                               "replicated K times, one step each, at every report and before training (0: no probe; "
+                               "docs/learning-rules.md §9)")
 
     @model_validator(mode="after")
     def _check(self):
@@ -96,7 +116,65 @@ class ControlConfig(_Strict):
             if len(getattr(self, name)) != layers:
                 raise ValueError(f"{name} lists {len(getattr(self, name))} learning rates for {layers} layers")
         resolve_rule(self.rule, self.rule_options)
+        if self.probe_samples == 1:
+            raise ValueError("probe_samples is 1: a per-sample variance needs at least 2 (0 turns the probe off)")
+        if self.threshold is None:      # object.__setattr__: assignment would validate the model again, recursively
+            object.__setattr__(self, "threshold", THRESHOLDS[self.env])
         return self
+
+    # the interface a study reads of any trial configuration (uwm_model.config.TrialConfig has the same)
+    @property
+    def layers(self) -> int:
+        return len(self.actor_hidden) + 1
+
+    @property
+    def member_seeds(self) -> list[int]:
+        return list(range(self.seed, self.seed + self.seeds))
+
+    @property
+    def threshold_window(self) -> int:
+        """Returns in the running mean that the threshold reads."""
+        return THRESHOLD_WINDOW
+
+    @property
+    def cuda_index(self) -> int | None:
+        """The CUDA device this configuration names (0 for ``cuda``), or None for auto and cpu."""
+        return int(self.device.partition(":")[2] or 0) if self.device.startswith("cuda") else None
+
+    @property
+    def lr_scale(self) -> float:
+        """The factor on the actor's learning-rate schedule that ``lr`` sets."""
+        return 1.0 if self.lr is None else self.lr / self.actor_lr_start[0]
+
+    def pack_key(self) -> str:
+        """Everything that must be equal for two configurations to train in one population."""
+        data = self.model_dump(mode="json")
+        for field in CONTROL_PER_MEMBER_FIELDS:
+            data.pop(field, None)
+        return json.dumps(data, sort_keys=True)
+
+    def trial_data(self) -> dict:
+        """The configuration as JSON data in a trial file's form, ``task: {env: cartpole}``: how a study holds it."""
+        data = self.model_dump(mode="json")
+        return {"task": {"env": ENV_SHORT_NAMES[data.pop("env")]}, **data}
+
+    def flat(self) -> dict:
+        """The configuration as one flat dict with dotted keys (for trackers and tables; the environment as
+        ``task.env``)."""
+        return flatten(self.trial_data())
+
+
+def member_bytes(cfg: ControlConfig) -> int:
+    """Upper estimate of the memory one member of ``cfg``'s population needs, as uwm_model.memory counts a
+    multiplexer member: 15 x its parameters (actor and critic: values, Adam's moments, the step's temporaries),
+    the critic's traces per environment (twice: old and new), and DRAW_STEPS steps of uniforms per environment."""
+    obs = envs.make(cfg.env, cfg.max_steps)
+    actor = [obs.observation_size, *cfg.actor_hidden, obs.num_actions]
+    critic = [obs.observation_size, *cfg.critic_hidden, 1]
+    count = lambda sizes: sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))    # noqa: E731
+    draws = 2 * sum(cfg.actor_hidden) + 1
+    itemsize = 8 if cfg.dtype == "float64" else 4
+    return itemsize * (15 * (count(actor) + count(critic)) + 2 * cfg.envs * count(critic) + DRAW_STEPS * cfg.envs * draws)
 
 
 class ControlState(NamedTuple):
@@ -121,7 +199,9 @@ def adam(params: list, grads: list, moments: list, lrs: torch.Tensor, beta1_powe
     Returns the new parameters and [m, v]."""
     L, out, m, v = len(lrs), [], [], []
     for i, (p, g) in enumerate(zip(params, grads)):
-        p, mi, vi = adam_update(p, g, moments[0][i], moments[1][i], beta1_power, beta2_power, lrs[i % L])
+        lr = lrs[i % L]
+        lr = lr.reshape(-1, *[1] * (p.dim() - 1)) if lr.dim() else lr     # per member: [P] -> [P, 1, ...]
+        p, mi, vi = adam_update(p, g, moments[0][i], moments[1][i], beta1_power, beta2_power, lr)
         out.append(p)
         m.append(mi)
         v.append(vi)
@@ -167,8 +247,6 @@ def schedule(start, end, end_t: int, t: int) -> list[float]:
     return [s + (e - s) * f for s, e in zip(start, end)]
 
 
-THRESHOLDS = {"CartPole-v1": 195.0, "Acrobot-v1": -100.0}   # returns that count as solved (gymnasium's CartPole-v0
-                                                          # criterion; Acrobot: as often quoted)
 
 
 @dataclass
@@ -204,13 +282,26 @@ class ControlResult:
 
 
 class ActorCritic:
-    def __init__(self, cfg: ControlConfig):
-        self.cfg = cfg
+    """One or more configurations (points) that share ``pack_key()`` trained as one population: point i contributes
+    its ``seeds`` members (seeds ``seed, seed + 1, ...``), which differ only in their streams, learning-rate factor
+    (``lr``) and threshold; a member's numbers do not depend on which points share its population."""
+
+    def __init__(self, configs: ControlConfig | list[ControlConfig]):
+        self.points = [configs] if isinstance(configs, ControlConfig) else list(configs)
+        if len({c.pack_key() for c in self.points}) > 1:
+            raise ValueError("configurations packed into one ActorCritic must agree on every field but "
+                             f"{', '.join(CONTROL_PER_MEMBER_FIELDS)}")
+        cfg = self.cfg = self.points[0]
         self.dtype, self.device = resolve_dtype(cfg.dtype), resolve_device(cfg.device)
         self.env = envs.make(cfg.env, cfg.max_steps)
         self.rule, self.rule_options = resolve_rule(cfg.rule, cfg.rule_options)
-        P, K, d = cfg.seeds, self.env.num_actions, self.env.observation_size
-        seeds = [cfg.seed + k for k in range(P)]
+        seeds = [s for c in self.points for s in c.member_seeds]
+        self.P = P = len(seeds)
+        K, d = self.env.num_actions, self.env.observation_size
+        # per-member factors on the actor's schedule; None where every point keeps its schedule as written (then the
+        # step multiplies by nothing, and runs of trial files are the numbers they were before studies had lr)
+        self.lr_scale = None if all(c.lr is None for c in self.points) else torch.tensor(
+            [c.lr_scale for c in self.points for _ in c.member_seeds], dtype=self.dtype, device=self.device)
         actor = init_network([d, *cfg.actor_hidden, K], P, seeds, dtype=torch.float64, device="cpu")
         if cfg.output_logits == "pin_last":    # Chung: drawn at the scale of K outputs, the last logit fixed at 0
             actor.weights[-1][:, -1] = 0.0
@@ -223,6 +314,7 @@ class ActorCritic:
         self.critic = [cast(critic.weights), cast(critic.biases)]
         self.train_keys = streams.member_keys(torch.tensor(seeds, device=self.device), streams.TRAIN)
         self.seeds = torch.tensor(seeds, device=self.device)
+        self.probe_keys = streams.member_keys(self.seeds, streams.PROBE)     # never the training stream
         self.adam = {name: [[torch.zeros_like(t) for t in ws + bs], [torch.zeros_like(t) for t in ws + bs]]
                      for name, (ws, bs) in (("actor", self.actor), ("critic", self.critic))}
         n_hidden = sum(cfg.actor_hidden)
@@ -250,13 +342,43 @@ class ActorCritic:
             grad.biases[-1] = torch.cat([grad.biases[-1][:, :-1], torch.zeros_like(grad.biases[-1][:, -1:])], 1)
         return grad.weights + grad.biases
 
+    @torch.no_grad()
+    def probe_estimates(self, counter: int, K: int, members: torch.Tensor | None = None
+                        ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The estimator probe's per-sample estimates (docs/learning-rules.md §9): each member's B current
+        environment states replicated K times, the actor sampled on every copy with counter ``counter`` of the
+        member's PROBE stream, every copy stepped once, the TD error from the current critic as a training step
+        computes it, and the trained rule's per-sample logit estimates for that reward. Reads the run's state and
+        changes nothing (its own stream, copies of the environments). Returns per actor layer the logit estimates
+        [P, B, K, n_out] (with ``pin_last`` the fixed logit's column left out: it gets no gradient) and the
+        layer's inputs [P, B, K, n_in], float64; with ``members`` (indices) those members' only."""
+        cfg, B = self.cfg, self.cfg.envs
+        pick = (lambda t: t) if members is None else (lambda t: t[members])          # noqa: E731
+        actor, critic = [[pick(t) for t in ts] for ts in self.actor], [[pick(t) for t in ts] for ts in self.critic]
+        rep = lambda t: pick(t).repeat_interleave(K, 1)           # noqa: E731  [P, B, ...] -> [P, B * K, ...]
+        env = type(self.env_state)(**{k: pick(v) if k == "keys" else rep(v) for k, v in vars(self.env_state).items()})
+        keys = pick(self.probe_keys)
+        P = len(keys)
+        u = streams.uniforms(keys, counter, B * K * self.n_draws, self.dtype).reshape(P, B * K, -1)
+        n_units, x = sum(cfg.actor_hidden) + 1, rep(self.obs)
+        ep, action = self.act(x, u[..., :n_units], actor)
+        U = self.uwm_uniforms(u[..., n_units:]) if self.rule.needs_uniforms else None
+        out = self.env.step(env, action)
+        value, next_value = (softplus_critic_value(*critic, y)[0] for y in (x, out.final_obs))
+        delta = td_error(out.reward, out.terminated, out.truncated, value, next_value, cfg.gamma, cfg.truncation)
+        grads = list(self.rule.fn(actor[0], ep, delta, U, **self.rule_options))
+        if cfg.output_logits == "pin_last":
+            grads[-1] = grads[-1][..., :-1]
+        split = lambda t: t.reshape(P, B, K, *t.shape[2:]).double()   # noqa: E731
+        return [split(g) for g in grads], [split(h) for h in ep.h[:-1]]
+
     def uwm_uniforms(self, u: torch.Tensor) -> list[torch.Tensor]:
         """uwm's U: one uniform per hidden unit and sample, [P, B, n_l] per hidden layer, from u [P, B, sum(hidden)]."""
         return list(u.split(self.cfg.actor_hidden, -1))
 
     def start(self) -> None:
         """The run's state at step 0: environments, critic traces, returns so far, divergence marks."""
-        cfg, P, B = self.cfg, self.cfg.seeds, self.cfg.envs
+        cfg, P, B = self.cfg, self.P, self.cfg.envs
         self.t = 0
         self.env_state, obs = self.env.reset(self.seeds, B, self.dtype, self.device)
         self.obs = obs.clone()            # not CartPole's physics itself: a compiled step's guards see no aliasing
@@ -295,7 +417,7 @@ class ActorCritic:
         """[steps, P, B, n_draws]: the uniforms of steps t0 .. t0 + steps - 1 (counter t of the member's TRAIN
         stream for step t), drawn DRAW_STEPS steps at a time (one vectorised generator call, aligned to the
         step count so a resumed run draws alike)."""
-        P, B, n = self.cfg.seeds, self.cfg.envs, self.n_draws
+        P, B, n = self.P, self.cfg.envs, self.n_draws
         first, block = self._drawn
         if block is None or not (first <= t0 and t0 + steps <= first + DRAW_STEPS):
             first = t0 - t0 % DRAW_STEPS
@@ -317,7 +439,7 @@ class ActorCritic:
 
     def train_step(self, s: ControlState, u: torch.Tensor, sched: torch.Tensor):
         """One step of every member's environments and both networks' updates, a pure function of tensors."""
-        cfg, P, B = self.cfg, self.cfg.seeds, self.cfg.envs
+        cfg, P, B = self.cfg, self.P, self.cfg.envs
         n_units, La = sum(cfg.actor_hidden) + 1, len(cfg.actor_hidden) + 1
         actor, critic = [s.actor_w, s.actor_b], [s.critic_w, s.critic_b]
         ep, action = self.act(s.obs, u[..., :n_units], actor)
@@ -327,6 +449,8 @@ class ActorCritic:
         next_value = softplus_critic_value(*critic, out.final_obs)[0]
         delta = td_error(out.reward, out.terminated, out.truncated, value, next_value, cfg.gamma, cfg.truncation)
         lr_actor, lr_critic, (b1, b2, t) = sched[:La], sched[La:-3], sched[-3:]
+        if self.lr_scale is not None:     # [La, P]: each member's factor on the actor's schedule
+            lr_actor = lr_actor.to(self.dtype).unsqueeze(1) * self.lr_scale
         # critic: accumulating traces of dV/dw, cleared at episode starts (after this step's update)
         gw, gb = softplus_critic_gradient(s.critic_w, cache)
         traces = [cfg.gamma * cfg.critic_lambda * e + g for e, g in zip(s.traces, gw + gb)]
@@ -397,17 +521,18 @@ class ActorCritic:
                 self.returns[p].append(float(ret[i, p, b]))
         return ended
 
-    def finished(self) -> bool:
+    def finished(self, episodes: int | None = None) -> bool:
+        """Whether every live member has ``episodes`` returns (default: the configuration's episodes)."""
         live = [r for r, d in zip(self.returns, self.diverged_at.tolist()) if d < 0]
-        return not live or min(len(r) for r in live) >= self.cfg.episodes
+        return not live or min(len(r) for r in live) >= (episodes or self.cfg.episodes)
 
-    def run(self, progress=None, max_steps: int | None = None) -> ControlResult:
-        """Train until every live member has ``episodes`` returns (or ``max_steps`` more steps: then the
-        run can be checkpointed and resumed)."""
+    def run(self, progress=None, max_steps: int | None = None, episodes: int | None = None) -> ControlResult:
+        """Train until every live member has ``episodes`` returns (default: the configuration's; or ``max_steps``
+        more steps: then the run can be checkpointed and resumed)."""
         self._prepare()
         tic, stop = time.perf_counter(), None if max_steps is None else self.t + max_steps
         unroll = STEPS_PER_CALL if self._steps is not None else 1
-        while not self.finished() and (stop is None or self.t < stop):
+        while not self.finished(episodes) and (stop is None or self.t < stop):
             # compiled: STEPS_PER_CALL steps a call, aligned to the step count (a resumed run calls alike)
             steps = unroll if self.t % unroll == 0 and (stop is None or self.t + unroll <= stop) else 1
             if self.step(steps) and progress:
@@ -424,11 +549,12 @@ class ActorCritic:
         """Everything a resumed run needs to continue exactly as if it had not stopped."""
         return {"t": self.t, "actor": self.actor, "critic": self.critic, "adam": self.adam, "traces": self.traces,
                 "env_state": vars(self.env_state), "obs": self.obs, "ret": self.ret,
-                "returns": self.returns, "diverged_at": self.diverged_at, "config": self.cfg.model_dump()}
+                "returns": self.returns, "diverged_at": self.diverged_at,
+                "configs": [c.model_dump() for c in self.points]}
 
     def load_state_dict(self, state: dict) -> None:
-        if state["config"] != self.cfg.model_dump():
-            raise ValueError("checkpoint was written by a different ControlConfig")
+        if state["configs"] != [c.model_dump() for c in self.points]:
+            raise ValueError("checkpoint was written by different ControlConfigs")
         self.start()
         self.t, self.actor, self.critic, self.adam = state["t"], state["actor"], state["critic"], state["adam"]
         self.traces, self.obs, self.ret = state["traces"], state["obs"], state["ret"]

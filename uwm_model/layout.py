@@ -158,10 +158,10 @@ def _point_words(config: dict) -> tuple[str, str, str, str, str]:
     """(rule with options, hidden widths, norm, lr, seeds) as a run's name shows them."""
     options = "".join(f" {k}={v}" for k, v in sorted((config.get("rule_options") or {}).items()))
     baseline = " baseline=ema" if config.get("baseline") == "ema" else ""
-    hidden = "x".join(str(n) for n in config.get("hidden", []))
+    hidden = "x".join(str(n) for n in config.get("hidden", config.get("actor_hidden", [])))   # a control task: the actor's
     norm = "" if config.get("outgoing_norm") is None else f" norm {config['outgoing_norm']:g}"
     lr = config.get("lr")
-    lr_text = "/".join(f"{v:.2g}" for v in lr) if isinstance(lr, list) else f"{lr:.2g}"
+    lr_text = "/".join(f"{v:.2g}" for v in lr) if isinstance(lr, list) else "schedule" if lr is None else f"{lr:.2g}"
     first = config.get("seed", 0)
     seeds = f"s{first}" if config.get("seeds", 1) == 1 else f"s{first}-{first + config['seeds'] - 1}"
     return f"{config.get('rule')}{options}{baseline}", hidden, norm, lr_text, seeds
@@ -183,7 +183,7 @@ def point_note(point: dict) -> str:
     stage = point.get("stage")
     why = ("re-runs the search's choice for its cell on fresh seeds" if stage == STAGE_CONFIRM
            else "a point of its cell's search")
-    layers = len(config.get("hidden", []))
+    layers = len(config.get("hidden", config.get("actor_hidden", [])))
     return (f"{rule} on {layers} hidden layer{'s' * (layers != 1)} [{hidden}]{norm}, lr {lr}, "
             f"{config.get('seeds', 1)} seeds ({seeds}), {config.get('episodes')} episodes: {why} "
             f"(cell {point.get('cell')}, point {point.get('point_id')}). Metric names: {GLOSSARY} on the study's "

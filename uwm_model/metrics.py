@@ -23,20 +23,25 @@ STOPPED = "stopped"        # stopped early (Trainer.stop_points)
 
 # ---------------------------------------------------------------- metrics
 PER_SEED = {
-    "train_reward": "mean training reward over the report window",
+    "train_reward": "mean training reward over the report window (a control task: the mean return of the member's "
+                    "episodes in the window)",
     "eval_reward": "mean reward of the stochastic network on eval_episodes fresh inputs (a dataset task: on every "
-                   "image of its validation split once), no learning; what a study tunes on",
+                   "image of its validation split once), no learning; what a study tunes on. A control task has no "
+                   "separate evaluation: its train_reward, the return of the episodes it learns from (as Chung 2022 "
+                   "measures), so its auc_reward_mean is the average return over all episodes",
     "eval_accuracy": "dataset tasks: fraction of the validation split classified right by the stochastic network, "
                      "every validation image once (absent for the multiplexer)",
     "test_reward": "dataset tasks: mean reward of the stochastic network on every image of the held-out test split "
                    "once; read only to report, never to tune (absent for the multiplexer)",
     "test_accuracy": "dataset tasks: fraction of the held-out test split classified right by the stochastic "
                      "network, every test image once; read only to report (absent for the multiplexer)",
-    "running_reward": "mean training reward over the last threshold_window episodes",
+    "running_reward": "mean training reward over the last threshold_window episodes (a control task: the last 100 "
+                      "returns)",
     "episodes_to_threshold": "first episode at which running_reward >= threshold (absent until reached)",
     "diverged": "1 once the member's parameters or estimates became non-finite",
     "diverged_at": "episode of the member's first non-finite update (absent unless diverged)",
-    "train_reward_all": "mean training reward over every episode trained so far (Chung 2022's figure of merit)",
+    "train_reward_all": "mean training reward over every episode trained so far (Chung 2022's figure of merit; a "
+                        "control task: the average return over all episodes)",
     "max_abs_outgoing_l{l}": "max |W^{l+1}|: largest outgoing weight of hidden layer l",
     "outgoing_norm_l{l}": "mean over units i of hidden layer l of ||W^{l+1}_{:,i}||_2",
     "init_unit_max_outgoing_l{l}": "on the initial parameters: mean over units i of hidden layer l of their largest "
@@ -239,7 +244,8 @@ def unit(name: str) -> str:
     if name in ("diverged",):
         return "0 or 1"
     if "reward" in name and not name.endswith(("episode", "episode_median")):
-        return "reward per episode (the task's rewards: -1 to 1 or 0 to 1)"
+        return ("reward per episode (the task's rewards: -1 to 1 or 0 to 1; a control task: the return, the sum of an "
+                "episode's rewards: CartPole 0 to 500, Acrobot -500 to 0)")
     if "episode" in name or name == "diverged_at":
         return "episodes"
     if "outgoing" in name:

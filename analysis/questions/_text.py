@@ -68,3 +68,15 @@ def caption_with_constants(caption: str, df: pd.DataFrame) -> str:
     """The caption, plus the columns :func:`for_people` dropped: 'same in every row: tuned lr 0.03'."""
     same = df.attrs.get("constant") or {}
     return caption + ("; same in every row: " + ", ".join(f"{k} {v}" for k, v in same.items()) if same else "")
+
+
+def control_reward(study) -> str:
+    """For a study of a control task (its trials' ``task.env``): what its reward axis is; '' for any other study."""
+    t = study.trials
+    if "task.env" not in t or not t["task.env"].notna().any():
+        return ""
+    envs = ", ".join(sorted(t["task.env"].dropna().astype(str).unique()))
+    return (f"Control task ({envs}): a reward is an episode's return (the sum of its rewards), and the AUC reward is "
+            "the average return over all episodes, Chung 2022's figure (the eval reward of a control task is the "
+            "return of the episodes it trains on: it has no separate evaluation); the threshold is a running mean of "
+            "100 returns (195 on CartPole, -100 on Acrobot unless the spec sets it).")

@@ -11,7 +11,7 @@ import pandas as pd
 from .. import figures as F
 from ..fastest import fastest_rules, ranked_seeds
 from . import Answer, Context
-from ._text import ci, for_people, num
+from ._text import ci, control_reward, for_people, num
 
 KEY, TITLE, ORDER = "fastest", "Which rule learns fastest?", 10
 
@@ -20,6 +20,8 @@ def answer(ctx: Context) -> Answer:
     s = ctx.settings
     fast = fastest_rules(ctx.study, n_boot=s.n_boot, level=s.level, seed=s.seed)
     a = _fastest_section(fast, s.level)
+    if control_reward(ctx.study):
+        a.text.append(control_reward(ctx.study))
     a.csv["fastest"] = fast
     if a.present:
         seeds = ranked_seeds(ctx.study)

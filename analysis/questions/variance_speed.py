@@ -16,7 +16,7 @@ from ..probe import cross_rule_labels
 from ..variance_speed import (matched_state_correlations, pooled_within_setting, variance_speed_correlations,
                               variance_speed_seeds, variance_speed_table)
 from . import Answer, Context
-from ._text import ci, num
+from ._text import ci, control_reward, num
 
 KEY, TITLE, ORDER = "variance_speed", "Variance versus speed", 30
 MIN_CELLS = 5     # a rank correlation of fewer cells has an interval that says nothing (3 cells: ρ = ±1 by chance 1/3)
@@ -27,6 +27,15 @@ def answer(ctx: Context) -> Answer:
     vs = variance_speed_table(ctx.study, n_boot=s.n_boot, level=s.level, seed=s.seed)
     corr = variance_speed_correlations(vs, n_boot=s.n_boot, level=s.level, seed=s.seed)
     a = _variance_section(ctx.study, vs, corr, s.level, ctx.cells)
+    if control_reward(ctx.study):
+        if not len(vs):       # the first line is what the report's list of closed questions shows
+            a.text[0] = ("Not answerable from this study: its control trials logged no estimator probe "
+                         "(probe_samples: 0), so there is no variance to correlate.")
+        else:
+            a.text.append("A control trial's probe measures one step's estimator at the states the member visits, "
+                          "for the TD error of that step under the current critic (K copies of each state stepped "
+                          "once: docs/learning-rules.md §9), not the variance over whole episodes.")
+        a.text.append(control_reward(ctx.study))
     a.csv.update(variance_speed=vs, variance_speed_correlations=corr)
     return a
 
@@ -37,7 +46,7 @@ def _variance_section(study: Study, vs: pd.DataFrame, corr: pd.DataFrame, level:
     n_cells = vs.loc[vs["variance"].notna(), "cell"].nunique() if len(vs) else 0
     if n_cells < MIN_CELLS:
         sec.text.append(f"Not answerable from this study: too few cells ({n_cells} with a probe variance; a rank "
-                        f"correlation needs at least {MIN_CELLS}, and probe.enabled)"
+                        f"correlation needs at least {MIN_CELLS}, and a probe: probe.enabled, or probe_samples for a control study)"
                         + ("; no probe metrics were logged." if not len(vs) else "."))
         return sec
     sec.present = True

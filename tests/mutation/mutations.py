@@ -38,6 +38,12 @@ LEVELS = ["tests/test_metric_registry.py::test_reward_levels_are_summarised_over
 NAMES = ["tests/test_tracking_layout.py::test_child_runs_are_named_by_what_tells_points_apart"]
 FIGS = "tests/test_report_figures.py"
 CTRL_DRAWS = f"{CONTROL}::test_each_step_draws_counter_t_of_the_members_train_stream"
+CTRL_STUDY = "tests/test_control_study.py"
+CTRL_METRICS = f"{CTRL_STUDY}::test_member_metrics_read_returns_by_episode_with_the_unreached_censored"
+CTRL_PACK = f"{CTRL_STUDY}::test_a_control_pack_reports_every_member_as_it_would_alone"
+CTRL_RESUME = f"{CTRL_STUDY}::test_a_resumed_control_pack_continues_as_if_it_had_not_stopped"
+CTRL_SPEC = f"{CTRL_STUDY}::test_a_bad_control_spec_is_one_error_line_before_any_work"
+CTRL_PROBE = "tests/test_control_probe.py"
 CTRL_SCHED = f"{CONTROL}::test_schedules_are_chungs_per_step_rates_and_adams_powers"
 CTRL_UNROLL = f"{CONTROL}::test_four_steps_in_one_call_equal_four_single_steps"
 CTRL_RETURNS = f"{CONTROL}::test_cartpole_returns_are_the_episode_lengths"
@@ -717,4 +723,68 @@ MUTATIONS = [
     m("fan_out.first_report_not_last", "analysis/fan_out.py",
       'd = d[d["episode"] == d.groupby(["run_id", "metric"])["episode"].transform("max")]',
       'd = d[d["episode"] == d.groupby(["run_id", "metric"])["episode"].transform("min")]', FAN_Q),
+    # ---- control tasks in studies (issue 27, session 8)
+    m("control.lr_scale_from_the_last_layer", "uwm_model/control.py",
+      "return 1.0 if self.lr is None else self.lr / self.actor_lr_start[0]",
+      "return 1.0 if self.lr is None else self.lr / self.actor_lr_start[-1]", CTRL_STUDY),
+    m("control.lr_scale_not_applied", "uwm_model/control.py",
+      "lr_actor = lr_actor.to(self.dtype).unsqueeze(1) * self.lr_scale",
+      "lr_actor = lr_actor.to(self.dtype).unsqueeze(1).expand(-1, P)", CTRL_PACK),
+    m("control.lr_scale_of_the_first_point_for_all", "uwm_model/control.py",
+      "[c.lr_scale for c in self.points for _ in c.member_seeds]",
+      "[self.points[0].lr_scale for c in self.points for _ in c.member_seeds]", CTRL_PACK),
+    m("control.members_seeded_from_the_first_point", "uwm_model/control.py",
+      "seeds = [s for c in self.points for s in c.member_seeds]",
+      "seeds = [self.points[0].seed + k for k in range(sum(c.seeds for c in self.points))]", CTRL_PACK),
+    m("control.lr_not_per_member_in_the_pack_key", "uwm_model/control.py",
+      'CONTROL_PER_MEMBER_FIELDS = ("seed", "seeds", "lr", "threshold")',
+      'CONTROL_PER_MEMBER_FIELDS = ("seed", "seeds", "threshold")', CTRL_STUDY),
+    m("control_trainer.window_from_episode_one", "uwm_model/control_trainer.py",
+      "last = seen[max(0, episode - window):]", "last = seen", CTRL_METRICS),
+    m("control_trainer.returns_beyond_the_report_read", "uwm_model/control_trainer.py",
+      "seen = torch.tensor(returns[:episode], dtype=torch.float64)",
+      "seen = torch.tensor(returns, dtype=torch.float64)", CTRL_METRICS),
+    m("control_trainer.threshold_episode_off_by_one", "uwm_model/control_trainer.py",
+      'row["episodes_to_threshold"] = float(hit[0, 0] + WINDOW)',
+      'row["episodes_to_threshold"] = float(hit[0, 0] + WINDOW - 1)', CTRL_METRICS),
+    m("control_trainer.diverged_at_in_steps", "uwm_model/control_trainer.py",
+      'row["diverged_at"] = float(len(returns))', 'row["diverged_at"] = float(len(returns) * 20)', CTRL_METRICS),
+    m("control_trainer.resume_forgets_the_report_episode", "uwm_model/control_trainer.py",
+      'trainer.episode, trainer.wall_seconds = state["episode"], state["wall_seconds"]',
+      'trainer.wall_seconds = state["wall_seconds"]', CTRL_RESUME),
+    m("control_trainer.report_before_the_slowest_member", "uwm_model/control_trainer.py",
+      "self.ac.run(episodes=target, progress=self._probe_due if cfg.probe_samples else None)",
+      "self.ac.run(max_steps=target * 5, progress=self._probe_due if cfg.probe_samples else None)", CTRL_PACK),
+    m("spec.control_early_stopping_accepted", "study/spec.py",
+      "if control and spec.early_stopping is not None:", "if False:", CTRL_SPEC),
+    m("spec.control_env_error_not_named_by_cell", "study/spec.py",
+      'raise UserError(f"grid.{owner.get(err.where, \'\')}".rstrip("."), f"cell {raw_key}: {err.problem}") from None',
+      "raise err", CTRL_SPEC),
+    m("speed.control_floor_of_the_multiplexer", "analysis/speed.py",
+      'floor = np.where(env == "cartpole", 0.0, np.where(env == "acrobot", -steps, floor))',
+      'floor = np.where(env == "cartpole", 0.0, floor)', CTRL_STUDY),
+    m("spec.control_lr_per_layer_accepted", "study/spec.py",
+      'if param.per_layer and (path != "lr" or control):', 'if param.per_layer and path != "lr":', CTRL_SPEC),
+    # ---- the control study's estimator probe (issue 27, session 8)
+    m("control.probe_on_the_training_stream", "uwm_model/control.py",
+      "self.probe_keys = streams.member_keys(self.seeds, streams.PROBE)",
+      "self.probe_keys = streams.member_keys(self.seeds, streams.TRAIN)", CTRL_PROBE),
+    m("control.probe_next_value_of_the_state_itself", "uwm_model/control.py",
+      "(softplus_critic_value(*critic, y)[0] for y in (x, out.final_obs))",
+      "(softplus_critic_value(*critic, y)[0] for y in (x, x))", CTRL_PROBE),
+    m("control.probe_subset_on_the_first_members_keys", "uwm_model/control.py",
+      "keys = pick(self.probe_keys)", "keys = self.probe_keys[:len(pick(self.obs))]", CTRL_PROBE),
+    m("control.probe_keeps_the_pinned_logit", "uwm_model/control.py",
+      "grads[-1] = grads[-1][..., :-1]", "grads[-1] = grads[-1]", CTRL_PROBE),
+    m("control_trainer.probe_sums_over_states", "uwm_model/control_trainer.py",
+      'var, mean_sq = (stats[k].reshape(P, B).mean(1) for k in ("var", "mean_sq"))',
+      'var, mean_sq = (stats[k].reshape(P, B).sum(1) for k in ("var", "mean_sq"))', CTRL_PROBE),
+    m("control_trainer.probe_nsr_without_the_batch", "uwm_model/control_trainer.py",
+      "torch.where(signal > 0, var / (B * signal), torch.nan)", "torch.where(signal > 0, var / signal, torch.nan)",
+      CTRL_PROBE),
+    m("control_trainer.probe_at_the_packs_report", "uwm_model/control_trainer.py",
+      "probes = {**self.report_probes.pop(self.episode, ({}, None))[0], **self.init_probe}",
+      "probes = {**self.probe(self.episode), **self.init_probe}", CTRL_PACK),
+    m("control_trainer.resume_forgets_the_probes_taken_ahead", "uwm_model/control_trainer.py",
+      'trainer.report_probes = state.get("report_probes", {})', "trainer.report_probes = {}", CTRL_RESUME),
 ]
