@@ -46,7 +46,8 @@ def _variance_section(study: Study, vs: pd.DataFrame, corr: pd.DataFrame, level:
     n_cells = vs.loc[vs["variance"].notna(), "cell"].nunique() if len(vs) else 0
     if n_cells < MIN_CELLS:
         sec.text.append(f"Not answerable from this study: too few cells ({n_cells} with a probe variance; a rank "
-                        f"correlation needs at least {MIN_CELLS}, and a probe: probe.enabled, or probe_samples for a control study)"
+                        f"correlation needs at least {MIN_CELLS}, and a probe: probe.enabled, or a control "
+                        "study's probe_samples)"
                         + ("; no probe metrics were logged." if not len(vs) else "."))
         return sec
     sec.present = True
