@@ -116,7 +116,8 @@ def brute_force_dataset_J(weights, biases, xs, ys, classes, rewards="pm1"):
 @pytest.mark.parametrize("classes,rewards", [(3, "pm1"), (4, "10"), (2, "pm1")])
 def test_categorical_oracle_matches_brute_force_and_finite_differences(classes, rewards):
     from uwm_model.datasets import DatasetTask, load_split
-    x_train, y_train, _, _ = load_split("digits")
+    split = load_split("digits")
+    x_train, y_train = split.x_train, split.y_train
     rows = [i for digit in range(classes) for i in (y_train == digit).nonzero()[0][:2]]
     x = torch.tensor(x_train[rows][:, [20, 28, 36]])
     y = torch.tensor(y_train[rows])
