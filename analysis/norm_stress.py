@@ -13,10 +13,14 @@ and initial outgoing norm ``c``, from each cell's tuned trial(s), pooled over se
 ``bias``            where the exact oracle applies (tiny nets), the trained rule's probe bias
                     ``‖mean estimate − exact gradient‖`` over all layers (root of the sum of the
                     layers' squares) at the same matched point, mean over seeds with a
-                    bootstrap interval; NaN otherwise.
+                    bootstrap interval; NaN otherwise;
+``reached_rate``    fraction of seeds that reached the reward threshold;
+``lr_edge``         "lower" / "upper" where the cell's tuned learning rate sits at an edge of the
+                    rates its search tried, else "".
 
 :func:`breakdown_norms` reads off, per rule, the smallest norm at which training went wrong (divergence
-or a lower final reward): a reading of tuning and budget, not of π. The π boundary is read on the initial
+or a lower final reward): a reading of tuning and budget, not of π, and its reward criterion only
+compares norms whose tuning did not stop at an edge and whose seeds all reached the threshold. The π boundary is read on the initial
 state (:func:`init_bias_table`, :func:`init_bias_breakdown`, :func:`order_norm_interaction`).
 """
 
@@ -30,6 +34,7 @@ import pandas as pd
 from .load import Study
 from .probe import probe_at, probe_index
 from .speed import FINAL_STATUSES, seed_speed, select_tuned
+from .tuning import tuning_table
 from .stats import DEFAULT_BOOT, DEFAULT_LEVEL, NAN_INTERVAL, bootstrap_ci, sign_flip_p, t_interval, wilson_interval
 from .verdicts import verdict
 from .variance_speed import setting_columns
@@ -52,7 +57,7 @@ def norm_stress_table(study: Study, points: str = "tuned", at="first", n_boot: i
     """
     cols = ["rule_variant", "context", "outgoing_norm", "above_pi", "n_seeds", "diverged_rate", "diverged_rate_lo",
             "diverged_rate_hi", "variance", "variance_lo", "variance_hi", "final_reward", "final_reward_lo",
-            "final_reward_hi", "bias", "bias_lo", "bias_hi"]
+            "final_reward_hi", "bias", "bias_lo", "bias_hi", "reached_rate", "lr_edge"]
     t = study.trials
     if not len(t) or "outgoing_norm" not in t or t["outgoing_norm"].dropna().nunique() < 2:
         return pd.DataFrame(columns=cols)
@@ -69,11 +74,16 @@ def norm_stress_table(study: Study, points: str = "tuned", at="first", n_boot: i
     if len(bias):
         layers = [c for c in bias.columns if c.startswith("l") and c[1:].isdigit()]
         bias["total"] = np.sqrt((bias[layers] ** 2).sum(axis=1, min_count=len(layers)))
+    tuning = tuning_table(study) if points == "tuned" and len(chosen) else pd.DataFrame()
+    edge = tuning.set_index("cell")["lr edge"] if "lr edge" in tuning else pd.Series(dtype=object)
     rows = []
     for (rule, ctx, norm), g in chosen.groupby(["rule_variant", "context", "outgoing_norm"], sort=False):
         ids = set(g["run_id"])
         row = {"rule_variant": rule, "context": ctx, "outgoing_norm": float(norm), "above_pi": bool(norm > PI)}
+        edges = [e for e in edge.reindex(g["cell"].unique()).fillna("") if e] if "cell" in g else []
+        row["lr_edge"] = "/".join(sorted(set(edges)))
         s = seeds[seeds["run_id"].isin(ids)] if len(seeds) else seeds
+        row["reached_rate"] = float(s["reached"].mean()) if len(s) else math.nan
         v = var[var["run_id"].isin(ids)]["total"].to_numpy(float) if len(var) else np.array([])
         if len(s):
             row["n_seeds"] = int(len(s))
@@ -102,19 +112,28 @@ def breakdown_norms(table: pd.DataFrame, diverged_threshold: float = 0.5) -> pd.
 
     This reads tuning and budget, never the Taylor radius: every cell is tuned and trained, and by the end
     of training the weights are far from their initial norm, so the ``reading`` never mentions π (the π
-    boundary is :func:`init_bias_table`'s, on the initial state). The grid only brackets the change: after
-    ``last_ok_norm`` and by ``breakdown_norm`` (NaN: not shown up to ``max_norm``). Columns: rule_variant,
-    context, last_ok_norm, breakdown_norm, criterion, max_norm, reading.
+    boundary is :func:`init_bias_table`'s, on the initial state). A lower reward is read only between norms
+    whose tuning did not stop at an edge of the searched rates and whose seeds all reached the threshold
+    (``readable``): elsewhere the reward says where the search or the budget ran out, and a norm where it
+    cannot be read counts as neither worse nor fine (``unreadable_norms``). The grid only brackets the
+    change: after ``last_ok_norm`` and by ``breakdown_norm`` (NaN: not shown up to ``max_norm``). Columns:
+    rule_variant, context, last_ok_norm, breakdown_norm, criterion, max_norm, unreadable_norms, reading.
     """
+    table = table.assign(readable=[_reward_readable(r) for _, r in table.iterrows()])
     rows = []
     for (rule, ctx), g in table.sort_values("outgoing_norm", kind="stable").groupby(["rule_variant", "context"],
                                                                                      sort=False):
         base = g.iloc[0]
         found, why, last_ok = math.nan, "", math.nan
+        unreadable = [float(n) for n in g.loc[~g["readable"], "outgoing_norm"]]
+        last_calm = math.nan    # the last norm where the seeds did not diverge (its reward may be unreadable)
         for _, r in g.iterrows():
             if np.isfinite(r["diverged_rate"]) and r["diverged_rate"] >= diverged_threshold:
-                found, why = r["outgoing_norm"], f"{r['diverged_rate']:.0%} of seeds diverged"
+                found, why, last_ok = r["outgoing_norm"], f"{r['diverged_rate']:.0%} of seeds diverged", last_calm
                 break
+            last_calm = r["outgoing_norm"]
+            if not (r["readable"] and base["readable"]):
+                continue
             if (r["outgoing_norm"] > base["outgoing_norm"] and np.isfinite(r["final_reward_hi"])
                     and np.isfinite(base["final_reward_lo"]) and r["final_reward_hi"] < base["final_reward_lo"]):
                 found = r["outgoing_norm"]
@@ -122,16 +141,29 @@ def breakdown_norms(table: pd.DataFrame, diverged_threshold: float = 0.5) -> pd.
                 break
             last_ok = r["outgoing_norm"]
         max_norm = float(g["outgoing_norm"].max())
-        if not np.isfinite(found):
+        if not np.isfinite(found) and not base["readable"]:
+            reading = (f"after training, divergence up to norm {max_norm:g}: not shown; a lower reward: not "
+                       f"answerable (at norm {base['outgoing_norm']:g} the tuning stopped at an edge or seeds "
+                       "fell short of the threshold)")
+        elif not np.isfinite(found):
             reading = f"after training, a lower reward or divergence up to norm {max_norm:g}: not shown"
         elif not np.isfinite(last_ok):
             reading = f"after training, worse already at the smallest norm tried, {found:g}"
         else:
             reading = f"after training, worse between norms {last_ok:g} and {found:g}"
         rows.append({"rule_variant": rule, "context": ctx, "last_ok_norm": last_ok, "breakdown_norm": found,
-                     "criterion": why, "max_norm": max_norm, "reading": reading})
+                     "criterion": why, "max_norm": max_norm,
+                     "unreadable_norms": ", ".join(f"{n:g}" for n in unreadable), "reading": reading})
     return pd.DataFrame(rows, columns=["rule_variant", "context", "last_ok_norm", "breakdown_norm", "criterion",
-                                       "max_norm", "reading"])
+                                       "max_norm", "unreadable_norms", "reading"])
+
+
+def _reward_readable(row) -> bool:
+    """Can a cell's final reward be compared across norms? Only where its learning rate was not chosen at an
+    edge of the rates tried and every seed reached the threshold (a table without these columns: yes)."""
+    edge = row.get("lr_edge", "")
+    reached = row.get("reached_rate", math.nan)
+    return not (isinstance(edge, str) and edge) and (not np.isfinite(reached) or reached >= 1.0)
 
 
 # ----------------------------------------------------------------------------- bias at initialisation

@@ -210,9 +210,32 @@ def test_norm_stress_finds_the_pi_boundary_for_hwm_only(study):
         if rule == "hwm":
             assert row["breakdown_norm"] == 4.0 and row["last_ok_norm"] == 1.0
             assert row["reading"] == "after training, worse between norms 1 and 4"
-        else:
-            assert np.isnan(row["breakdown_norm"]) and row["reading"].endswith("not shown")
+        else:   # every planted cell chose the top rate of its grid: the reward cannot say where the norm hurts
+            assert np.isnan(row["breakdown_norm"]) and row["unreadable_norms"] == "1, 4"
+            assert "a lower reward: not answerable" in row["reading"], row["reading"]
         assert "π" not in row["reading"]          # tuning and budget, never a verdict on the Taylor radius
+    assert (table["lr_edge"] == "upper").all()
+    assert np.allclose(table.loc[table["rule_variant"] != "hwm", "reached_rate"], 1.0)
+
+
+def test_breakdown_reads_a_lower_reward_only_where_tuning_and_budget_allow():
+    """A reward that falls with the norm is a breakdown only between cells whose learning rate was tuned inside
+    its grid and whose seeds all reached the threshold; at an edge or short of the threshold it says where the
+    search or the budget stopped (the old reading called both cases a breakdown)."""
+    def cells(edge_at_4="", reached_at_4=1.0):
+        return pd.DataFrame({"rule_variant": "wm", "context": "", "outgoing_norm": [1.0, 2.0, 4.0],
+                             "diverged_rate": 0.0, "final_reward": [0.9, 0.88, 0.6],
+                             "final_reward_lo": [0.85, 0.83, 0.5], "final_reward_hi": [0.95, 0.93, 0.7],
+                             "lr_edge": ["", "", edge_at_4], "reached_rate": [1.0, 1.0, reached_at_4]})
+    fine = breakdown_norms(cells()).iloc[0]
+    assert fine["breakdown_norm"] == 4.0 and fine["last_ok_norm"] == 2.0 and fine["unreadable_norms"] == ""
+    for edge, reached in (("upper", 1.0), ("lower", 1.0), ("", 0.75)):
+        row = breakdown_norms(cells(edge, reached)).iloc[0]
+        assert np.isnan(row["breakdown_norm"]) and row["unreadable_norms"] == "4", (edge, reached, row.to_dict())
+        assert row["reading"].endswith("not shown")
+    base_at_edge = cells().assign(lr_edge=["lower", "", ""])
+    row = breakdown_norms(base_at_edge).iloc[0]
+    assert np.isnan(row["breakdown_norm"]) and "a lower reward: not answerable" in row["reading"]
 
 
 # ----------------------------------------------------------------------------- reports
