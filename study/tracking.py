@@ -432,6 +432,10 @@ class PointRun:
             _retry(self.client.log_batch, self.run_id, metrics=items[i: i + 1000])
         self.last_step = episode
 
+    def set_tag(self, key: str, value: str) -> None:
+        """A tag on this point's run (also once it has ended)."""
+        _retry(self.client.set_tag, self.ensure(), key, value)
+
     def finish(self, status: str, summary: dict[str, float], rows: list) -> None:
         """Summary metrics, per-seed curves artifact, final status tag; end the run."""
         self.ensure()

@@ -15,6 +15,9 @@ checkpoint), and at every report:
 4. checkpoints the trainer and its bookkeeping and calls ``tune.report`` with, per point,
    ``point_value/<id>`` and ``point_status/<id>`` (read by the searcher), and ``best``.
 
+When the pack ends, each point run gets the tag ``uwm.timeline``: where the trial function's time went
+(:mod:`study.timeline`).
+
 A diverged point is recorded as diverged in its own run; its pack is not touched.
 """
 
@@ -41,6 +44,7 @@ from uwm_model.settings import torch_settings
 from uwm_model.trainer import Trainer
 
 from . import tracking
+from .timeline import PackTimeline
 from .control_trial import is_control, trial_config
 from .stopping import board_name, rung_episodes
 
@@ -97,61 +101,58 @@ class PackState:
 
 def train_pack(config: dict, ctx: StudyContext) -> None:
     """Train one pack (see module doc)."""
+    timeline = PackTimeline()
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)   # one line per checkpoint otherwise
     points, pack_id = config["points"], config["pack_id"]
-    configs = [trial_config(p["config"]) for p in points]
-    torch_settings(configs[0].threads, configs[0].device)   # the trial owns its worker process while it trains
-    if is_control(points[0]["config"]):     # the actor-critic on a control task, driven alike
-        from uwm_model.control_trainer import ControlTrainer as trainer_class
-    else:
-        trainer_class = Trainer
     mlflow_client = _POOL.submit(_client, ctx.tracking_uri)   # MLflow starts while the first report trains
-
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            trainer = trainer_class.load(Path(folder) / "trainer.pt", configs)
-            state = PackState.from_json(json.loads((Path(folder) / "pack.json").read_text()))
-    else:
-        trainer = trainer_class(configs)
-        state = PackState(len(points))
-
-    board, rungs = None, []
-    if ctx.early_stopping:
-        board = ray.get_actor(board_name(ctx.study))
-        rungs = rung_episodes(ctx.early_stopping["grace_period"], ctx.early_stopping["reduction_factor"],
-                              configs[0].episodes)
-
-    node = ray.get_runtime_context().get_node_id()
-    node_ip = next((n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == node), "?")   # as Ray knows it
+    with timeline.phase("setup"):
+        configs = [trial_config(p["config"]) for p in points]
+        torch_settings(configs[0].threads, configs[0].device)   # the trial owns its worker process while it trains
+        trainer, state = _trainer_and_state(points, configs)
+        timeline.trainer_ready(trainer)
+        board, rungs = None, []
+        if ctx.early_stopping:
+            board = ray.get_actor(board_name(ctx.study))
+            rungs = rung_episodes(ctx.early_stopping["grace_period"], ctx.early_stopping["reduction_factor"],
+                                  configs[0].episodes)
+        node = ray.get_runtime_context().get_node_id()
+        node_ip = next((n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == node), "?")   # as Ray knows it
     where = {layout.NODE: node, layout.NODE_IP: node_ip, layout.HOST: socket.gethostname(), layout.PID: str(os.getpid()),
              layout.DEVICE: str(trainer.device)}   # cuda, or cpu where a GPU trial found no CUDA device
     runs: list[tracking.PointRun] | None = None
-    for report in trainer.run():
-        if runs is None:
-            runs = [tracking.PointRun(mlflow_client.result(), ctx.experiment_id, ctx.parent_run_id, ctx.study,
-                                      pack_id, p, where) for p in points]
-        for i, pr in enumerate(report.points):
-            if state.ended[i]:
-                continue
-            _record(state, i, report.episode, pr, configs[i], ctx.metric)
-            runs[i].log(report.episode, _series(pr.metrics, state.eval_curve[i], ctx.metric))
+    for report in timeline.timed(trainer.run()):
+        with timeline.phase("mlflow"):
+            if runs is None:
+                runs = [tracking.PointRun(mlflow_client.result(), ctx.experiment_id, ctx.parent_run_id, ctx.study,
+                                          pack_id, p, where) for p in points]
+            for i, pr in enumerate(report.points):
+                if state.ended[i]:
+                    continue
+                _record(state, i, report.episode, pr, configs[i], ctx.metric)
+                runs[i].log(report.episode, _series(pr.metrics, state.eval_curve[i], ctx.metric))
 
         if board is not None:
             stop = _rung_decisions(board, state, points, report, rungs)
             if stop:
                 trainer.stop_points(stop)
-                for i in stop:
-                    diverged = report.points[i].metrics.get("diverged_fraction", 0) > 0
-                    _end(runs[i], state, i, layout.DIVERGED if diverged else layout.STOPPED, report.points[i].metrics)
+                with timeline.phase("mlflow"):
+                    for i in stop:
+                        diverged = report.points[i].metrics.get("diverged_fraction", 0) > 0
+                        _end(runs[i], state, i, layout.DIVERGED if diverged else layout.STOPPED,
+                             report.points[i].metrics)
 
         last = report.episode >= configs[0].episodes
-        for i, pr in enumerate(report.points):
-            if not state.ended[i] and (last or pr.metrics.get("diverged_fraction", 0) >= 1):
-                _end(runs[i], state, i, layout.DIVERGED if pr.status == layout.DIVERGED else layout.FINISHED, pr.metrics)
+        with timeline.phase("mlflow"):
+            for i, pr in enumerate(report.points):
+                if not state.ended[i] and (last or pr.metrics.get("diverged_fraction", 0) >= 1):
+                    _end(runs[i], state, i, layout.DIVERGED if pr.status == layout.DIVERGED else layout.FINISHED,
+                         pr.metrics)
         done = all(state.ended)
+        if done:   # the timeline up to the last checkpoint, on every point run of the pack
+            for run in runs:
+                run.set_tag(layout.TIMELINE, timeline.as_tag(trainer))
 
-        with tempfile.TemporaryDirectory() as folder:
+        with timeline.phase("checkpoint"), tempfile.TemporaryDirectory() as folder:
             trainer.save(Path(folder) / "trainer.pt")
             (Path(folder) / "pack.json").write_text(json.dumps(state.to_json()))
             result = _result(points, state, report, ctx.mode)
@@ -159,6 +160,20 @@ def train_pack(config: dict, ctx: StudyContext) -> None:
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
         if done:
             break
+
+
+def _trainer_and_state(points: list[dict], configs: list[TrialConfig]):
+    """The pack's trainer and bookkeeping: restored from the trial's checkpoint (a resumed or retried pack), else new."""
+    if is_control(points[0]["config"]):     # the actor-critic on a control task, driven alike
+        from uwm_model.control_trainer import ControlTrainer as trainer_class
+    else:
+        trainer_class = Trainer
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return trainer_class(configs), PackState(len(points))
+    with checkpoint.as_directory() as folder:
+        return (trainer_class.load(Path(folder) / "trainer.pt", configs),
+                PackState.from_json(json.loads((Path(folder) / "pack.json").read_text())))
 
 
 def _record(state: PackState, i: int, episode: int, pr, cfg: TrialConfig, metric: str) -> None:

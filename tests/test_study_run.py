@@ -5,6 +5,7 @@ Every study here is tiny (1-address-bit multiplexer, 4 hidden units) so the whol
 few minutes on 2 cores; what is checked is the bookkeeping, not the learning.
 """
 
+import json
 import os
 import re
 import signal
@@ -217,6 +218,14 @@ def test_quickstart_end_to_end_on_the_sqlite_default(tmp_path, procs):
     assert auc[0][1] == pytest.approx(history[0][1])
     assert run.data.metrics["diverged_fraction"] == 0.0
     assert -1.0 <= run.data.metrics["train_reward_mean"] <= 1.0 and run.data.metrics["seconds_per_episode"] > 0
+    # every point run carries its pack's timeline (the profile of benchmarks/study_overhead.py): one per pack,
+    # its phases adding up to the trial function's time, the training steps inside the trainer's own clock
+    timelines = {r.data.tags["uwm.pack"]: json.loads(r.data.tags["uwm.timeline"]) for r in kids}
+    assert len({json.dumps(t) for t in timelines.values()}) == len(timelines)
+    for t in timelines.values():
+        parts = sum(t[k] for k in ("setup", "compile", "train", "report", "mlflow", "checkpoint", "other"))
+        assert parts == pytest.approx(t["total"], abs=0.01) and min(t.values()) >= 0 and t["train"] > 0
+        assert t["mlflow"] > 0 and t["checkpoint"] > 0 and abs(t["started"] - time.time()) < 3600
     curves = client.download_artifacts(run.info.run_id, "curves_per_seed.csv", str(tmp_path))
     table = pd.read_csv(curves)
     assert list(table.columns) == ["episode", "seed", "metric", "value"]

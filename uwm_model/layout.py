@@ -44,6 +44,7 @@ HOST = "uwm.host"
 NODES = "uwm.nodes"         # every node an attempt of the point trained on, "<node id[:8]> at <ip>", comma-separated
 PID = "uwm.pid"             # the process id of the attempt that trains the point, on that node
 DEVICE = "uwm.device"       # the torch device a pack trained on (cpu where a GPU trial found no CUDA)
+TIMELINE = "uwm.timeline"   # where the pack's trial function spent its time, JSON (study.timeline), set when it ends
 STATUS = "uwm.status"
 
 ANSWER_PREFIX = "uwm.answer."   # parent run, once a report is written: one tag per question, its answer at a glance

@@ -426,6 +426,19 @@ MUTATIONS = [
     m("calib.breakdown_lr_edge_lost", "analysis/norm_stress.py",
       'row["lr_edge"] = "/".join(sorted(set(edges)))', 'row["lr_edge"] = ""',
       "tests/test_analysis_study.py::test_norm_stress_finds_the_pi_boundary_for_hwm_only"),
+    m("timeline.restored_wall_counted", "study/timeline.py",
+      'train_s = float(trainer.wall_seconds) - getattr(self, "_wall_before", 0.0)',
+      "train_s = float(trainer.wall_seconds)", "tests/test_timeline.py"),
+    m("timeline.report_keeps_compile", "study/timeline.py",
+      '"report": max(self.measured["trainer"] - compile_s - train_s, 0.0)',
+      '"report": max(self.measured["trainer"] - train_s, 0.0)', "tests/test_timeline.py"),
+    m("timeline.phase_lost_on_error", "study/timeline.py",
+      """        try:
+            yield
+        finally:
+            self.measured[name] += time.perf_counter() - tic""",
+      """        yield
+        self.measured[name] += time.perf_counter() - tic""", "tests/test_timeline.py"),
     m("calib.verdict_claims_the_null", "analysis/verdicts.py",
       'return "shown"', 'return "shown" if power else "not shown"',
       "tests/test_analysis_planted.py::test_verdict_words_follow_the_statistics"),
