@@ -50,6 +50,7 @@ from .config import _Strict, flatten
 from .network import Episode, batched_matmul, init_network, resolve_device, resolve_dtype, sample_episode
 from .optim import adam_update
 from .rules import batch_mean_parameters, resolve_rule
+from .settings import compile_cache
 from .units import BERNOULLI, CATEGORICAL
 
 ENV_SHORT_NAMES = {"CartPole-v1": "cartpole", "Acrobot-v1": "acrobot"}   # as trial files and studies name them
@@ -495,6 +496,7 @@ class ActorCritic:
             self._step, self._steps = self.train_step, None
             return
         tic = time.perf_counter()
+        compile_cache()   # this process's trainers each compile their own steps
         compile = lambda fn: torch.compile(fn, fullgraph=True, dynamic=False)  # noqa: E731
         # the unrolled graph now, on the real state; the single step (runs cut at a step count that is not a
         # multiple of STEPS_PER_CALL) compiles when first needed

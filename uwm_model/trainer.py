@@ -30,6 +30,7 @@ from .config import TrialConfig, per_member_fields
 from .fanout import fan_outs, rank_correlation, unit_statistics
 from .network import Network, init_network, resolve_device, resolve_dtype, sample_episode
 from .optim import adam_update, sgd_update
+from .settings import compile_cache
 from .oracle import exact_gradient, oracle_fits
 from .rules import REWARD_BASELINE, RULES, Gradient, batch_mean_parameters, resolve_rule
 from .tasks import make_task
@@ -381,6 +382,7 @@ class Trainer:
             self.draws_in_step = self.compiled and self.device.type == "cuda"
         if not self.compiled:
             return
+        compile_cache()   # this process's trainers each compile their own steps
         compile = lambda fn: torch.compile(fn, fullgraph=True, dynamic=False)  # noqa: E731
         # compile now, on the real state (the step functions are pure), so training time excludes it: one
         # graph of STEPS_PER_CALL steps and, when a window's length is not a multiple, one of a single step

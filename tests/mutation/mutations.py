@@ -439,6 +439,13 @@ MUTATIONS = [
             self.measured[name] += time.perf_counter() - tic""",
       """        yield
         self.measured[name] += time.perf_counter() - tic""", "tests/test_timeline.py"),
+    m("settings.compiler_loaded_for_every_trial", "uwm_model/settings.py",
+      """        if dynamo is not None:
+            compile_cache(compiled_trainers)""", """        compile_cache(compiled_trainers)""",
+      "tests/test_settings.py::test_an_eager_trainer_never_loads_the_compiler"),
+    m("settings.trainer_forgets_the_cache", "uwm_model/trainer.py",
+      "        compile_cache()   # this process's trainers each compile their own steps\n", "",
+      "tests/test_settings.py::test_a_compiling_trainer_raises_the_compile_cache"),
     m("calib.verdict_claims_the_null", "analysis/verdicts.py",
       'return "shown"', 'return "shown" if power else "not shown"',
       "tests/test_analysis_planted.py::test_verdict_words_follow_the_statistics"),
