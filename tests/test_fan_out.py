@@ -106,6 +106,7 @@ def test_masked_weights_and_their_adam_moments_stay_exactly_zero_in_training(rul
     assert free.sum() > 0.5 * trainer.mask[:, :18 + 36].sum()   # the free weights do move
 
 
+@pytest.mark.slow   # 30-45 s: the full tier's (see docs/performance.md)
 def test_the_compiled_step_keeps_masked_weights_at_zero():
     cfg = um.TrialConfig(task={"address_bits": 1}, hidden=[6, 6], fan_out={"cv": 0.6, "density": 0.5}, rule="uwm",
                          lr=0.05, batch_size=4, episodes=64, report_every=64, device="cpu", compile="on",

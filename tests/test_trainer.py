@@ -183,6 +183,7 @@ def test_ema_baseline_reduces_reinforce_probe_variance():
     assert runs["ema"] < 0.7 * runs["none"], runs
 
 
+@pytest.mark.slow   # 30-45 s: the full tier's (see docs/performance.md)
 def test_compiled_training_matches_eager_training():
     """torch.compile fuses the step (and unrolls STEPS_PER_CALL steps per call): the same numbers up to
     round-off. float64 and a tiny net keep the compile short (~20 s on 2 cores, cold cache)."""

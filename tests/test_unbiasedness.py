@@ -84,6 +84,7 @@ def test_hwm_bias_shrinks_with_order_when_weights_are_small(table_networks, mux3
     assert statistics(small, mux3, "hwm", {"order": 3})[0] < 5
 
 
+@pytest.mark.slow   # 30-45 s: the full tier's (see docs/performance.md)
 def test_hwm_breaks_beyond_pi_while_uwm_stays_unbiased(table_networks, mux3):
     _, norm4 = table_networks
     b3 = statistics(norm4, mux3, "hwm", {"order": 3})[1]
@@ -95,6 +96,7 @@ def test_hwm_breaks_beyond_pi_while_uwm_stays_unbiased(table_networks, mux3):
         assert z < 5 and bias < 0.15, (options, z, bias)
 
 
+@pytest.mark.slow   # 30-45 s: the full tier's (see docs/performance.md)
 def test_figures_agree_with_the_independent_implementation(table_networks, mux3):
     """Relative bias of the biased rules and the variances are properties of the estimators, not
     of the random stream: they must match the spec's table (within 10% + Monte-Carlo noise)."""
