@@ -44,9 +44,9 @@ from uwm_model.settings import torch_settings
 from uwm_model.trainer import Trainer
 
 from . import tracking
-from .timeline import PackTimeline
 from .control_trial import is_control, trial_config
 from .stopping import board_name, rung_episodes
+from .timeline import PackTimeline
 
 # MLflow prints "View run ... at: http://..." for every run it ends on a tracking server: one
 # line per point in the job log; the summary links the study instead
@@ -149,8 +149,9 @@ def train_pack(config: dict, ctx: StudyContext) -> None:
                          pr.metrics)
         done = all(state.ended)
         if done:   # the timeline up to the last checkpoint, on every point run of the pack
+            tag = timeline.as_tag(trainer)
             for run in runs:
-                run.set_tag(layout.TIMELINE, timeline.as_tag(trainer))
+                run.set_tag(layout.TIMELINE, tag)
 
         with timeline.phase("checkpoint"), tempfile.TemporaryDirectory() as folder:
             trainer.save(Path(folder) / "trainer.pt")
