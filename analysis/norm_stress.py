@@ -20,8 +20,8 @@ and initial outgoing norm ``c``, from each cell's tuned trial(s), pooled over se
 
 :func:`breakdown_norms` reads off, per rule, the smallest norm at which training went wrong (divergence
 or a lower final reward): a reading of tuning and budget, not of π, and its reward criterion only
-compares norms whose tuning did not stop at an edge and whose seeds all reached the threshold. The π boundary is read on the initial
-state (:func:`init_bias_table`, :func:`init_bias_breakdown`, :func:`order_norm_interaction`).
+compares norms whose tuning did not stop at an edge and whose seeds all reached the threshold. The π
+boundary is read on the initial state (:func:`init_bias_table`, :func:`init_bias_breakdown`, :func:`order_norm_interaction`).
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ import pandas as pd
 from .load import Study
 from .probe import probe_at, probe_index
 from .speed import FINAL_STATUSES, seed_speed, select_tuned
-from .tuning import tuning_table
 from .stats import DEFAULT_BOOT, DEFAULT_LEVEL, NAN_INTERVAL, bootstrap_ci, sign_flip_p, t_interval, wilson_interval
+from .tuning import tuning_table
 from .verdicts import verdict
 from .variance_speed import setting_columns
 

@@ -33,6 +33,7 @@ class PackTimeline:
         self.started = time.time()
         self._tic = time.perf_counter()
         self.measured = {"setup": 0.0, "trainer": 0.0, "mlflow": 0.0, "checkpoint": 0.0}
+        self.wall_before = 0.0    # the trainer's step clock when this attempt got it (see trainer_ready)
 
     @contextmanager
     def phase(self, name: str):
@@ -53,13 +54,13 @@ class PackTimeline:
 
     def trainer_ready(self, trainer) -> None:
         """Call once the trainer is built: a restored trainer's clock already holds earlier attempts' time."""
-        self._wall_before = float(trainer.wall_seconds)
+        self.wall_before = float(trainer.wall_seconds)
 
     def seconds(self, trainer) -> dict[str, float]:
         """The phases in seconds, from what was measured here and the trainer's own clocks."""
         total = time.perf_counter() - self._tic
         compile_s = float(trainer.compile_seconds)
-        train_s = float(trainer.wall_seconds) - getattr(self, "_wall_before", 0.0)
+        train_s = float(trainer.wall_seconds) - self.wall_before
         out = {"setup": self.measured["setup"], "compile": compile_s, "train": train_s,
                "report": max(self.measured["trainer"] - compile_s - train_s, 0.0),
                "mlflow": self.measured["mlflow"], "checkpoint": self.measured["checkpoint"]}

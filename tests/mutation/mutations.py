@@ -427,7 +427,7 @@ MUTATIONS = [
       'row["lr_edge"] = "/".join(sorted(set(edges)))', 'row["lr_edge"] = ""',
       "tests/test_analysis_study.py::test_norm_stress_finds_the_pi_boundary_for_hwm_only"),
     m("timeline.restored_wall_counted", "study/timeline.py",
-      'train_s = float(trainer.wall_seconds) - getattr(self, "_wall_before", 0.0)',
+      "train_s = float(trainer.wall_seconds) - self.wall_before",
       "train_s = float(trainer.wall_seconds)", "tests/test_timeline.py"),
     m("timeline.report_keeps_compile", "study/timeline.py",
       '"report": max(self.measured["trainer"] - compile_s - train_s, 0.0)',
